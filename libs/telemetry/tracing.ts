@@ -1,0 +1,102 @@
+import { appendFileSync } from "node:fs";
+import { NodeSDK } from "@opentelemetry/sdk-node";
+import {
+  BatchSpanProcessor,
+  SimpleSpanProcessor,
+  type ReadableSpan,
+  type SpanExporter,
+  type SpanProcessor,
+} from "@opentelemetry/sdk-trace-base";
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
+import { ExportResultCode, hrTimeToMicroseconds, type ExportResult } from "@opentelemetry/core";
+import { SpanStatusCode, trace, type Attributes, type Span } from "@opentelemetry/api";
+
+export const tracer = trace.getTracer("trellis");
+
+export interface TracingOptions {
+  serviceName: string;
+  /** Extra exporter (tests pass an in-memory one). */
+  exporter?: SpanExporter;
+}
+
+let sdk: NodeSDK | undefined;
+
+/**
+ * Starts tracing for this process. Spans go to OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, to a
+ * JSON-lines file when TRELLIS_TRACE_FILE is set (the lab uses it), and to `options.exporter`.
+ */
+export function startTracing(options: TracingOptions): void {
+  if (sdk) return;
+  const spanProcessors: SpanProcessor[] = [];
+  if (process.env.OTEL_EXPORTER_OTLP_ENDPOINT) spanProcessors.push(new BatchSpanProcessor(new OTLPTraceExporter()));
+  if (process.env.TRELLIS_TRACE_FILE) {
+    spanProcessors.push(new SimpleSpanProcessor(new JsonLinesFileExporter(process.env.TRELLIS_TRACE_FILE)));
+  }
+  if (options.exporter) spanProcessors.push(new SimpleSpanProcessor(options.exporter));
+  sdk = new NodeSDK({ serviceName: options.serviceName, spanProcessors, instrumentations: [] });
+  sdk.start();
+}
+
+export async function stopTracing(): Promise<void> {
+  const running = sdk;
+  sdk = undefined;
+  await running?.shutdown();
+}
+
+/** Runs `fn` inside a new active span that records failures and always ends. */
+export async function withSpan<T>(name: string, attributes: Attributes, fn: (span: Span) => Promise<T>): Promise<T> {
+  return tracer.startActiveSpan(name, { attributes }, async (span) => {
+    try {
+      return await fn(span);
+    } catch (error) {
+      span.recordException(error as Error);
+      span.setStatus({ code: SpanStatusCode.ERROR, message: (error as Error).message });
+      throw error;
+    } finally {
+      span.end();
+    }
+  });
+}
+
+/** One JSON object per span and line; several processes may append to the same file. */
+export interface SpanRecord {
+  service: string;
+  name: string;
+  traceId: string;
+  spanId: string;
+  parentSpanId?: string;
+  startMicros: number;
+  durationMicros: number;
+  status: number;
+  attributes: Attributes;
+}
+
+class JsonLinesFileExporter implements SpanExporter {
+  constructor(private readonly path: string) {}
+
+  export(spans: ReadableSpan[], done: (result: ExportResult) => void): void {
+    const lines = spans.map((span) => JSON.stringify(toSpanRecord(span))).join("\n");
+    try {
+      appendFileSync(this.path, `${lines}\n`);
+      done({ code: ExportResultCode.SUCCESS });
+    } catch (error) {
+      done({ code: ExportResultCode.FAILED, error: error as Error });
+    }
+  }
+
+  async shutdown(): Promise<void> {}
+}
+
+export function toSpanRecord(span: ReadableSpan): SpanRecord {
+  return {
+    service: String(span.resource.attributes["service.name"] ?? ""),
+    name: span.name,
+    traceId: span.spanContext().traceId,
+    spanId: span.spanContext().spanId,
+    parentSpanId: span.parentSpanContext?.spanId,
+    startMicros: hrTimeToMicroseconds(span.startTime),
+    durationMicros: hrTimeToMicroseconds(span.duration),
+    status: span.status.code,
+    attributes: span.attributes,
+  };
+}
