@@ -1,0 +1,14 @@
+export { openNetlink, type NetlinkHandle } from "./handle.js";
+export { NetlinkError } from "./errors.js";
+export { createNamespace, deleteNamespace, namespaceExists, namespacePath, NETNS_RUN_DIR } from "./netns.js";
+export {
+  TRELLIS_ROUTE_PROTOCOL,
+  type AddAddressOptions,
+  type Address,
+  type IpFamily,
+  type IpvlanFlag,
+  type IpvlanMode,
+  type Link,
+  type Route,
+  type RouteSpec,
+} from "./types.js";

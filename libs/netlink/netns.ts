@@ -1,0 +1,106 @@
+import { execFile } from "node:child_process";
+import { closeSync, existsSync, openSync } from "node:fs";
+import { isAbsolute, join } from "node:path";
+import { promisify } from "node:util";
+import koffi from "koffi";
+import { netlinkError } from "./errors.js";
+import { withSpan } from "../telemetry/tracing.js";
+
+/** Where iproute2 keeps named namespaces, so `ip netns` and Trellis see the same ones. */
+export const NETNS_RUN_DIR = "/run/netns";
+
+const CLONE_NEWNET = 0x40000000;
+const run = promisify(execFile);
+
+let setnsCall: ((fd: number, nstype: number) => number) | undefined;
+
+function setns(fd: number): void {
+  setnsCall ??= koffi.load("libc.so.6").func("int setns(int, int)") as (fd: number, nstype: number) => number;
+  if (setnsCall(fd, CLONE_NEWNET) !== 0) {
+    const errno = koffi.errno();
+    const code = Object.entries(koffi.os.errno).find(([, value]) => value === errno)?.[0] ?? `errno ${errno}`;
+    throw Object.assign(new Error(`setns: ${code}`), { code });
+  }
+}
+
+/** A name resolves under /run/netns; an absolute path (e.g. /proc/<pid>/ns/net) is used as is. */
+export function namespacePath(name: string): string {
+  return isAbsolute(name) ? name : join(NETNS_RUN_DIR, name);
+}
+
+export function namespaceExists(name: string): boolean {
+  return existsSync(namespacePath(name));
+}
+
+/** Opens the namespace file; the caller closes the descriptor. */
+export function openNamespace(name: string): number {
+  try {
+    return openSync(namespacePath(name), "r");
+  } catch (cause) {
+    throw netlinkError(`open network namespace ${name}`, cause);
+  }
+}
+
+/**
+ * Runs `fn` with the calling thread inside namespace `name`, then returns to the original one.
+ * Only for synchronous work such as creating a socket: a socket stays in the namespace it was created
+ * in, and nothing else can run on the main thread while it is switched, so no other code is misplaced.
+ */
+export function inNamespace<T>(name: string, fn: () => T): T {
+  // The thread's own namespace, not the process's: setns affects only the calling thread.
+  const home = openNamespace("/proc/thread-self/ns/net");
+  try {
+    const target = openNamespace(name);
+    try {
+      setns(target);
+    } catch (cause) {
+      throw netlinkError(`enter network namespace ${name}`, cause);
+    } finally {
+      closeSync(target);
+    }
+    try {
+      return fn();
+    } finally {
+      // Failing to come back would leave the whole process in the wrong namespace: nothing can recover.
+      try {
+        setns(home);
+      } catch (cause) {
+        process.emitWarning(`trellis: cannot return to the original network namespace: ${String(cause)}`);
+        process.abort();
+      }
+    }
+  } finally {
+    closeSync(home);
+  }
+}
+
+/** Creates /run/netns/<name> through iproute2, which owns the bind-mount conventions `ip netns` relies on. */
+export async function createNamespace(name: string): Promise<void> {
+  await withSpan("netlink.netns.create", { netns: name }, async () => {
+    try {
+      await run("ip", ["netns", "add", name]);
+    } catch (cause) {
+      throw netlinkError(`create network namespace ${name}`, ipCause(cause));
+    }
+  });
+}
+
+export async function deleteNamespace(name: string): Promise<void> {
+  await withSpan("netlink.netns.delete", { netns: name }, async () => {
+    if (!namespaceExists(name)) {
+      throw netlinkError(`delete network namespace ${name}`, Object.assign(new Error("no such namespace"), { code: "ENOENT" }));
+    }
+    try {
+      await run("ip", ["netns", "delete", name]);
+    } catch (cause) {
+      throw netlinkError(`delete network namespace ${name}`, ipCause(cause));
+    }
+  });
+}
+
+/** `ip` reports the errno only as text on stderr; map the cases callers branch on. */
+function ipCause(cause: unknown): Error {
+  const stderr = String((cause as { stderr?: unknown }).stderr ?? "").trim();
+  const code = /File exists/.test(stderr) ? "EEXIST" : /No such file/.test(stderr) ? "ENOENT" : /Operation not permitted/.test(stderr) ? "EPERM" : undefined;
+  return Object.assign(new Error(stderr || String(cause)), code ? { code } : {});
+}
