@@ -1,0 +1,111 @@
+import { Network } from "../../../libs/proto/gen/trellis/v1/network.js";
+import { callUnary } from "../../../libs/grpc/unary.js";
+import { controlClient, newIntentId } from "../control.js";
+import { parseCommand, parseKeyValues, UsageError } from "../parse.js";
+import { printTable } from "../table.js";
+
+const CREATE_USAGE = `Usage: trellis network create [-d ipvlan] [--subnet=CIDR]... [--gateway=IP]... [--internal] [--ipv6]
+                              [-o parent=IF] [-o ipvlan_mode=l2|l3|l3s] [-o ipvlan_flag=bridge|private|vepa] NAME`;
+const USAGE = `Usage: trellis network create|ls|inspect|rm ...`;
+
+export async function networkCommand(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  switch (sub) {
+    case "create":
+      return create(rest);
+    case "ls":
+    case "list":
+      return list(rest);
+    case "inspect":
+      return inspect(rest);
+    case "rm":
+    case "remove":
+      return remove(rest);
+    default:
+      throw new UsageError(sub ? `unknown command "network ${sub}"` : "missing network command", USAGE);
+  }
+}
+
+async function create(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommand(
+    argv,
+    {
+      driver: { type: "string", short: "d" },
+      subnet: { type: "string", multiple: true },
+      gateway: { type: "string", multiple: true },
+      internal: { type: "boolean" },
+      ipv6: { type: "boolean" },
+      opt: { type: "string", short: "o", multiple: true },
+    },
+    CREATE_USAGE,
+  );
+  if (positionals.length !== 1) throw new UsageError(`network create takes exactly one NAME, got ${positionals.length}`, CREATE_USAGE);
+  const client = controlClient();
+  try {
+    const network = await callUnary(client.createNetwork.bind(client), {
+      intentId: newIntentId(),
+      spec: {
+        name: positionals[0]!,
+        driver: values.driver ?? "ipvlan",
+        subnets: values.subnet ?? [],
+        gateways: values.gateway ?? [],
+        internal: values.internal ?? false,
+        ipv6: values.ipv6 ?? false,
+        options: parseKeyValues(values.opt, CREATE_USAGE),
+      },
+    });
+    for (const note of network.notes) console.error(`Note: ${note}`);
+    console.log(network.id);
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+async function list(argv: string[]): Promise<number> {
+  parseCommand(argv, {}, "Usage: trellis network ls");
+  const client = controlClient();
+  try {
+    const { networks } = await callUnary(client.listNetworks.bind(client), {});
+    printTable(
+      ["NETWORK ID", "NAME", "DRIVER", "MODE", "PARENT", "SUBNETS"],
+      networks.map((n) => [n.id.slice(0, 12), n.name, n.driver, `${n.mode}/${n.flag}`, parentLabel(n), n.subnets.map((s) => s.cidr).join(",")]),
+    );
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+function parentLabel(network: Network): string {
+  return network.internal ? `${network.parent?.name} (internal)` : (network.parent?.name ?? "");
+}
+
+async function inspect(argv: string[]): Promise<number> {
+  const { positionals } = parseCommand(argv, {}, "Usage: trellis network inspect NAME...");
+  if (positionals.length === 0) throw new UsageError("network inspect needs at least one NAME", "Usage: trellis network inspect NAME...");
+  const client = controlClient();
+  try {
+    const networks = [];
+    for (const name of positionals) networks.push(Network.toJSON(await callUnary(client.inspectNetwork.bind(client), { name })));
+    console.log(JSON.stringify(networks, null, 2));
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+async function remove(argv: string[]): Promise<number> {
+  const { positionals } = parseCommand(argv, {}, "Usage: trellis network rm NAME...");
+  if (positionals.length === 0) throw new UsageError("network rm needs at least one NAME", "Usage: trellis network rm NAME...");
+  const client = controlClient();
+  try {
+    for (const name of positionals) {
+      await callUnary(client.deleteNetwork.bind(client), { intentId: newIntentId(), name });
+      console.log(name);
+    }
+    return 0;
+  } finally {
+    client.close();
+  }
+}

@@ -1,0 +1,85 @@
+import { networkInterfaces } from "node:os";
+import { startIpamService } from "../../ipam/main.js";
+import { startPlanner } from "../../planner/main.js";
+import { startAgent } from "../../link-agent/main.js";
+import { parseCommand, UsageError } from "../parse.js";
+import { settings } from "../settings.js";
+
+const HEARTBEAT_MS = 2000;
+const RESYNC_MS = 15_000;
+
+type Stoppable = { stop(): Promise<void> };
+
+export async function ipamCommand(argv: string[]): Promise<number> {
+  const { values } = parseCommand(argv, { nats: { type: "string" }, listen: { type: "string" } }, "Usage: trellis ipam [--nats=URL] [--listen=HOST:PORT]");
+  const ipam = await startIpamService({ natsUrl: values.nats ?? settings.natsUrl(), listen: values.listen ?? settings.ipamAddress() });
+  return runUntilSignalled([ipam]);
+}
+
+export async function plannerCommand(argv: string[]): Promise<number> {
+  const { values } = parseCommand(
+    argv,
+    { nats: { type: "string" }, listen: { type: "string" }, ipam: { type: "string" } },
+    "Usage: trellis planner [--nats=URL] [--listen=HOST:PORT] [--ipam=HOST:PORT]",
+  );
+  const planner = await startPlanner({
+    natsUrl: values.nats ?? settings.natsUrl(),
+    listen: values.listen ?? settings.plannerAddress(),
+    ipamAddress: values.ipam ?? settings.ipamAddress(),
+  });
+  console.log(`planner ready on ${planner.address}`);
+  return runUntilSignalled([planner]);
+}
+
+const AGENT_USAGE = "Usage: trellis agent [--host=NAME] [--address=UNDERLAY-IP] [--role=host|upstream] [--nats=URL]";
+
+export async function agentCommand(argv: string[]): Promise<number> {
+  const { values } = parseCommand(
+    argv,
+    { nats: { type: "string" }, host: { type: "string" }, address: { type: "string" }, role: { type: "string" } },
+    AGENT_USAGE,
+  );
+  const role = values.role ?? "host";
+  if (role !== "host" && role !== "upstream") throw new UsageError(`invalid --role "${role}": must be host or upstream`, AGENT_USAGE);
+  const host = values.host ?? settings.host();
+  const agent = await startAgent(values.nats ?? settings.natsUrl(), {
+    host,
+    address: values.address ?? underlayAddress(),
+    role,
+    heartbeatMs: HEARTBEAT_MS,
+    resyncMs: RESYNC_MS,
+  });
+  console.log(`agent ready for host ${host}`);
+  return runUntilSignalled([agent]);
+}
+
+/** `trellis up`: ipam, planner and this host's agent in one process. */
+export async function upCommand(argv: string[]): Promise<number> {
+  const { values } = parseCommand(argv, { nats: { type: "string" }, host: { type: "string" }, address: { type: "string" } }, "Usage: trellis up [--nats=URL] [--host=NAME] [--address=UNDERLAY-IP]");
+  const natsUrl = values.nats ?? settings.natsUrl();
+  const ipam = await startIpamService({ natsUrl, listen: settings.ipamAddress() });
+  const planner = await startPlanner({ natsUrl, listen: settings.plannerAddress(), ipamAddress: ipam.address });
+  const host = values.host ?? settings.host();
+  const agent = await startAgent(natsUrl, { host, address: values.address ?? underlayAddress(), role: "host", heartbeatMs: HEARTBEAT_MS, resyncMs: RESYNC_MS });
+  console.log(`trellis ready: planner on ${planner.address}, agent for host ${host}`);
+  return runUntilSignalled([agent, planner, ipam]);
+}
+
+/** The first non-loopback IPv4 address: a sane default for a host with one underlay interface. */
+function underlayAddress(): string {
+  const address = Object.values(networkInterfaces())
+    .flat()
+    .find((a) => a && a.family === "IPv4" && !a.internal);
+  if (!address) throw new UsageError("failed to find this host's underlay address: pass --address=IP", AGENT_USAGE);
+  return address.address;
+}
+
+function runUntilSignalled(services: Stoppable[]): Promise<number> {
+  return new Promise((resolve) => {
+    const stop = () => {
+      Promise.all(services.map((s) => s.stop().catch(() => undefined))).then(() => resolve(0));
+    };
+    process.once("SIGTERM", stop);
+    process.once("SIGINT", stop);
+  });
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env node
+import { describeError } from "../../libs/grpc/status-error.js";
+import { startTracing, stopTracing, withSpan } from "../../libs/telemetry/tracing.js";
+import { runHostCommand, runLabCommand } from "../lab/cli.js";
+import { execCommand, psCommand, rmCommand, runCommand } from "./commands/container.js";
+import { networkCommand } from "./commands/network.js";
+import { agentCommand, ipamCommand, plannerCommand, upCommand } from "./commands/services.js";
+import { UsageError } from "./parse.js";
+
+const USAGE = `Usage: trellis COMMAND
+
+Client commands:
+  network create|ls|inspect|rm   manage ipvlan networks
+  run                            create a container (a network namespace) on a network
+  exec CONTAINER CMD...          run a command inside a container
+  rm CONTAINER...                remove containers
+  ps                             list containers
+
+Services:
+  ipam | planner | agent | up    start one service, or all of one host (up)
+
+Lab:
+  lab run [--hosts N] SCRIPT     run SCRIPT in a kernel with ipvlan, 802.1Q and dummy
+  host exec HOST CMD...          run a command in a lab host's namespace
+
+Connection settings: TRELLIS_NATS_URL, TRELLIS_PLANNER_ADDR, TRELLIS_IPAM_ADDR, TRELLIS_HOST.`;
+
+type Command = (argv: string[]) => Promise<number>;
+
+/** Client commands are traced: each is the root span of its intent's trace. */
+const clientCommands: Record<string, Command> = {
+  network: networkCommand,
+  run: runCommand,
+  exec: execCommand,
+  rm: rmCommand,
+  ps: psCommand,
+};
+
+const serviceCommands: Record<string, { service: string; run: Command }> = {
+  ipam: { service: "trellis-ipam", run: ipamCommand },
+  planner: { service: "trellis-planner", run: plannerCommand },
+  agent: { service: "trellis-agent", run: agentCommand },
+  up: { service: "trellis", run: upCommand },
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === "--help" || name === "-h" || name === "help") {
+    console.log(USAGE);
+    return name ? 0 : 2;
+  }
+  if (name === "lab") return runLabCommand(rest);
+  if (name === "host") return runHostCommand(rest);
+  const client = clientCommands[name];
+  if (client) {
+    startTracing({ serviceName: "trellis-cli" });
+    try {
+      const spanName = name === "network" ? `cli.network.${rest[0] ?? ""}` : `cli.${name}`;
+      return await withSpan(spanName, { "cli.args": argv.join(" ") }, () => client(rest));
+    } finally {
+      await stopTracing();
+    }
+  }
+  const service = serviceCommands[name];
+  if (service) {
+    startTracing({ serviceName: service.service });
+    try {
+      return await service.run(rest);
+    } finally {
+      await stopTracing();
+    }
+  }
+  throw new UsageError(`unknown command "${name}"`, USAGE);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (error instanceof UsageError) {
+      console.error(`Error: ${error.message}\n${error.usage}`);
+      process.exit(2);
+    }
+    console.error(`Error: ${describeError(error)}`);
+    process.exit(1);
+  },
+);

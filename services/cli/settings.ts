@@ -1,0 +1,10 @@
+import { hostname } from "node:os";
+import { DEFAULT_NATS_URL } from "../../libs/bus/connection.js";
+
+/** Connection settings: flags win over environment variables, which win over loopback defaults. */
+export const settings = {
+  natsUrl: () => process.env.TRELLIS_NATS_URL || DEFAULT_NATS_URL,
+  plannerAddress: () => process.env.TRELLIS_PLANNER_ADDR || "127.0.0.1:7710",
+  ipamAddress: () => process.env.TRELLIS_IPAM_ADDR || "127.0.0.1:7711",
+  host: () => process.env.TRELLIS_HOST || hostname(),
+};

@@ -1,0 +1,214 @@
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { KV } from "@nats-io/kv";
+import { context, ROOT_CONTEXT } from "@opentelemetry/api";
+import { suppressTracing } from "@opentelemetry/core";
+import { openBucket } from "../../libs/bus/connection.js";
+import { codecOf } from "../../libs/bus/codec.js";
+import { Buckets, statusKey } from "../../libs/bus/subjects.js";
+import { contextFromTraceparent } from "../../libs/bus/trace.js";
+import { withSpan } from "../../libs/telemetry/tracing.js";
+import { openNetlink, type NetlinkHandle } from "../../libs/netlink/index.js";
+import { EndpointStatus, HostDesiredState, HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
+import type { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
+import { ensureEndpoint, failedStatus, removeStaleNamespaces } from "./endpoints.js";
+import { ensureParent, removeUnusedParents, type ParentResult } from "./parents.js";
+
+const desiredCodec = codecOf(HostDesiredState);
+const statusCodec = codecOf(EndpointStatus);
+const hostCodec = codecOf(HostRecord);
+
+export interface AgentOptions {
+  host: string;
+  /** The host's underlay address, announced as the next hop for its L3 blocks. */
+  address: string;
+  role: "host" | "upstream";
+  heartbeatMs: number;
+  /** Level-triggered safety net: converge this often even when nothing was announced. */
+  resyncMs: number;
+}
+
+/**
+ * One per host. Watches the host's desired state, converges the kernel to it, and publishes what the
+ * kernel really has. Every pass reads both sides afresh, so the agent may be killed at any instant.
+ */
+export class LinkAgent {
+  private desired: HostDesiredState | undefined;
+  private running: Promise<void> | undefined;
+  private again = false;
+  private readonly published = new Map<string, Uint8Array>();
+  /** Spec fingerprints already converged in this process: their work no longer joins the intent's trace. */
+  private readonly converged = new Set<string>();
+  private timers: NodeJS.Timeout[] = [];
+  private stopWatch: (() => void) | undefined;
+
+  private constructor(
+    private readonly options: AgentOptions,
+    private readonly hosts: KV,
+    private readonly desiredBucket: KV,
+    private readonly statusBucket: KV,
+  ) {}
+
+  static async start(nc: NatsConnection, options: AgentOptions): Promise<LinkAgent> {
+    const [hosts, desired, status] = await Promise.all([Buckets.hosts, Buckets.desired, Buckets.status].map((b) => openBucket(nc, b)));
+    const agent = new LinkAgent(options, hosts, desired, status);
+    await agent.loadPublished();
+    await agent.heartbeat();
+    await agent.watchDesired();
+    agent.timers = [
+      setInterval(() => void agent.heartbeat().catch(logError("heartbeat")), options.heartbeatMs),
+      setInterval(() => agent.schedule(), options.resyncMs),
+    ];
+    return agent;
+  }
+
+  async stop(): Promise<void> {
+    this.timers.forEach(clearInterval);
+    this.stopWatch?.();
+    await this.running;
+  }
+
+  /** Runs a pass now, or right after the one under way: never two at once, never a change missed. */
+  schedule(): void {
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = this.converge()
+      .catch(logError("converge"))
+      .finally(() => {
+        this.running = undefined;
+        if (this.again) {
+          this.again = false;
+          this.schedule();
+        }
+      });
+  }
+
+  /** Resolves once a pass that started after this call has finished. */
+  async settled(): Promise<void> {
+    this.schedule();
+    while (this.running) await this.running;
+  }
+
+  private async heartbeat(): Promise<void> {
+    const record: HostRecord = {
+      host: this.options.host,
+      address: this.options.address,
+      role: this.options.role,
+      heartbeatAt: new Date().toISOString(),
+      missingLinkKinds: [],
+    };
+    await this.hosts.put(this.options.host, hostCodec.encode(record));
+  }
+
+  private async watchDesired(): Promise<void> {
+    const watch = await this.desiredBucket.watch({ key: this.options.host });
+    this.stopWatch = () => watch.stop();
+    void (async () => {
+      for await (const entry of watch) {
+        this.desired = entry.operation === "PUT" ? desiredCodec.decode(entry.value) : undefined;
+        this.schedule();
+      }
+    })();
+  }
+
+  private async loadPublished(): Promise<void> {
+    for await (const key of await this.statusBucket.keys(`${this.options.host}.>`)) {
+      const entry = await this.statusBucket.get(key);
+      if (entry?.operation === "PUT") this.published.set(key, statusCodec.encode({ ...statusCodec.decode(entry.value), updatedAt: "" }));
+    }
+  }
+
+  private async converge(): Promise<void> {
+    const desired = this.desired;
+    if (!desired) return;
+    const root = await openNetlink();
+    try {
+      const links = await root.listLinks();
+      const parents = new Map<string, ParentResult>();
+      for (const network of desired.networks) {
+        parents.set(network.id, await this.traced(`network:${network.id}`, network.traceparent, "agent.parent.ensure", { "trellis.network": network.name }, () =>
+          ensureParent(this.options.host, root, links, network),
+        ));
+      }
+      const statuses = new Map<string, EndpointStatus>();
+      for (const endpoint of desired.endpoints) {
+        const network = desired.networks.find((n) => n.id === endpoint.networkId);
+        statuses.set(endpoint.id, await this.endpointStatus(root, endpoint, network, network && parents.get(network.id)));
+      }
+      await removeStaleNamespaces(this.options.host, desired.endpoints);
+      await removeUnusedParents(root, await root.listLinks(), desired.networks);
+      await this.publish(statuses);
+    } finally {
+      root.close();
+    }
+  }
+
+  private async endpointStatus(
+    root: NetlinkHandle,
+    endpoint: Endpoint,
+    network: Network | undefined,
+    parent: ParentResult | undefined,
+  ): Promise<EndpointStatus> {
+    if (!network || !parent) return failedStatus(endpoint, `network ${endpoint.networkName} is not known on host ${this.options.host}`);
+    if ("error" in parent) return failedStatus(endpoint, parent.error);
+    const attributes = { "trellis.container": endpoint.container, "trellis.host": endpoint.host };
+    const fingerprint = `endpoint:${endpoint.id}:${endpoint.addresses.join(",")}`;
+    try {
+      return await this.traced(fingerprint, endpoint.traceparent, "agent.endpoint.ensure", attributes, () =>
+        ensureEndpoint(root, endpoint, network, parent.index),
+      );
+    } catch (error) {
+      this.converged.delete(fingerprint);
+      return failedStatus(endpoint, describeKernelError(this.options.host, error as Error));
+    }
+  }
+
+  /**
+   * The first time something is converged its work joins the trace of the intent that asked for it;
+   * later passes (resyncs) that find it right stay out of every trace.
+   */
+  private traced<T>(fingerprint: string, traceparent: string, name: string, attributes: Record<string, string>, work: () => Promise<T>): Promise<T> {
+    if (this.converged.has(fingerprint)) return context.with(suppressTracing(ROOT_CONTEXT), work);
+    this.converged.add(fingerprint);
+    return context.with(contextFromTraceparent(traceparent), () => withSpan(name, attributes, work));
+  }
+
+  /** Writes only statuses that changed, and removes those of endpoints gone from this host. */
+  private async publish(statuses: Map<string, EndpointStatus>): Promise<void> {
+    for (const [endpointId, status] of statuses) {
+      const key = statusKey(this.options.host, endpointId);
+      const bytes = statusCodec.encode(status);
+      if (sameBytes(this.published.get(key), bytes)) continue;
+      if (status.state !== this.lastState(key) && status.message) console.error(`endpoint ${status.container}: ${status.message}`);
+      await this.statusBucket.put(key, statusCodec.encode({ ...status, updatedAt: new Date().toISOString() }));
+      this.published.set(key, bytes);
+    }
+    for (const key of [...this.published.keys()]) {
+      if (statuses.has(key.slice(this.options.host.length + 1))) continue;
+      await this.statusBucket.delete(key);
+      this.published.delete(key);
+    }
+  }
+
+  private lastState(key: string): number | undefined {
+    const bytes = this.published.get(key);
+    return bytes && statusCodec.decode(bytes).state;
+  }
+}
+
+/** A kernel without ipvlan answers EOPNOTSUPP; say that plainly instead of the raw errno. */
+function describeKernelError(host: string, error: Error & { code?: string }): string {
+  if (error.code === "EOPNOTSUPP" && /ipvlan/.test(error.message)) {
+    return `host ${host}'s kernel has no ipvlan support (CONFIG_IPVLAN); load the ipvlan module or use a kernel that has it: ${error.message}`;
+  }
+  return error.message;
+}
+
+function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
+  return a !== undefined && a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
+
+function logError(what: string) {
+  return (error: Error) => console.error(`failed to ${what}: ${error.message}`);
+}

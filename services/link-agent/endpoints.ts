@@ -1,0 +1,140 @@
+import { readdirSync } from "node:fs";
+import ipaddr from "ipaddr.js";
+import type { Endpoint, Network, Route as ContainerRoute } from "../../libs/proto/gen/trellis/v1/network.js";
+import { EndpointState, type EndpointStatus } from "../../libs/proto/gen/trellis/v1/state.js";
+import {
+  createNamespace,
+  deleteNamespace,
+  namespaceExists,
+  NETNS_RUN_DIR,
+  openNetlink,
+  type IpvlanFlag,
+  type IpvlanMode,
+  type Link,
+  type NetlinkHandle,
+  type Route,
+} from "../../libs/netlink/index.js";
+
+/**
+ * Converges one container: its namespace, `eth0` (an ipvlan on the network's parent, created directly
+ * inside the namespace), its addresses and its routes. Whatever is already right is left alone, so a
+ * restarted agent keeps every link (same ifindex) and address.
+ */
+export async function ensureEndpoint(
+  root: NetlinkHandle,
+  endpoint: Endpoint,
+  network: Network,
+  parentIndex: number,
+): Promise<EndpointStatus> {
+  if (!namespaceExists(endpoint.netns)) await createNamespace(endpoint.netns);
+  const inside = await openNetlink(endpoint.netns);
+  try {
+    const eth0 = await ensureIpvlan(root, inside, endpoint, network, parentIndex);
+    const loopback = await inside.getLink("lo");
+    if (loopback && !loopback.up) await inside.setUp(loopback.index);
+    await ensureAddresses(inside, eth0.index, endpoint.addresses);
+    await ensureRoutes(inside, eth0.index, endpoint.routes);
+    return await observedStatus(inside, endpoint, eth0.index);
+  } finally {
+    inside.close();
+  }
+}
+
+async function ensureIpvlan(
+  root: NetlinkHandle,
+  inside: NetlinkHandle,
+  endpoint: Endpoint,
+  network: Network,
+  parentIndex: number,
+): Promise<Link> {
+  const current = await inside.getLink(endpoint.ifname);
+  const right =
+    current?.kind === "ipvlan" && current.ipvlan?.mode === network.mode && current.ipvlan?.flag === network.flag;
+  if (current && !right) await inside.deleteLink(current.index);
+  if (!current || !right) {
+    await root.createIpvlan(endpoint.ifname, parentIndex, network.mode as IpvlanMode, network.flag as IpvlanFlag, endpoint.netns);
+  }
+  const eth0 = await inside.getLink(endpoint.ifname);
+  if (!eth0) throw new Error(`failed to find ${endpoint.ifname} in ${endpoint.netns} after creating it`);
+  if (!eth0.up) await inside.setUp(eth0.index);
+  return eth0;
+}
+
+function isLinkLocal(cidr: string): boolean {
+  return ipaddr.parseCIDR(cidr)[0].range() === "linkLocal";
+}
+
+async function ensureAddresses(inside: NetlinkHandle, index: number, wanted: string[]): Promise<void> {
+  const present = (await inside.listAddresses(index)).map((address) => address.cidr);
+  for (const cidr of wanted.filter((cidr) => !present.includes(cidr))) {
+    await inside.addAddress(index, cidr, { nodad: true });
+  }
+  for (const cidr of present.filter((cidr) => !wanted.includes(cidr) && !isLinkLocal(cidr))) {
+    await inside.deleteAddress(index, cidr);
+  }
+}
+
+function sameRoute(route: Route, wanted: ContainerRoute): boolean {
+  return route.dst === wanted.dst && route.family === (wanted.ipv6 ? 6 : 4) && (route.gateway ?? "") === wanted.via;
+}
+
+/** Only default routes are managed inside the container; the kernel owns the subnet routes. */
+async function ensureRoutes(inside: NetlinkHandle, index: number, wanted: ContainerRoute[]): Promise<void> {
+  const present = [...(await inside.listRoutes(4)), ...(await inside.listRoutes(6))].filter((r) => r.dst === "default");
+  for (const route of present.filter((route) => !wanted.some((w) => sameRoute(route, w)))) {
+    await inside.deleteRoute({ dst: route.dst, gateway: route.gateway, linkIndex: route.linkIndex, family: route.family, protocol: route.protocol });
+  }
+  for (const route of wanted.filter((w) => !present.some((route) => sameRoute(route, w)))) {
+    await inside.replaceRoute({ dst: route.dst, gateway: route.via || undefined, linkIndex: index, family: route.ipv6 ? 6 : 4 });
+  }
+}
+
+/** Announce only what is real: the status is read back from the kernel, not copied from the plan. */
+async function observedStatus(inside: NetlinkHandle, endpoint: Endpoint, index: number): Promise<EndpointStatus> {
+  const addresses = (await inside.listAddresses(index)).map((a) => a.cidr).filter((cidr) => !isLinkLocal(cidr));
+  const routes = [...(await inside.listRoutes(4)), ...(await inside.listRoutes(6))]
+    .filter((route) => route.dst === "default")
+    .map((route) => ({ dst: route.dst, via: route.gateway ?? "", ipv6: route.family === 6 }));
+  return {
+    endpointId: endpoint.id,
+    host: endpoint.host,
+    container: endpoint.container,
+    state: EndpointState.ENDPOINT_STATE_READY,
+    message: "",
+    ifindex: index,
+    addresses,
+    routes,
+    updatedAt: "",
+  };
+}
+
+export function failedStatus(endpoint: Endpoint, message: string): EndpointStatus {
+  return {
+    endpointId: endpoint.id,
+    host: endpoint.host,
+    container: endpoint.container,
+    state: EndpointState.ENDPOINT_STATE_FAILED,
+    message,
+    ifindex: 0,
+    addresses: [],
+    routes: [],
+    updatedAt: "",
+  };
+}
+
+/** Namespaces of this host's containers that are no longer wanted; removing one removes its eth0. */
+export async function removeStaleNamespaces(host: string, wanted: Endpoint[]): Promise<void> {
+  const suffix = `@${host}`;
+  const keep = new Set(wanted.map((endpoint) => endpoint.netns));
+  for (const name of listNamespaces().filter((name) => name.endsWith(suffix) && !keep.has(name))) {
+    await deleteNamespace(name);
+  }
+}
+
+function listNamespaces(): string[] {
+  try {
+    return readdirSync(NETNS_RUN_DIR);
+  } catch {
+    return [];
+  }
+}

@@ -1,0 +1,68 @@
+import { status } from "@grpc/grpc-js";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type ConsumerMessages } from "@nats-io/jetstream";
+import { context } from "@opentelemetry/api";
+import { codecOf } from "../../libs/bus/codec.js";
+import { ensureIntentStream } from "../../libs/bus/connection.js";
+import { INTENT_CONSUMER, INTENT_STREAM } from "../../libs/bus/subjects.js";
+import { contextFromHeaders } from "../../libs/bus/trace.js";
+import { Intent } from "../../libs/proto/gen/trellis/v1/state.js";
+import { applyOnce, errorCode, type IntentOutcome } from "./intents.js";
+import type { Planner } from "./planner.js";
+import type { PlannerStore } from "./store.js";
+
+const intentCodec = codecOf(Intent);
+const RETRY_DELAY_MS = 1000;
+
+/**
+ * Works off the durable intent stream that controllers publish to. Each intent is applied once per id
+ * (the result is kept in the intents bucket for the controller to read); an intent that failed for a
+ * passing reason is redelivered.
+ */
+export async function consumeIntents(nc: NatsConnection, planner: Planner, store: PlannerStore): Promise<ConsumerMessages> {
+  await ensureIntentStream(nc);
+  const jsm = await jetstreamManager(nc);
+  await jsm.consumers.add(INTENT_STREAM, {
+    durable_name: INTENT_CONSUMER,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+  });
+  const consumer = await jetstream(nc).consumers.get(INTENT_STREAM, INTENT_CONSUMER);
+  const messages = await consumer.consume();
+  void (async () => {
+    for await (const message of messages) {
+      const intent = intentCodec.decode(message.data);
+      try {
+        await context.with(contextFromHeaders(message.headers), () => applyOnce(store, intent.id, () => applyIntent(planner, intent)));
+        message.ack();
+      } catch (error) {
+        if (isPassing(error)) message.nak(RETRY_DELAY_MS);
+        else message.ack();
+      }
+    }
+  })();
+  return messages;
+}
+
+async function applyIntent(planner: Planner, intent: Intent): Promise<IntentOutcome> {
+  const action = intent.action;
+  switch (action?.$case) {
+    case "createNetwork":
+      return { network: await planner.createNetwork(action.value) };
+    case "deleteNetwork":
+      await planner.deleteNetwork(action.value);
+      return {};
+    case "attachEndpoint":
+      return { endpoint: await planner.attachEndpoint(action.value) };
+    case "detachEndpoint":
+      await planner.detachEndpoint(action.value);
+      return {};
+    case undefined:
+      return {};
+  }
+}
+
+function isPassing(error: unknown): boolean {
+  const code = errorCode(error);
+  return code === status.UNAVAILABLE || code === status.DEADLINE_EXCEEDED || code === status.INTERNAL;
+}

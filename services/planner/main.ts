@@ -1,0 +1,63 @@
+import type { NatsConnection } from "@nats-io/transport-node";
+import { connectBus } from "../../libs/bus/connection.js";
+import { IpamClient } from "../../libs/proto/gen/trellis/v1/ipam.js";
+import { clientOptions, insecure } from "../../libs/grpc/unary.js";
+import { serveGrpc } from "../../libs/grpc/serve.js";
+import { consumeIntents } from "./intent-consumer.js";
+import { Planner } from "./planner.js";
+import { ControlService, controlImplementation } from "./server.js";
+import { PlannerStore } from "./store.js";
+
+export interface PlannerOptions {
+  natsUrl: string;
+  /** host:port for the Control API. */
+  listen: string;
+  /** host:port of the IPAM service. */
+  ipamAddress: string;
+}
+
+export interface RunningPlanner {
+  address: string;
+  stop(): Promise<void>;
+}
+
+export async function startPlanner(options: PlannerOptions): Promise<RunningPlanner> {
+  const nc = await connectBus({ servers: options.natsUrl, name: "trellis-planner" });
+  const store = await PlannerStore.open(nc);
+  const ipam = new IpamClient(options.ipamAddress, insecure(), clientOptions);
+  const planner = new Planner(store, ipam);
+  const intents = await consumeIntents(nc, planner, store);
+  const stopWatchingHosts = await publishToNewHosts(store, planner);
+  const server = await serveGrpc(ControlService, controlImplementation(planner, store), options.listen);
+  return {
+    address: server.address,
+    async stop() {
+      await server.stop();
+      stopWatchingHosts();
+      intents.stop();
+      ipam.close();
+      await drain(nc);
+    },
+  };
+}
+
+/** A host that registers (or re-registers after a planner restart) gets its desired state written. */
+async function publishToNewHosts(store: PlannerStore, planner: Planner): Promise<() => void> {
+  const seen = new Set<string>();
+  const watch = await store.hosts.watch();
+  void (async () => {
+    for await (const entry of watch) {
+      if (entry.operation !== "PUT" || seen.has(entry.key)) continue;
+      seen.add(entry.key);
+      await planner.publishHost(entry.key).catch((error: Error) => {
+        seen.delete(entry.key);
+        console.error(`failed to publish desired state to host ${entry.key}: ${error.message}`);
+      });
+    }
+  })();
+  return () => watch.stop();
+}
+
+async function drain(nc: NatsConnection): Promise<void> {
+  await nc.drain().catch(() => nc.close());
+}

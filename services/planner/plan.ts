@@ -1,0 +1,45 @@
+import ipaddr from "ipaddr.js";
+import { type Endpoint, type Network, type Route } from "../../libs/proto/gen/trellis/v1/network.js";
+import type { HostDesiredState } from "../../libs/proto/gen/trellis/v1/state.js";
+
+// Pure decisions about what hosts and containers must have; no I/O.
+
+/** The interface name every container sees, as with Docker. */
+export const CONTAINER_IFNAME = "eth0";
+
+/** Dummy parents are named from the network id, like Docker's `di-<id>`, within the 15-character limit. */
+export function dummyParentName(networkId: string): string {
+  return `dm-${networkId.slice(0, 12)}`;
+}
+
+/**
+ * The named network namespace (/run/netns) of a container. The host is part of the name so that agents
+ * sharing one /run/netns (the lab's hosts) never mistake each other's containers for their own.
+ */
+export function containerNetns(container: string, host: string): string {
+  return `${container}@${host}`;
+}
+
+/**
+ * Routes inside a container: in l2 a default route via each family's gateway, in l3/l3s a default route
+ * through eth0 itself (the parent routes, and broadcasts are filtered so a next hop cannot be resolved),
+ * and none on an internal network.
+ */
+export function containerRoutes(network: Network, addresses: string[]): Route[] {
+  if (network.internal) return [];
+  const families = new Set(addresses.map((address) => ipaddr.parseCIDR(address)[0].kind()));
+  if (network.mode !== "l2") return [...families].map((family) => ({ dst: "default", via: "", ipv6: family === "ipv6" }));
+  return network.subnets
+    .filter((subnet) => subnet.gateway !== "" && families.has(subnet.ipv6 ? "ipv6" : "ipv4"))
+    .filter((subnet, index, all) => all.findIndex((other) => other.ipv6 === subnet.ipv6) === index)
+    .map((subnet) => ({ dst: "default", via: subnet.gateway, ipv6: subnet.ipv6 }));
+}
+
+/** Every host has every network's parent (so a VLAN exists cluster-wide), and its own endpoints. */
+export function desiredStateFor(host: string, networks: Network[], endpoints: Endpoint[]): HostDesiredState {
+  return {
+    host,
+    networks: [...networks].sort((a, b) => a.name.localeCompare(b.name)),
+    endpoints: endpoints.filter((endpoint) => endpoint.host === host).sort((a, b) => a.container.localeCompare(b.container)),
+  };
+}

@@ -1,0 +1,205 @@
+import { randomBytes } from "node:crypto";
+import ipaddr from "ipaddr.js";
+import { ParentKind, type Endpoint, type EndpointSpec, type Network, type NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
+import type { IpamClient } from "../../libs/proto/gen/trellis/v1/ipam.js";
+import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../../libs/grpc/status-error.js";
+import { callUnary } from "../../libs/grpc/unary.js";
+import { traceparentOf } from "../../libs/bus/trace.js";
+import { withSpan } from "../../libs/telemetry/tracing.js";
+import { containerNetns, containerRoutes, CONTAINER_IFNAME, desiredStateFor, dummyParentName } from "./plan.js";
+import { validateName, validateNetworkSpec } from "./validate.js";
+import type { PlannerStore } from "./store.js";
+
+/**
+ * Turns intents into stored networks and endpoints, asks IPAM for addresses, and rewrites the desired
+ * state of every host concerned. Intents are applied one at a time: the planner is the single writer
+ * of desired state, and serialising makes each read-check-write free of races within a replica.
+ */
+export class Planner {
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly store: PlannerStore,
+    private readonly ipam: IpamClient,
+  ) {}
+
+  createNetwork(spec: NetworkSpec): Promise<Network> {
+    return this.serialised("planner.network.create", { "trellis.network": spec.name }, async () => {
+      const validated = validateNetworkSpec(spec);
+      if (await this.store.getNetwork(spec.name)) throw alreadyExists(`network with name ${spec.name} already exists`);
+      const id = randomBytes(16).toString("hex");
+      const allocated = await callUnary(this.ipam.allocateSubnets.bind(this.ipam), {
+        networkId: id,
+        subnets: validated.subnets,
+        withGateway: validated.mode === "l2",
+      });
+      const parent =
+        validated.parent.kind === ParentKind.PARENT_KIND_DUMMY ? { ...validated.parent, name: dummyParentName(id) } : validated.parent;
+      const network: Network = {
+        id,
+        name: validated.name,
+        driver: "ipvlan",
+        mode: validated.mode,
+        flag: validated.flag,
+        parent,
+        subnets: allocated.subnets.map((s) => ({ cidr: s.cidr, gateway: s.gateway, ipv6: s.ipv6 })),
+        internal: validated.internal,
+        ipv6: validated.ipv6,
+        notes: validated.notes,
+        createdAt: new Date().toISOString(),
+        traceparent: traceparentOf(),
+      };
+      if (!(await this.store.createNetwork(network))) {
+        await callUnary(this.ipam.releaseSubnets.bind(this.ipam), { networkId: id });
+        throw alreadyExists(`network with name ${spec.name} already exists`);
+      }
+      await this.publishAllHosts();
+      return network;
+    });
+  }
+
+  deleteNetwork(name: string): Promise<void> {
+    return this.serialised("planner.network.delete", { "trellis.network": name }, async () => {
+      const network = await this.requireNetwork(name);
+      const attached = (await this.store.listEndpoints()).filter((e) => e.networkId === network.id);
+      if (attached.length > 0) {
+        throw failedPrecondition(
+          `network ${name} has active endpoints: ${attached.map((e) => e.container).join(", ")}; remove them first (trellis rm)`,
+        );
+      }
+      await this.store.deleteNetwork(name);
+      await callUnary(this.ipam.releaseSubnets.bind(this.ipam), { networkId: network.id });
+      await this.publishAllHosts();
+    });
+  }
+
+  async inspectNetwork(name: string): Promise<Network> {
+    return this.requireNetwork(name);
+  }
+
+  async listNetworks(): Promise<Network[]> {
+    return (await this.store.listNetworks()).sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  attachEndpoint(spec: EndpointSpec): Promise<Endpoint> {
+    const attributes = { "trellis.network": spec.network, "trellis.container": spec.container, "trellis.host": spec.host };
+    return this.serialised("planner.endpoint.attach", attributes, async () => {
+      validateName("container", spec.container);
+      const network = await this.store.getNetwork(spec.network);
+      if (!network) throw notFound(`network ${spec.network} not found: create it with trellis network create, or see trellis network ls`);
+      const existing = await this.store.getEndpoint(spec.container);
+      if (existing) {
+        throw alreadyExists(
+          `container name "${spec.container}" is already in use (network ${existing.networkName}, host ${existing.host}); remove it first (trellis rm ${spec.container}) or choose another name`,
+        );
+      }
+      await this.requireHost(spec.host);
+      checkStaticAddresses(network, spec);
+      const id = randomBytes(16).toString("hex");
+      const addresses = await this.allocateAddresses(network, id, spec);
+      const endpoint: Endpoint = {
+        id,
+        networkId: network.id,
+        networkName: network.name,
+        container: spec.container,
+        host: spec.host,
+        netns: containerNetns(spec.container, spec.host),
+        ifname: CONTAINER_IFNAME,
+        addresses,
+        routes: containerRoutes(network, addresses),
+        createdAt: new Date().toISOString(),
+        traceparent: traceparentOf(),
+      };
+      if (!(await this.store.createEndpoint(endpoint))) {
+        await callUnary(this.ipam.releaseAddresses.bind(this.ipam), { networkId: network.id, endpointId: id });
+        throw alreadyExists(`container name "${spec.container}" is already in use`);
+      }
+      await this.publishHost(spec.host);
+      return endpoint;
+    });
+  }
+
+  detachEndpoint(container: string): Promise<void> {
+    return this.serialised("planner.endpoint.detach", { "trellis.container": container }, async () => {
+      const endpoint = await this.store.getEndpoint(container);
+      if (!endpoint) throw notFound(`no such container: ${container} (see trellis ps)`);
+      await this.store.deleteEndpoint(container);
+      await callUnary(this.ipam.releaseAddresses.bind(this.ipam), { networkId: endpoint.networkId, endpointId: endpoint.id });
+      await this.publishHost(endpoint.host);
+    });
+  }
+
+  async listEndpoints(network: string): Promise<Endpoint[]> {
+    const endpoints = await this.store.listEndpoints();
+    return endpoints.filter((e) => network === "" || e.networkName === network).sort((a, b) => a.container.localeCompare(b.container));
+  }
+
+  /** Rewrites one host's desired state from the stored networks and endpoints (a host that just registered). */
+  publishHost(host: string): Promise<void> {
+    return this.writeDesiredStates([host]);
+  }
+
+  private async publishAllHosts(): Promise<void> {
+    await this.writeDesiredStates((await this.store.listHosts()).map((h) => h.host));
+  }
+
+  private async writeDesiredStates(hosts: string[]): Promise<void> {
+    const [networks, endpoints] = await Promise.all([this.store.listNetworks(), this.store.listEndpoints()]);
+    await Promise.all(hosts.map((host) => this.store.putDesiredState(desiredStateFor(host, networks, endpoints))));
+  }
+
+  private async allocateAddresses(network: Network, endpointId: string, spec: EndpointSpec): Promise<string[]> {
+    const families = [{ ipv6: false, address: spec.ipv4 }, ...(network.ipv6 ? [{ ipv6: true, address: spec.ipv6 }] : [])];
+    const addresses: string[] = [];
+    try {
+      for (const family of families) {
+        const allocated = await callUnary(this.ipam.allocateAddress.bind(this.ipam), {
+          networkId: network.id,
+          endpointId,
+          host: spec.host,
+          ipv6: family.ipv6,
+          address: family.address,
+        });
+        addresses.push(allocated.address);
+      }
+      return addresses;
+    } catch (error) {
+      await callUnary(this.ipam.releaseAddresses.bind(this.ipam), { networkId: network.id, endpointId });
+      throw error;
+    }
+  }
+
+  private async requireNetwork(name: string): Promise<Network> {
+    const network = await this.store.getNetwork(name);
+    if (!network) throw notFound(`network ${name} not found`);
+    return network;
+  }
+
+  private async requireHost(host: string): Promise<void> {
+    if (await this.store.getHost(host)) return;
+    const known = (await this.store.listHosts()).map((h) => h.host).sort();
+    throw notFound(
+      `host ${host} is not known: ${known.length > 0 ? `known hosts are ${known.join(", ")}` : "no agent has registered yet"} (start trellis agent --host=${host} there)`,
+    );
+  }
+
+  private serialised<T>(name: string, attributes: Record<string, string>, work: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(() => withSpan(name, attributes, work));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+}
+
+function checkStaticAddresses(network: Network, spec: EndpointSpec): void {
+  if (spec.ipv4 && !ipaddr.IPv4.isValidFourPartDecimal(spec.ipv4)) {
+    throw invalidArgument(`invalid --ip "${spec.ipv4}": expected an IPv4 address such as 192.168.1.10`);
+  }
+  if (spec.ipv6) {
+    if (!ipaddr.IPv6.isValid(spec.ipv6)) {
+      throw invalidArgument(`invalid --ip6 "${spec.ipv6}": expected an IPv6 address such as 2001:db8::10`);
+    }
+    if (!network.ipv6) {
+      throw invalidArgument(`network ${network.name} has no IPv6 subnet, so --ip6 ${spec.ipv6} cannot be used; create the network with --ipv6`);
+    }
+  }
+}

@@ -1,0 +1,46 @@
+import { ControlService, type ControlServer } from "../../libs/proto/gen/trellis/v1/control.js";
+import { unaryHandler } from "../../libs/grpc/serve.js";
+import { applyOnce } from "./intents.js";
+import type { Planner } from "./planner.js";
+import type { PlannerStore } from "./store.js";
+
+export { ControlService };
+
+/** The Control API: each mutating call is an intent, applied once per intent id. */
+export function controlImplementation(planner: Planner, store: PlannerStore): ControlServer {
+  return {
+    createNetwork: unaryHandler(async (request) => {
+      const outcome = await applyOnce(store, request.intentId, async () => ({
+        network: await planner.createNetwork(request.spec ?? emptySpec()),
+      }));
+      return outcome.network!;
+    }),
+    deleteNetwork: unaryHandler(async (request) => {
+      await applyOnce(store, request.intentId, async () => {
+        await planner.deleteNetwork(request.name);
+        return {};
+      });
+      return {};
+    }),
+    inspectNetwork: unaryHandler((request) => planner.inspectNetwork(request.name)),
+    listNetworks: unaryHandler(async () => ({ networks: await planner.listNetworks() })),
+    attachEndpoint: unaryHandler(async (request) => {
+      const outcome = await applyOnce(store, request.intentId, async () => ({
+        endpoint: await planner.attachEndpoint(request.spec ?? { network: "", container: "", host: "", ipv4: "", ipv6: "" }),
+      }));
+      return outcome.endpoint!;
+    }),
+    detachEndpoint: unaryHandler(async (request) => {
+      await applyOnce(store, request.intentId, async () => {
+        await planner.detachEndpoint(request.container);
+        return {};
+      });
+      return {};
+    }),
+    listEndpoints: unaryHandler(async (request) => ({ endpoints: await planner.listEndpoints(request.network) })),
+  };
+}
+
+function emptySpec() {
+  return { name: "", driver: "", subnets: [], gateways: [], internal: false, ipv6: false, options: {} };
+}

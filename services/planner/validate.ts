@@ -1,0 +1,143 @@
+import ipaddr from "ipaddr.js";
+import { ParentKind, type NetworkSpec, type Parent } from "../../libs/proto/gen/trellis/v1/network.js";
+import { invalidArgument } from "../../libs/grpc/status-error.js";
+
+// Validation of a `network create` before anything is written anywhere. Every message says what was
+// wrong and what would be right, in the style of the reference driver.
+
+export const IPVLAN_MODES = ["l2", "l3", "l3s"] as const;
+export const IPVLAN_FLAGS = ["bridge", "private", "vepa"] as const;
+export const NETWORK_OPTIONS = ["parent", "ipvlan_mode", "ipvlan_flag"] as const;
+export type IpvlanMode = (typeof IPVLAN_MODES)[number];
+export type IpvlanFlag = (typeof IPVLAN_FLAGS)[number];
+
+/** Linux's IFNAMSIZ less the terminating NUL. */
+const MAX_INTERFACE_NAME = 15;
+const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+
+export interface RequestedSubnet {
+  cidr: string;
+  gateway: string;
+  ipv6: boolean;
+}
+
+export interface ValidatedNetwork {
+  name: string;
+  mode: IpvlanMode;
+  flag: IpvlanFlag;
+  parent: Parent;
+  internal: boolean;
+  ipv6: boolean;
+  /** As given; default subnets (empty cidr) are added for IPv4 always and for IPv6 when asked. */
+  subnets: RequestedSubnet[];
+  notes: string[];
+}
+
+export function validateName(what: string, name: string): void {
+  if (!NAME_PATTERN.test(name) || name.length > 64) {
+    throw invalidArgument(
+      `invalid ${what} name "${name}": use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit`,
+    );
+  }
+}
+
+export function validateNetworkSpec(spec: NetworkSpec): ValidatedNetwork {
+  validateName("network", spec.name);
+  if (spec.driver !== "" && spec.driver !== "ipvlan") {
+    throw invalidArgument(`driver "${spec.driver}" is not supported: Trellis networks use the ipvlan driver`);
+  }
+  for (const key of Object.keys(spec.options)) {
+    if (!(NETWORK_OPTIONS as readonly string[]).includes(key)) {
+      throw invalidArgument(`unknown option "${key}": valid options are ${NETWORK_OPTIONS.join(", ")}`);
+    }
+  }
+  const mode = oneOf("ipvlan_mode", spec.options.ipvlan_mode || "l2", IPVLAN_MODES);
+  const flag = oneOf("ipvlan_flag", spec.options.ipvlan_flag || "bridge", IPVLAN_FLAGS);
+  const parentName = spec.options.parent ?? "";
+  // Without a parent the network sits on a dummy and is isolated like --internal, but (as in the
+  // reference's l3 example) its containers still get their default routes.
+  const internal = spec.internal;
+  const parent = internal || parentName === "" ? { name: "", kind: ParentKind.PARENT_KIND_DUMMY, base: "", vlanId: 0 } : parseParent(parentName);
+  const notes: string[] = [];
+  const subnets = pairGateways(spec.subnets.map(parseSubnet), spec.gateways);
+  if (mode !== "l2") {
+    for (const subnet of subnets.filter((s) => s.gateway !== "")) {
+      notes.push(`gateway ${subnet.gateway} ignored: ${mode} mode routes by device (default dev eth0)`);
+      subnet.gateway = "";
+    }
+  }
+  const ipv6 = spec.ipv6 || subnets.some((s) => s.ipv6);
+  if (!subnets.some((s) => !s.ipv6)) subnets.unshift({ cidr: "", gateway: "", ipv6: false });
+  if (ipv6 && !subnets.some((s) => s.ipv6)) subnets.push({ cidr: "", gateway: "", ipv6: true });
+  return { name: spec.name, mode, flag, parent, internal, ipv6, subnets, notes };
+}
+
+function oneOf<T extends string>(option: string, value: string, valid: readonly T[]): T {
+  if (!(valid as readonly string[]).includes(value)) {
+    throw invalidArgument(`invalid ${option} "${value}": must be one of ${valid.join(", ")}`);
+  }
+  return value as T;
+}
+
+/** `eth0.20` is a VLAN sub-interface of eth0 to create on demand; any other name must exist on the host. */
+export function parseParent(name: string): Parent {
+  if (name.length > MAX_INTERFACE_NAME) {
+    throw invalidArgument(
+      `invalid parent "${name}": interface names are at most ${MAX_INTERFACE_NAME} characters, this one has ${name.length}`,
+    );
+  }
+  if (name === "lo") {
+    throw invalidArgument(`invalid parent "lo": the loopback interface cannot be an ipvlan parent; use an Ethernet interface such as eth0`);
+  }
+  const dot = name.lastIndexOf(".");
+  if (dot <= 0) return { name, kind: ParentKind.PARENT_KIND_EXISTING, base: "", vlanId: 0 };
+  const base = name.slice(0, dot);
+  const tag = name.slice(dot + 1);
+  const vlanId = /^\d+$/.test(tag) ? Number(tag) : NaN;
+  if (!(vlanId >= 1 && vlanId <= 4094)) {
+    throw invalidArgument(`vlan id must be between 1-4094, received: ${tag}`);
+  }
+  if (base === "lo") {
+    throw invalidArgument(`invalid parent "${name}": the loopback interface cannot carry VLAN sub-interfaces`);
+  }
+  return { name, kind: ParentKind.PARENT_KIND_VLAN, base, vlanId };
+}
+
+function parseSubnet(cidr: string): RequestedSubnet {
+  let parsed: [ipaddr.IPv4 | ipaddr.IPv6, number];
+  try {
+    parsed = ipaddr.parseCIDR(cidr);
+  } catch {
+    throw invalidArgument(`invalid subnet "${cidr}": expected a CIDR such as 192.168.1.0/24 or 2001:db8::/64`);
+  }
+  const [address, prefix] = parsed;
+  const network =
+    address.kind() === "ipv4" ? ipaddr.IPv4.networkAddressFromCIDR(cidr) : ipaddr.IPv6.networkAddressFromCIDR(cidr);
+  if (network.toString() !== address.toString()) {
+    throw invalidArgument(`invalid subnet "${cidr}": host bits are set; did you mean ${network.toString()}/${prefix}?`);
+  }
+  return { cidr: `${network.toString()}/${prefix}`, gateway: "", ipv6: address.kind() === "ipv6" };
+}
+
+/** Each gateway belongs to the subnet that contains it, as `docker network create` pairs them. */
+function pairGateways(subnets: RequestedSubnet[], gateways: string[]): RequestedSubnet[] {
+  for (const gateway of gateways) {
+    if (!ipaddr.isValid(gateway)) {
+      throw invalidArgument(`invalid gateway "${gateway}": expected an IP address such as 192.168.1.1`);
+    }
+    const address = ipaddr.parse(gateway);
+    const subnet = subnets.find((s) => {
+      const range = ipaddr.parseCIDR(s.cidr);
+      return range[0].kind() === address.kind() && address.match(range);
+    });
+    if (!subnet) {
+      const listed = subnets.length > 0 ? subnets.map((s) => s.cidr).join(", ") : "none given";
+      throw invalidArgument(`gateway ${gateway} is not in any subnet of the network (subnets: ${listed})`);
+    }
+    if (subnet.gateway !== "") {
+      throw invalidArgument(`subnet ${subnet.cidr} has two gateways, ${subnet.gateway} and ${gateway}: give at most one per subnet`);
+    }
+    subnet.gateway = address.toString();
+  }
+  return subnets;
+}
