@@ -1,0 +1,60 @@
+import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { connectBus, openBucket } from "../../libs/bus/connection.js";
+import { Buckets } from "../../libs/bus/subjects.js";
+import { IpamService } from "../../libs/proto/gen/trellis/v1/ipam.js";
+import { AddressManager } from "./manager.js";
+import { ipamHandlers } from "./server.js";
+import { IpamStore } from "./store.js";
+import { AllocationView } from "./view.js";
+
+export interface IpamServiceOptions {
+  natsUrl: string;
+  /** HOST:PORT; port 0 takes a free one. */
+  listen: string;
+  /** Where the `ready` line goes; stdout by default (the lab waits for it there). */
+  log?: (line: string) => void;
+}
+
+export interface RunningIpamService {
+  /** HOST:PORT actually bound. */
+  address: string;
+  stop(): Promise<void>;
+}
+
+export async function startIpamService(options: IpamServiceOptions): Promise<RunningIpamService> {
+  const log = options.log ?? ((line: string) => console.log(line));
+  const nc = await connectBus({ servers: options.natsUrl, name: "trellis-ipam" });
+  try {
+    const kv = await openBucket(nc, Buckets.ipam);
+    const view = new AllocationView();
+    view.start(kv);
+    const server = new Server();
+    server.addService(IpamService, ipamHandlers(new AddressManager(new IpamStore(kv), view)));
+    const port = await bind(server, options.listen);
+    const address = `${hostOf(options.listen)}:${port}`;
+    log(`ipam ready on ${address} (nats ${options.natsUrl})`);
+    return {
+      address,
+      async stop() {
+        view.stop();
+        await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+        await nc.drain();
+      },
+    };
+  } catch (error) {
+    await nc.close();
+    throw new Error(`failed to start ipam: ${(error as Error).message}`);
+  }
+}
+
+function bind(server: Server, listen: string): Promise<number> {
+  return new Promise((resolve, reject) =>
+    server.bindAsync(listen, ServerCredentials.createInsecure(), (error, port) =>
+      error ? reject(new Error(`failed to listen on ${listen}: ${error.message}`)) : resolve(port),
+    ),
+  );
+}
+
+function hostOf(listen: string): string {
+  return listen.slice(0, listen.lastIndexOf(":"));
+}

@@ -1,0 +1,227 @@
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { status, type ServiceError } from "@grpc/grpc-js";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { Kvm } from "@nats-io/kv";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { startNatsServer, type NatsServer } from "../support/nats-server.js";
+import { startIpamService, type RunningIpamService } from "../../services/ipam/main.js";
+import { connectIpam, type IpamCalls } from "../../services/ipam/client.js";
+import { Buckets } from "../../libs/bus/subjects.js";
+import { AddressKind } from "../../libs/proto/gen/trellis/v1/ipam.js";
+
+let nats: NatsServer;
+let nc: NatsConnection;
+let services: RunningIpamService[] = [];
+let clients: IpamCalls[] = [];
+
+async function startReplica(): Promise<IpamCalls> {
+  const service = await startIpamService({ natsUrl: nats.url, listen: "127.0.0.1:0", log: () => {} });
+  services.push(service);
+  const client = connectIpam(service.address);
+  clients.push(client);
+  return client;
+}
+
+async function refusal(promise: Promise<unknown>): Promise<ServiceError> {
+  try {
+    await promise;
+  } catch (error) {
+    return error as ServiceError;
+  }
+  throw new Error("expected the call to fail");
+}
+
+/** Every live key and value of the bucket, to prove that a refused call wrote nothing. */
+async function bucketSnapshot(): Promise<Map<string, string>> {
+  const kv = await new Kvm(nc).open(Buckets.ipam);
+  const snapshot = new Map<string, string>();
+  for await (const key of await kv.keys()) {
+    const entry = await kv.get(key);
+    if (entry && entry.operation === "PUT") snapshot.set(key, `${entry.revision}:${Buffer.from(entry.value).toString("hex")}`);
+  }
+  return snapshot;
+}
+
+const v4 = (networkId: string, endpointId: string, address = "") => ({ networkId, endpointId, host: "h1", ipv6: false, address });
+const v6 = (networkId: string, endpointId: string, address = "") => ({ networkId, endpointId, host: "h1", ipv6: true, address });
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  nc = await connect({ servers: nats.url });
+});
+
+afterAll(async () => {
+  await nc.close();
+  await nats.stop();
+});
+
+beforeEach(async () => {
+  // Each test starts from an empty bucket.
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.delete(`KV_${Buckets.ipam}`).catch(() => undefined);
+});
+
+afterEach(async () => {
+  for (const client of clients) client.close();
+  await Promise.all(services.map((service) => service.stop()));
+  services = [];
+  clients = [];
+});
+
+describe("ipam over gRPC on a real nats-server", () => {
+  it("announces ready and serves on the bound port", async () => {
+    const lines: string[] = [];
+    const service = await startIpamService({ natsUrl: nats.url, listen: "127.0.0.1:0", log: (line) => lines.push(line) });
+    services.push(service);
+    expect(service.address).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(lines.join("\n")).toContain("ready");
+  });
+
+  it("allocates given and default subnets with gateways, and answers a retry the same", async () => {
+    const ipam = await startReplica();
+    const request = {
+      networkId: "db_net",
+      withGateway: true,
+      subnets: [
+        { cidr: "192.168.114.0/24", gateway: "192.168.114.254", ipv6: false },
+        { cidr: "", gateway: "", ipv6: false },
+        { cidr: "", gateway: "", ipv6: true },
+      ],
+    };
+    const first = await ipam.allocateSubnets(request);
+    expect(first.subnets[0]).toEqual({ cidr: "192.168.114.0/24", gateway: "192.168.114.254", ipv6: false });
+    expect(first.subnets[1]).toEqual({ cidr: "172.18.0.0/16", gateway: "172.18.0.1", ipv6: false });
+    expect(first.subnets[2]!.cidr).toMatch(/^fd[0-9a-f]{2}:[0-9a-f]{1,4}:[0-9a-f]{1,4}::\/64$/);
+    expect(await ipam.allocateSubnets(request)).toEqual(first);
+
+    const second = await ipam.allocateSubnets({ networkId: "other", withGateway: false, subnets: [{ cidr: "", gateway: "", ipv6: false }, { cidr: "", gateway: "", ipv6: true }] });
+    expect(second.subnets[0]).toEqual({ cidr: "172.19.0.0/16", gateway: "", ipv6: false });
+    // One ULA /48 for the cluster: the next /64 of it.
+    const ula = first.subnets[2]!.cidr.replace("::/64", "");
+    expect(second.subnets[1]!.cidr).toBe(`${ula}:1::/64`);
+
+    const gateways = (await ipam.listAllocations("db_net")).allocations.filter((a) => a.kind === AddressKind.ADDRESS_KIND_GATEWAY);
+    expect(gateways.map((g) => g.address).sort()).toEqual(["172.18.0.1/16", "192.168.114.254/24", `${ula}::1/64`].sort());
+  });
+
+  it("refuses bad subnets with precise codes and messages, leaving the bucket as it was", async () => {
+    const ipam = await startReplica();
+    await ipam.allocateSubnets({ networkId: "blue", withGateway: true, subnets: [{ cidr: "10.1.0.0/16", gateway: "", ipv6: false }] });
+    const before = await bucketSnapshot();
+
+    const hostBits = await refusal(ipam.allocateSubnets({ networkId: "red", withGateway: true, subnets: [{ cidr: "10.2.1.5/24", gateway: "", ipv6: false }] }));
+    expect(hostBits.code).toBe(status.INVALID_ARGUMENT);
+    expect(hostBits.details).toBe("invalid subnet 10.2.1.5/24: host bits set, did you mean 10.2.1.0/24?");
+
+    // The first subnet is fine, the second overlaps: nothing at all is reserved.
+    const overlap = await refusal(
+      ipam.allocateSubnets({
+        networkId: "red",
+        withGateway: true,
+        subnets: [
+          { cidr: "10.9.0.0/24", gateway: "", ipv6: false },
+          { cidr: "10.1.0.0/24", gateway: "", ipv6: false },
+        ],
+      }),
+    );
+    expect(overlap.code).toBe(status.ALREADY_EXISTS);
+    expect(overlap.details).toBe("subnet 10.1.0.0/24 overlaps subnet 10.1.0.0/16 of network blue");
+
+    const gateway = await refusal(ipam.allocateSubnets({ networkId: "red", withGateway: true, subnets: [{ cidr: "10.3.0.0/24", gateway: "10.4.0.1", ipv6: false }] }));
+    expect(gateway.code).toBe(status.INVALID_ARGUMENT);
+    expect(gateway.details).toContain("subnet 10.3.0.0/24");
+
+    const unknown = await refusal(ipam.allocateAddress(v4("red", "e1")));
+    expect(unknown.code).toBe(status.NOT_FOUND);
+    const outside = await refusal(ipam.allocateAddress(v4("blue", "e1", "10.2.0.5")));
+    expect(outside.code).toBe(status.INVALID_ARGUMENT);
+    expect(outside.details).toContain("outside every IPv4 subnet of network blue (10.1.0.0/16)");
+
+    expect(await bucketSnapshot()).toEqual(before);
+  });
+
+  it("hands out the lowest free address, skipping network, gateway and broadcast, until the pool is full", async () => {
+    const ipam = await startReplica();
+    await ipam.allocateSubnets({ networkId: "tiny", withGateway: true, subnets: [{ cidr: "10.1.0.0/29", gateway: "", ipv6: false }] });
+    const addresses: string[] = [];
+    for (let i = 0; i < 5; i++) addresses.push((await ipam.allocateAddress(v4("tiny", `e${i}`))).address);
+    expect(addresses).toEqual(["10.1.0.2/29", "10.1.0.3/29", "10.1.0.4/29", "10.1.0.5/29", "10.1.0.6/29"]);
+    expect(await ipam.allocateAddress(v4("tiny", "e0"))).toEqual({ address: "10.1.0.2/29", subnet: "10.1.0.0/29" });
+
+    const full = await refusal(ipam.allocateAddress(v4("tiny", "e9")));
+    expect(full.code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(full.details).toBe("pool 10.1.0.0/29 is full");
+
+    await ipam.releaseAddresses("tiny", "e1");
+    expect((await ipam.allocateAddress(v4("tiny", "e9"))).address).toBe("10.1.0.3/29");
+  });
+
+  it("reserves static addresses, refuses them to others naming the holder, and frees v4 and v6 at once on release", async () => {
+    const ipam = await startReplica();
+    await ipam.allocateSubnets({
+      networkId: "v6ipvlan139",
+      withGateway: true,
+      subnets: [
+        { cidr: "192.168.140.0/24", gateway: "", ipv6: false },
+        { cidr: "2001:db8:abc2::/64", gateway: "2001:db8:abc2::22", ipv6: true },
+      ],
+    });
+    expect(await ipam.allocateAddress(v6("v6ipvlan139", "c1", "2001:db8:abc2::51"))).toEqual({
+      address: "2001:db8:abc2::51/64",
+      subnet: "2001:db8:abc2::/64",
+    });
+    expect((await ipam.allocateAddress(v4("v6ipvlan139", "c1", "192.168.140.10"))).address).toBe("192.168.140.10/24");
+
+    const taken = await refusal(ipam.allocateAddress(v6("v6ipvlan139", "c2", "2001:db8:abc2::51")));
+    expect(taken.code).toBe(status.ALREADY_EXISTS);
+    expect(taken.details).toBe("address 2001:db8:abc2::51 is already in use by endpoint c1 in network v6ipvlan139");
+    const gateway = await refusal(ipam.allocateAddress(v6("v6ipvlan139", "c2", "2001:db8:abc2::22")));
+    expect(gateway.code).toBe(status.ALREADY_EXISTS);
+    expect(gateway.details).toContain("gateway");
+
+    // The reference driver kept static IPv6 addresses after the container was removed.
+    await ipam.releaseAddresses("v6ipvlan139", "c1");
+    expect((await ipam.allocateAddress(v6("v6ipvlan139", "c2", "2001:db8:abc2::51"))).address).toBe("2001:db8:abc2::51/64");
+    expect((await ipam.allocateAddress(v4("v6ipvlan139", "c2", "192.168.140.10"))).address).toBe("192.168.140.10/24");
+    const endpoints = (await ipam.listAllocations("v6ipvlan139")).allocations.filter((a) => a.kind === AddressKind.ADDRESS_KIND_ENDPOINT);
+    expect(endpoints.map((a) => `${a.endpointId} ${a.address}`).sort()).toEqual(["c2 192.168.140.10/24", "c2 2001:db8:abc2::51/64"]);
+  });
+
+  it("releases a network's subnets and leftover addresses, so that both can be taken again", async () => {
+    const ipam = await startReplica();
+    const request = { networkId: "n1", withGateway: true, subnets: [{ cidr: "10.5.0.0/24", gateway: "", ipv6: false }] };
+    await ipam.allocateSubnets(request);
+    await ipam.allocateAddress(v4("n1", "e1"));
+    await ipam.releaseSubnets("n1");
+    await ipam.releaseSubnets("n1");
+    expect((await refusal(ipam.listAllocations("n1"))).code).toBe(status.NOT_FOUND);
+    await ipam.allocateSubnets({ ...request, networkId: "n2" });
+    expect((await ipam.allocateAddress(v4("n2", "e1"))).address).toBe("10.5.0.2/24");
+    expect([...(await bucketSnapshot()).keys()].filter((key) => key.includes(".n1."))).toEqual([]);
+  });
+
+  it("never hands one address to two endpoints when two replicas allocate concurrently", async () => {
+    const [a, b] = [await startReplica(), await startReplica()];
+    await a.allocateSubnets({ networkId: "shared", withGateway: true, subnets: [{ cidr: "10.7.0.0/24", gateway: "", ipv6: false }] });
+    const endpoints = Array.from({ length: 120 }, (_, i) => `ep${i}`);
+    const results = await Promise.all(
+      endpoints.map((endpointId, i) => (i % 2 === 0 ? a : b).allocateAddress(v4("shared", endpointId))),
+    );
+    const addresses = results.map((result) => result.address);
+    expect(new Set(addresses).size).toBe(endpoints.length);
+    expect(addresses).not.toContain("10.7.0.1/24");
+    // A retry on the other replica answers the same address.
+    expect((await b.allocateAddress(v4("shared", "ep0"))).address).toBe(addresses[0]);
+    const listed = (await a.listAllocations("shared")).allocations.filter((x) => x.kind === AddressKind.ADDRESS_KIND_ENDPOINT);
+    expect(listed).toHaveLength(endpoints.length);
+  });
+
+  it("lets concurrent retries of one endpoint end with one address", async () => {
+    const [a, b] = [await startReplica(), await startReplica()];
+    await a.allocateSubnets({ networkId: "n", withGateway: true, subnets: [{ cidr: "10.8.0.0/24", gateway: "", ipv6: false }] });
+    const results = await Promise.all(Array.from({ length: 8 }, (_, i) => (i % 2 ? a : b).allocateAddress(v4("n", "same"))));
+    expect(new Set(results.map((r) => r.address)).size).toBe(1);
+    const listed = (await a.listAllocations("n")).allocations.filter((x) => x.kind === AddressKind.ADDRESS_KIND_ENDPOINT);
+    expect(listed.map((x) => x.address)).toEqual([results[0]!.address]);
+  });
+});
