@@ -43,7 +43,7 @@ export interface NetlinkHandle {
 
 /** Opens a socket in `netns`; it stays bound to that namespace for its whole life. */
 export async function openNetlink(netns?: string): Promise<NetlinkHandle> {
-  return withSpan("netlink.open", { netns: netns ?? "" }, async () => {
+  return withSpan("netlink.open", { netns }, async () => {
     const socket = netns === undefined ? createSocket(netns) : inNamespace(netns, () => createSocket(netns));
     return new Handle(socket, netns);
   });
@@ -64,7 +64,7 @@ class Handle implements NetlinkHandle {
   ) {}
 
   private span<T>(name: string, attributes: Attributes, fn: () => Promise<T>): Promise<T> {
-    return withSpan(`netlink.${name}`, { netns: this.netns ?? "", ...attributes }, fn);
+    return withSpan(`netlink.${name}`, { netns: this.netns, ...attributes }, fn);
   }
 
   listLinks(): Promise<Link[]> {
@@ -99,7 +99,7 @@ class Handle implements NetlinkHandle {
       "link.parent_index": parentIndex,
       "ipvlan.mode": mode,
       "ipvlan.flag": flag,
-      "target_netns": targetNetns ?? "",
+      target_netns: targetNetns,
     };
     return this.span("link.create", attributes, async () => {
       const where = targetNetns === undefined ? "" : ` in network namespace ${targetNetns}`;

@@ -12,7 +12,10 @@ export interface Link {
   kind?: string;
   up: boolean;
   mtu: number;
-  /** IFLA_LINK: the lower device (parent of an ipvlan/vlan, peer of a veth). */
+  /**
+   * IFLA_LINK: the lower device (parent of an ipvlan/vlan, peer of a veth). For a link whose parent lives in
+   * another namespace (an ipvlan inside a container) this index is the parent's in *that* namespace.
+   */
   parentIndex?: number;
   alias?: string;
   ipvlan?: { mode: IpvlanMode; flag: IpvlanFlag };
