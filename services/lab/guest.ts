@@ -1,0 +1,191 @@
+/**
+ * Runs inside the lab guest as a child of guest-init.sh: builds the underlay and the hosts, starts the
+ * services, runs the user's script, tears everything down. Exits with the script's status, or
+ * LAB_FAILURE when the lab itself could not be set up.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { readAgentRecord, writeAgentRecord } from "./agents.js";
+import {
+  AGENTS_DIR,
+  BIN_DIR,
+  CONTROL_ADDRESS,
+  LAB_FAILURE,
+  LOG_DIR,
+  NATS_URL,
+  OUT_DIR,
+  PLANNER_ADDR,
+  UNDERLAY_PREFIX,
+  type GuestConfig,
+  type LabHost,
+  type ServiceSpec,
+} from "./config.js";
+import { exitStatus, logTail, spawnLogged, stopProcess, waitForReady } from "./process.js";
+
+const BUSYBOX = "/bin/busybox";
+const KERNEL_MODULES = ["ipvlan", "8021q", "dummy", "veth", "bridge"];
+const LOG_TAIL_LINES = 40;
+
+interface RunningService {
+  spec: ServiceSpec;
+  child: ChildProcess;
+  log: string;
+}
+
+const startedAt = Date.now();
+
+async function main(configPath: string): Promise<number> {
+  const config = JSON.parse(readFileSync(configPath, "utf8")) as GuestConfig;
+  const note = (message: string): void => {
+    if (config.verbose) console.error(`lab: ${message} (${((Date.now() - startedAt) / 1000).toFixed(1)} s)`);
+  };
+  const services: RunningService[] = [];
+  try {
+    await run("load the kernel modules", "modprobe", ["-a", ...KERNEL_MODULES]);
+    await run("create the underlay", "ip", ["-batch", "-"], underlayBatch(config.hosts));
+    await run("configure the hosts", BUSYBOX, ["sh", "-ec", hostsScript(config.hosts)]);
+    note(`underlay and ${config.hosts.length} hosts ready`);
+    const env = serviceEnv(config);
+    writeTrellisWrapper(config);
+    await startServices(config.services, env, services, note);
+    const status = await runScript(config, env);
+    note(`script exited with status ${status}`);
+    if (config.verbose || status !== 0) printLogs(services);
+    return status;
+  } catch (error) {
+    console.error(`lab: ${(error as Error).message}`);
+    return LAB_FAILURE;
+  } finally {
+    await teardown(services);
+    note("torn down");
+  }
+}
+
+async function run(what: string, command: string, args: string[], input = ""): Promise<void> {
+  const child = spawn(command, args, { stdio: ["pipe", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  child.stdin.end(input);
+  const status = await new Promise<number>((resolve, reject) => {
+    child.on("error", (error) => reject(new Error(`failed to ${what}: ${error.message}`)));
+    child.on("close", (code, signal) => resolve(exitStatus(code, signal)));
+  });
+  if (status !== 0) throw new Error(`failed to ${what}: ${stderr.trim() || `${command} exited with status ${status}`}`);
+}
+
+/**
+ * The bridge every host's eth0 hangs on (its address is where the control plane listens), the host
+ * namespaces and their veths: one `ip -batch`, as each start of the dynamically linked `ip` costs ~0.4 s.
+ */
+function underlayBatch(hosts: LabHost[]): string {
+  return [
+    "link set lo up",
+    "link add br0 type bridge",
+    `addr add ${CONTROL_ADDRESS}/${UNDERLAY_PREFIX} dev br0`,
+    "link set br0 up",
+    ...hosts.flatMap((host) => [
+      `netns add ${host.name}`,
+      `link add veth-${host.name} type veth peer name eth0 netns ${host.name}`,
+      `link set veth-${host.name} master br0 up`,
+    ]),
+    "",
+  ].join("\n");
+}
+
+/** Inside each host: eth0 addressed and up, lo up, forwarding on as on a router; static busybox only. */
+function hostsScript(hosts: LabHost[]): string {
+  return hosts
+    .map((host) => {
+      const inside = [
+        `${BUSYBOX} ip addr add ${host.address}/${UNDERLAY_PREFIX} dev eth0`,
+        `${BUSYBOX} ip link set eth0 up`,
+        `${BUSYBOX} ip link set lo up`,
+        "echo 1 > /proc/sys/net/ipv4/ip_forward",
+      ].join(" && ");
+      return `${BUSYBOX} nsenter --net=/run/netns/${host.name} ${BUSYBOX} sh -ec '${inside}'`;
+    })
+    .join("\n");
+}
+
+function serviceEnv(config: GuestConfig): Record<string, string> {
+  return {
+    PATH: `${BIN_DIR}:${dirname(config.node)}:${process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin"}`,
+    HOME: "/tmp/lab/home",
+    TRELLIS_LAB: "1",
+    TRELLIS_NATS_URL: NATS_URL,
+    TRELLIS_PLANNER_ADDR: PLANNER_ADDR,
+    ...(config.hasOut ? { TRELLIS_LAB_OUT: OUT_DIR, TRELLIS_TRACE_FILE: `${OUT_DIR}/trace.jsonl` } : {}),
+  };
+}
+
+/** `trellis` on the script's PATH runs the CLI of the repo the lab was started from. */
+function writeTrellisWrapper(config: GuestConfig): void {
+  mkdirSync(BIN_DIR, { recursive: true });
+  const path = join(BIN_DIR, "trellis");
+  writeFileSync(path, `#!/bin/sh\nexec ${shellQuote(config.node)} ${shellQuote(config.cliMain)} "$@"\n`);
+  chmodSync(path, 0o755);
+}
+
+function shellQuote(word: string): string {
+  return `'${word.replaceAll("'", `'\\''`)}'`;
+}
+
+async function startServices(
+  specs: ServiceSpec[],
+  env: Record<string, string>,
+  running: RunningService[],
+  note: (message: string) => void,
+): Promise<void> {
+  mkdirSync(LOG_DIR, { recursive: true });
+  mkdirSync(AGENTS_DIR, { recursive: true });
+  mkdirSync(env.HOME, { recursive: true });
+  const stages = [...new Set(specs.map((spec) => spec.stage))].sort((a, b) => a - b);
+  for (const stage of stages) {
+    const started = specs.filter((spec) => spec.stage === stage).map((spec) => startService(spec, env));
+    running.push(...started);
+    await Promise.all(started.map(({ spec, child, log }) => waitForReady(`service ${spec.name}`, child, log, 0)));
+    note(`ready: ${started.map(({ spec }) => spec.name).join(", ")}`);
+  }
+}
+
+function startService(spec: ServiceSpec, env: Record<string, string>): RunningService {
+  const log = join(LOG_DIR, `${spec.name}.log`);
+  const argv = spec.netns ? [BUSYBOX, "nsenter", `--net=/run/netns/${spec.netns}`, "--", ...spec.argv] : spec.argv;
+  const child = spawnLogged(argv, env, log);
+  if (spec.agentHost) {
+    writeAgentRecord({ host: spec.agentHost, argv, env, log, pid: child.pid ?? null, state: "running" });
+  }
+  return { spec, child, log };
+}
+
+async function runScript(config: GuestConfig, env: Record<string, string>): Promise<number> {
+  const child = spawn("sh", [config.script], {
+    cwd: config.cwd,
+    env,
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  return new Promise((resolve, reject) => {
+    child.on("error", (error) => reject(new Error(`failed to run ${config.script}: ${error.message}`)));
+    child.on("exit", (code, signal) => resolve(exitStatus(code, signal)));
+  });
+}
+
+function printLogs(services: RunningService[]): void {
+  for (const { log } of services) console.log(logTail(log, LOG_TAIL_LINES));
+}
+
+/** Agents first (they may have been restarted by the script: their record has the current pid), NATS last. */
+async function teardown(services: RunningService[]): Promise<void> {
+  const byStageDescending = [...services].sort((a, b) => b.spec.stage - a.spec.stage);
+  for (const { spec, child } of byStageDescending) {
+    const pid = spec.agentHost ? readAgentRecord(spec.agentHost).pid : child.pid;
+    if (pid) await stopProcess(pid).catch((error: Error) => console.error(`lab: ${error.message}`));
+  }
+  await run("delete the namespaces", "ip", ["-all", "netns", "delete"]).catch((error: Error) =>
+    console.error(`lab: ${error.message}`),
+  );
+}
+
+// Exit explicitly: a service that outlived its stop must not keep the guest from powering off.
+process.exit(await main(process.argv[2]));

@@ -1,0 +1,118 @@
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { defaultServices, labHosts, type GuestConfig, type ServiceSpec } from "./config.js";
+import { ensureInitramfs, findKernel } from "./kernel.js";
+import { runVm } from "./vm.js";
+
+export interface LabRunOptions {
+  /** Absolute path of the sh script to run inside the lab. */
+  script: string;
+  hosts: number;
+  upstreams: number;
+  /** Host directory the guest sees as $TRELLIS_LAB_OUT (created if missing). */
+  outDir?: string;
+  verbose: boolean;
+  timeoutSeconds: number;
+  /** The services to start; the real Trellis services when absent. */
+  services?: ServiceSpec[];
+  /** Each line of the script's output (and of the service logs shown after it). */
+  onOutput?: (line: string) => void;
+  /** The lab's own progress notes (with verbose). */
+  onNote?: (line: string) => void;
+}
+
+const MEMORY_MB = 2048;
+const CPUS = 2;
+
+/** Boots a lab, runs the script in it and resolves with the script's exit status. */
+export async function runLab(options: LabRunOptions): Promise<number> {
+  const repo = repoRoot();
+  const paths = {
+    guestInit: join(repo, "services/lab/guest-init.sh"),
+    guest: join(repo, "dist/services/lab/guest.js"),
+    cliMain: join(repo, "dist/services/cli/main.js"),
+  };
+  visibleInGuest(repo, "the repository");
+  if (!existsSync(paths.guest)) throw new Error(`failed to start the lab: ${paths.guest} is missing (run npm run build)`);
+  const script = visibleInGuest(options.script, "the lab script");
+  const onOutput = options.onOutput ?? ((line: string) => process.stdout.write(`${line}\n`));
+  const note = (message: string): void => {
+    if (options.verbose) (options.onNote ?? ((line: string) => process.stderr.write(`${line}\n`)))(`lab: ${message}`);
+  };
+
+  const startedAt = Date.now();
+  const kernel = findKernel();
+  const initramfs = ensureInitramfs(kernel);
+  const hosts = labHosts(options.hosts, options.upstreams);
+  const config: GuestConfig = {
+    hosts,
+    services: options.services ?? defaultServices(hosts, [process.execPath, paths.cliMain]),
+    script,
+    cwd: repo,
+    verbose: options.verbose,
+    hasOut: options.outDir !== undefined,
+    node: process.execPath,
+    cliMain: paths.cliMain,
+  };
+  const runDir = mkdtempSync(join(tmpdir(), "trellis-lab-"));
+  try {
+    writeFileSync(join(runDir, "config.json"), JSON.stringify(config, null, 2));
+    if (options.outDir !== undefined) linkOutDir(options.outDir, runDir);
+    const marker = `trellis-lab-${randomBytes(6).toString("hex")}`;
+    note(`kernel ${kernel.version}, initramfs ${initramfs}`);
+    return await runVm({
+      kernel,
+      initramfs,
+      rootDir: "/",
+      initEnv: {
+        LAB_INIT: paths.guestInit,
+        LAB_RUN: runDir,
+        LAB_NODE: process.execPath,
+        LAB_GUEST: paths.guest,
+        LAB_MARK: marker,
+      },
+      marker,
+      memoryMb: MEMORY_MB,
+      cpus: CPUS,
+      timeoutMs: options.timeoutSeconds * 1000,
+      onLine: onOutput,
+      onBooted: (uptime) =>
+        note(`booted to init in ${((Date.now() - startedAt) / 1000).toFixed(1)} s (guest uptime ${uptime} s)`),
+    });
+  } finally {
+    rmSync(runDir, { recursive: true, force: true });
+    note(`finished in ${((Date.now() - startedAt) / 1000).toFixed(1)} s`);
+  }
+}
+
+/** The folder holding package.json above this module, from src (services/lab) or from dist/services/lab. */
+function repoRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, "package.json"))) {
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error("failed to find the Trellis repository above the lab runner");
+    dir = parent;
+  }
+  return dir;
+}
+
+/** The guest mounts its own /tmp and /run over the host's, so a file there would not be found. */
+function visibleInGuest(path: string, what: string): string {
+  const absolute = resolve(path);
+  if (!existsSync(absolute)) throw new Error(`failed to find ${what} ${absolute}`);
+  const real = realpathSync(absolute);
+  if (/^\/(tmp|run)(\/|$)/.test(real)) {
+    throw new Error(`failed to use ${what} ${real}: the lab hides the host's /tmp and /run, put it elsewhere`);
+  }
+  return real;
+}
+
+/** The guest binds run/out (this link) over its $TRELLIS_LAB_OUT before hiding the host's /tmp. */
+function linkOutDir(outDir: string, runDir: string): void {
+  const absolute = resolve(outDir);
+  mkdirSync(absolute, { recursive: true });
+  symlinkSync(realpathSync(absolute), join(runDir, "out"));
+}

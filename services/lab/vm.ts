@@ -1,0 +1,134 @@
+import { spawn } from "node:child_process";
+import type { LabKernel } from "./kernel.js";
+import { LAB_PACKAGES } from "./kernel.js";
+
+const QEMU = "qemu-system-x86_64";
+const BOOT_LOG_LINES = 30;
+
+export interface VmOptions {
+  kernel: LabKernel;
+  initramfs: string;
+  /** Host directory shared as the guest's root filesystem. */
+  rootDir: string;
+  /** KEY=value words of the kernel command line; the kernel hands them to init as environment. */
+  initEnv: Record<string, string>;
+  /** Prefix of the guest's "<marker> start" and "<marker> exit N" console lines. */
+  marker: string;
+  memoryMb: number;
+  cpus: number;
+  timeoutMs: number;
+  /** Each console line the guest prints between its start and exit markers. */
+  onLine: (line: string) => void;
+  /** Called once when the guest's start marker arrives, with the guest's uptime then (seconds). */
+  onBooted?: (guestUptime: number) => void;
+}
+
+/**
+ * Boots the kernel under QEMU (software emulation: nested KVM is not dependable on CI), relays the
+ * guest's console and resolves with the exit status the guest reports on its last marker line.
+ */
+export async function runVm(options: VmOptions): Promise<number> {
+  const child = spawn(QEMU, qemuArgs(options), { stdio: ["ignore", "pipe", "pipe"] });
+  const relay = new ConsoleRelay(options);
+  let stderr = "";
+  child.stdout.on("data", (chunk: Buffer) => relay.push(chunk.toString()));
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill("SIGKILL");
+  }, options.timeoutMs);
+  const qemuStatus = await new Promise<number | string>((resolve, reject) => {
+    child.on("error", (error: NodeJS.ErrnoException) =>
+      reject(
+        new Error(
+          error.code === "ENOENT"
+            ? `failed to start ${QEMU}: not installed (apt-get install -y ${LAB_PACKAGES})`
+            : `failed to start ${QEMU}: ${error.message}`,
+        ),
+      ),
+    );
+    child.on("close", (code, signal) => resolve(code ?? signal ?? "unknown"));
+  }).finally(() => clearTimeout(timer));
+  relay.flush();
+
+  if (timedOut) throw new Error(`failed to finish the lab: timed out after ${options.timeoutMs / 1000} s`);
+  if (relay.exitStatus !== null) return relay.exitStatus;
+  const where = relay.started ? "the guest stopped without reporting its exit status" : "the kernel did not boot";
+  throw new Error(
+    `failed to run the lab: ${where} (qemu exit ${qemuStatus})\n` +
+      [...relay.bootLines.map((line) => `console: ${line}`), ...stderr.trim().split("\n").filter(Boolean)].join("\n"),
+  );
+}
+
+function qemuArgs(options: VmOptions): string[] {
+  const append = [
+    "console=ttyS0",
+    "quiet",
+    "loglevel=1",
+    "panic=-1",
+    ...Object.entries(options.initEnv).map(([key, value]) => `${key}=${kernelWord(value)}`),
+  ].join(" ");
+  return [
+    ...["-accel", "tcg,thread=multi", "-m", String(options.memoryMb), "-smp", String(options.cpus)],
+    ...["-nographic", "-no-reboot", "-nic", "none"],
+    ...["-kernel", options.kernel.vmlinuz, "-initrd", options.initramfs, "-append", append],
+    ...["-fsdev", `local,id=hostroot,path=${options.rootDir},security_model=passthrough,multidevs=remap`],
+    ...["-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot"],
+  ];
+}
+
+/** The kernel splits its command line at blanks; a value with one would reach init cut in two. */
+function kernelWord(value: string): string {
+  if (/[\s"]/.test(value)) throw new Error(`failed to boot the lab: ${JSON.stringify(value)} contains a blank or a quote`);
+  return value;
+}
+
+/**
+ * Splits the serial console into lines (they end in \r\n) and passes on only what the guest prints
+ * between its start marker and its exit marker: before it come firmware escape sequences and kernel
+ * noise, which are kept only to explain a failed boot.
+ */
+class ConsoleRelay {
+  started = false;
+  exitStatus: number | null = null;
+  readonly bootLines: string[] = [];
+  private partial = "";
+
+  constructor(private readonly options: VmOptions) {}
+
+  push(text: string): void {
+    const lines = (this.partial + text).split("\n");
+    this.partial = lines.pop() ?? "";
+    for (const line of lines) this.line(line.replaceAll("\r", ""));
+  }
+
+  flush(): void {
+    if (this.partial) this.line(this.partial.replaceAll("\r", ""));
+    this.partial = "";
+  }
+
+  private line(line: string): void {
+    const { marker } = this.options;
+    if (this.exitStatus !== null) return;
+    if (!this.started) {
+      const start = line.indexOf(`${marker} start `);
+      if (start >= 0) {
+        this.started = true;
+        this.options.onBooted?.(Number(line.slice(start + marker.length + 7)));
+      } else {
+        this.bootLines.push(printable(line));
+        this.bootLines.splice(0, this.bootLines.length - BOOT_LOG_LINES);
+      }
+      return;
+    }
+    const exit = line.startsWith(`${marker} exit `) ? Number(line.slice(marker.length + 6)) : NaN;
+    if (Number.isInteger(exit)) this.exitStatus = exit;
+    else this.options.onLine(line);
+  }
+}
+
+function printable(line: string): string {
+  return line.replace(/\x1b(\[[0-9;?]*[A-Za-z]|c)?|[\x00-\x08\x0b-\x1f]/g, "");
+}
