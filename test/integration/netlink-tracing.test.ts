@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
 import { SpanStatusCode } from "@opentelemetry/api";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it, vi } from "vitest";
 import { startTracing, stopTracing } from "../../libs/telemetry/tracing.js";
 import { createNamespace, deleteNamespace, namespaceExists, openNetlink } from "../../libs/netlink/index.js";
 
@@ -27,6 +27,8 @@ it("makes every netlink operation a span with its namespace, link and cidr, fail
     nl.close();
   }
 
+  // Export waits for the SDK's asynchronous resource detection, so spans can arrive a little after they end.
+  await vi.waitFor(() => expect(exporter.getFinishedSpans()).toHaveLength(7));
   const spans = exporter.getFinishedSpans();
   expect(spans.map((span) => span.name)).toEqual([
     "netlink.netns.create",
