@@ -21,6 +21,8 @@ export interface NetlinkHandle {
    * Creates an ipvlan on `parentIndex` (a link of this handle's namespace). With `targetNetns` the link is
    * born inside that namespace under `name` (IFLA_NET_NS_FD in the same request): no rename, no move, and
    * no window in which a half-made link sits in the host namespace.
+   * Mode and flag belong to the parent (the kernel's ipvlan "port"): a new ipvlan with another mode/flag
+   * switches every existing ipvlan of that parent too (seen in the lab), so callers must not mix them.
    */
   createIpvlan(name: string, parentIndex: number, mode: IpvlanMode, flag: IpvlanFlag, targetNetns?: string): Promise<void>;
   setUp(index: number): Promise<void>;
