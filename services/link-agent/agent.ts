@@ -53,6 +53,7 @@ export class LinkAgent {
     const agent = new LinkAgent(options, hosts, desired, status);
     await agent.loadPublished();
     await agent.heartbeat();
+    await agent.loadDesired();
     await agent.watchDesired();
     agent.timers = [
       setInterval(() => void agent.heartbeat().catch(logError("heartbeat")), options.heartbeatMs),
@@ -99,6 +100,12 @@ export class LinkAgent {
       missingLinkKinds: [],
     };
     await this.hosts.put(this.options.host, hostCodec.encode(record));
+  }
+
+  /** Read before watching, so that the first pass (and `settled`) already works on the stored state. */
+  private async loadDesired(): Promise<void> {
+    const entry = await this.desiredBucket.get(this.options.host);
+    if (entry?.operation === "PUT") this.desired = desiredCodec.decode(entry.value);
   }
 
   private async watchDesired(): Promise<void> {

@@ -49,6 +49,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     heartbeatMs: HEARTBEAT_MS,
     resyncMs: RESYNC_MS,
   });
+  await agent.agent.settled();
   console.log(`agent ready for host ${host}`);
   return runUntilSignalled([agent]);
 }

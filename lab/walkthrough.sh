@@ -1,0 +1,93 @@
+#!/bin/sh
+# The Trellis walkthrough: the reference driver's single-host examples, run across the hosts of the lab.
+# Run it with `scripts/walkthrough.sh` (or `trellis lab run --hosts 2 $PWD/lab/walkthrough.sh`).
+# Every step prints what it does, then what the user would see; test/lab/walkthrough.test.ts asserts on it.
+set -u
+. "$(dirname "$0")/lib.sh"
+
+say() {
+  echo
+  echo "# $*"
+}
+
+say "Hosts h1 (192.168.1.11) and h2 (192.168.1.12) share one Ethernet segment; each runs a Trellis agent."
+
+say "An L2 network on the hosts' own interface eth0, as in the reference's db_net example."
+section create-db_net
+show trellis network create -d ipvlan --subnet=192.168.1.0/24 --gateway=192.168.1.1 -o ipvlan_mode=l2 -o parent=eth0 db_net
+
+say "Two containers on h1; ipv2 pings ipv1 over the ipvlan."
+section run-ipv1
+show trellis run --net=db_net --name=ipv1 --host=h1
+section run-ipv2
+show trellis run --net=db_net --name=ipv2 --host=h1
+section ping-ipv1-from-ipv2
+show trellis exec ipv2 ping -c 2 -W 2 192.168.1.2
+
+say "A VLAN network: parent eth0.20 does not exist yet, so Trellis creates it on every host."
+section create-ipvlan20
+show trellis network create -d ipvlan --subnet=192.168.20.0/24 --gateway=192.168.20.1 -o parent=eth0.20 ipvlan20
+wait_until link_exists h1 eth0.20
+wait_until link_exists h2 eth0.20
+section vlan-h1
+ip -n h1 -d link show eth0.20
+section vlan-h2
+ip -n h2 -d link show eth0.20
+
+say "One container on each host, on VLAN 20: they ping each other across the segment."
+section run-ivlan_test1
+show trellis run --net=ipvlan20 --name=ivlan_test1 --host=h1
+section run-ivlan_test2
+show trellis run --net=ipvlan20 --name=ivlan_test2 --host=h2
+section ping-across-hosts
+show trellis exec ivlan_test2 ping -c 2 -W 2 192.168.20.2
+
+say "Inside a container, the gateway is the default route."
+section route-ivlan_test1
+show trellis exec ivlan_test1 ip route
+
+say "Restarting h1's agent changes nothing that is already right: same link, same addresses."
+section before-restart
+ip -n ivlan_test1@h1 -o link show eth0 | cut -d: -f1-2
+ip -n ivlan_test1@h1 -o addr show eth0 | awk '{print $4}'
+trellis lab agent stop h1
+trellis lab agent start h1
+section after-restart
+ip -n ivlan_test1@h1 -o link show eth0 | cut -d: -f1-2
+ip -n ivlan_test1@h1 -o addr show eth0 | awk '{print $4}'
+
+say "A network with containers cannot be removed; once they are gone, eth0.20 goes with it."
+section rm-busy-network
+show trellis network rm ipvlan20
+section rm-containers
+show trellis rm ivlan_test1 ivlan_test2
+section rm-ipvlan20
+show trellis network rm ipvlan20
+wait_until link_missing h1 eth0.20
+wait_until link_missing h2 eth0.20
+section vlan-after-rm
+show ip -n h1 link show eth0.20
+show ip -n h2 link show eth0.20
+
+say "A sub-interface made by hand, with any name, is used as the parent and never deleted."
+ip -n h1 link add link eth0 name foo type vlan id 40
+ip -n h1 link set foo up
+section create-ipvlan40
+show trellis network create -d ipvlan --subnet=192.168.40.0/24 --gateway=192.168.40.1 -o parent=foo ipvlan40
+section run-ivlan_test5
+show trellis run --net=ipvlan40 --name=ivlan_test5 --host=h1
+section rm-ipvlan40
+show trellis rm ivlan_test5
+show trellis network rm ipvlan40
+say "Giving h1's agent time to converge (it would delete foo now if it ever did)."
+sleep 5
+section foo-after-rm
+show ip -n h1 -o link show foo
+
+say "Bad input gets a clear error and changes nothing."
+section ls-before-bad
+trellis network ls
+section bad-vlan
+show trellis network create -d ipvlan -o parent=eth0.5000 bad
+section ls-after-bad
+trellis network ls

@@ -1,0 +1,91 @@
+import { readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runInLab, type LabResult } from "../support/lab.js";
+import type { SpanRecord } from "../../libs/telemetry/tracing.js";
+
+const walkthrough = new URL("../../lab/walkthrough.sh", import.meta.url).pathname;
+
+// One boot of the lab runs the whole walkthrough (the README's first command); each test reads what
+// one step printed.
+describe("lab walkthrough: ipvlan networks from intent to ping, across two hosts", () => {
+  let lab: LabResult;
+  const section = (name: string) => {
+    const text = lab.sections.get(name);
+    if (text === undefined) throw new Error(`the walkthrough printed no section ${name}; its output was:\n${lab.output}`);
+    return text;
+  };
+
+  beforeAll(async () => {
+    lab = await runInLab(walkthrough, { hosts: 2 });
+  });
+  afterAll(() => rmSync(lab.outDir, { recursive: true, force: true }));
+
+  it("runs to the end", () => {
+    expect(lab.code, lab.output).toBe(0);
+  });
+
+  it("two containers on one host with -o parent=eth0 ping each other", () => {
+    expect(section("run-ipv1")).toContain("exit 0");
+    expect(section("ping-ipv1-from-ipv2")).toMatch(/2 packets transmitted, 2 received, 0% packet loss/);
+  });
+
+  it("creates eth0.20 as an 802.1Q sub-interface of eth0 on both hosts", () => {
+    for (const host of ["h1", "h2"]) expect(section(`vlan-${host}`)).toMatch(/eth0\.20@eth0:.*UP[\s\S]*vlan protocol 802\.1Q id 20/);
+  });
+
+  it("containers on h1 and h2 on -o parent=eth0.20 ping each other", () => {
+    expect(section("run-ivlan_test2")).toContain("exit 0");
+    expect(section("ping-across-hosts")).toMatch(/2 packets transmitted, 2 received, 0% packet loss/);
+  });
+
+  it("gives the container a default route via the gateway", () => {
+    const routes = section("route-ivlan_test1");
+    expect(routes).toMatch(/^default via 192\.168\.20\.1 dev eth0/m);
+    expect(routes).toMatch(/^192\.168\.20\.0\/24 dev eth0 proto kernel scope link src 192\.168\.20\.2/m);
+  });
+
+  it("keeps the container's link and addresses when the agent restarts", () => {
+    expect(section("before-restart")).toMatch(/^\d+: eth0@/m);
+    expect(section("before-restart")).toContain("192.168.20.2/24");
+    expect(section("after-restart")).toBe(section("before-restart"));
+  });
+
+  it("refuses to remove a network that has containers, naming them", () => {
+    expect(section("rm-busy-network")).toMatch(/Error: network ipvlan20 has active endpoints: ivlan_test1, ivlan_test2/);
+    expect(section("rm-busy-network")).toContain("exit 1");
+  });
+
+  it("deletes eth0.20 on both hosts when the network is removed", () => {
+    expect(section("rm-ipvlan20")).toContain("exit 0");
+    expect(section("vlan-after-rm")).toMatch(/Device "eth0\.20" does not exist\.\nexit 1\n.*Device "eth0\.20" does not exist\.\nexit 1/);
+  });
+
+  it("never deletes a parent made by hand (foo)", () => {
+    expect(section("run-ivlan_test5")).toContain("exit 0");
+    expect(section("rm-ipvlan40")).not.toContain("exit 1");
+    expect(section("foo-after-rm")).toMatch(/foo@eth0:.*UP.*\nexit 0/);
+  });
+
+  it("refuses a VLAN id out of range with the reference's message and changes nothing", () => {
+    expect(section("bad-vlan")).toContain("Error: vlan id must be between 1-4094, received: 5000");
+    expect(section("bad-vlan")).toContain("exit 1");
+    expect(section("ls-after-bad")).toBe(section("ls-before-bad"));
+  });
+
+  it("traces one trellis run from the CLI through planner and ipam down to each netlink call", () => {
+    const spans = readFileSync(join(lab.outDir, "trace.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as SpanRecord);
+    const run = spans.find((s) => s.name === "cli.run" && String(s.attributes["cli.args"]).includes("--name=ivlan_test2"));
+    expect(run, "a cli.run span for ivlan_test2").toBeDefined();
+    const trace = spans.filter((s) => s.traceId === run!.traceId);
+    expect(new Set(trace.map((s) => s.service))).toEqual(new Set(["trellis-cli", "trellis-planner", "trellis-ipam", "trellis-agent"]));
+    expect(trace.map((s) => s.name)).toEqual(expect.arrayContaining(["planner.endpoint.attach", "agent.endpoint.ensure", "netlink.link.create"]));
+    const ids = new Set(trace.map((s) => s.spanId));
+    expect(trace.filter((s) => s !== run).every((s) => s.parentSpanId && ids.has(s.parentSpanId))).toBe(true);
+    const ipvlan = trace.find((s) => s.name === "netlink.link.create" && s.attributes["link.kind"] === "ipvlan");
+    expect(ipvlan?.attributes["link.name"]).toBe("eth0");
+  });
+});

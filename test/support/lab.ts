@@ -1,0 +1,43 @@
+import { spawn } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { join } from "node:path";
+
+const repo = new URL("../..", import.meta.url).pathname;
+const cli = join(repo, "dist/services/cli/main.js");
+
+export interface LabResult {
+  code: number;
+  output: string;
+  /** Output under each `=== label` line that the script printed (see lab/lib.sh). */
+  sections: Map<string, string>;
+  /** The folder that was the lab's $TRELLIS_LAB_OUT (the spans are in trace.jsonl there). */
+  outDir: string;
+}
+
+/** Runs a script in the lab (a real kernel with ipvlan, 802.1Q and dummy), through the real CLI. */
+export async function runInLab(script: string, options: { hosts?: number; upstreams?: number } = {}): Promise<LabResult> {
+  // Not under /tmp: the lab kernel mounts its own tmpfs there and would hide the folder.
+  const outDir = mkdtempSync(join(repo, "test/lab/.out-"));
+  const args = [cli, "lab", "run", "--hosts", String(options.hosts ?? 2), "--upstreams", String(options.upstreams ?? 0), "--out", outDir, script];
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  const code = await new Promise<number>((resolve) => child.on("exit", (status) => resolve(status ?? 1)));
+  return { code, output, sections: splitSections(output), outDir };
+}
+
+export function splitSections(output: string): Map<string, string> {
+  const sections = new Map<string, string>();
+  let current: string | undefined;
+  for (const line of output.split("\n")) {
+    const label = /^=== (\S+)$/.exec(line);
+    if (label) {
+      current = label[1]!;
+      sections.set(current, "");
+    } else if (current !== undefined && !line.startsWith("# ")) {
+      sections.set(current, `${sections.get(current)}${line}\n`);
+    }
+  }
+  return sections;
+}
