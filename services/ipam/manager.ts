@@ -84,7 +84,9 @@ export class AddressManager {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const held = await this.heldByEndpoint(network, request.endpointId, family);
       if (held) return answerFor(refuseOtherStatic(held, wanted, request.endpointId));
-      const claimed = wanted ? await this.claimStatic(network, request, wanted) : await this.claimLowestFree(network, request, family);
+      const claimed =
+        (await this.unboundClaimOf(network, request.endpointId, family, wanted)) ??
+        (wanted ? await this.claimStatic(network, request, wanted) : await this.claimLowestFree(network, request, family));
       const bound = await this.bindEndpoint(network, request.endpointId, family, claimed);
       if (bound) return answerFor(bound);
     }
@@ -94,19 +96,20 @@ export class AddressManager {
   async releaseAddresses(networkId: string, endpointId: string): Promise<void> {
     requireId("network_id", networkId);
     requireId("endpoint_id", endpointId);
-    for (const family of FAMILIES) {
-      const key = endpointKey(networkId, endpointId, family);
-      const pointer = await this.store.getRecord(key);
-      if (!pointer) continue;
-      await this.releaseIfHeldBy(addressKey(networkId, parseCidr(pointer.value.address).address), endpointId);
-      await this.store.deleteRecord(key, pointer.revision);
-    }
+    await Promise.all(FAMILIES.map((family) => this.releaseFamily(networkId, endpointId, family)));
     // An allocation interrupted between claiming an address and recording it for the endpoint.
-    for (const [key, record] of this.view.recordsOf(networkId)) {
-      if (record.endpointId === endpointId && record.kind === AddressKind.ADDRESS_KIND_ENDPOINT) {
-        await this.releaseIfHeldBy(key, endpointId);
-      }
+    for (const [key, record] of this.view.recordsOfEndpoint(networkId, endpointId)) {
+      if (record.kind === AddressKind.ADDRESS_KIND_ENDPOINT) await this.releaseIfHeldBy(key, endpointId);
     }
+  }
+
+  /** The address before the endpoint's record of it: an interrupted release leaves only a dangling record. */
+  private async releaseFamily(networkId: string, endpointId: string, family: Family): Promise<void> {
+    const key = endpointKey(networkId, endpointId, family);
+    const pointer = await this.store.getRecord(key);
+    if (!pointer) return;
+    await this.releaseIfHeldBy(addressKey(networkId, parseCidr(pointer.value.address).address), endpointId);
+    await this.store.deleteRecord(key, pointer.revision);
   }
 
   async listAllocations(networkId: string): Promise<Allocation[]> {
@@ -147,6 +150,22 @@ export class AddressManager {
     }
     // Left from an earlier network of this id, or from a release cut short: not the endpoint's any more.
     await this.store.deleteRecord(key, pointer.revision);
+    return undefined;
+  }
+
+  /** An address claimed for the endpoint by an attempt that died before recording it (a crash, a timeout). */
+  private async unboundClaimOf(
+    network: IpamNetwork,
+    endpointId: string,
+    family: Family,
+    wanted: ResolvedAddress | undefined,
+  ): Promise<AddressRecord | undefined> {
+    for (const [key, record] of this.view.recordsOfEndpoint(network.networkId, endpointId)) {
+      if (familyOf(record.ipv6) !== family || record.incarnation !== network.incarnation) continue;
+      if (wanted && parseCidr(record.address).address.value !== wanted.address.value) continue;
+      const holder = await this.store.getRecord(key);
+      if (holder && isSameHolder(holder.value, record) && record.kind === AddressKind.ADDRESS_KIND_ENDPOINT) return holder.value;
+    }
     return undefined;
   }
 

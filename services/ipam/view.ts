@@ -10,6 +10,8 @@ interface NetworkHoldings {
   taken: Record<Family, Set<bigint>>;
   /** Per `${family}|${cidr}`: every usable address below this one is believed taken. */
   scanStart: Map<string, bigint>;
+  /** Address keys by the endpoint that holds them. */
+  keysByEndpoint: Map<string, Set<string>>;
 }
 
 /**
@@ -32,9 +34,15 @@ export class AllocationView {
   }
 
   noteHeld(key: string, record: AddressRecord): void {
+    const previous = this.records.get(key);
+    if (previous && isSameHolder(previous, record)) return;
+    this.noteFreed(key);
     this.records.set(key, record);
     const { family, value } = valueOf(record);
-    this.holdingsOf(record.networkId).taken[family].add(value);
+    const holdings = this.holdingsOf(record.networkId);
+    holdings.taken[family].add(value);
+    const keys = holdings.keysByEndpoint.get(record.endpointId) ?? new Set<string>();
+    holdings.keysByEndpoint.set(record.endpointId, keys.add(key));
   }
 
   noteFreed(key: string): void {
@@ -44,6 +52,9 @@ export class AllocationView {
     const { family, value } = valueOf(record);
     const holdings = this.holdingsOf(record.networkId);
     holdings.taken[family].delete(value);
+    const keys = holdings.keysByEndpoint.get(record.endpointId);
+    keys?.delete(key);
+    if (keys?.size === 0) holdings.keysByEndpoint.delete(record.endpointId);
     for (const [scanKey, start] of holdings.scanStart) {
       if (scanKey.startsWith(`${family}|`) && value < start) holdings.scanStart.set(scanKey, value);
     }
@@ -61,13 +72,17 @@ export class AllocationView {
     this.holdingsOf(networkId).scanStart.set(`${family}|${cidr}`, start);
   }
 
-  recordsOf(networkId: string): [string, AddressRecord][] {
-    return [...this.records].filter(([, record]) => record.networkId === networkId);
+  recordsOfEndpoint(networkId: string, endpointId: string): [string, AddressRecord][] {
+    const keys = this.holdingsOf(networkId).keysByEndpoint.get(endpointId) ?? new Set<string>();
+    return [...keys].flatMap((key) => {
+      const record = this.records.get(key);
+      return record ? [[key, record] as [string, AddressRecord]] : [];
+    });
   }
 
   /** Replaces what the view holds for one network with what the bucket holds (after a full scan). */
   resetNetwork(networkId: string, held: [string, AddressRecord][]): void {
-    for (const [key] of this.recordsOf(networkId)) this.records.delete(key);
+    for (const keys of this.holdingsOf(networkId).keysByEndpoint.values()) for (const key of keys) this.records.delete(key);
     this.holdings.delete(networkId);
     for (const [key, record] of held) this.noteHeld(key, record);
   }
@@ -109,11 +124,15 @@ export class AllocationView {
   private holdingsOf(networkId: string): NetworkHoldings {
     let holdings = this.holdings.get(networkId);
     if (!holdings) {
-      holdings = { taken: { 4: new Set(), 6: new Set() }, scanStart: new Map() };
+      holdings = { taken: { 4: new Set(), 6: new Set() }, scanStart: new Map(), keysByEndpoint: new Map() };
       this.holdings.set(networkId, holdings);
     }
     return holdings;
   }
+}
+
+function isSameHolder(a: AddressRecord, b: AddressRecord): boolean {
+  return a.incarnation === b.incarnation && a.endpointId === b.endpointId && a.kind === b.kind;
 }
 
 function valueOf(record: AddressRecord): { family: Family; value: bigint } {
