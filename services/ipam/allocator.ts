@@ -7,6 +7,7 @@ import {
   formatPrefix,
   IpParseError,
   isUsable,
+  lastAddress,
   lastUsable,
   overlaps,
   parseAddress,
@@ -31,6 +32,14 @@ export interface SubnetPlan {
   family: Family;
   prefix?: Prefix;
   gateway?: Address;
+  /** `--ip-range`: where automatic addresses come from. */
+  range?: Prefix;
+  aux: AuxAddress[];
+}
+
+export interface AuxAddress {
+  name: string;
+  address: Address;
 }
 
 export function familyName(family: Family): string {
@@ -54,16 +63,52 @@ export function planSubnets(request: AllocateSubnetsRequest): SubnetPlan[] {
 }
 
 function planSubnet(request: SubnetRequest, withGateway: boolean): SubnetPlan {
+  const rangeText = request.pool?.ipRange.trim() ?? "";
+  const auxEntries = Object.entries(request.pool?.auxAddresses ?? {});
   if (request.cidr.trim() === "") {
     if (withGateway && request.gateway.trim() !== "") {
       throw invalidArgument(`invalid gateway ${request.gateway}: a gateway needs an explicit subnet`);
     }
-    return { family: familyOf(request.ipv6) };
+    if (rangeText !== "" || auxEntries.length > 0) throw invalidArgument("an ip range or aux address needs an explicit subnet");
+    return { family: familyOf(request.ipv6), aux: [] };
   }
   const prefix = parseSubnet(request.cidr);
   // The reference ignores a gateway given to a network without one (l3 / l3s).
   const gateway = withGateway && request.gateway.trim() !== "" ? parseGateway(request.gateway, prefix) : undefined;
-  return { family: prefix.family, prefix, gateway };
+  const range = rangeText === "" ? undefined : parseRange(rangeText, prefix);
+  const aux = auxEntries.map(([name, text]) => parseAux(name, text, prefix));
+  refuseDuplicateAux(aux);
+  return { family: prefix.family, prefix, gateway, range, aux };
+}
+
+function parseRange(text: string, subnet: Prefix): Prefix {
+  let range: Prefix;
+  try {
+    range = parsePrefix(text);
+  } catch (error) {
+    if (error instanceof IpParseError) throw invalidArgument(`invalid ip range ${text}: ${error.message}`);
+    throw error;
+  }
+  if (range.family !== subnet.family || range.length < subnet.length || !contains(subnet, { family: range.family, value: range.network })) {
+    throw invalidArgument(`invalid ip range ${text}: it must be inside subnet ${formatPrefix(subnet)}`);
+  }
+  return range;
+}
+
+function parseAux(name: string, text: string, subnet: Prefix): AuxAddress {
+  if (name.trim() === "") throw invalidArgument(`invalid aux address =${text}: it needs a name (name=address)`);
+  const address = parseIp(`aux address ${name}=`, text);
+  if (!isUsable(subnet, address)) {
+    throw invalidArgument(`invalid aux address ${name}=${text}: it must be a usable address of subnet ${formatPrefix(subnet)} (${usableRange(subnet)})`);
+  }
+  return { name, address };
+}
+
+function refuseDuplicateAux(aux: AuxAddress[]): void {
+  aux.forEach((a, i) => {
+    const twin = aux.slice(i + 1).find((b) => b.address.value === a.address.value);
+    if (twin) throw invalidArgument(`aux addresses ${a.name} and ${twin.name} are both ${formatAddress(a.address)}`);
+  });
 }
 
 function parseSubnet(cidr: string): Prefix {
@@ -135,8 +180,17 @@ export function assignSubnets(
   return plans.map((plan) => {
     const prefix = plan.prefix ?? nextDefaultSubnet(plan.family, taken, chosen, ula);
     if (!plan.prefix) chosen.push(prefix);
-    return toAllocatedSubnet(prefix, withGateway ? (plan.gateway ?? defaultGateway(prefix)) : undefined);
+    const gateway = withGateway ? (plan.gateway ?? defaultGateway(prefix)) : undefined;
+    refuseAuxOnGateway(plan.aux, gateway, prefix);
+    return toAllocatedSubnet(prefix, gateway, plan);
   });
+}
+
+function refuseAuxOnGateway(aux: AuxAddress[], gateway: Address | undefined, prefix: Prefix): void {
+  const clash = aux.find((entry) => gateway && entry.address.value === gateway.value);
+  if (clash) {
+    throw invalidArgument(`invalid aux address ${clash.name}=${formatAddress(clash.address)}: it is the gateway of subnet ${formatPrefix(prefix)}`);
+  }
 }
 
 function refuseOverlapWithNetworks(prefix: Prefix, taken: TakenSubnet[]): void {
@@ -188,8 +242,13 @@ export function defaultGateway(prefix: Prefix): Address {
   return { family: prefix.family, value: firstUsable(prefix) };
 }
 
-function toAllocatedSubnet(prefix: Prefix, gateway: Address | undefined): AllocatedSubnet {
-  return { cidr: formatPrefix(prefix), gateway: gateway ? formatAddress(gateway) : "", ipv6: prefix.family === 6 };
+function toAllocatedSubnet(prefix: Prefix, gateway: Address | undefined, plan: SubnetPlan): AllocatedSubnet {
+  const subnet: AllocatedSubnet = { cidr: formatPrefix(prefix), gateway: gateway ? formatAddress(gateway) : "", ipv6: prefix.family === 6 };
+  if (plan.range || plan.aux.length > 0) {
+    const auxAddresses = Object.fromEntries(plan.aux.map((entry) => [entry.name, formatAddress(entry.address)]));
+    subnet.pool = { ipRange: plan.range ? formatPrefix(plan.range) : "", auxAddresses };
+  }
+  return subnet;
 }
 
 /** A retry of AllocateSubnets must ask for what the network already has. */
@@ -209,11 +268,35 @@ export function subnetsOfFamily(network: IpamNetwork, family: Family): { subnet:
     .map((subnet) => ({ subnet, prefix: parsePrefix(subnet.cidr) }));
 }
 
-/** Addresses that a subnet keeps for itself: its gateway. */
+/** Addresses that a subnet keeps from endpoints: its gateway and aux addresses. */
 export function reservedValues(subnet: AllocatedSubnet): Set<bigint> {
   const reserved = new Set<bigint>();
   if (subnet.gateway) reserved.add(parseAddress(subnet.gateway).value);
+  for (const address of Object.values(subnet.pool?.auxAddresses ?? {})) reserved.add(parseAddress(address).value);
   return reserved;
+}
+
+export function auxNameOf(subnet: AllocatedSubnet, address: Address): string | undefined {
+  const entry = Object.entries(subnet.pool?.auxAddresses ?? {}).find(([, text]) => parseAddress(text).value === address.value);
+  return entry?.[0];
+}
+
+/** The addresses automatic allocation may take: the subnet's usable ones, within its ip range if any. */
+export interface Bounds {
+  first: bigint;
+  last: bigint;
+}
+
+export function poolBounds(subnet: AllocatedSubnet, prefix: Prefix): Bounds {
+  const range = subnet.pool?.ipRange ? parsePrefix(subnet.pool.ipRange) : prefix;
+  const first = range.network > firstUsable(prefix) ? range.network : firstUsable(prefix);
+  const last = lastAddress(range) < lastUsable(prefix) ? lastAddress(range) : lastUsable(prefix);
+  return { first, last };
+}
+
+/** What "pool X is full" names: the ip range when there is one. */
+export function poolName(subnet: AllocatedSubnet): string {
+  return subnet.pool?.ipRange || subnet.cidr;
 }
 
 export interface ResolvedAddress {
@@ -237,6 +320,8 @@ export function resolveStaticAddress(network: IpamNetwork, family: Family, text:
   if (!isUsable(home.prefix, address)) {
     throw invalidArgument(`invalid address ${text}: it is not a usable address of subnet ${home.subnet.cidr} (${usableRange(home.prefix)})`);
   }
+  const auxName = auxNameOf(home.subnet, address);
+  if (auxName !== undefined) throw alreadyExists(`address ${formatAddress(address)} is aux address ${auxName} of subnet ${home.subnet.cidr}`);
   if (reservedValues(home.subnet).has(address.value)) {
     throw alreadyExists(`address ${formatAddress(address)} is the gateway of subnet ${home.subnet.cidr}`);
   }
@@ -244,18 +329,17 @@ export function resolveStaticAddress(network: IpamNetwork, family: Family, text:
 }
 
 /**
- * The lowest usable address of `prefix` from `start` on for which `isFree` holds, or undefined.
- * `start` lets a caller skip a prefix of addresses it knows to be taken.
+ * The lowest address within `bounds` from `start` on for which `isFree` holds, or undefined.
+ * `start` lets a caller skip a run of addresses it knows to be taken.
  */
-export function lowestFree(prefix: Prefix, start: bigint, isFree: (value: bigint) => boolean): bigint | undefined {
-  const last = lastUsable(prefix);
-  for (let value = start > firstUsable(prefix) ? start : firstUsable(prefix); value <= last; value++) {
+export function lowestFree(bounds: Bounds, start: bigint, isFree: (value: bigint) => boolean): bigint | undefined {
+  for (let value = start > bounds.first ? start : bounds.first; value <= bounds.last; value++) {
     if (isFree(value)) return value;
   }
   return undefined;
 }
 
 export function poolFullMessage(subnets: AllocatedSubnet[]): string {
-  const cidrs = subnets.map((subnet) => subnet.cidr);
+  const cidrs = subnets.map(poolName);
   return cidrs.length === 1 ? `pool ${cidrs[0]} is full` : `pools ${cidrs.join(", ")} are full`;
 }

@@ -17,6 +17,7 @@ import {
   familyOf,
   lowestFree,
   planSubnets,
+  poolBounds,
   poolFullMessage,
   refuseDifferentRequest,
   requireId,
@@ -59,7 +60,7 @@ export class AddressManager {
     this.view.setRegistry(registry);
     const network = findNetwork(registry, request.networkId);
     if (!network) throw new Error(`failed to register network ${request.networkId}: it is missing after the write`);
-    await this.reserveGateways(network);
+    await this.reserveKeptAddresses(network);
     return network.subnets;
   }
 
@@ -206,10 +207,11 @@ export class AddressManager {
     for (const { subnet, prefix } of subnetsOfFamily(network, family)) {
       const reserved = reservedValues(subnet);
       const isFreeInView = (value: bigint) => !reserved.has(value) && !this.view.isTaken(networkId, family, value);
-      const firstFree = lowestFree(prefix, this.view.scanStart(networkId, family, subnet.cidr), isFreeInView);
+      const bounds = poolBounds(subnet, prefix);
+      const firstFree = lowestFree(bounds, this.view.scanStart(networkId, family, subnet.cidr), isFreeInView);
       if (firstFree === undefined) continue;
       this.view.setScanStart(networkId, family, subnet.cidr, firstFree);
-      const value = lowestFree(prefix, firstFree, (v) => isFreeInView(v) && !this.pending.has(`${networkId}|${family}|${v}`));
+      const value = lowestFree(bounds, firstFree, (v) => isFreeInView(v) && !this.pending.has(`${networkId}|${family}|${v}`));
       if (value !== undefined) return { address: { family, value }, subnet, prefix };
     }
     return undefined;
@@ -264,16 +266,13 @@ export class AddressManager {
     throw aborted(`failed to release ${key}: too many concurrent changes, try again`);
   }
 
-  /** Gateways are held like endpoints' addresses; ensured on every call, so a retry repairs a crash. */
-  private async reserveGateways(network: IpamNetwork): Promise<void> {
-    for (const subnet of network.subnets.filter((s) => s.gateway)) {
-      const gateway = gatewayRecord(network, subnet);
-      if (!(await this.claim(gateway))) {
-        const key = addressKey(network.networkId, parseCidr(gateway.address).address);
-        const holder = await this.store.getRecord(key);
-        if (holder?.value.kind !== AddressKind.ADDRESS_KIND_GATEWAY) {
-          throw new Error(`failed to reserve gateway ${subnet.gateway} of network ${network.networkId}: held by ${holder ? describeHolder(holder.value) : "nobody"}`);
-        }
+  /** Gateways and aux addresses are held like endpoints' ones; ensured on every call, so a retry repairs a crash. */
+  private async reserveKeptAddresses(network: IpamNetwork): Promise<void> {
+    for (const kept of network.subnets.flatMap((subnet) => keptRecords(network, subnet))) {
+      if (await this.claim(kept)) continue;
+      const holder = await this.store.getRecord(addressKey(network.networkId, parseCidr(kept.address).address));
+      if (!holder || !isSameHolder(holder.value, kept)) {
+        throw new Error(`failed to reserve ${kept.address} of network ${network.networkId}: held by ${holder ? describeHolder(holder.value) : "nobody"}`);
       }
     }
   }
@@ -338,18 +337,22 @@ function endpointRecord(network: IpamNetwork, request: AllocateAddressRequest, a
   };
 }
 
-function gatewayRecord(network: IpamNetwork, subnet: AllocatedSubnet): AddressRecord {
+/** The gateway's and aux addresses' records of one subnet. */
+function keptRecords(network: IpamNetwork, subnet: AllocatedSubnet): AddressRecord[] {
   const prefix = parsePrefix(subnet.cidr);
-  return {
+  const record = (address: string, kind: AddressKind, name?: string): AddressRecord => ({
     networkId: network.networkId,
     incarnation: network.incarnation,
     endpointId: "",
     host: "",
-    address: `${subnet.gateway}/${prefix.length}`,
+    address: `${address}/${prefix.length}`,
     subnet: subnet.cidr,
     ipv6: subnet.ipv6,
-    kind: AddressKind.ADDRESS_KIND_GATEWAY,
-  };
+    kind,
+    name,
+  });
+  const aux = Object.entries(subnet.pool?.auxAddresses ?? {}).map(([name, address]) => record(address, AddressKind.ADDRESS_KIND_AUX, name));
+  return subnet.gateway ? [record(subnet.gateway, AddressKind.ADDRESS_KIND_GATEWAY), ...aux] : aux;
 }
 
 function isSameHolder(a: AddressRecord, b: AddressRecord): boolean {
@@ -358,7 +361,7 @@ function isSameHolder(a: AddressRecord, b: AddressRecord): boolean {
 
 function describeHolder(record: AddressRecord): string {
   if (record.kind === AddressKind.ADDRESS_KIND_GATEWAY) return `the gateway of subnet ${record.subnet}`;
-  if (record.kind === AddressKind.ADDRESS_KIND_AUX) return `an aux address of subnet ${record.subnet}`;
+  if (record.kind === AddressKind.ADDRESS_KIND_AUX) return `aux address ${record.name ?? ""} of subnet ${record.subnet}`;
   return `endpoint ${record.endpointId}`;
 }
 

@@ -156,6 +156,27 @@ describe("ipam over gRPC on a real nats-server", () => {
     expect((await ipam.allocateAddress(v4("tiny", "e9"))).address).toBe("10.1.0.3/29");
   });
 
+  it("takes automatic addresses from the ip range only and never hands out aux addresses", async () => {
+    const ipam = await startReplica();
+    await ipam.allocateSubnets({
+      networkId: "ranged",
+      withGateway: true,
+      subnets: [{ cidr: "10.6.0.0/24", gateway: "", ipv6: false, pool: { ipRange: "10.6.0.128/30", auxAddresses: { router: "10.6.0.129" } } }],
+    });
+    const first = await ipam.allocateAddress(v4("ranged", "e1"));
+    const second = await ipam.allocateAddress(v4("ranged", "e2"));
+    const third = await ipam.allocateAddress(v4("ranged", "e3"));
+    expect([first.address, second.address, third.address]).toEqual(["10.6.0.128/24", "10.6.0.130/24", "10.6.0.131/24"]);
+    const full = await refusal(ipam.allocateAddress(v4("ranged", "e4")));
+    expect(full.details).toBe("pool 10.6.0.128/30 is full");
+    expect((await ipam.allocateAddress(v4("ranged", "e4", "10.6.0.20"))).address).toBe("10.6.0.20/24");
+    const aux = await refusal(ipam.allocateAddress(v4("ranged", "e5", "10.6.0.129")));
+    expect(aux.code).toBe(status.ALREADY_EXISTS);
+    expect(aux.details).toBe("address 10.6.0.129 is aux address router of subnet 10.6.0.0/24");
+    const kept = (await ipam.listAllocations("ranged")).allocations.filter((a) => a.kind === AddressKind.ADDRESS_KIND_AUX);
+    expect(kept.map((a) => a.address)).toEqual(["10.6.0.129/24"]);
+  });
+
   it("reserves static addresses, refuses them to others naming the holder, and frees v4 and v6 at once on release", async () => {
     const ipam = await startReplica();
     await ipam.allocateSubnets({

@@ -5,6 +5,7 @@ import {
   defaultIpv4Subnets,
   lowestFree,
   planSubnets,
+  poolBounds,
   resolveStaticAddress,
   ulaPrefixFromRandom,
 } from "../../services/ipam/allocator.js";
@@ -122,6 +123,37 @@ describe("subnet assignment", () => {
   });
 });
 
+describe("ip range and aux addresses", () => {
+  const withPool = (ipRange: string, auxAddresses: Record<string, string>, cidr = "192.168.1.0/24") =>
+    planSubnets({ networkId: "n", withGateway: true, subnets: [{ cidr, gateway: "", ipv6: false, pool: { ipRange, auxAddresses } }] });
+
+  it("keeps them in the allocated subnet", () => {
+    const plans = withPool("192.168.1.128/25", { router: "192.168.1.5" });
+    expect(assignSubnets("n", plans, true, emptyRegistry, ula)[0]!.pool).toEqual({ ipRange: "192.168.1.128/25", auxAddresses: { router: "192.168.1.5" } });
+  });
+
+  it("refuses a range outside the subnet, aux addresses outside it or on the gateway, and both without a subnet", () => {
+    expect(refusal(() => withPool("192.168.2.0/25", {})).message).toBe("invalid ip range 192.168.2.0/25: it must be inside subnet 192.168.1.0/24");
+    expect(refusal(() => withPool("192.168.1.130/25", {})).message).toContain("host bits set, did you mean 192.168.1.128/25?");
+    expect(refusal(() => withPool("", { router: "10.0.0.1" })).message).toContain("invalid aux address router=10.0.0.1: it must be a usable address of subnet 192.168.1.0/24");
+    expect(refusal(() => assignSubnets("n", withPool("", { router: "192.168.1.1" }), true, emptyRegistry, ula)).message).toBe(
+      "invalid aux address router=192.168.1.1: it is the gateway of subnet 192.168.1.0/24",
+    );
+    expect(refusal(() => withPool("", { a: "192.168.1.9", b: "192.168.1.9" })).message).toBe("aux addresses a and b are both 192.168.1.9");
+    const noSubnet = refusal(() => planSubnets({ networkId: "n", withGateway: true, subnets: [{ cidr: "", gateway: "", ipv6: false, pool: { ipRange: "10.0.0.0/8", auxAddresses: {} } }] }));
+    expect(noSubnet.message).toBe("an ip range or aux address needs an explicit subnet");
+  });
+
+  it("refuses an aux address as a static endpoint address, naming it", () => {
+    const network: IpamNetwork = {
+      networkId: "n",
+      incarnation: "i",
+      subnets: [{ cidr: "192.168.1.0/24", gateway: "", ipv6: false, pool: { ipRange: "", auxAddresses: { router: "192.168.1.5" } } }],
+    };
+    expect(refusal(() => resolveStaticAddress(network, 4, "192.168.1.5")).message).toBe("address 192.168.1.5 is aux address router of subnet 192.168.1.0/24");
+  });
+});
+
 describe("addresses", () => {
   const network: IpamNetwork = {
     networkId: "n1",
@@ -152,11 +184,17 @@ describe("addresses", () => {
   });
 
   it("finds the lowest free usable address from a start", () => {
-    const prefix = parsePrefix("10.0.0.0/30");
+    const bounds = poolBounds({ cidr: "10.0.0.0/30", gateway: "", ipv6: false }, parsePrefix("10.0.0.0/30"));
     const taken = new Set([parseAddress("10.0.0.1").value]);
-    expect(lowestFree(prefix, 0n, (v) => !taken.has(v))).toBe(parseAddress("10.0.0.2").value);
+    expect(lowestFree(bounds, 0n, (v) => !taken.has(v))).toBe(parseAddress("10.0.0.2").value);
     taken.add(parseAddress("10.0.0.2").value);
-    expect(lowestFree(prefix, 0n, (v) => !taken.has(v))).toBeUndefined();
+    expect(lowestFree(bounds, 0n, (v) => !taken.has(v))).toBeUndefined();
+  });
+
+  it("keeps automatic addresses inside the ip range, never on the subnet's broadcast", () => {
+    const subnet = { cidr: "10.1.0.0/24", gateway: "10.1.0.1", ipv6: false, pool: { ipRange: "10.1.0.128/25", auxAddresses: {} } };
+    const bounds = poolBounds(subnet, parsePrefix(subnet.cidr));
+    expect([bounds.first, bounds.last]).toEqual([parseAddress("10.1.0.128").value, parseAddress("10.1.0.254").value]);
   });
 });
 
