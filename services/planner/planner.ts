@@ -7,7 +7,7 @@ import { callUnary } from "../../libs/grpc/unary.js";
 import { traceparentOf } from "../../libs/bus/trace.js";
 import { withSpan } from "../../libs/telemetry/tracing.js";
 import { containerNetns, containerRoutes, CONTAINER_IFNAME, desiredStateFor, dummyParentName } from "./plan.js";
-import { validateName, validateNetworkSpec } from "./validate.js";
+import { validateName, validateNetworkSpec, type ValidatedNetwork } from "./validate.js";
 import type { PlannerStore } from "./store.js";
 
 /**
@@ -26,7 +26,9 @@ export class Planner {
   createNetwork(spec: NetworkSpec): Promise<Network> {
     return this.serialised("planner.network.create", { "trellis.network": spec.name }, async () => {
       const validated = validateNetworkSpec(spec);
-      if (await this.store.getNetwork(spec.name)) throw alreadyExists(`network with name ${spec.name} already exists`);
+      const networks = await this.store.listNetworks();
+      if (networks.some((n) => n.name === spec.name)) throw alreadyExists(`network with name ${spec.name} already exists`);
+      checkSharedParent(validated, networks);
       const id = randomBytes(16).toString("hex");
       const allocated = await callUnary(this.ipam.allocateSubnets.bind(this.ipam), {
         networkId: id,
@@ -187,6 +189,22 @@ export class Planner {
     const run = this.queue.then(() => withSpan(name, attributes, work));
     this.queue = run.catch(() => undefined);
     return run;
+  }
+}
+
+/**
+ * The kernel keeps one ipvlan mode and flag per parent: a second network with other settings on the same
+ * parent would silently switch the first one's containers over.
+ */
+function checkSharedParent(validated: ValidatedNetwork, networks: Network[]): void {
+  if (validated.parent.kind === ParentKind.PARENT_KIND_DUMMY) return;
+  const clash = networks.find(
+    (n) => n.parent?.name === validated.parent.name && (n.mode !== validated.mode || n.flag !== validated.flag),
+  );
+  if (clash) {
+    throw failedPrecondition(
+      `parent ${validated.parent.name} is already used by network ${clash.name} in ${clash.mode}/${clash.flag}; the kernel allows one ipvlan mode and flag per parent, so use ipvlan_mode=${clash.mode} ipvlan_flag=${clash.flag} or another parent`,
+    );
   }
 }
 
