@@ -28,6 +28,7 @@ export interface NetlinkHandle {
   setUp(index: number): Promise<void>;
   /** IFLA_IFALIAS: how the agent marks links it created, so it deletes only those. */
   setAlias(index: number, alias: string): Promise<void>;
+  renameLink(index: number, name: string): Promise<void>;
   deleteLink(index: number): Promise<void>;
   listAddresses(linkIndex?: number): Promise<Address[]>;
   addAddress(linkIndex: number, cidr: string, options?: AddAddressOptions): Promise<void>;
@@ -125,6 +126,10 @@ class Handle implements NetlinkHandle {
 
   setAlias(index: number, alias: string): Promise<void> {
     return this.span("link.set_alias", { "link.index": index, "link.alias": alias }, () => links.setAlias(this.socket, index, alias));
+  }
+
+  renameLink(index: number, name: string): Promise<void> {
+    return this.span("link.rename", { "link.index": index, "link.name": name }, () => links.renameLink(this.socket, index, name));
   }
 
   deleteLink(index: number): Promise<void> {

@@ -159,6 +159,11 @@ export async function setUp(socket: RtNetlinkSocket, index: number): Promise<voi
   await request(`set link ${index} up`, () => socket.setLink({ index, flags: { up: true }, change: { up: true } }));
 }
 
+/** Only a link that is down can be renamed. */
+export async function renameLink(socket: RtNetlinkSocket, index: number, name: string): Promise<void> {
+  await request(`rename link ${index} to ${name}`, () => socket.setLink({ index }, { ifname: name }));
+}
+
 export async function setAlias(socket: RtNetlinkSocket, index: number, alias: string): Promise<void> {
   await request(`set alias of link ${index}`, () => socket.setLink({ index }, { ifalias: alias }));
 }

@@ -51,13 +51,25 @@ async function ensureIpvlan(
   const right =
     current?.kind === "ipvlan" && current.ipvlan?.mode === network.mode && current.ipvlan?.flag === network.flag;
   if (current && !right) await inside.deleteLink(current.index);
-  if (!current || !right) {
-    await root.createIpvlan(endpoint.ifname, parentIndex, network.mode as IpvlanMode, network.flag as IpvlanFlag, endpoint.netns);
-  }
+  if (!current || !right) await createInside(root, inside, endpoint, network, parentIndex);
   const eth0 = await inside.getLink(endpoint.ifname);
   if (!eth0) throw new Error(`failed to find ${endpoint.ifname} in ${endpoint.netns} after creating it`);
   if (!eth0.up) await inside.setUp(eth0.index);
   return eth0;
+}
+
+/**
+ * The kernel looks a new link's name up in the creating namespace first, where the host's own eth0
+ * lives; so the link is born inside the container under a name unique to the endpoint, then renamed.
+ */
+async function createInside(root: NetlinkHandle, inside: NetlinkHandle, endpoint: Endpoint, network: Network, parentIndex: number): Promise<void> {
+  const temporary = `tr${endpoint.id.slice(0, 12)}`;
+  const leftover = await inside.getLink(temporary);
+  if (leftover) await inside.deleteLink(leftover.index);
+  await root.createIpvlan(temporary, parentIndex, network.mode as IpvlanMode, network.flag as IpvlanFlag, endpoint.netns);
+  const created = await inside.getLink(temporary);
+  if (!created) throw new Error(`failed to find ${temporary} in ${endpoint.netns} after creating it`);
+  await inside.renameLink(created.index, endpoint.ifname);
 }
 
 function isLinkLocal(cidr: string): boolean {
