@@ -1,0 +1,183 @@
+import { status } from "@grpc/grpc-js";
+import { jetstream } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { codecOf } from "../../libs/bus/codec.js";
+import { connectBus, ensureIntentStream, openBucket } from "../../libs/bus/connection.js";
+import { getValue } from "../../libs/bus/kv.js";
+import { Buckets, INTENT_SUBJECT } from "../../libs/bus/subjects.js";
+import { headersWithTrace } from "../../libs/bus/trace.js";
+import { callUnary, clientOptions, insecure } from "../../libs/grpc/unary.js";
+import { ControlClient } from "../../libs/proto/gen/trellis/v1/control.js";
+import type { NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
+import { HostDesiredState, HostRecord, Intent, IntentResult } from "../../libs/proto/gen/trellis/v1/state.js";
+import { startTracing, stopTracing, withSpan } from "../../libs/telemetry/tracing.js";
+import { startIpamService, type RunningIpamService } from "../../services/ipam/main.js";
+import { startPlanner, type RunningPlanner } from "../../services/planner/main.js";
+import { startNatsServer, type NatsServer } from "../support/nats-server.js";
+
+const spans = new InMemorySpanExporter();
+let nats: NatsServer;
+let nc: NatsConnection;
+let ipam: RunningIpamService;
+let planner: RunningPlanner;
+let control: ControlClient;
+
+function spec(name: string, overrides: Partial<NetworkSpec> = {}): NetworkSpec {
+  return { name, driver: "ipvlan", subnets: [], gateways: [], internal: false, ipv6: false, options: {}, ...overrides };
+}
+
+const createNetwork = (s: NetworkSpec, intentId = "") => callUnary(control.createNetwork.bind(control), { intentId, spec: s });
+const listNames = async () => (await callUnary(control.listNetworks.bind(control), {})).networks.map((n) => n.name);
+const attach = (container: string, network: string, host = "h1", ipv4 = "", ipv6 = "") =>
+  callUnary(control.attachEndpoint.bind(control), { intentId: "", spec: { network, container, host, ipv4, ipv6 } });
+const detach = (container: string) => callUnary(control.detachEndpoint.bind(control), { intentId: "", container });
+
+async function desiredState(host: string): Promise<HostDesiredState | undefined> {
+  return (await getValue(await openBucket(nc, Buckets.desired), codecOf(HostDesiredState), host))?.value;
+}
+
+async function registerHost(host: string, address: string): Promise<void> {
+  const record: HostRecord = { host, address, role: "host", heartbeatAt: new Date().toISOString(), missingLinkKinds: [] };
+  await (await openBucket(nc, Buckets.hosts)).put(host, codecOf(HostRecord).encode(record));
+}
+
+async function eventually<T>(read: () => Promise<T>, ok: (value: T) => boolean): Promise<T> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const value = await read();
+    if (ok(value)) return value;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return read();
+}
+
+beforeAll(async () => {
+  startTracing({ serviceName: "control-api-test", exporter: spans });
+  nats = await startNatsServer();
+  nc = await connectBus({ servers: nats.url, name: "test" });
+  ipam = await startIpamService({ natsUrl: nats.url, listen: "127.0.0.1:0", log: () => undefined });
+  planner = await startPlanner({ natsUrl: nats.url, listen: "127.0.0.1:0", ipamAddress: ipam.address });
+  control = new ControlClient(planner.address, insecure(), clientOptions);
+  await registerHost("h1", "192.168.1.11");
+  await registerHost("h2", "192.168.1.12");
+});
+
+afterAll(async () => {
+  control?.close();
+  await planner?.stop();
+  await ipam?.stop();
+  await nc?.close();
+  await nats?.stop();
+  await stopTracing();
+});
+
+describe("Control API over gRPC, with IPAM and NATS", () => {
+  it("creates a network as the reference's db_net example, with mode, flag and gateway", async () => {
+    const network = await createNetwork(spec("db_net", { subnets: ["192.168.1.0/24"], gateways: ["192.168.1.1"], options: { parent: "eth0" } }));
+    expect(network).toMatchObject({ name: "db_net", mode: "l2", flag: "bridge", parent: { name: "eth0" } });
+    expect(network.subnets).toEqual([{ cidr: "192.168.1.0/24", gateway: "192.168.1.1", ipv6: false }]);
+    const inspected = await callUnary(control.inspectNetwork.bind(control), { name: "db_net" });
+    expect(inspected.id).toBe(network.id);
+  });
+
+  it("gives every registered host the network in its desired state", async () => {
+    for (const host of ["h1", "h2"]) {
+      const state = await eventually(() => desiredState(host), (s) => s?.networks.some((n) => n.name === "db_net") ?? false);
+      expect(state?.networks.map((n) => n.name)).toContain("db_net");
+    }
+  });
+
+  it("refuses -o parent=eth0.5000 with a clear error and leaves the network list as it was", async () => {
+    const before = await listNames();
+    await expect(createNetwork(spec("bad", { options: { parent: "eth0.5000" } }))).rejects.toMatchObject({
+      code: status.INVALID_ARGUMENT,
+      details: "vlan id must be between 1-4094, received: 5000",
+    });
+    expect(await listNames()).toEqual(before);
+  });
+
+  it("refuses a duplicate network name", async () => {
+    await expect(createNetwork(spec("db_net", { subnets: ["10.99.0.0/24"] }))).rejects.toMatchObject({
+      code: status.ALREADY_EXISTS,
+      details: "network with name db_net already exists",
+    });
+  });
+
+  it("applies a replayed intent once and answers the same", async () => {
+    const first = await createNetwork(spec("replayed", { subnets: ["10.20.0.0/24"] }), "intent-replay-1");
+    const again = await createNetwork(spec("replayed", { subnets: ["10.20.0.0/24"] }), "intent-replay-1");
+    expect(again.id).toBe(first.id);
+    expect((await listNames()).filter((name) => name === "replayed")).toHaveLength(1);
+  });
+
+  it("takes intents from the durable NATS stream too, once per id", async () => {
+    await ensureIntentStream(nc);
+    const js = jetstream(nc);
+    const intent: Intent = { id: "intent-nats-1", action: { $case: "createNetwork", value: spec("from_nats", { subnets: ["10.30.0.0/24"] }) } };
+    for (let i = 0; i < 2; i++) await js.publish(INTENT_SUBJECT, codecOf(Intent).encode(intent), { headers: headersWithTrace() });
+    const intents = await openBucket(nc, Buckets.intents);
+    const result = await eventually(() => getValue(intents, codecOf(IntentResult), "intent-nats-1"), (r) => r !== undefined);
+    expect(result?.value).toMatchObject({ code: status.OK, network: { name: "from_nats" } });
+    expect((await listNames()).filter((name) => name === "from_nats")).toHaveLength(1);
+  });
+
+  it("attaches an endpoint: lowest free address, default route via the gateway, on its host only", async () => {
+    const endpoint = await attach("ipv1", "db_net", "h1");
+    expect(endpoint).toMatchObject({ host: "h1", netns: "ipv1@h1", ifname: "eth0", addresses: ["192.168.1.2/24"] });
+    expect(endpoint.routes).toEqual([{ dst: "default", via: "192.168.1.1", ipv6: false }]);
+    const h1 = await eventually(() => desiredState("h1"), (s) => s?.endpoints.length === 1);
+    expect(h1?.endpoints.map((e) => e.container)).toEqual(["ipv1"]);
+    expect((await desiredState("h2"))?.endpoints).toEqual([]);
+  });
+
+  it("refuses bad attachments with what would be right", async () => {
+    await expect(attach("ipv1", "db_net")).rejects.toMatchObject({ code: status.ALREADY_EXISTS, details: expect.stringContaining('container name "ipv1" is already in use') });
+    await expect(attach("x", "nonet")).rejects.toMatchObject({ code: status.NOT_FOUND, details: expect.stringContaining("network nonet not found") });
+    await expect(attach("x", "db_net", "h9")).rejects.toMatchObject({ code: status.NOT_FOUND, details: expect.stringContaining("known hosts are h1, h2") });
+    await expect(attach("x", "db_net", "h1", "", "2001:db8::5")).rejects.toMatchObject({
+      code: status.INVALID_ARGUMENT,
+      details: expect.stringContaining("has no IPv6 subnet"),
+    });
+    await expect(attach("x", "db_net", "h1", "192.168.1.2")).rejects.toMatchObject({ code: status.ALREADY_EXISTS });
+    const endpoints = (await callUnary(control.listEndpoints.bind(control), { network: "" })).endpoints;
+    expect(endpoints.map((e) => e.container)).toEqual(["ipv1"]);
+  });
+
+  it("refuses a second network on a parent with another ipvlan mode, naming the network already there", async () => {
+    await expect(createNetwork(spec("l3_on_eth0", { subnets: ["10.50.0.0/24"], options: { parent: "eth0", ipvlan_mode: "l3" } }))).rejects.toMatchObject({
+      code: status.FAILED_PRECONDITION,
+      details: expect.stringContaining("parent eth0 is already used by network db_net in l2/bridge"),
+    });
+    const shared = await createNetwork(spec("l2_on_eth0", { subnets: ["10.51.0.0/24"], options: { parent: "eth0" } }));
+    expect(shared.parent?.name).toBe("eth0");
+  });
+
+  it("refuses to remove a network that has containers, naming them", async () => {
+    await expect(callUnary(control.deleteNetwork.bind(control), { intentId: "", name: "db_net" })).rejects.toMatchObject({
+      code: status.FAILED_PRECONDITION,
+      details: expect.stringContaining("network db_net has active endpoints: ipv1"),
+    });
+  });
+
+  it("frees a static address the moment its container is removed (the reference's --ip6 bug)", async () => {
+    await createNetwork(spec("v6net", { ipv6: true, subnets: ["2001:db8:abc6::/64"], options: { parent: "eth1", ipvlan_mode: "l3" } }));
+    const first = await attach("s1", "v6net", "h1", "", "2001:db8:abc6::10");
+    expect(first.addresses).toContain("2001:db8:abc6::10/64");
+    expect(first.routes).toEqual([
+      { dst: "default", via: "", ipv6: false },
+      { dst: "default", via: "", ipv6: true },
+    ]);
+    await detach("s1");
+    const second = await attach("s2", "v6net", "h1", "", "2001:db8:abc6::10");
+    expect(second.addresses).toContain("2001:db8:abc6::10/64");
+  });
+
+  it("joins planner and ipam spans to the caller's trace", async () => {
+    await withSpan("test.caller", {}, () => createNetwork(spec("traced", { subnets: ["10.40.0.0/24"] })));
+    const finished = spans.getFinishedSpans();
+    const root = finished.find((s) => s.name === "test.caller")!;
+    const trace = finished.filter((s) => s.spanContext().traceId === root.spanContext().traceId).map((s) => s.name);
+    expect(trace).toEqual(expect.arrayContaining(["planner.network.create", expect.stringMatching(/^ipam\./)]));
+  });
+});
