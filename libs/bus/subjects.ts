@@ -19,6 +19,8 @@ export const Buckets = {
   hosts: "trellis-hosts",
   /** Planner: one key per intent id, its result, so that a replay answers the same. */
   intents: "trellis-intents",
+  /** Agent -> agents and upstreams: one key per host (`<host>`), its whole set of announced L3 prefixes. */
+  routes: "trellis-routes",
   /** IPAM: subnets, addresses and their owners. */
   ipam: "trellis-ipam",
 } as const;

@@ -12,6 +12,7 @@ import { EndpointStatus, HostDesiredState, HostRecord } from "../../libs/proto/g
 import type { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
 import { ensureEndpoint, failedStatus, removeStaleNamespaces } from "./endpoints.js";
 import { ensureParent, removeUnusedParents, type ParentResult } from "./parents.js";
+import { RouteDistribution } from "./routes/distribution.js";
 
 const desiredCodec = codecOf(HostDesiredState);
 const statusCodec = codecOf(EndpointStatus);
@@ -46,11 +47,12 @@ export class LinkAgent {
     private readonly hosts: KV,
     private readonly desiredBucket: KV,
     private readonly statusBucket: KV,
+    private readonly routes: RouteDistribution,
   ) {}
 
   static async start(nc: NatsConnection, options: AgentOptions): Promise<LinkAgent> {
     const [hosts, desired, status] = await Promise.all([Buckets.hosts, Buckets.desired, Buckets.status].map((b) => openBucket(nc, b)));
-    const agent = new LinkAgent(options, hosts, desired, status);
+    const agent = new LinkAgent(options, hosts, desired, status, await RouteDistribution.start(nc, options));
     await agent.loadPublished();
     await agent.heartbeat();
     await agent.loadDesired();
@@ -66,6 +68,7 @@ export class LinkAgent {
     this.timers.forEach(clearInterval);
     this.stopWatch?.();
     await this.running;
+    await this.routes.stop();
   }
 
   /** Runs a pass now, or right after the one under way: never two at once, never a change missed. */
@@ -146,6 +149,7 @@ export class LinkAgent {
       await removeStaleNamespaces(this.options.host, desired.endpoints);
       await removeUnusedParents(root, await root.listLinks(), desired.networks);
       await this.publish(statuses);
+      await this.routes.announce(desired, [...statuses.values()]);
     } finally {
       root.close();
     }

@@ -1,0 +1,42 @@
+import type { NatsConnection } from "@nats-io/transport-node";
+import { openBucket } from "../../../libs/bus/connection.js";
+import { Buckets } from "../../../libs/bus/subjects.js";
+import type { EndpointStatus, HostDesiredState } from "../../../libs/proto/gen/trellis/v1/state.js";
+import { Announcer, servedPrefixes } from "./announce.js";
+import { DEFAULT_STALE_AFTER_MS, RouteInstaller } from "./install.js";
+
+export interface DistributionOptions {
+  host: string;
+  /** The host's underlay address: the next hop of what it announces. */
+  address: string;
+  role: "host" | "upstream";
+  resyncMs: number;
+}
+
+/** A link-agent's part in L3 route distribution: it announces what its host serves and installs what others do. */
+export class RouteDistribution {
+  private constructor(
+    private readonly announcer: Announcer,
+    private readonly installer: RouteInstaller,
+    private readonly address: string,
+  ) {}
+
+  static async start(nc: NatsConnection, options: DistributionOptions): Promise<RouteDistribution> {
+    const [routes, hosts, desired] = await Promise.all([Buckets.routes, Buckets.hosts, Buckets.desired].map((b) => openBucket(nc, b)));
+    const announcer = await Announcer.start(routes, options.host, options.address);
+    const installer = await RouteInstaller.start(
+      { routes, hosts, desired },
+      { host: options.host, role: options.role, staleAfterMs: DEFAULT_STALE_AFTER_MS, resyncMs: options.resyncMs, log: (line) => console.error(line) },
+    );
+    return new RouteDistribution(announcer, installer, options.address);
+  }
+
+  /** Called after every converge pass with the statuses read back from the kernel. */
+  announce(desired: HostDesiredState, statuses: EndpointStatus[]): Promise<void> {
+    return this.announcer.announce(servedPrefixes(desired, statuses, this.address));
+  }
+
+  stop(): Promise<void> {
+    return this.installer.stop();
+  }
+}

@@ -1,0 +1,195 @@
+import type { KV, KvWatchEntry } from "@nats-io/kv";
+import { codecOf } from "../../../libs/bus/codec.js";
+import { openNetlink, type NetlinkHandle, type RouteSpec } from "../../../libs/netlink/index.js";
+import { describeRoute } from "../../../libs/netlink/routes.js";
+import { RouteAnnouncement } from "../../../libs/proto/gen/trellis/v1/routes.js";
+import { HostDesiredState } from "../../../libs/proto/gen/trellis/v1/state.js";
+import { followBucket } from "./follow.js";
+import { grantsOf, routedNetworksOf, type GrantKey } from "./grants.js";
+import { believe, routeChanges, type Belief, type RouteChanges } from "./reconcile.js";
+
+const announcementCodec = codecOf(RouteAnnouncement);
+const desiredCodec = codecOf(HostDesiredState);
+
+/** A host silent for longer than this has its routes withdrawn everywhere (restored when it returns). */
+export const DEFAULT_STALE_AFTER_MS = 10_000;
+
+export interface InstallerOptions {
+  host: string;
+  role: "host" | "upstream";
+  /** The namespace whose main table is programmed; undefined = the process's own. */
+  netns?: string;
+  staleAfterMs: number;
+  /** Level-triggered safety net: compare the kernel with the belief this often even when nothing changed. */
+  resyncMs: number;
+  log: (line: string) => void;
+}
+
+export interface InstallerBuckets {
+  routes: KV;
+  hosts: KV;
+  desired: KV;
+}
+
+/**
+ * Installs other hosts' announced prefixes as `prefix via <next hop>` routes of TRELLIS_ROUTE_PROTOCOL.
+ * Every KV change wakes a pass (milliseconds); each pass reads the kernel afresh and changes only what
+ * differs, so passes may come in any number and order, and a restarted installer changes nothing right.
+ */
+export class RouteInstaller {
+  private readonly announcements = new Map<string, RouteAnnouncement>();
+  private readonly grants = new Map<string, Set<GrantKey>>();
+  private readonly heartbeats = new Map<string, number>();
+  private networks = new Set<string>();
+  private running: Promise<void> | undefined;
+  private again = false;
+  /** The routes the last pass left in the kernel, to tell whether a staleness check changes anything. */
+  private applied = new Map<string, string>();
+  private reported = new Set<string>();
+  private stops: (() => void)[] = [];
+  private timers: NodeJS.Timeout[] = [];
+
+  private constructor(
+    private readonly options: InstallerOptions,
+    private readonly nl: NetlinkHandle,
+  ) {}
+
+  static async start(buckets: InstallerBuckets, options: InstallerOptions): Promise<RouteInstaller> {
+    const installer = new RouteInstaller(options, await openNetlink(options.netns));
+    try {
+      installer.stops = await Promise.all([
+        followBucket(buckets.desired, (entry) => installer.onDesired(entry)),
+        followBucket(buckets.hosts, (entry) => installer.onHeartbeat(entry)),
+        followBucket(buckets.routes, (entry) => installer.onAnnouncement(entry)),
+      ]);
+    } catch (error) {
+      await installer.stop();
+      throw new Error(`failed to start the route installer of host ${options.host}: ${(error as Error).message}`);
+    }
+    await installer.settled();
+    installer.timers = [
+      // Heartbeats age without any event: look often, but touch the kernel only if the belief changed.
+      setInterval(() => installer.scheduleIfChanged(), Math.max(100, Math.floor(options.staleAfterMs / 10))),
+      setInterval(() => installer.schedule(), options.resyncMs),
+    ];
+    return installer;
+  }
+
+  async stop(): Promise<void> {
+    this.timers.forEach(clearInterval);
+    this.stops.forEach((stop) => stop());
+    await this.running;
+    this.nl.close();
+  }
+
+  /** Resolves once a pass that started after this call has finished. */
+  async settled(): Promise<void> {
+    this.schedule();
+    while (this.running) await this.running;
+  }
+
+  /** The routes this installer believes right now: destination prefix → next hop. */
+  believed(): Map<string, string> {
+    return this.belief().routes;
+  }
+
+  private onDesired(entry: KvWatchEntry): void {
+    if (entry.operation === "PUT") {
+      const desired = desiredCodec.decode(entry.value);
+      this.grants.set(entry.key, grantsOf(desired));
+      if (entry.key === this.options.host) this.networks = routedNetworksOf(desired);
+    } else {
+      this.grants.delete(entry.key);
+      if (entry.key === this.options.host) this.networks = new Set();
+    }
+    this.schedule();
+  }
+
+  private onHeartbeat(entry: KvWatchEntry): void {
+    if (entry.operation !== "PUT") {
+      this.heartbeats.delete(entry.key);
+    } else {
+      // Seen now for a live heartbeat; a stored one is no younger than its server timestamp.
+      this.heartbeats.set(entry.key, entry.isUpdate ? Date.now() : Math.min(Date.now(), entry.created.getTime()));
+    }
+    this.scheduleIfChanged();
+  }
+
+  private onAnnouncement(entry: KvWatchEntry): void {
+    if (entry.operation === "PUT") this.announcements.set(entry.key, announcementCodec.decode(entry.value));
+    else this.announcements.delete(entry.key);
+    this.schedule();
+  }
+
+  private belief(): Belief {
+    return believe({
+      self: this.options.host,
+      role: this.options.role,
+      networks: this.networks,
+      announcements: [...this.announcements.values()],
+      grants: this.grants,
+      heartbeats: this.heartbeats,
+      now: Date.now(),
+      staleAfterMs: this.options.staleAfterMs,
+    });
+  }
+
+  private scheduleIfChanged(): void {
+    const routes = this.belief().routes;
+    if (routes.size !== this.applied.size || [...routes].some(([dst, via]) => this.applied.get(dst) !== via)) this.schedule();
+  }
+
+  /** Runs a pass now, or right after the one under way: never two at once, never a change missed. */
+  private schedule(): void {
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = this.pass()
+      .catch((error: Error) => this.options.log(`failed to reconcile routes of host ${this.options.host}: ${error.message}`))
+      .finally(() => {
+        this.running = undefined;
+        if (this.again) {
+          this.again = false;
+          this.schedule();
+        }
+      });
+  }
+
+  private async pass(): Promise<void> {
+    const belief = this.belief();
+    const kernel = [...(await this.nl.listRoutes(4)), ...(await this.nl.listRoutes(6))];
+    const changes = routeChanges(kernel, belief.routes);
+    this.report(belief, changes.blocked);
+    // Independent routes: sent together, so that the kernel, not the round trips, sets the pace.
+    await Promise.all([
+      ...changes.remove.map((route) => this.apply("remove", route, () => this.nl.deleteRoute(route))),
+      ...changes.replace.map((route) => this.apply("replace", route, () => this.nl.replaceRoute(route))),
+      ...changes.add.map((route) => this.apply("add", route, () => this.nl.addRoute(route))),
+    ]);
+    this.applied = belief.routes;
+  }
+
+  private async apply(what: string, route: RouteSpec, call: () => Promise<void>): Promise<void> {
+    try {
+      await call();
+    } catch (error) {
+      this.options.log(`failed to ${what} route ${describeRoute(route)} on host ${this.options.host}: ${(error as Error).message}`);
+    }
+  }
+
+  /** Refusals, silent hosts and blocked prefixes are logged when they start, not on every pass. */
+  private report(belief: Belief, blocked: RouteChanges["blocked"]): void {
+    const lines = [
+      ...belief.refused.map(
+        (refusal) => `refused announcement of ${refusal.prefix} (network ${refusal.networkId}) by host ${refusal.host}: ${refusal.reason}`,
+      ),
+      ...belief.silent.map(
+        (host) => `host ${host} has not heartbeaten for over ${this.options.staleAfterMs} ms: its routes are withdrawn until it returns`,
+      ),
+      ...blocked.map(({ dst, protocol }) => `route ${dst} left alone: the kernel already has it with protocol ${protocol}, which Trellis does not own`),
+    ];
+    for (const line of lines) if (!this.reported.has(line)) this.options.log(line);
+    this.reported = new Set(lines);
+  }
+}

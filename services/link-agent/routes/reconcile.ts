@@ -1,0 +1,106 @@
+import { TRELLIS_ROUTE_PROTOCOL, type Route, type RouteSpec } from "../../../libs/netlink/index.js";
+import type { RouteAnnouncement } from "../../../libs/proto/gen/trellis/v1/routes.js";
+import { grantKey, type GrantKey } from "./grants.js";
+import { canonicalPrefix, familyOfAddress, familyOfPrefix } from "./prefixes.js";
+
+// Pure decisions of route distribution: which announcements to believe, and what to change in the kernel.
+
+export interface BeliefInput {
+  self: string;
+  /** Upstream agents install the routes of every L3 network; host agents only of networks they have. */
+  role: "host" | "upstream";
+  /** L3/L3S networks present on this host. */
+  networks: Set<string>;
+  announcements: RouteAnnouncement[];
+  /** Per host, what IPAM gave it. */
+  grants: Map<string, Set<GrantKey>>;
+  /** Per host, when its last heartbeat was seen (ms since the epoch). */
+  heartbeats: Map<string, number>;
+  now: number;
+  staleAfterMs: number;
+}
+
+export interface Refusal {
+  host: string;
+  networkId: string;
+  prefix: string;
+  reason: string;
+}
+
+export interface Belief {
+  /** Destination prefix → next hop. */
+  routes: Map<string, string>;
+  refused: Refusal[];
+  /** Hosts whose announcements are set aside because their heartbeat is too old. */
+  silent: string[];
+}
+
+export function believe(input: BeliefInput): Belief {
+  const routes = new Map<string, { nextHop: string; host: string }>();
+  const refused: Refusal[] = [];
+  const silent: string[] = [];
+  // Sorted, so that when two hosts claim one prefix the same one wins on every agent.
+  const announcements = [...input.announcements].sort((a, b) => a.host.localeCompare(b.host));
+  for (const announcement of announcements) {
+    if (announcement.host === input.self) continue;
+    const seen = input.heartbeats.get(announcement.host);
+    if (seen === undefined || input.now - seen > input.staleAfterMs) {
+      silent.push(announcement.host);
+      continue;
+    }
+    const granted = input.grants.get(announcement.host) ?? new Set<GrantKey>();
+    const nextHopFamily = familyOfAddress(announcement.nextHop);
+    for (const { networkId, prefix: announced } of announcement.prefixes) {
+      if (input.role === "host" && !input.networks.has(networkId)) continue;
+      const refuse = (reason: string) => refused.push({ host: announcement.host, networkId, prefix: announced, reason });
+      const prefix = canonicalPrefix(announced);
+      if (!prefix) {
+        refuse("not a prefix");
+      } else if (!granted.has(grantKey(networkId, prefix))) {
+        refuse(`IPAM has not given ${prefix} to host ${announcement.host} in network ${networkId}`);
+      } else if (nextHopFamily !== familyOfPrefix(prefix)) {
+        refuse(`next hop ${JSON.stringify(announcement.nextHop)} is not an IPv${familyOfPrefix(prefix)} address`);
+      } else if (routes.has(prefix)) {
+        refuse(`also announced by host ${routes.get(prefix)!.host}, which wins`);
+      } else {
+        routes.set(prefix, { nextHop: announcement.nextHop, host: announcement.host });
+      }
+    }
+  }
+  return { routes: new Map([...routes].map(([prefix, { nextHop }]) => [prefix, nextHop])), refused, silent };
+}
+
+export interface RouteChanges {
+  add: RouteSpec[];
+  /** Routes of ours whose next hop changed: replaced in place, so traffic never lacks a route. */
+  replace: RouteSpec[];
+  remove: RouteSpec[];
+  /** Wanted prefixes the kernel already routes with another protocol: never touched (principle 2). */
+  blocked: { dst: string; protocol: number }[];
+}
+
+/** Compares the kernel's routes with the wanted ones; only routes of TRELLIS_ROUTE_PROTOCOL are ever changed. */
+export function routeChanges(kernel: Route[], wanted: Map<string, string>): RouteChanges {
+  const changes: RouteChanges = { add: [], replace: [], remove: [], blocked: [] };
+  const owned = kernel.filter((route) => route.protocol === TRELLIS_ROUTE_PROTOCOL);
+  const foreign = new Map(kernel.filter((route) => route.protocol !== TRELLIS_ROUTE_PROTOCOL).map((route) => [route.dst, route.protocol]));
+  const kept = new Set<Route>();
+  for (const [dst, nextHop] of wanted) {
+    const mine = owned.filter((route) => route.dst === dst);
+    const right = mine.find((route) => route.gateway === nextHop);
+    if (right) {
+      kept.add(right);
+    } else if (mine.length > 0) {
+      kept.add(mine[0]);
+      changes.replace.push({ dst, gateway: nextHop });
+    } else if (foreign.has(dst)) {
+      changes.blocked.push({ dst, protocol: foreign.get(dst)! });
+    } else {
+      changes.add.push({ dst, gateway: nextHop });
+    }
+  }
+  for (const route of owned.filter((route) => !kept.has(route))) {
+    changes.remove.push({ dst: route.dst, gateway: route.gateway, linkIndex: route.linkIndex, family: route.family });
+  }
+  return changes;
+}

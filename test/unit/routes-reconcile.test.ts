@@ -1,0 +1,162 @@
+import { describe, expect, it } from "vitest";
+import { TRELLIS_ROUTE_PROTOCOL, type Route } from "../../libs/netlink/index.js";
+import type { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
+import type { RouteAnnouncement } from "../../libs/proto/gen/trellis/v1/routes.js";
+import { EndpointState, type EndpointStatus, type HostDesiredState } from "../../libs/proto/gen/trellis/v1/state.js";
+import { servedPrefixes } from "../../services/link-agent/routes/announce.js";
+import { grantsOf, routedNetworksOf, type GrantKey } from "../../services/link-agent/routes/grants.js";
+import { believe, routeChanges, type BeliefInput } from "../../services/link-agent/routes/reconcile.js";
+
+const NOW = 1_000_000;
+
+function network(id: string, mode: string): Network {
+  return { id, name: id, driver: "ipvlan", mode, flag: "bridge", subnets: [], internal: false, ipv6: false, notes: [], createdAt: "", traceparent: "" };
+}
+
+function endpoint(id: string, host: string, networkId: string, addresses: string[]): Endpoint {
+  return { id, networkId, networkName: networkId, container: id, host, netns: `${id}@${host}`, ifname: "eth0", addresses, routes: [], createdAt: "", traceparent: "" };
+}
+
+function desired(host: string, endpoints: Endpoint[]): HostDesiredState {
+  return { host, networks: [network("l3net", "l3"), network("l2net", "l2")], endpoints };
+}
+
+function ready(endpointId: string, addresses: string[]): EndpointStatus {
+  return { endpointId, host: "h1", container: endpointId, state: EndpointState.ENDPOINT_STATE_READY, message: "", ifindex: 2, addresses, routes: [], updatedAt: "" };
+}
+
+function announcement(host: string, nextHop: string, prefixes: [string, string][]): RouteAnnouncement {
+  return { host, nextHop, prefixes: prefixes.map(([networkId, prefix]) => ({ networkId, prefix })), generation: 1, announcedAt: "" };
+}
+
+function input(overrides: Partial<BeliefInput>): BeliefInput {
+  const h2 = desired("h2", [endpoint("c2", "h2", "l3net", ["10.1.0.2/16"])]);
+  const h3 = desired("h3", [endpoint("c3", "h3", "l3net", ["10.1.0.3/16"])]);
+  return {
+    self: "h1",
+    role: "host",
+    networks: new Set(["l3net"]),
+    announcements: [announcement("h2", "192.168.1.12", [["l3net", "10.1.0.2/32"]]), announcement("h3", "192.168.1.13", [["l3net", "10.1.0.3/32"]])],
+    grants: new Map<string, Set<GrantKey>>([
+      ["h2", grantsOf(h2)],
+      ["h3", grantsOf(h3)],
+    ]),
+    heartbeats: new Map([
+      ["h2", NOW - 1000],
+      ["h3", NOW - 1000],
+    ]),
+    now: NOW,
+    staleAfterMs: 10_000,
+    ...overrides,
+  };
+}
+
+function kernelRoute(dst: string, gateway: string | undefined, protocol = TRELLIS_ROUTE_PROTOCOL): Route {
+  return { family: 4, dst, gateway, protocol, scope: 0, table: 254 };
+}
+
+describe("servedPrefixes", () => {
+  const state = desired("h1", [
+    endpoint("a", "h1", "l3net", ["10.1.0.2/16"]),
+    endpoint("b", "h1", "l2net", ["192.168.5.2/24"]),
+    endpoint("c", "h1", "l3net", ["10.1.0.4/16"]),
+  ]);
+
+  it("announces host routes of READY endpoints of L3 networks, as the kernel reports their addresses", () => {
+    const statuses = [ready("a", ["10.1.0.2/16", "fd00::2/64"]), ready("b", ["192.168.5.2/24"]), { ...ready("c", ["10.1.0.4/16"]), state: EndpointState.ENDPOINT_STATE_FAILED }];
+    expect(servedPrefixes(state, statuses, "192.168.1.11")).toEqual([{ networkId: "l3net", prefix: "10.1.0.2/32" }]);
+  });
+
+  it("announces IPv6 prefixes only with an IPv6 next hop", () => {
+    expect(servedPrefixes(state, [ready("a", ["10.1.0.2/16", "fd00::2/64"])], "fd99::11")).toEqual([{ networkId: "l3net", prefix: "fd00::2/128" }]);
+  });
+});
+
+describe("grants", () => {
+  it("gives a host the host routes of its own endpoints in L3 networks only", () => {
+    const grants = grantsOf(desired("h1", [endpoint("a", "h1", "l3net", ["10.1.0.2/16"]), endpoint("b", "h1", "l2net", ["192.168.5.2/24"])]));
+    expect([...grants]).toEqual(["l3net 10.1.0.2/32"]);
+    expect([...routedNetworksOf(desired("h1", []))]).toEqual(["l3net"]);
+  });
+});
+
+describe("believe", () => {
+  it("believes granted prefixes of live hosts, with their next hop", () => {
+    const belief = believe(input({}));
+    expect([...belief.routes]).toEqual([
+      ["10.1.0.2/32", "192.168.1.12"],
+      ["10.1.0.3/32", "192.168.1.13"],
+    ]);
+    expect(belief.refused).toEqual([]);
+  });
+
+  it("refuses a prefix IPAM did not give to the announcing host", () => {
+    const forged = announcement("h2", "192.168.1.12", [["l3net", "10.1.0.2/32"], ["l3net", "10.1.0.3/32"]]);
+    const belief = believe(input({ announcements: [forged, announcement("h3", "192.168.1.13", [["l3net", "10.1.0.3/32"]])] }));
+    expect(belief.routes.get("10.1.0.3/32")).toBe("192.168.1.13");
+    expect(belief.refused).toEqual([{ host: "h2", networkId: "l3net", prefix: "10.1.0.3/32", reason: "IPAM has not given 10.1.0.3/32 to host h2 in network l3net" }]);
+  });
+
+  it("refuses malformed prefixes and next hops of the wrong family", () => {
+    const bad = announcement("h2", "fd00::12", [["l3net", "10.1.0.2/32"], ["l3net", "banana"]]);
+    const belief = believe(input({ announcements: [bad] }));
+    expect(belief.routes.size).toBe(0);
+    expect(belief.refused.map((r) => r.reason)).toEqual(['next hop "fd00::12" is not an IPv4 address', "not a prefix"]);
+  });
+
+  it("sets aside every prefix of a host whose heartbeat is too old, or missing", () => {
+    const belief = believe(input({ heartbeats: new Map([["h3", NOW - 10_001]]) }));
+    expect(belief.routes.size).toBe(0);
+    expect(belief.silent).toEqual(["h2", "h3"]);
+  });
+
+  it("ignores its own announcement", () => {
+    expect(believe(input({ self: "h2" })).routes.has("10.1.0.2/32")).toBe(false);
+  });
+
+  it("installs only networks present on a host agent, every L3 network on an upstream", () => {
+    expect(believe(input({ networks: new Set() })).routes.size).toBe(0);
+    expect(believe(input({ networks: new Set(), role: "upstream", self: "u1" })).routes.size).toBe(2);
+  });
+
+  it("lets the same host win everywhere when two hosts are granted one prefix", () => {
+    const grants = new Map([
+      ["h2", new Set(["l3net 10.1.0.9/32"])],
+      ["h3", new Set(["l3net 10.1.0.9/32"])],
+    ]);
+    const announcements = [announcement("h3", "192.168.1.13", [["l3net", "10.1.0.9/32"]]), announcement("h2", "192.168.1.12", [["l3net", "10.1.0.9/32"]])];
+    const belief = believe(input({ grants, announcements }));
+    expect(belief.routes.get("10.1.0.9/32")).toBe("192.168.1.12");
+    expect(belief.refused[0].reason).toBe("also announced by host h2, which wins");
+  });
+});
+
+describe("routeChanges", () => {
+  const wanted = new Map([
+    ["10.1.0.2/32", "192.168.1.12"],
+    ["10.1.0.3/32", "192.168.1.13"],
+  ]);
+
+  it("changes nothing when the kernel already has every route right", () => {
+    const kernel = [kernelRoute("10.1.0.2/32", "192.168.1.12"), kernelRoute("10.1.0.3/32", "192.168.1.13"), kernelRoute("192.168.1.0/24", undefined, 2)];
+    expect(routeChanges(kernel, wanted)).toEqual({ add: [], replace: [], remove: [], blocked: [] });
+  });
+
+  it("adds what is missing, replaces a changed next hop, removes what is stale", () => {
+    const kernel = [kernelRoute("10.1.0.3/32", "192.168.1.99"), kernelRoute("10.1.0.7/32", "192.168.1.17")];
+    expect(routeChanges(kernel, wanted)).toEqual({
+      add: [{ dst: "10.1.0.2/32", gateway: "192.168.1.12" }],
+      replace: [{ dst: "10.1.0.3/32", gateway: "192.168.1.13" }],
+      remove: [{ dst: "10.1.0.7/32", gateway: "192.168.1.17", linkIndex: undefined, family: 4 }],
+      blocked: [],
+    });
+  });
+
+  it("never touches routes of other protocols, even for a wanted prefix", () => {
+    const kernel = [kernelRoute("10.1.0.2/32", "192.168.1.50", 4), kernelRoute("10.9.0.0/16", "192.168.1.1", 3)];
+    const changes = routeChanges(kernel, wanted);
+    expect(changes.blocked).toEqual([{ dst: "10.1.0.2/32", protocol: 4 }]);
+    expect(changes.remove).toEqual([]);
+    expect(changes.add).toEqual([{ dst: "10.1.0.3/32", gateway: "192.168.1.13" }]);
+  });
+});
