@@ -46,6 +46,8 @@ export class RouteInstaller {
   /** The routes the last pass left in the kernel, to tell whether a staleness check changes anything. */
   private applied = new Map<string, string>();
   private reported = new Set<string>();
+  /** No pass before every bucket's stored state is in: a pass on half of it would delete right routes. */
+  private loaded = false;
   private stops: (() => void)[] = [];
   private timers: NodeJS.Timeout[] = [];
 
@@ -66,6 +68,7 @@ export class RouteInstaller {
       await installer.stop();
       throw new Error(`failed to start the route installer of host ${options.host}: ${(error as Error).message}`);
     }
+    installer.loaded = true;
     await installer.settled();
     installer.timers = [
       // Heartbeats age without any event: look often, but touch the kernel only if the belief changed.
@@ -141,6 +144,7 @@ export class RouteInstaller {
 
   /** Runs a pass now, or right after the one under way: never two at once, never a change missed. */
   private schedule(): void {
+    if (!this.loaded) return;
     if (this.running) {
       this.again = true;
       return;
