@@ -1,5 +1,5 @@
 import { appendFileSync } from "node:fs";
-import { NodeSDK } from "@opentelemetry/sdk-node";
+import { NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
 import {
   BatchSpanProcessor,
   SimpleSpanProcessor,
@@ -7,7 +7,7 @@ import {
   type SpanExporter,
   type SpanProcessor,
 } from "@opentelemetry/sdk-trace-base";
-import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
+import { resourceFromAttributes } from "@opentelemetry/resources";
 import { ExportResultCode, hrTimeToMicroseconds, type ExportResult } from "@opentelemetry/core";
 import { SpanStatusCode, trace, type Attributes, type Span } from "@opentelemetry/api";
 
@@ -19,27 +19,32 @@ export interface TracingOptions {
   exporter?: SpanExporter;
 }
 
-let sdk: NodeSDK | undefined;
+let provider: NodeTracerProvider | undefined;
 
 /**
  * Starts tracing for this process. Spans go to OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, to a
  * JSON-lines file when TRELLIS_TRACE_FILE is set (the lab uses it), and to `options.exporter`.
+ * The SDK's all-in-one NodeSDK is not used: it loads every exporter there is, which costs each CLI
+ * call seconds in the emulated lab; the OTLP exporter is loaded only when asked for.
  */
-export function startTracing(options: TracingOptions): void {
-  if (sdk) return;
+export async function startTracing(options: TracingOptions): Promise<void> {
+  if (provider) return;
   const spanProcessors: SpanProcessor[] = [];
-  if (process.env.OTEL_EXPORTER_OTLP_ENDPOINT) spanProcessors.push(new BatchSpanProcessor(new OTLPTraceExporter()));
+  if (process.env.OTEL_EXPORTER_OTLP_ENDPOINT) {
+    const { OTLPTraceExporter } = await import("@opentelemetry/exporter-trace-otlp-http");
+    spanProcessors.push(new BatchSpanProcessor(new OTLPTraceExporter()));
+  }
   if (process.env.TRELLIS_TRACE_FILE) {
     spanProcessors.push(new SimpleSpanProcessor(new JsonLinesFileExporter(process.env.TRELLIS_TRACE_FILE)));
   }
   if (options.exporter) spanProcessors.push(new SimpleSpanProcessor(options.exporter));
-  sdk = new NodeSDK({ serviceName: options.serviceName, spanProcessors, instrumentations: [] });
-  sdk.start();
+  provider = new NodeTracerProvider({ resource: resourceFromAttributes({ "service.name": options.serviceName }), spanProcessors });
+  provider.register();
 }
 
 export async function stopTracing(): Promise<void> {
-  const running = sdk;
-  sdk = undefined;
+  const running = provider;
+  provider = undefined;
   await running?.shutdown();
 }
 

@@ -1,10 +1,6 @@
 #!/usr/bin/env node
 import { describeError } from "../../libs/grpc/status-error.js";
 import { startTracing, stopTracing, withSpan } from "../../libs/telemetry/tracing.js";
-import { runHostCommand, runLabCommand } from "../lab/cli.js";
-import { execCommand, psCommand, rmCommand, runCommand } from "./commands/container.js";
-import { networkCommand } from "./commands/network.js";
-import { agentCommand, ipamCommand, plannerCommand, upCommand } from "./commands/services.js";
 import { UsageError } from "./parse.js";
 
 const USAGE = `Usage: trellis COMMAND
@@ -27,20 +23,23 @@ Connection settings: TRELLIS_NATS_URL, TRELLIS_PLANNER_ADDR, TRELLIS_IPAM_ADDR, 
 
 type Command = (argv: string[]) => Promise<number>;
 
+// Each command's module is loaded only when it runs: a client call need not load the services, and in
+// the emulated lab every module read costs.
+
 /** Client commands are traced: each is the root span of its intent's trace. */
-const clientCommands: Record<string, Command> = {
-  network: networkCommand,
-  run: runCommand,
-  exec: execCommand,
-  rm: rmCommand,
-  ps: psCommand,
+const clientCommands: Record<string, () => Promise<Command>> = {
+  network: async () => (await import("./commands/network.js")).networkCommand,
+  run: async () => (await import("./commands/container.js")).runCommand,
+  exec: async () => (await import("./commands/container.js")).execCommand,
+  rm: async () => (await import("./commands/container.js")).rmCommand,
+  ps: async () => (await import("./commands/container.js")).psCommand,
 };
 
-const serviceCommands: Record<string, { service: string; run: Command }> = {
-  ipam: { service: "trellis-ipam", run: ipamCommand },
-  planner: { service: "trellis-planner", run: plannerCommand },
-  agent: { service: "trellis-agent", run: agentCommand },
-  up: { service: "trellis", run: upCommand },
+const serviceCommands: Record<string, { service: string; load: () => Promise<Command> }> = {
+  ipam: { service: "trellis-ipam", load: async () => (await import("./commands/services.js")).ipamCommand },
+  planner: { service: "trellis-planner", load: async () => (await import("./commands/services.js")).plannerCommand },
+  agent: { service: "trellis-agent", load: async () => (await import("./commands/services.js")).agentCommand },
+  up: { service: "trellis", load: async () => (await import("./commands/services.js")).upCommand },
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -49,11 +48,12 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return name ? 0 : 2;
   }
-  if (name === "lab") return runLabCommand(rest);
-  if (name === "host") return runHostCommand(rest);
-  const client = clientCommands[name];
-  if (client) {
-    startTracing({ serviceName: "trellis-cli" });
+  if (name === "lab") return (await import("../lab/cli.js")).runLabCommand(rest);
+  if (name === "host") return (await import("../lab/cli.js")).runHostCommand(rest);
+  const loadClient = clientCommands[name];
+  if (loadClient) {
+    const client = await loadClient();
+    await startTracing({ serviceName: "trellis-cli" });
     try {
       const spanName = name === "network" ? `cli.network.${rest[0] ?? ""}` : `cli.${name}`;
       return await withSpan(spanName, { "cli.args": argv.join(" ") }, () => client(rest));
@@ -63,9 +63,10 @@ async function main(argv: string[]): Promise<number> {
   }
   const service = serviceCommands[name];
   if (service) {
-    startTracing({ serviceName: service.service });
+    const run = await service.load();
+    await startTracing({ serviceName: service.service });
     try {
-      return await service.run(rest);
+      return await run(rest);
     } finally {
       await stopTracing();
     }

@@ -53,7 +53,7 @@ async function eventually<T>(read: () => Promise<T>, ok: (value: T) => boolean):
 }
 
 beforeAll(async () => {
-  startTracing({ serviceName: "control-api-test", exporter: spans });
+  await startTracing({ serviceName: "control-api-test", exporter: spans });
   nats = await startNatsServer();
   nc = await connectBus({ servers: nats.url, name: "test" });
   ipam = await startIpamService({ natsUrl: nats.url, listen: "127.0.0.1:0", log: () => undefined });

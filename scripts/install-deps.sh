@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what Trellis and its tests need on a Debian machine, then the npm packages. Safe to re-run:
+# it installs only what is missing.
+#   nats-server                      the bus (JetStream streams and KV)
+#   qemu-system-x86 linux-image-amd64 busybox-static   the lab: a kernel with ipvlan, 802.1Q and dummy
+#   iproute2 iputils-ping kmod util-linux              namespaces, links, pings, modules, nsenter
+#   containernetworking-plugins      CNI host-local, the baseline of `npm run bench:ipam`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(nats-server qemu-system-x86 linux-image-amd64 busybox-static iproute2 iputils-ping kmod util-linux containernetworking-plugins)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "failed to install ${missing[*]}: run as root, or: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci
+fi

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Quick start, first command: installs what is missing, builds, and runs the lab walkthrough
+# (lab/walkthrough.sh) in a kernel that has ipvlan, 802.1Q and dummy, printing each step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+npm run build
+exec node dist/services/cli/main.js lab run --hosts 2 "$PWD/lab/walkthrough.sh"
