@@ -33,41 +33,33 @@ function samePrefixes(a: AnnouncedPrefix[], b: AnnouncedPrefix[]): boolean {
 }
 
 /**
- * Keeps this host's key in the routes bucket equal to the set it serves. Writes only on change, so a
- * restarted agent that still serves the same set writes nothing and no reader sees a change.
+ * Keeps this host's key in the routes bucket equal to the set it serves. It compares with the stored
+ * value, not with what it last wrote: a restarted agent that serves the same set writes nothing (no
+ * reader sees a change), and a value someone else wrote over its key is put right on the next pass.
  */
 export class Announcer {
-  private constructor(
+  constructor(
     private readonly bucket: KV,
     private readonly host: string,
     private readonly nextHop: string,
-    private current: RouteAnnouncement | undefined,
   ) {}
 
-  static async start(bucket: KV, host: string, nextHop: string): Promise<Announcer> {
-    const stored = await getValue(bucket, announcementCodec, host);
-    return new Announcer(bucket, host, nextHop, stored?.value);
-  }
-
   async announce(prefixes: AnnouncedPrefix[]): Promise<void> {
-    const current = this.current;
-    if (current && current.nextHop === this.nextHop && samePrefixes(current.prefixes, prefixes)) return;
-    if (!current && prefixes.length === 0) return;
     try {
+      const stored = (await getValue(this.bucket, announcementCodec, this.host))?.value;
+      if (stored && stored.nextHop === this.nextHop && samePrefixes(stored.prefixes, prefixes)) return;
       if (prefixes.length === 0) {
-        await this.bucket.delete(this.host);
-        this.current = undefined;
+        if (stored) await this.bucket.delete(this.host);
         return;
       }
       const next: RouteAnnouncement = {
         host: this.host,
         nextHop: this.nextHop,
         prefixes,
-        generation: (current?.generation ?? 0) + 1,
+        generation: (stored?.generation ?? 0) + 1,
         announcedAt: new Date().toISOString(),
       };
       await this.bucket.put(this.host, announcementCodec.encode(next));
-      this.current = next;
     } catch (error) {
       throw new Error(`failed to announce ${prefixes.length} prefixes of host ${this.host}: ${(error as Error).message}`);
     }

@@ -23,7 +23,7 @@ export class RouteDistribution {
 
   static async start(nc: NatsConnection, options: DistributionOptions): Promise<RouteDistribution> {
     const [routes, hosts, desired] = await Promise.all([Buckets.routes, Buckets.hosts, Buckets.desired].map((b) => openBucket(nc, b)));
-    const announcer = await Announcer.start(routes, options.host, options.address);
+    const announcer = new Announcer(routes, options.host, options.address);
     const installer = await RouteInstaller.start(
       { routes, hosts, desired },
       { host: options.host, role: options.role, staleAfterMs: DEFAULT_STALE_AFTER_MS, resyncMs: options.resyncMs, log: (line) => console.error(line) },

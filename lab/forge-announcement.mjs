@@ -1,0 +1,19 @@
+// Writes a forged route announcement straight into the routes bucket, as a rogue agent would:
+// node lab/forge-announcement.mjs HOST NEXT_HOP NETWORK_ID PREFIX...  (NATS at $TRELLIS_NATS_URL)
+// Run from the repo root after `npm run build`; the lab's agents must refuse every prefix not given to HOST.
+import { connectBus, openBucket } from "../dist/libs/bus/connection.js";
+import { codecOf } from "../dist/libs/bus/codec.js";
+import { Buckets } from "../dist/libs/bus/subjects.js";
+import { RouteAnnouncement } from "../dist/libs/proto/gen/trellis/v1/routes.js";
+
+const [host, nextHop, networkId, ...prefixes] = process.argv.slice(2);
+if (!host || !nextHop || !networkId || prefixes.length === 0) {
+  console.error("usage: node lab/forge-announcement.mjs HOST NEXT_HOP NETWORK_ID PREFIX...");
+  process.exit(2);
+}
+const nc = await connectBus({ servers: process.env.TRELLIS_NATS_URL, name: "forger" });
+const bucket = await openBucket(nc, Buckets.routes);
+const announcement = { host, nextHop, prefixes: prefixes.map((prefix) => ({ networkId, prefix })), generation: 1_000_000, announcedAt: new Date().toISOString() };
+await bucket.put(host, codecOf(RouteAnnouncement).encode(announcement));
+console.log(`forged: ${host} announces ${prefixes.join(" ")} via ${nextHop}`);
+await nc.drain();

@@ -1,0 +1,58 @@
+import { rmSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runInLab, type LabResult } from "../support/lab.js";
+
+const script = new URL("../../lab/routes.sh", import.meta.url).pathname;
+const PINGED = /2 packets transmitted, 2 received, 0% packet loss/;
+
+// One boot: three hosts and an upstream, an L3 network, and every route-distribution scenario in turn.
+describe("lab: L3 route distribution across hosts and to an upstream", () => {
+  let lab: LabResult;
+  const section = (name: string) => {
+    const text = lab.sections.get(name);
+    if (text === undefined) throw new Error(`the script printed no section ${name}; its output was:\n${lab.output}`);
+    return text;
+  };
+
+  beforeAll(async () => {
+    lab = await runInLab(script, { hosts: 3, upstreams: 1 });
+  });
+  afterAll(() => rmSync(lab.outDir, { recursive: true, force: true }));
+
+  it("runs to the end", () => {
+    expect(lab.code, lab.output).toBe(0);
+  });
+
+  it("every other host and the upstream route each container's address via its host, with protocol 210", () => {
+    expect(section("routes-h1")).toMatch(/via 192\.168\.1\.12 dev eth0 proto 210[\s\S]*via 192\.168\.1\.13 dev eth0 proto 210/);
+    expect(section("routes-h1")).not.toContain("via 192.168.1.11");
+    expect(section("routes-u1").match(/proto 210/g)).toHaveLength(3);
+  });
+
+  it("containers on different hosts ping each other, and the upstream pings every container", () => {
+    for (const name of ["ping-c1-c2", "ping-c2-c3", "ping-c3-c1", "ping-u1-c1", "ping-u1-c2", "ping-u1-c3"]) expect(section(name)).toMatch(PINGED);
+  });
+
+  it("a forged announcement changes nothing and is refused and logged", () => {
+    expect(section("forge-diff")).toBe("exit 0\n");
+    expect(section("forge-refused")).toMatch(/refused announcement of 10\.1\.0\.0\/16 .* by host h2: IPAM has not given/);
+  });
+
+  it("restarting h3's agent leaves every other routing table byte-for-byte the same", () => {
+    expect(section("restart-diff")).toBe("exit 0\n");
+  });
+
+  it("a silent host's routes are withdrawn within the heartbeat window and restored when it returns", () => {
+    const seconds = Number(/withdrawn after (\d+) s/.exec(section("h2-silent"))?.[1]);
+    expect(seconds).toBeLessThanOrEqual(12);
+    expect(section("h2-silent")).not.toContain("via 192.168.1.12");
+    expect(section("ping-c1-c2-while-h2-silent")).not.toContain("exit 0");
+    expect(section("h2-back")).toContain("via 192.168.1.12");
+    expect(section("ping-c1-c2-after-h2-back")).toMatch(PINGED);
+  });
+
+  it("removing the last container of a host withdraws its route everywhere", () => {
+    expect(section("rm-c1")).toContain("exit 0");
+    expect(section("after-rm-c1")).not.toContain("via 192.168.1.11");
+  });
+});
