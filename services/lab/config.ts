@@ -66,7 +66,11 @@ export function natsService(): ServiceSpec {
   };
 }
 
-/** The real Trellis services of a lab: NATS, IPAM, planner, and a link-agent per host and upstream. */
+/**
+ * The real Trellis services of a lab: NATS, IPAM, planner, and a link-agent per host and upstream.
+ * IPAM and the planner start together (the planner's gRPC client connects on first use): each node
+ * start costs seconds under emulation.
+ */
 export function defaultServices(hosts: LabHost[], cli: string[]): ServiceSpec[] {
   return [
     natsService(),
@@ -74,7 +78,7 @@ export function defaultServices(hosts: LabHost[], cli: string[]): ServiceSpec[] 
     {
       name: "planner",
       argv: [...cli, "planner", "--nats", NATS_URL, "--listen", PLANNER_ADDR, "--ipam", IPAM_ADDR],
-      stage: 2,
+      stage: 1,
     },
     ...hosts.map((host) => ({
       name: `agent-${host.name}`,
@@ -91,7 +95,7 @@ export function defaultServices(hosts: LabHost[], cli: string[]): ServiceSpec[] 
       ],
       netns: host.name,
       agentHost: host.name,
-      stage: 3,
+      stage: 2,
     })),
   ];
 }

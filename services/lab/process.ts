@@ -3,7 +3,8 @@ import { closeSync, existsSync, openSync, readFileSync, statSync } from "node:fs
 import { constants } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 
-export const READY_TIMEOUT_MS = 90_000;
+/** Generous: a node service needs 20-40 s to start under emulation on a busy two-core machine. */
+export const READY_TIMEOUT_MS = 180_000;
 const STOP_GRACE_MS = 5_000;
 const POLL_MS = 100;
 

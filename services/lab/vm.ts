@@ -1,9 +1,12 @@
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import type { LabKernel } from "./kernel.js";
 import { LAB_PACKAGES } from "./kernel.js";
 
 const QEMU = "qemu-system-x86_64";
 const BOOT_LOG_LINES = 30;
+/** A minimal firmware that jumps straight to the kernel: about 3 s sooner than SeaBIOS under emulation. */
+const QBOOT = "/usr/share/qemu/qboot.rom";
 
 export interface VmOptions {
   kernel: LabKernel;
@@ -73,6 +76,7 @@ function qemuArgs(options: VmOptions): string[] {
   return [
     ...["-accel", "tcg,thread=multi", "-m", String(options.memoryMb), "-smp", String(options.cpus)],
     ...["-nographic", "-no-reboot", "-nic", "none"],
+    ...(existsSync(QBOOT) ? ["-bios", QBOOT] : []),
     ...["-kernel", options.kernel.vmlinuz, "-initrd", options.initramfs, "-append", append],
     ...["-fsdev", `local,id=hostroot,path=${options.rootDir},security_model=passthrough,multidevs=remap`],
     ...["-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot"],

@@ -158,6 +158,15 @@ describe("lab command line", () => {
   });
 });
 
+describe("lab timeout", () => {
+  it("stops the machine and says so", async () => {
+    mkdirSync(WORK, { recursive: true });
+    writeFileSync(join(WORK, "sleep.sh"), "sleep 600\n");
+    const run = runLab({ script: join(WORK, "sleep.sh"), hosts: 0, upstreams: 0, verbose: false, timeoutSeconds: 1 });
+    await expect(run).rejects.toThrow("failed to finish the lab: timed out after 1 s");
+  });
+});
+
 describe("lab initramfs", () => {
   it("loads the 9p modules after their dependencies", () => {
     const order = moduleLoadOrder(findKernel().modulesDir, ["9p"]).map((path) => path.split("/").pop());
