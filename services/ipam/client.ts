@@ -6,6 +6,7 @@ import {
   type AllocateSubnetsRequest,
   type AllocateSubnetsResponse,
   type ListAllocationsResponse,
+  type ListBlocksResponse,
 } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { traceContextInterceptor } from "../../libs/telemetry/grpc-context.js";
 
@@ -16,6 +17,8 @@ export interface IpamCalls {
   allocateAddress(request: AllocateAddressRequest): Promise<AllocateAddressResponse>;
   releaseAddresses(networkId: string, endpointId: string): Promise<void>;
   listAllocations(networkId: string): Promise<ListAllocationsResponse>;
+  /** `host` empty: every host's blocks and borrowed addresses. */
+  listBlocks(networkId: string, host?: string): Promise<ListBlocksResponse>;
   close(): void;
 }
 
@@ -35,6 +38,7 @@ export function connectIpam(address: string): IpamCalls {
       await call(client.releaseAddresses, { networkId, endpointId });
     },
     listAllocations: (networkId) => call(client.listAllocations, { networkId }),
+    listBlocks: (networkId, host = "") => call(client.listBlocks, { networkId, host }),
     close: () => client.close(),
   };
 }

@@ -27,7 +27,8 @@ export async function startIpamService(options: IpamServiceOptions): Promise<Run
   try {
     const kv = await openBucket(nc, Buckets.ipam);
     const view = new AllocationView();
-    view.start(kv);
+    // Serving before the view is loaded would only make the first calls collide on taken addresses.
+    await view.start(kv);
     const server = new Server();
     server.addService(IpamService, ipamHandlers(new AddressManager(new IpamStore(kv), view)));
     const port = await bind(server, options.listen);

@@ -1,8 +1,11 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { formatAddress, formatInterfaceAddress, formatPrefix, parseCidr, parsePrefix, type Family, type Prefix } from "../../libs/ipmath/index.js";
+import type { Versioned } from "../../libs/bus/kv.js";
+import { contains, formatAddress, formatInterfaceAddress, formatPrefix, parseCidr, parsePrefix, type Address, type Family, type Prefix } from "../../libs/ipmath/index.js";
 import {
   AddressKind,
   type AddressRecord,
+  type BlockRecord,
+  type ListBlocksResponse,
   type AllocateAddressRequest,
   type AllocateAddressResponse,
   type AllocatedSubnet,
@@ -29,21 +32,27 @@ import {
   type SubnetPlan,
 } from "./allocator.js";
 import { aborted, alreadyExists, invalidArgument, notFound, resourceExhausted } from "./errors.js";
-import { addressKey, endpointKey, networkAddressesFilter, networkEndpointsFilter } from "./keys.js";
+import { blockArea, blockOf, blocksIn, boundsInBlock, resolveHostBlocks } from "./blocks.js";
+import { addressKey, blockKey, endpointKey, networkAddressesFilter, networkBlocksFilter, networkEndpointsFilter } from "./keys.js";
 import type { IpamStore } from "./store.js";
-import type { AllocationView } from "./view.js";
+import type { AllocationView, Held } from "./view.js";
 
 /** How often one step gives way to a concurrent writer before it reports ABORTED. */
 const MAX_ATTEMPTS = 20;
 const FAMILIES: Family[] = [4, 6];
+/** Endpoint records this replica wrote, remembered so that their release needs no read; oldest forgotten first. */
+const MAX_REMEMBERED_POINTERS = 50_000;
 
 /**
  * The IPAM operations. Validation runs before any write; every write is create-only or a
- * compare-and-set, so replicas sharing one bucket never hand out one address twice.
+ * compare-and-set, so replicas sharing one bucket never hand out one address (or block) twice.
  */
 export class AddressManager {
   /** Candidates this replica is trying right now, so that its concurrent calls try different ones. */
   private readonly pending = new Set<string>();
+  /** Block claims under way per network, family and host: a host's concurrent calls claim one block, not one each. */
+  private readonly blockClaims = new Map<string, Promise<boolean>>();
+  private readonly pointers = new Map<string, Versioned<AddressRecord>>();
 
   constructor(
     private readonly store: IpamStore,
@@ -52,10 +61,11 @@ export class AddressManager {
 
   async allocateSubnets(request: AllocateSubnetsRequest): Promise<AllocatedSubnet[]> {
     const plans = planSubnets(request);
+    const hostBlocks = request.hostBlocks ? resolveHostBlocks(request.hostBlocks) : undefined;
     const incarnation = randomUUID();
     const proposedUla = ulaPrefixFromRandom(randomBytes(5));
     const registry = await this.store.updateRegistry((current) =>
-      registerNetwork(current, request, plans, incarnation, proposedUla),
+      registerNetwork(current, request, plans, { networkId: request.networkId, incarnation, subnets: [], hostBlocks }, proposedUla),
     );
     this.view.setRegistry(registry);
     const network = findNetwork(registry, request.networkId);
@@ -83,11 +93,15 @@ export class AddressManager {
     }
     const wanted = request.address.trim() ? resolveStaticAddress(network, family, request.address) : undefined;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const held = await this.heldByEndpoint(network, request.endpointId, family);
-      if (held) return answerFor(refuseOtherStatic(held, wanted, request.endpointId));
+      // A first call for the endpoint (the view knows none of its addresses) needs no read: creating
+      // its record below fails if a concurrent call through another replica was quicker.
+      if (attempt > 0 || this.view.recordsOfEndpoint(network.networkId, request.endpointId).some((held) => familyOf(held.record.ipv6) === family)) {
+        const held = await this.heldByEndpoint(network, request.endpointId, family);
+        if (held) return answerFor(refuseOtherStatic(held, wanted, request.endpointId));
+      }
       const claimed =
         (await this.unboundClaimOf(network, request.endpointId, family, wanted)) ??
-        (wanted ? await this.claimStatic(network, request, wanted) : await this.claimLowestFree(network, request, family));
+        (wanted ? await this.claimStatic(network, request, wanted) : await this.claimAutomatic(network, request, family));
       const bound = await this.bindEndpoint(network, request.endpointId, family, claimed);
       if (bound) return answerFor(bound);
     }
@@ -97,20 +111,31 @@ export class AddressManager {
   async releaseAddresses(networkId: string, endpointId: string): Promise<void> {
     requireId("network_id", networkId);
     requireId("endpoint_id", endpointId);
-    await Promise.all(FAMILIES.map((family) => this.releaseFamily(networkId, endpointId, family)));
+    const network = this.view.network(networkId);
+    const families = network ? FAMILIES.filter((family) => subnetsOfFamily(network, family).length > 0) : FAMILIES;
+    await Promise.all(families.map((family) => this.releaseFamily(networkId, endpointId, family)));
     // An allocation interrupted between claiming an address and recording it for the endpoint.
-    for (const [key, record] of this.view.recordsOfEndpoint(networkId, endpointId)) {
+    for (const { key, record } of this.view.recordsOfEndpoint(networkId, endpointId)) {
       if (record.kind === AddressKind.ADDRESS_KIND_ENDPOINT) await this.releaseIfHeldBy(key, endpointId);
     }
   }
 
-  /** The address before the endpoint's record of it: an interrupted release leaves only a dangling record. */
+  /**
+   * The address and the endpoint's record of it, both by compare-and-set. Should the record go first
+   * (a crash), the address is still found through the view's index by endpoint on a retry.
+   */
   private async releaseFamily(networkId: string, endpointId: string, family: Family): Promise<void> {
     const key = endpointKey(networkId, endpointId, family);
-    const pointer = await this.store.getRecord(key);
+    const remembered = this.pointers.get(key);
+    this.pointers.delete(key);
+    const pointer = remembered ?? (await this.store.getRecord(key));
     if (!pointer) return;
-    await this.releaseIfHeldBy(addressKey(networkId, parseCidr(pointer.value.address).address), endpointId);
-    await this.store.deleteRecord(key, pointer.revision);
+    const [, deleted] = await Promise.all([
+      this.releaseIfHeldBy(addressKey(networkId, parseCidr(pointer.value.address).address), endpointId),
+      this.store.deleteRecord(key, pointer.revision),
+    ]);
+    // The remembered revision was outdated (the record was rewritten elsewhere): read it after all.
+    if (!deleted && remembered) await this.releaseFamily(networkId, endpointId, family);
   }
 
   async listAllocations(networkId: string): Promise<Allocation[]> {
@@ -118,8 +143,8 @@ export class AddressManager {
     const network = await this.requireNetwork(networkId);
     const records = await this.readNetworkRecords(networkId);
     return records
-      .filter(([, record]) => record.incarnation === network.incarnation)
-      .map(([, record]) => ({
+      .filter(({ record }) => record.incarnation === network.incarnation)
+      .map(({ record }) => ({
         networkId: record.networkId,
         endpointId: record.endpointId,
         host: record.host,
@@ -127,6 +152,19 @@ export class AddressManager {
         subnet: record.subnet,
         kind: record.kind,
       }));
+  }
+
+  /** Read from the bucket, not the view: route distribution trusts it to decide what a host may announce. */
+  async listBlocks(networkId: string, host: string): Promise<ListBlocksResponse> {
+    requireId("network_id", networkId);
+    const network = await this.requireNetwork(networkId);
+    const blockKeys = await this.store.listKeys(networkBlocksFilter(networkId));
+    const blocks = (await Promise.all(blockKeys.map((key) => this.store.getBlock(key))))
+      .flatMap((entry) => (entry && entry.value.incarnation === network.incarnation ? [entry.value] : []));
+    const endpoints = (await this.readNetworkRecords(networkId))
+      .map(({ record }) => record)
+      .filter((record) => record.incarnation === network.incarnation && record.kind === AddressKind.ADDRESS_KIND_ENDPOINT);
+    return listBlocksAnswer(blocks, endpoints, host);
   }
 
   /** The network from the view, or from the bucket when the view has not seen it yet. */
@@ -161,7 +199,7 @@ export class AddressManager {
     family: Family,
     wanted: ResolvedAddress | undefined,
   ): Promise<AddressRecord | undefined> {
-    for (const [key, record] of this.view.recordsOfEndpoint(network.networkId, endpointId)) {
+    for (const { key, record } of this.view.recordsOfEndpoint(network.networkId, endpointId)) {
       if (familyOf(record.ipv6) !== family || record.incarnation !== network.incarnation) continue;
       if (wanted && parseCidr(record.address).address.value !== wanted.address.value) continue;
       const holder = await this.store.getRecord(key);
@@ -171,6 +209,9 @@ export class AddressManager {
   }
 
   private async claimStatic(network: IpamNetwork, request: AllocateAddressRequest, wanted: ResolvedAddress): Promise<AddressRecord> {
+    // In an L3 network a static address takes its block for the host if nobody owns it; else it is borrowed.
+    const block = network.hostBlocks ? blockOf(network, wanted.subnet, wanted.prefix, wanted.address) : undefined;
+    if (block && !this.view.blockHolder(blockKey(network.networkId, block))) await this.claimBlock(network, block, request.host);
     const record = endpointRecord(network, request, wanted);
     if (await this.claim(record)) return record;
     const holder = await this.store.getRecord(addressKey(network.networkId, wanted.address));
@@ -179,25 +220,61 @@ export class AddressManager {
     throw alreadyExists(`address ${formatAddress(wanted.address)} is already in use by ${name} in network ${network.networkId}`);
   }
 
+  private claimAutomatic(network: IpamNetwork, request: AllocateAddressRequest, family: Family): Promise<AddressRecord> {
+    return network.hostBlocks ? this.claimFromHostBlocks(network, request, family) : this.claimLowestFree(network, request, family);
+  }
+
   private async claimLowestFree(network: IpamNetwork, request: AllocateAddressRequest, family: Family): Promise<AddressRecord> {
     let resynced = false;
     for (;;) {
       const candidate = this.nextCandidate(network, family);
       if (!candidate) {
         if (resynced) throw resourceExhausted(poolFullMessage(subnetsOfFamily(network, family).map(({ subnet }) => subnet)));
-        // The view may lag behind releases made through another replica: look at the bucket itself.
-        this.view.resetNetwork(network.networkId, await this.readNetworkRecords(network.networkId));
+        await this.resyncAddresses(network);
         resynced = true;
         continue;
       }
-      const pendingKey = `${network.networkId}|${family}|${candidate.address.value}`;
-      this.pending.add(pendingKey);
-      try {
-        const record = endpointRecord(network, request, candidate);
-        if (await this.claim(record)) return record;
-      } finally {
-        this.pending.delete(pendingKey);
+      const record = await this.tryCandidate(network, request, candidate);
+      if (record) return record;
+    }
+  }
+
+  /**
+   * The lowest free address of the host's blocks; when they are full, of a newly claimed block; when
+   * no block is free, a single address borrowed from another host's block.
+   */
+  private async claimFromHostBlocks(network: IpamNetwork, request: AllocateAddressRequest, family: Family): Promise<AddressRecord> {
+    let resynced = false;
+    for (let attempt = 0; attempt < MAX_ATTEMPTS * 10; attempt++) {
+      const own = this.view.blocksOf(network, family).filter((block) => block.record.host === request.host);
+      let candidate = this.candidateIn(network, family, own.map((block) => block.prefix));
+      if (!candidate && (await this.claimFreeBlock(network, family, request.host))) continue;
+      candidate ??= this.nextCandidate(network, family);
+      if (!candidate) {
+        if (resynced) throw resourceExhausted(poolFullMessage(subnetsOfFamily(network, family).map(({ subnet }) => subnet)));
+        await this.resyncAddresses(network);
+        resynced = true;
+        continue;
       }
+      const record = await this.tryCandidate(network, request, candidate);
+      if (record) return record;
+    }
+    throw aborted(`failed to allocate an address for endpoint ${request.endpointId}: too many concurrent changes, try again`);
+  }
+
+  /** The view may lag behind releases made through another replica: look at the bucket itself. */
+  private async resyncAddresses(network: IpamNetwork): Promise<void> {
+    this.view.resetAddresses(network.networkId, await this.readNetworkRecords(network.networkId));
+  }
+
+  private async tryCandidate(network: IpamNetwork, request: AllocateAddressRequest, candidate: ResolvedAddress): Promise<AddressRecord | undefined> {
+    const pendingKey = pendingKeyOf(network.networkId, candidate.address.family, candidate.address.value);
+    this.pending.add(pendingKey);
+    try {
+      const record = endpointRecord(network, request, candidate);
+      return (await this.claim(record)) ? record : undefined;
+    } finally {
+      this.pending.delete(pendingKey);
     }
   }
 
@@ -205,16 +282,85 @@ export class AddressManager {
   private nextCandidate(network: IpamNetwork, family: Family): ResolvedAddress | undefined {
     const { networkId } = network;
     for (const { subnet, prefix } of subnetsOfFamily(network, family)) {
-      const reserved = reservedValues(subnet);
-      const isFreeInView = (value: bigint) => !reserved.has(value) && !this.view.isTaken(networkId, family, value);
+      const isFree = this.freeInView(network, family, subnet);
       const bounds = poolBounds(subnet, prefix);
-      const firstFree = lowestFree(bounds, this.view.scanStart(networkId, family, subnet.cidr), isFreeInView);
+      const firstFree = lowestFree(bounds, this.view.scanStart(networkId, family, subnet.cidr), isFree);
       if (firstFree === undefined) continue;
       this.view.setScanStart(networkId, family, subnet.cidr, firstFree);
-      const value = lowestFree(bounds, firstFree, (v) => isFreeInView(v) && !this.pending.has(`${networkId}|${family}|${v}`));
+      const value = lowestFree(bounds, firstFree, (v) => isFree(v) && !this.pending.has(pendingKeyOf(networkId, family, v)));
       if (value !== undefined) return { address: { family, value }, subnet, prefix };
     }
     return undefined;
+  }
+
+  /** Lowest usable address of the given blocks not believed taken nor being tried. */
+  private candidateIn(network: IpamNetwork, family: Family, blocks: Prefix[]): ResolvedAddress | undefined {
+    for (const { subnet, prefix } of subnetsOfFamily(network, family)) {
+      const isFree = this.freeInView(network, family, subnet);
+      const pool = poolBounds(subnet, prefix);
+      for (const block of blocks) {
+        const bounds = boundsInBlock(pool, block);
+        if (!bounds || !contains(prefix, { family, value: block.network })) continue;
+        const value = lowestFree(bounds, bounds.first, (v) => isFree(v) && !this.pending.has(pendingKeyOf(network.networkId, family, v)));
+        if (value !== undefined) return { address: { family, value }, subnet, prefix };
+      }
+    }
+    return undefined;
+  }
+
+  private freeInView(network: IpamNetwork, family: Family, subnet: AllocatedSubnet): (value: bigint) => boolean {
+    const reserved = reservedValues(subnet);
+    return (value) => !reserved.has(value) && !this.view.isTaken(network.networkId, family, value);
+  }
+
+  /**
+   * Claims the lowest block nobody owns that has a free address, for `host`. False when there is none.
+   * Concurrent calls for one host wait for the claim under way and then look at their blocks again.
+   */
+  private claimFreeBlock(network: IpamNetwork, family: Family, host: string): Promise<boolean> {
+    const claimKey = `${network.networkId}|${family}|${host}`;
+    const underWay = this.blockClaims.get(claimKey);
+    if (underWay) return underWay;
+    const claiming = (async () => {
+      for (const { subnet, prefix } of subnetsOfFamily(network, family)) {
+        for (const block of blocksIn(network, blockArea(subnet, prefix))) {
+          if (this.view.blockHolder(blockKey(network.networkId, block)) || !this.candidateIn(network, family, [block])) continue;
+          if (await this.claimBlock(network, block, host)) return true;
+        }
+      }
+      return false;
+    })().finally(() => this.blockClaims.delete(claimKey));
+    this.blockClaims.set(claimKey, claiming);
+    return claiming;
+  }
+
+  /** Create-only on the block's key: two replicas never give one block to two hosts. */
+  private async claimBlock(network: IpamNetwork, block: Prefix, host: string): Promise<boolean> {
+    const key = blockKey(network.networkId, block);
+    const record: BlockRecord = { networkId: network.networkId, incarnation: network.incarnation, host, cidr: formatPrefix(block), ipv6: block.family === 6 };
+    const result = await this.store.claimBlock(key, record, this.view.freedRevision(key));
+    if (result.won) this.view.noteBlockHeld(key, record, result.revision);
+    else if (result.holder) this.view.noteBlockHeld(key, result.holder.value, result.holder.revision);
+    return result.won;
+  }
+
+  /** After a release: a block none of whose addresses is held goes back to the pool. */
+  private async returnBlockIfEmpty(network: IpamNetwork, address: Address): Promise<void> {
+    const home = subnetsOfFamily(network, address.family).find(({ prefix }) => contains(prefix, address));
+    const block = home && blockOf(network, home.subnet, home.prefix, address);
+    if (!block) return;
+    const key = blockKey(network.networkId, block);
+    const owned = this.view.blockHolder(key);
+    if (!owned || this.view.hasEndpointIn(network, block) || this.isPendingIn(network.networkId, block)) return;
+    if (await this.store.deleteRecord(key, owned.revision)) this.view.noteBlockFreed(key, owned.revision);
+  }
+
+  private isPendingIn(networkId: string, block: Prefix): boolean {
+    for (const key of this.pending) {
+      const [net, family, value] = key.split("|");
+      if (net === networkId && Number(family) === block.family && contains(block, { family: block.family, value: BigInt(value!) })) return true;
+    }
+    return false;
   }
 
   /**
@@ -224,17 +370,18 @@ export class AddressManager {
   private async claim(record: AddressRecord): Promise<boolean> {
     const key = addressKey(record.networkId, parseCidr(record.address).address);
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      if (await this.store.createRecord(key, record)) {
-        this.view.noteHeld(key, record);
+      const result = await this.store.claimRecord(key, record, this.view.freedRevision(key));
+      if (result.won) {
+        this.view.noteHeld(key, record, result.revision);
         return true;
       }
-      const holder = await this.store.getRecord(key);
-      if (holder && holder.value.incarnation === record.incarnation) {
-        this.view.noteHeld(key, holder.value);
-        return false;
-      }
-      if (holder && (await this.store.replaceRecord(key, record, holder.revision))) {
-        this.view.noteHeld(key, record);
+      const holder = result.holder;
+      if (!holder) continue;
+      this.view.noteHeld(key, holder.value, holder.revision);
+      if (holder.value.incarnation === record.incarnation) return false;
+      const revision = await this.store.replaceRecord(key, record, holder.revision);
+      if (revision !== undefined) {
+        this.view.noteHeld(key, record, revision);
         return true;
       }
     }
@@ -247,19 +394,34 @@ export class AddressManager {
    */
   private async bindEndpoint(network: IpamNetwork, endpointId: string, family: Family, claimed: AddressRecord): Promise<AddressRecord | undefined> {
     const key = endpointKey(network.networkId, endpointId, family);
-    if (await this.store.createRecord(key, claimed)) return claimed;
+    const revision = await this.store.createRecord(key, claimed);
+    if (revision !== undefined) {
+      this.rememberPointer(key, { value: claimed, revision });
+      return claimed;
+    }
     const pointer = await this.store.getRecord(key);
     if (pointer && pointer.value.address === claimed.address) return claimed;
     await this.releaseIfHeldBy(addressKey(network.networkId, parseCidr(claimed.address).address), endpointId);
     return undefined;
   }
 
+  private rememberPointer(key: string, pointer: Versioned<AddressRecord>): void {
+    this.pointers.set(key, pointer);
+    if (this.pointers.size > MAX_REMEMBERED_POINTERS) this.pointers.delete(this.pointers.keys().next().value!);
+  }
+
+  /** Deletes the address's key if `endpointId` holds it; the view's revision first, a read only if that is outdated. */
   private async releaseIfHeldBy(key: string, endpointId: string): Promise<void> {
+    let holder: Versioned<AddressRecord> | undefined = toVersioned(this.view.addressHolder(key));
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const holder = await this.store.getRecord(key);
+      if (attempt > 0 || !holder) holder = await this.store.getRecord(key);
       if (!holder || holder.value.endpointId !== endpointId || holder.value.kind !== AddressKind.ADDRESS_KIND_ENDPOINT) return;
       if (await this.store.deleteRecord(key, holder.revision)) {
-        this.view.noteFreed(key);
+        this.view.noteFreed(key, holder.revision);
+        const network = this.view.network(holder.value.networkId);
+        if (network?.hostBlocks && network.incarnation === holder.value.incarnation) {
+          await this.returnBlockIfEmpty(network, parseCidr(holder.value.address).address);
+        }
         return;
       }
     }
@@ -286,15 +448,21 @@ export class AddressManager {
     for (const key of keys) {
       const entry = await this.store.getRecord(key);
       if (entry && entry.value.incarnation !== currentIncarnation && (await this.store.deleteRecord(key, entry.revision))) {
-        this.view.noteFreed(key);
+        this.view.noteFreed(key, entry.revision);
+      }
+    }
+    for (const key of await this.store.listKeys(networkBlocksFilter(networkId))) {
+      const entry = await this.store.getBlock(key);
+      if (entry && entry.value.incarnation !== currentIncarnation && (await this.store.deleteRecord(key, entry.revision))) {
+        this.view.noteBlockFreed(key, entry.revision);
       }
     }
   }
 
-  private async readNetworkRecords(networkId: string): Promise<[string, AddressRecord][]> {
+  private async readNetworkRecords(networkId: string): Promise<Held<AddressRecord>[]> {
     const keys = await this.store.listKeys(networkAddressesFilter(networkId));
-    const entries = await Promise.all(keys.map(async (key) => [key, await this.store.getRecord(key)] as const));
-    return entries.flatMap(([key, entry]) => (entry ? [[key, entry.value] as [string, AddressRecord]] : []));
+    const entries = await Promise.all(keys.map(async (key) => ({ key, entry: await this.store.getRecord(key) })));
+    return entries.flatMap(({ key, entry }) => (entry ? [{ key, record: entry.value, revision: entry.revision }] : []));
   }
 }
 
@@ -303,7 +471,7 @@ function registerNetwork(
   current: IpamRegistry,
   request: AllocateSubnetsRequest,
   plans: SubnetPlan[],
-  incarnation: string,
+  fresh: IpamNetwork,
   proposedUla: Prefix,
 ): IpamRegistry | undefined {
   const existing = findNetwork(current, request.networkId);
@@ -315,7 +483,7 @@ function registerNetwork(
   const ula = current.ipv6UlaPrefix ? parsePrefix(current.ipv6UlaPrefix) : needsUla ? proposedUla : undefined;
   const subnets = assignSubnets(request.networkId, plans, request.withGateway, current, ula);
   return {
-    networks: [...current.networks, { networkId: request.networkId, incarnation, subnets }],
+    networks: [...current.networks, { ...fresh, subnets }],
     ipv6UlaPrefix: ula ? formatPrefix(ula) : "",
   };
 }
@@ -375,4 +543,27 @@ function refuseOtherStatic(held: AddressRecord, wanted: ResolvedAddress | undefi
 
 function answerFor(record: AddressRecord): AllocateAddressResponse {
   return { address: record.address, subnet: record.subnet };
+}
+
+function pendingKeyOf(networkId: string, family: Family, value: bigint): string {
+  return `${networkId}|${family}|${value}`;
+}
+
+function toVersioned<T>(held: Held<T> | undefined): Versioned<T> | undefined {
+  return held && { value: held.record, revision: held.revision };
+}
+
+/** Blocks with their owners, and the endpoints' addresses that no block of their own host covers. */
+export function listBlocksAnswer(blocks: BlockRecord[], endpoints: AddressRecord[], host: string): ListBlocksResponse {
+  const owned = blocks.map((block) => ({ block, prefix: parsePrefix(block.cidr) }));
+  const borrowed = endpoints.flatMap((record) => {
+    const { address } = parseCidr(record.address);
+    const covered = owned.some(({ block, prefix }) => block.host === record.host && contains(prefix, address));
+    return covered ? [] : [{ address: formatAddress(address), host: record.host, endpointId: record.endpointId, ipv6: record.ipv6 }];
+  });
+  const ofHost = <T extends { host: string }>(items: T[]) => (host ? items.filter((item) => item.host === host) : items);
+  return {
+    blocks: ofHost(owned.map(({ block }) => ({ cidr: block.cidr, host: block.host, ipv6: block.ipv6 }))).sort((a, b) => a.cidr.localeCompare(b.cidr)),
+    borrowed: ofHost(borrowed),
+  };
 }

@@ -32,6 +32,9 @@ export function ipamHandlers(manager: AddressManager): IpamServer {
     listAllocations: unary("listAllocations", (request) => ({ "network.id": request.networkId }), async (request) => ({
       allocations: await manager.listAllocations(request.networkId),
     })),
+    listBlocks: unary("listBlocks", (request) => ({ "network.id": request.networkId, host: request.host }), (request) =>
+      manager.listBlocks(request.networkId, request.host),
+    ),
   };
 }
 

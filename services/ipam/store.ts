@@ -1,11 +1,24 @@
+import { JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { codecOf } from "../../libs/bus/codec.js";
 import { getValue, isExistsError, isConflict, updateValue, type Versioned } from "../../libs/bus/kv.js";
-import { AddressRecord, IpamRegistry } from "../../libs/proto/gen/trellis/v1/ipam.js";
+import type { MessageCodec } from "../../libs/bus/codec.js";
+import { AddressRecord, BlockRecord, IpamRegistry } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { REGISTRY_KEY } from "./keys.js";
 
 const registryCodec = codecOf(IpamRegistry);
 export const addressCodec = codecOf(AddressRecord);
+export const blockCodec = codecOf(BlockRecord);
+
+/** JetStream's "wrong last sequence" and its variant for a subject it cannot look up. */
+const WRONG_LAST_SEQUENCE_UNKNOWN = 10164;
+
+function isWrongRevision(error: unknown): boolean {
+  return isExistsError(error) || (error instanceof JetStreamApiError && error.code === WRONG_LAST_SEQUENCE_UNKNOWN);
+}
+
+/** A conditional write's outcome: the new revision, or the live holder that made it fail. */
+export type ClaimResult<T> = { won: true; revision: number } | { won: false; holder: Versioned<T> | undefined };
 
 /**
  * IPAM's persistence in its KV bucket. Every write is conditional: `create` on absence (the server
@@ -30,24 +43,56 @@ export class IpamStore {
     return getValue(this.kv, addressCodec, key);
   }
 
+  async getBlock(key: string): Promise<Versioned<BlockRecord> | undefined> {
+    return getValue(this.kv, blockCodec, key);
+  }
+
+  claimRecord(key: string, record: AddressRecord, freedRevision = 0): Promise<ClaimResult<AddressRecord>> {
+    return this.claim(key, addressCodec, record, freedRevision);
+  }
+
+  claimBlock(key: string, record: BlockRecord, freedRevision = 0): Promise<ClaimResult<BlockRecord>> {
+    return this.claim(key, blockCodec, record, freedRevision);
+  }
+
+  /**
+   * Creates a key that is absent or deleted, in one round trip when `freedRevision` is right:
+   * 0 for a key never written, else the revision of its delete marker. (`kv.create` alone takes
+   * three round trips for a deleted key: a failed write, a read, a write.) Never overwrites a live value.
+   */
+  private async claim<T>(key: string, codec: MessageCodec<T>, value: T, freedRevision: number): Promise<ClaimResult<T>> {
+    const data = codec.encode(value);
+    let expected = freedRevision;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        return { won: true, revision: await this.kv.put(key, data, { previousSeq: expected }) };
+      } catch (error) {
+        if (!isWrongRevision(error)) throw new Error(`failed to create ${key}: ${(error as Error).message}`);
+      }
+      const entry = await this.kv.get(key);
+      if (entry?.operation === "PUT") return { won: false, holder: { value: codec.decode(entry.value), revision: entry.revision } };
+      // Absent, or a delete marker: the key is free, and writing it expects the marker's revision.
+      expected = entry?.revision ?? 0;
+    }
+    return { won: false, holder: undefined };
+  }
+
   /** True when this call created the key; false when someone holds it. */
-  async createRecord(key: string, record: AddressRecord): Promise<boolean> {
+  async createRecord(key: string, record: AddressRecord): Promise<number | undefined> {
     try {
-      await this.kv.create(key, addressCodec.encode(record));
-      return true;
+      return await this.kv.create(key, addressCodec.encode(record));
     } catch (error) {
-      if (isExistsError(error)) return false;
+      if (isExistsError(error)) return undefined;
       throw new Error(`failed to create ${key}: ${(error as Error).message}`);
     }
   }
 
-  /** False when the key changed since `revision` was read. */
-  async replaceRecord(key: string, record: AddressRecord, revision: number): Promise<boolean> {
+  /** The new revision, or undefined when the key changed since `revision` was read. */
+  async replaceRecord(key: string, record: AddressRecord, revision: number): Promise<number | undefined> {
     try {
-      await this.kv.update(key, addressCodec.encode(record), revision);
-      return true;
+      return await this.kv.update(key, addressCodec.encode(record), revision);
     } catch (error) {
-      if (isConflict(error)) return false;
+      if (isConflict(error)) return undefined;
       throw new Error(`failed to update ${key}: ${(error as Error).message}`);
     }
   }

@@ -1,26 +1,46 @@
 import type { KV, KvWatchEntry } from "@nats-io/kv";
-import { parseCidr, type Family } from "../../libs/ipmath/index.js";
-import { AddressRecord, IpamRegistry, type IpamNetwork } from "../../libs/proto/gen/trellis/v1/ipam.js";
+import { contains, parseCidr, parsePrefix, type Family, type Prefix } from "../../libs/ipmath/index.js";
+import { AddressKind, AddressRecord, BlockRecord, IpamRegistry, type IpamNetwork } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { familyOf } from "./allocator.js";
-import { isAddressKey, REGISTRY_KEY } from "./keys.js";
-import { addressCodec } from "./store.js";
+import { isAddressKey, isBlockKey, REGISTRY_KEY, viewedKeys } from "./keys.js";
+import { addressCodec, blockCodec } from "./store.js";
 
-/** The addresses of one network that the view believes held, by family. */
+/** A record as the view last saw it, with the revision a compare-and-set needs. */
+export interface Held<T> {
+  key: string;
+  record: T;
+  revision: number;
+}
+
+export interface OwnedBlock extends Held<BlockRecord> {
+  prefix: Prefix;
+}
+
+/** The addresses and blocks of one network that the view believes held. */
 interface NetworkHoldings {
   taken: Record<Family, Set<bigint>>;
   /** Per `${family}|${cidr}`: every usable address below this one is believed taken. */
   scanStart: Map<string, bigint>;
   /** Address keys by the endpoint that holds them. */
   keysByEndpoint: Map<string, Set<string>>;
+  /** Block keys of the network. */
+  blockKeys: Set<string>;
 }
 
+/** How long `start` waits for the first load at most: a bucket with no IPAM key yields nothing. */
+const FIRST_LOAD_TIMEOUT_MS = 2000;
+
 /**
- * An in-memory copy of the bucket, fed by a KV watch and by this replica's own writes. It is only a
- * hint to pick candidates fast: it may lag, and the KV server's create-only write is the arbiter.
+ * An in-memory copy of the bucket's registry, address and block keys, fed by a KV watch and by this
+ * replica's own writes. It is only a hint to pick candidates fast and to know the revision a write
+ * expects: it may lag, and the KV server's conditional write is the arbiter.
  */
 export class AllocationView {
   private registry = IpamRegistry.fromPartial({});
-  private readonly records = new Map<string, AddressRecord>();
+  private readonly addresses = new Map<string, Held<AddressRecord>>();
+  private readonly blocks = new Map<string, OwnedBlock>();
+  /** Revision of the delete marker of a freed address or block key: writing it again expects that revision. */
+  private readonly freedRevisions = new Map<string, number>();
   private readonly holdings = new Map<string, NetworkHoldings>();
   private stopped = false;
   private stopWatch: (() => void) | undefined;
@@ -33,11 +53,28 @@ export class AllocationView {
     this.registry = registry;
   }
 
-  noteHeld(key: string, record: AddressRecord): void {
-    const previous = this.records.get(key);
-    if (previous && isSameHolder(previous, record)) return;
-    this.noteFreed(key);
-    this.records.set(key, record);
+  /**
+   * What creating `key` again must expect: its delete marker's revision, or 0 when the view saw none.
+   * Never a live value's revision, which would let the write replace a holder.
+   */
+  freedRevision(key: string): number {
+    return this.freedRevisions.get(key) ?? 0;
+  }
+
+  blockHolder(key: string): OwnedBlock | undefined {
+    return this.blocks.get(key);
+  }
+
+  addressHolder(key: string): Held<AddressRecord> | undefined {
+    return this.addresses.get(key);
+  }
+
+  noteHeld(key: string, record: AddressRecord, revision: number): void {
+    const previous = this.addresses.get(key);
+    if ((previous && previous.revision >= revision) || (this.freedRevisions.get(key) ?? 0) > revision) return;
+    if (previous) this.forgetAddress(key, previous.record);
+    this.freedRevisions.delete(key);
+    this.addresses.set(key, { key, record, revision });
     const { family, value } = valueOf(record);
     const holdings = this.holdingsOf(record.networkId);
     holdings.taken[family].add(value);
@@ -45,19 +82,29 @@ export class AllocationView {
     holdings.keysByEndpoint.set(record.endpointId, keys.add(key));
   }
 
-  noteFreed(key: string): void {
-    const record = this.records.get(key);
-    if (!record) return;
-    this.records.delete(key);
-    const { family, value } = valueOf(record);
-    const holdings = this.holdingsOf(record.networkId);
-    holdings.taken[family].delete(value);
-    const keys = holdings.keysByEndpoint.get(record.endpointId);
-    keys?.delete(key);
-    if (keys?.size === 0) holdings.keysByEndpoint.delete(record.endpointId);
-    for (const [scanKey, start] of holdings.scanStart) {
-      if (scanKey.startsWith(`${family}|`) && value < start) holdings.scanStart.set(scanKey, value);
+  noteFreed(key: string, revision: number): void {
+    const previous = this.addresses.get(key);
+    if (previous && previous.revision > revision) return;
+    if (previous) this.forgetAddress(key, previous.record);
+    this.freedRevisions.set(key, Math.max(revision, this.freedRevisions.get(key) ?? 0));
+  }
+
+  noteBlockHeld(key: string, record: BlockRecord, revision: number): void {
+    const previous = this.blocks.get(key);
+    if ((previous && previous.revision >= revision) || (this.freedRevisions.get(key) ?? 0) > revision) return;
+    this.freedRevisions.delete(key);
+    this.blocks.set(key, { key, record, revision, prefix: parsePrefix(record.cidr) });
+    this.holdingsOf(record.networkId).blockKeys.add(key);
+  }
+
+  noteBlockFreed(key: string, revision: number): void {
+    const previous = this.blocks.get(key);
+    if (previous && previous.revision > revision) return;
+    if (previous) {
+      this.blocks.delete(key);
+      this.holdingsOf(previous.record.networkId).blockKeys.delete(key);
     }
+    this.freedRevisions.set(key, Math.max(revision, this.freedRevisions.get(key) ?? 0));
   }
 
   isTaken(networkId: string, family: Family, value: bigint): boolean {
@@ -72,24 +119,50 @@ export class AllocationView {
     this.holdingsOf(networkId).scanStart.set(`${family}|${cidr}`, start);
   }
 
-  recordsOfEndpoint(networkId: string, endpointId: string): [string, AddressRecord][] {
+  recordsOfEndpoint(networkId: string, endpointId: string): Held<AddressRecord>[] {
     const keys = this.holdingsOf(networkId).keysByEndpoint.get(endpointId) ?? new Set<string>();
-    return [...keys].flatMap((key) => {
-      const record = this.records.get(key);
-      return record ? [[key, record] as [string, AddressRecord]] : [];
+    return [...keys].flatMap((key) => this.addresses.get(key) ?? []);
+  }
+
+  /** The network's blocks of one family, current incarnation only, lowest first. */
+  blocksOf(network: IpamNetwork, family: Family): OwnedBlock[] {
+    return [...this.holdingsOf(network.networkId).blockKeys]
+      .flatMap((key) => this.blocks.get(key) ?? [])
+      .filter((block) => block.record.incarnation === network.incarnation && familyOf(block.record.ipv6) === family)
+      .sort((a, b) => (a.prefix.network < b.prefix.network ? -1 : 1));
+  }
+
+  /** Whether some endpoint of the network's current incarnation holds an address inside `block`. */
+  hasEndpointIn(network: IpamNetwork, block: Prefix): boolean {
+    for (const keys of this.holdingsOf(network.networkId).keysByEndpoint.values()) {
+      for (const key of keys) {
+        const held = this.addresses.get(key)?.record;
+        if (!held || held.kind !== AddressKind.ADDRESS_KIND_ENDPOINT || held.incarnation !== network.incarnation) continue;
+        if (contains(block, parseCidr(held.address).address)) return true;
+      }
+    }
+    return false;
+  }
+
+  /** Replaces what the view holds for one network's addresses with what the bucket holds (after a full scan). */
+  resetAddresses(networkId: string, held: Held<AddressRecord>[]): void {
+    const holdings = this.holdingsOf(networkId);
+    for (const keys of holdings.keysByEndpoint.values()) for (const key of keys) this.addresses.delete(key);
+    holdings.keysByEndpoint.clear();
+    holdings.taken = { 4: new Set(), 6: new Set() };
+    holdings.scanStart.clear();
+    for (const entry of held) this.noteHeld(entry.key, entry.record, entry.revision);
+  }
+
+  /** Follows the bucket until `stop`; resolves once the bucket's current content is loaded. */
+  start(kv: KV): Promise<void> {
+    return new Promise((loaded) => {
+      const timer = setTimeout(loaded, FIRST_LOAD_TIMEOUT_MS);
+      void this.followBucket(kv, () => {
+        clearTimeout(timer);
+        loaded();
+      });
     });
-  }
-
-  /** Replaces what the view holds for one network with what the bucket holds (after a full scan). */
-  resetNetwork(networkId: string, held: [string, AddressRecord][]): void {
-    for (const keys of this.holdingsOf(networkId).keysByEndpoint.values()) for (const key of keys) this.records.delete(key);
-    this.holdings.delete(networkId);
-    for (const [key, record] of held) this.noteHeld(key, record);
-  }
-
-  /** Follows the bucket until `stop`; a watch that ends (server restart) is opened again. */
-  start(kv: KV): void {
-    void this.followBucket(kv);
   }
 
   stop(): void {
@@ -97,13 +170,18 @@ export class AllocationView {
     this.stopWatch?.();
   }
 
-  private async followBucket(kv: KV): Promise<void> {
+  /** A watch that ends (server restart) is opened again. */
+  private async followBucket(kv: KV, loaded: () => void): Promise<void> {
     while (!this.stopped) {
       try {
-        const watcher = await kv.watch({ key: ">" });
+        if ((await kv.status()).values === 0) loaded();
+        const watcher = await kv.watch({ key: viewedKeys() });
         this.stopWatch = () => watcher.stop();
         if (this.stopped) watcher.stop();
-        for await (const entry of watcher) this.apply(entry);
+        for await (const entry of watcher) {
+          this.apply(entry);
+          if (entry.isUpdate || entry.delta === 0) loaded();
+        }
       } catch {
         // The bucket is unreachable for now (server restarting): the view only lags, try again.
       }
@@ -116,23 +194,35 @@ export class AllocationView {
     if (entry.key === REGISTRY_KEY) {
       this.registry = removed ? IpamRegistry.fromPartial({}) : IpamRegistry.decode(entry.value);
     } else if (isAddressKey(entry.key)) {
-      if (removed) this.noteFreed(entry.key);
-      else this.noteHeld(entry.key, addressCodec.decode(entry.value));
+      if (removed) this.noteFreed(entry.key, entry.revision);
+      else this.noteHeld(entry.key, addressCodec.decode(entry.value), entry.revision);
+    } else if (isBlockKey(entry.key)) {
+      if (removed) this.noteBlockFreed(entry.key, entry.revision);
+      else this.noteBlockHeld(entry.key, blockCodec.decode(entry.value), entry.revision);
+    }
+  }
+
+  private forgetAddress(key: string, record: AddressRecord): void {
+    this.addresses.delete(key);
+    const { family, value } = valueOf(record);
+    const holdings = this.holdingsOf(record.networkId);
+    holdings.taken[family].delete(value);
+    const keys = holdings.keysByEndpoint.get(record.endpointId);
+    keys?.delete(key);
+    if (keys?.size === 0) holdings.keysByEndpoint.delete(record.endpointId);
+    for (const [scanKey, start] of holdings.scanStart) {
+      if (scanKey.startsWith(`${family}|`) && value < start) holdings.scanStart.set(scanKey, value);
     }
   }
 
   private holdingsOf(networkId: string): NetworkHoldings {
     let holdings = this.holdings.get(networkId);
     if (!holdings) {
-      holdings = { taken: { 4: new Set(), 6: new Set() }, scanStart: new Map(), keysByEndpoint: new Map() };
+      holdings = { taken: { 4: new Set(), 6: new Set() }, scanStart: new Map(), keysByEndpoint: new Map(), blockKeys: new Set() };
       this.holdings.set(networkId, holdings);
     }
     return holdings;
   }
-}
-
-function isSameHolder(a: AddressRecord, b: AddressRecord): boolean {
-  return a.incarnation === b.incarnation && a.endpointId === b.endpointId && a.kind === b.kind;
 }
 
 function valueOf(record: AddressRecord): { family: Family; value: bigint } {
