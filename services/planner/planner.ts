@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import ipaddr from "ipaddr.js";
+import { contains, formatAddress, overlaps, parseAddress, parseCidr, parsePrefix } from "../../libs/ipmath/index.js";
 import { ParentKind, type Endpoint, type EndpointSpec, type Network, type NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
 import type { IpamClient } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../../libs/grpc/status-error.js";
@@ -29,6 +30,7 @@ export class Planner {
       const networks = await this.store.listNetworks();
       if (networks.some((n) => n.name === spec.name)) throw alreadyExists(`network with name ${spec.name} already exists`);
       checkSharedParent(validated, networks);
+      checkSubnetsFree(validated, networks);
       const id = randomBytes(16).toString("hex");
       const allocated = await callUnary(this.ipam.allocateSubnets.bind(this.ipam), {
         networkId: id,
@@ -97,6 +99,7 @@ export class Planner {
       }
       await this.requireHost(spec.host);
       checkStaticAddresses(network, spec);
+      checkAddressesFree(network, spec, await this.store.listEndpoints());
       const id = randomBytes(16).toString("hex");
       const addresses = await this.allocateAddresses(network, id, spec);
       const endpoint: Endpoint = {
@@ -208,9 +211,30 @@ function checkSharedParent(validated: ValidatedNetwork, networks: Network[]): vo
   }
 }
 
+/**
+ * IPAM refuses an overlap too, but only the planner knows the other network's name, which is what the
+ * user needs to hear. Subnets are unique cluster-wide: hosts on one segment would otherwise collide.
+ */
+function checkSubnetsFree(validated: ValidatedNetwork, networks: Network[]): void {
+  for (const wanted of validated.subnets.filter((s) => s.cidr !== "")) {
+    const prefix = parsePrefix(wanted.cidr);
+    for (const network of networks) {
+      const clash = network.subnets.find((s) => overlaps(prefix, parsePrefix(s.cidr)));
+      if (clash) {
+        throw failedPrecondition(
+          `subnet ${wanted.cidr} overlaps subnet ${clash.cidr} of network ${network.name} (parent ${network.parent?.name}): subnets must not overlap across networks; choose another --subnet`,
+        );
+      }
+    }
+  }
+}
+
 function checkStaticAddresses(network: Network, spec: EndpointSpec): void {
-  if (spec.ipv4 && !ipaddr.IPv4.isValidFourPartDecimal(spec.ipv4)) {
-    throw invalidArgument(`invalid --ip "${spec.ipv4}": expected an IPv4 address such as 192.168.1.10`);
+  if (spec.ipv4) {
+    if (!ipaddr.IPv4.isValidFourPartDecimal(spec.ipv4)) {
+      throw invalidArgument(`invalid --ip "${spec.ipv4}": expected an IPv4 address such as 192.168.1.10`);
+    }
+    checkInSubnet(network, "--ip", spec.ipv4, false);
   }
   if (spec.ipv6) {
     if (!ipaddr.IPv6.isValid(spec.ipv6)) {
@@ -218,6 +242,33 @@ function checkStaticAddresses(network: Network, spec: EndpointSpec): void {
     }
     if (!network.ipv6) {
       throw invalidArgument(`network ${network.name} has no IPv6 subnet, so --ip6 ${spec.ipv6} cannot be used; create the network with --ipv6`);
+    }
+    checkInSubnet(network, "--ip6", spec.ipv6, true);
+  }
+}
+
+function checkInSubnet(network: Network, flag: string, text: string, ipv6: boolean): void {
+  const address = parseAddress(text);
+  const subnets = network.subnets.filter((s) => s.ipv6 === ipv6).map((s) => s.cidr);
+  if (!subnets.some((cidr) => contains(parsePrefix(cidr), address))) {
+    throw invalidArgument(
+      `${flag} ${text} is outside every ${ipv6 ? "IPv6" : "IPv4"} subnet of network ${network.name} (${subnets.join(", ")}): choose an address in one of them`,
+    );
+  }
+}
+
+/** IPAM would refuse an address in use too, but by endpoint id; the user knows containers by name. */
+function checkAddressesFree(network: Network, spec: EndpointSpec, endpoints: Endpoint[]): void {
+  for (const [flag, text] of [["--ip", spec.ipv4], ["--ip6", spec.ipv6]] as const) {
+    if (!text) continue;
+    const wanted = formatAddress(parseAddress(text));
+    const holder = endpoints.find(
+      (e) => e.networkId === network.id && e.addresses.some((cidr) => formatAddress(parseCidr(cidr).address) === wanted),
+    );
+    if (holder) {
+      throw alreadyExists(
+        `${flag} ${wanted} is already in use by container ${holder.container} on network ${network.name}; choose another address, or leave ${flag} out to get a free one`,
+      );
     }
   }
 }
