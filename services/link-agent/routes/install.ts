@@ -14,6 +14,9 @@ const desiredCodec = codecOf(HostDesiredState);
 /** A host silent for longer than this has its routes withdrawn everywhere (restored when it returns). */
 export const DEFAULT_STALE_AFTER_MS = 10_000;
 
+/** Route requests outstanding at once on the netlink socket. */
+const IN_FLIGHT = 64;
+
 export interface InstallerOptions {
   host: string;
   role: "host" | "upstream";
@@ -162,15 +165,17 @@ export class RouteInstaller {
 
   private async pass(): Promise<void> {
     const belief = this.belief();
-    const kernel = [...(await this.nl.listRoutes(4)), ...(await this.nl.listRoutes(6))];
-    const changes = routeChanges(kernel, belief.routes);
+    // One dump of both families.
+    const changes = routeChanges(await this.nl.listRoutes(), belief.routes);
     this.report(belief, changes.blocked);
-    // Independent routes: sent together, so that the kernel, not the round trips, sets the pace.
-    await Promise.all([
-      ...changes.remove.map((route) => this.apply("remove", route, () => this.nl.deleteRoute(route))),
-      ...changes.replace.map((route) => this.apply("replace", route, () => this.nl.replaceRoute(route))),
-      ...changes.add.map((route) => this.apply("add", route, () => this.nl.addRoute(route))),
-    ]);
+    const work = [
+      ...changes.remove.map((route) => () => this.apply("remove", route, () => this.nl.deleteRoute(route))),
+      ...changes.replace.map((route) => () => this.apply("replace", route, () => this.nl.replaceRoute(route))),
+      ...changes.add.map((route) => () => this.apply("add", route, () => this.nl.addRoute(route))),
+    ];
+    // Independent routes go out IN_FLIGHT at a time, so that the kernel rather than round trips sets the
+    // pace, without overflowing the socket's receive buffer with acknowledgements.
+    for (let i = 0; i < work.length; i += IN_FLIGHT) await Promise.all(work.slice(i, i + IN_FLIGHT).map((call) => call()));
     this.applied = belief.routes;
   }
 

@@ -1,0 +1,197 @@
+// Route distribution, measured on this machine's own kernel in one run:
+// (a) programming rate: one announcement of M prefixes installed by a Trellis route installer into one
+//     namespace, next to `ip -batch` installing the same routes into another;
+// (b) convergence: N installers (each its own namespace, all in this process) and 100 announcements,
+//     each adding one prefix: time from the KV put until every namespace's kernel has the route
+//     (seen by `ip -timestamp monitor route` in each namespace), p50/p99.
+// Usage: node dist/bench/routes.js [--routes M] [--announcements K]
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import type { KV } from "@nats-io/kv";
+import { connectBus, openBucket } from "../libs/bus/connection.js";
+import { codecOf } from "../libs/bus/codec.js";
+import { Buckets } from "../libs/bus/subjects.js";
+import { createNamespace, deleteNamespace } from "../libs/netlink/index.js";
+import { RouteAnnouncement } from "../libs/proto/gen/trellis/v1/routes.js";
+import { HostDesiredState, HostRecord } from "../libs/proto/gen/trellis/v1/state.js";
+import { RouteInstaller } from "../services/link-agent/routes/install.js";
+import { startNatsServer } from "../test/support/nats-server.js";
+
+const NETWORK = "l3net";
+const ANNOUNCER = "h0";
+const NEXT_HOP = "192.168.77.12";
+const LEVELS = [10, 100];
+
+interface Buckets3 {
+  routes: KV;
+  hosts: KV;
+  desired: KV;
+}
+
+const desiredCodec = codecOf(HostDesiredState);
+const announcementCodec = codecOf(RouteAnnouncement);
+const hostCodec = codecOf(HostRecord);
+const namespaces: string[] = [];
+
+/** 10.2.0.0 + i as a /32: distinct prefixes, as many as needed. */
+function prefix(i: number): string {
+  return `10.${2 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}/32`;
+}
+
+async function underlayNamespace(tag: string): Promise<string> {
+  const name = `trb-${tag}-${randomBytes(3).toString("hex")}`;
+  await createNamespace(name);
+  namespaces.push(name);
+  execFileSync("ip", ["-n", name, "-batch", "-"], {
+    input: ["link add ul0 type veth peer name ul1", "addr add 192.168.77.1/24 dev ul0", "link set ul1 up", "link set ul0 up"].join("\n"),
+  });
+  return name;
+}
+
+function desiredOf(host: string, addresses: string[]): HostDesiredState {
+  return {
+    host,
+    networks: [{ id: NETWORK, name: NETWORK, driver: "ipvlan", mode: "l3", flag: "bridge", subnets: [], internal: false, ipv6: false, notes: [], createdAt: "", traceparent: "" }],
+    endpoints: addresses.map((address, i) => ({
+      id: `${host}-${i}`, networkId: NETWORK, networkName: NETWORK, container: `${host}-${i}`, host, netns: "", ifname: "eth0", addresses: [address], routes: [], createdAt: "", traceparent: "",
+    })),
+  };
+}
+
+async function announce(buckets: Buckets3, prefixes: string[]): Promise<void> {
+  const announcement = { host: ANNOUNCER, nextHop: NEXT_HOP, prefixes: prefixes.map((p) => ({ networkId: NETWORK, prefix: p })), generation: 1, announcedAt: "" };
+  await buckets.routes.put(ANNOUNCER, announcementCodec.encode(announcement));
+}
+
+async function heartbeat(buckets: Buckets3): Promise<void> {
+  await buckets.hosts.put(ANNOUNCER, hostCodec.encode({ host: ANNOUNCER, address: NEXT_HOP, role: "host", heartbeatAt: new Date().toISOString(), missingLinkKinds: [] }));
+}
+
+function startInstaller(buckets: Buckets3, host: string, netns: string): Promise<RouteInstaller> {
+  return RouteInstaller.start(buckets, { host, role: "host", netns, staleAfterMs: 10_000, resyncMs: 60_000, log: (line) => console.error(`  ${host}: ${line}`) });
+}
+
+function trellisRouteCount(netns: string): number {
+  return execFileSync("ip", ["-n", netns, "route", "show", "proto", "210"], { encoding: "utf8" }).split("\n").filter(Boolean).length;
+}
+
+/** (a) Routes per second: the installer (KV put → every route in the kernel) and `ip -batch`. */
+async function programmingRate(buckets: Buckets3, count: number): Promise<{ trellis: number; ipBatch: number }> {
+  const prefixes = Array.from({ length: count }, (_, i) => prefix(i));
+  const trellisNs = await underlayNamespace("rate");
+  const installer = await startInstaller(buckets, "rate", trellisNs);
+  await buckets.desired.put("rate", desiredCodec.encode(desiredOf("rate", [])));
+  const started = performance.now();
+  await announce(buckets, prefixes);
+  while (installer.believed().size < count) await new Promise((resolve) => setImmediate(resolve));
+  await installer.settled();
+  const trellisSeconds = (performance.now() - started) / 1000;
+  if (trellisRouteCount(trellisNs) !== count) throw new Error(`failed to install ${count} routes with trellis: ${trellisRouteCount(trellisNs)} in the kernel`);
+  await installer.stop();
+
+  const batchNs = await underlayNamespace("batch");
+  const dir = mkdtempSync(join(tmpdir(), "trellis-bench-"));
+  const file = join(dir, "routes.batch");
+  writeFileSync(file, prefixes.map((p) => `route add ${p} via ${NEXT_HOP} proto 210`).join("\n") + "\n");
+  const batchStarted = performance.now();
+  execFileSync("ip", ["-n", batchNs, "-batch", file]);
+  const batchSeconds = (performance.now() - batchStarted) / 1000;
+  rmSync(dir, { recursive: true, force: true });
+  if (trellisRouteCount(batchNs) !== count) throw new Error(`failed to install ${count} routes with ip -batch`);
+  return { trellis: count / trellisSeconds, ipBatch: count / batchSeconds };
+}
+
+/** Wall-clock ms at which `ip -timestamp monitor route` in `netns` saw each added destination. */
+function monitorRoutes(netns: string, seen: (dst: string, atMs: number) => void): ChildProcess {
+  const child = spawn("ip", ["-n", netns, "-timestamp", "monitor", "route"], { stdio: ["ignore", "pipe", "ignore"] });
+  let pending = "";
+  let stamp = 0;
+  child.stdout!.on("data", (chunk: Buffer) => {
+    pending += chunk.toString();
+    const lines = pending.split("\n");
+    pending = lines.pop()!;
+    for (const line of lines) {
+      // "Timestamp: Sun Nov 22 21:40:01 2026 123456 usec", then the route line(s) it stamps.
+      const time = /^Timestamp: (.+) (\d+) (\d+) usec$/.exec(line);
+      if (time) stamp = Date.parse(`${time[1]} ${time[2]}`) + Number(time[3]) / 1000;
+      else if (/^10\.\S+ via /.test(line)) seen(`${line.split(" ")[0]}/32`, stamp);
+    }
+  });
+  return child;
+}
+
+/** (b) N installers; each of `announcements` puts adds one prefix; time until every kernel has it. */
+async function convergence(buckets: Buckets3, agents: number, announcements: number): Promise<{ p50: number; p99: number }> {
+  const hosts = Array.from({ length: agents }, (_, i) => `n${agents}-${i}`);
+  const nets = await Promise.all(hosts.map((host) => underlayNamespace(host.replace("-", ""))));
+  await Promise.all(hosts.map((host) => buckets.desired.put(host, desiredCodec.encode(desiredOf(host, [])))));
+  await announce(buckets, []);
+  const installers = await Promise.all(hosts.map((host, i) => startInstaller(buckets, host, nets[i])));
+  const arrivals = new Map<string, number[]>();
+  const monitors = nets.map((netns) => monitorRoutes(netns, (dst, at) => arrivals.set(dst, [...(arrivals.get(dst) ?? []), at])));
+  await new Promise((resolve) => setTimeout(resolve, 500));
+
+  const base = 50_000 * agents;
+  const announced: string[] = [];
+  const latencies: number[] = [];
+  for (let k = 0; k < announcements; k++) {
+    const dst = prefix(base + k);
+    announced.push(dst);
+    const putAt = Date.now();
+    await announce(buckets, announced);
+    const deadline = putAt + 10_000;
+    while ((arrivals.get(dst)?.length ?? 0) < agents) {
+      if (Date.now() > deadline) throw new Error(`failed to converge on ${dst}: ${arrivals.get(dst)?.length ?? 0} of ${agents} kernels have it after 10 s`);
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    latencies.push(Math.max(...arrivals.get(dst)!) - putAt);
+  }
+  monitors.forEach((monitor) => monitor.kill());
+  await Promise.all(installers.map((installer) => installer.stop()));
+  latencies.sort((a, b) => a - b);
+  return { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99) };
+}
+
+function percentile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { routes: { type: "string" }, announcements: { type: "string" } } });
+  const routeCount = Number(values.routes ?? 5000);
+  const announcements = Number(values.announcements ?? 100);
+  const nats = await startNatsServer();
+  const nc = await connectBus({ servers: nats.url, name: "bench-routes" });
+  try {
+    const [routes, hosts, desired] = await Promise.all([Buckets.routes, Buckets.hosts, Buckets.desired].map((b) => openBucket(nc, b)));
+    const buckets = { routes, hosts, desired };
+    // What IPAM gave the announcer: every prefix either part announces.
+    const granted = [...Array.from({ length: routeCount }, (_, i) => prefix(i)), ...LEVELS.flatMap((n) => Array.from({ length: announcements }, (_, k) => prefix(50_000 * n + k)))];
+    await buckets.desired.put(ANNOUNCER, desiredCodec.encode(desiredOf(ANNOUNCER, granted)));
+    await heartbeat(buckets);
+    const heartbeats = setInterval(() => heartbeat(buckets).catch((error: Error) => console.error(`failed to heartbeat: ${error.message}`)), 2000);
+
+    const rate = await programmingRate(buckets, routeCount);
+    console.log(`(a) ${routeCount} routes into a namespace: trellis ${rate.trellis.toFixed(0)}/s, ip -batch ${rate.ipBatch.toFixed(0)}/s`);
+    const results = new Map<number, { p50: number; p99: number }>();
+    for (const agents of LEVELS) {
+      const result = await convergence(buckets, agents, announcements);
+      results.set(agents, result);
+      console.log(`(b) N=${agents} installers, ${announcements} announcements: convergence p50 ${result.p50.toFixed(1)} ms, p99 ${result.p99.toFixed(1)} ms`);
+    }
+    clearInterval(heartbeats);
+    console.log(
+      `routes: trellis ${rate.trellis.toFixed(0)}/s, ip-batch ${rate.ipBatch.toFixed(0)}/s, ratio ${(rate.trellis / rate.ipBatch).toFixed(2)}, convergence p99 N=100 ${results.get(100)!.p99.toFixed(0)} ms`,
+    );
+  } finally {
+    await nc.close();
+    await nats.stop();
+    for (const name of namespaces) await deleteNamespace(name).catch(() => undefined);
+  }
+}
+
+await main();
