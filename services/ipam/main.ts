@@ -2,6 +2,7 @@ import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { connectBus, openBucket } from "../../libs/bus/connection.js";
 import { Buckets } from "../../libs/bus/subjects.js";
 import { IpamService } from "../../libs/proto/gen/trellis/v1/ipam.js";
+import { LeakCollector, type LeakCollectionOptions } from "./collector.js";
 import { AddressManager } from "./manager.js";
 import { ipamHandlers } from "./server.js";
 import { IpamStore } from "./store.js";
@@ -13,6 +14,11 @@ export interface IpamServiceOptions {
   listen: string;
   /** Where the `ready` line goes; stdout by default (the lab waits for it there). */
   log?: (line: string) => void;
+  /**
+   * Releases allocations whose endpoint or host is gone. Off when absent: it trusts the planner's
+   * endpoints bucket and the agents' heartbeats, which a bare IPAM (tests, the bench) does not have.
+   */
+  collectLeaks?: LeakCollectionOptions;
 }
 
 export interface RunningIpamService {
@@ -29,14 +35,20 @@ export async function startIpamService(options: IpamServiceOptions): Promise<Run
     const view = new AllocationView();
     // Serving before the view is loaded would only make the first calls collide on taken addresses.
     await view.start(kv);
+    const manager = new AddressManager(new IpamStore(kv), view);
+    const collector = options.collectLeaks
+      ? new LeakCollector(manager, view, { endpoints: await openBucket(nc, Buckets.endpoints), hosts: await openBucket(nc, Buckets.hosts) }, options.collectLeaks)
+      : undefined;
+    collector?.start((error) => log(`failed to collect leaked allocations: ${error.message}`));
     const server = new Server();
-    server.addService(IpamService, ipamHandlers(new AddressManager(new IpamStore(kv), view)));
+    server.addService(IpamService, ipamHandlers(manager));
     const port = await bind(server, options.listen);
     const address = `${hostOf(options.listen)}:${port}`;
     log(`ipam ready on ${address} (nats ${options.natsUrl})`);
     return {
       address,
       async stop() {
+        await collector?.stop();
         view.stop();
         await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
         await nc.drain();

@@ -35,7 +35,7 @@ import { aborted, alreadyExists, invalidArgument, notFound, resourceExhausted } 
 import { blockArea, blockOf, blocksIn, boundsInBlock, resolveHostBlocks } from "./blocks.js";
 import { addressKey, blockKey, endpointKey, networkAddressesFilter, networkBlocksFilter, networkEndpointsFilter } from "./keys.js";
 import type { IpamStore } from "./store.js";
-import type { AllocationView, Held } from "./view.js";
+import type { AllocationView, Held, OwnedBlock } from "./view.js";
 
 /** How often one step gives way to a concurrent writer before it reports ABORTED. */
 const MAX_ATTEMPTS = 20;
@@ -353,6 +353,14 @@ export class AddressManager {
     const owned = this.view.blockHolder(key);
     if (!owned || this.view.hasEndpointIn(network, block) || this.isPendingIn(network.networkId, block)) return;
     if (await this.store.deleteRecord(key, owned.revision)) this.view.noteBlockFreed(key, owned.revision);
+  }
+
+  /** The leak collector's way to return a block it saw empty twice. */
+  async returnBlockIfStillEmpty(block: OwnedBlock): Promise<void> {
+    const network = this.view.network(block.record.networkId);
+    if (!network || network.incarnation !== block.record.incarnation) return;
+    if (this.view.hasEndpointIn(network, block.prefix) || this.isPendingIn(network.networkId, block.prefix)) return;
+    if (await this.store.deleteRecord(block.key, block.revision)) this.view.noteBlockFreed(block.key, block.revision);
   }
 
   private isPendingIn(networkId: string, block: Prefix): boolean {

@@ -144,6 +144,21 @@ export class AllocationView {
     return false;
   }
 
+  /** Every endpoint's address of a registered network's current incarnation. */
+  *endpointAddresses(): Generator<Held<AddressRecord>> {
+    for (const held of this.addresses.values()) {
+      if (held.record.kind === AddressKind.ADDRESS_KIND_ENDPOINT && this.network(held.record.networkId)?.incarnation === held.record.incarnation) yield held;
+    }
+  }
+
+  /** Blocks of registered networks in which no endpoint holds an address. */
+  emptyBlocks(): OwnedBlock[] {
+    return [...this.blocks.values()].filter((block) => {
+      const network = this.network(block.record.networkId);
+      return network?.incarnation === block.record.incarnation && !this.hasEndpointIn(network, block.prefix);
+    });
+  }
+
   /** Replaces what the view holds for one network's addresses with what the bucket holds (after a full scan). */
   resetAddresses(networkId: string, held: Held<AddressRecord>[]): void {
     const holdings = this.holdingsOf(networkId);

@@ -1,0 +1,85 @@
+import type { KV } from "@nats-io/kv";
+import { codecOf } from "../../libs/bus/codec.js";
+import { listValues } from "../../libs/bus/kv.js";
+import { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
+import { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
+import type { AddressManager } from "./manager.js";
+import type { AllocationView } from "./view.js";
+
+export interface LeakCollectionOptions {
+  /** How long an allocation must stay gone between the two sightings that release it. */
+  graceMs: number;
+  /** A host whose heartbeat is older than this (or that has none) is gone. */
+  hostTimeoutMs: number;
+  /** Time between sweeps. */
+  intervalMs: number;
+}
+
+/** What the collector reads to decide that an allocation still has an owner. */
+export interface Liveness {
+  endpoints: KV;
+  hosts: KV;
+}
+
+const endpointCodec = codecOf(Endpoint);
+const hostCodec = codecOf(HostRecord);
+
+/** One sighting of something gone: by revision, so that a rewritten key starts over. */
+interface Sighting {
+  revision: number;
+  at: number;
+}
+
+/**
+ * Releases allocations whose endpoint (in the planner's endpoints bucket) or host (in the hosts'
+ * heartbeats) is gone, and per-host blocks left empty, once seen so twice a grace period apart.
+ * The release itself is a compare-and-set like any other, so replicas may all run a collector.
+ */
+export class LeakCollector {
+  private readonly sightings = new Map<string, Sighting>();
+  private timer: NodeJS.Timeout | undefined;
+  private sweeping: Promise<void> | undefined;
+
+  constructor(
+    private readonly manager: AddressManager,
+    private readonly view: AllocationView,
+    private readonly liveness: Liveness,
+    private readonly options: LeakCollectionOptions,
+  ) {}
+
+  start(onError: (error: Error) => void): void {
+    this.timer = setInterval(() => {
+      this.sweeping ??= this.sweep().catch(onError).finally(() => (this.sweeping = undefined));
+    }, this.options.intervalMs);
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.sweeping;
+  }
+
+  /** One pass; a bucket that cannot be read ends it without releasing anything. */
+  async sweep(now = Date.now()): Promise<void> {
+    const liveEndpoints = new Set((await listValues(this.liveness.endpoints, endpointCodec)).map((endpoint) => endpoint.id));
+    const heartbeats = new Map((await listValues(this.liveness.hosts, hostCodec)).map((host) => [host.host, Date.parse(host.heartbeatAt)]));
+    const hostLives = (host: string) => now - (heartbeats.get(host) ?? Number.NEGATIVE_INFINITY) <= this.options.hostTimeoutMs;
+    const seen = new Set<string>();
+    for (const { key, record, revision } of this.view.endpointAddresses()) {
+      if (liveEndpoints.has(record.endpointId) && hostLives(record.host)) continue;
+      seen.add(key);
+      if (this.isSecondSighting(key, revision, now)) await this.manager.releaseAddresses(record.networkId, record.endpointId);
+    }
+    for (const block of this.view.emptyBlocks()) {
+      seen.add(block.key);
+      if (this.isSecondSighting(block.key, block.revision, now)) await this.manager.returnBlockIfStillEmpty(block);
+    }
+    for (const key of this.sightings.keys()) if (!seen.has(key)) this.sightings.delete(key);
+  }
+
+  private isSecondSighting(key: string, revision: number, now: number): boolean {
+    const first = this.sightings.get(key);
+    if (first && first.revision === revision) return now - first.at >= this.options.graceMs;
+    this.sightings.set(key, { revision, at: now });
+    return false;
+  }
+}
