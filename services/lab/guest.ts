@@ -35,10 +35,15 @@ interface RunningService {
 
 const startedAt = Date.now();
 
+/** Lines the host tells apart from the script's output by the marker guest-init.sh was given. */
+function tell(kind: "note" | "error", message: string): void {
+  for (const line of message.split("\n")) console.log(`${process.env.LAB_MARK} ${kind} ${line}`);
+}
+
 async function main(configPath: string): Promise<number> {
   const config = JSON.parse(readFileSync(configPath, "utf8")) as GuestConfig;
   const note = (message: string): void => {
-    if (config.verbose) console.error(`lab: ${message} (${((Date.now() - startedAt) / 1000).toFixed(1)} s)`);
+    if (config.verbose) tell("note", `${message} (${((Date.now() - startedAt) / 1000).toFixed(1)} s)`);
   };
   const services: RunningService[] = [];
   try {
@@ -54,7 +59,7 @@ async function main(configPath: string): Promise<number> {
     if (config.verbose || status !== 0) printLogs(services);
     return status;
   } catch (error) {
-    console.error(`lab: ${(error as Error).message}`);
+    tell("error", (error as Error).message);
     return LAB_FAILURE;
   } finally {
     await teardown(services);
@@ -159,16 +164,27 @@ function startService(spec: ServiceSpec, env: Record<string, string>): RunningSe
   return { spec, child, log };
 }
 
+/**
+ * Runs the script with its stderr merged into stdout (in order) and relays that to the console, ending
+ * an unfinished last line so that what follows (logs, the exit marker) starts on a line of its own.
+ */
 async function runScript(config: GuestConfig, env: Record<string, string>): Promise<number> {
-  const child = spawn("sh", [config.script], {
+  const child = spawn("sh", ["-c", 'exec sh "$0" 2>&1', config.script], {
     cwd: config.cwd,
     env,
-    stdio: ["ignore", "inherit", "inherit"],
+    stdio: ["ignore", "pipe", "inherit"],
   });
-  return new Promise((resolve, reject) => {
+  let lastByte = "\n".charCodeAt(0);
+  child.stdout.on("data", (chunk: Buffer) => {
+    process.stdout.write(chunk);
+    lastByte = chunk[chunk.length - 1];
+  });
+  const status = await new Promise<number>((resolve, reject) => {
     child.on("error", (error) => reject(new Error(`failed to run ${config.script}: ${error.message}`)));
-    child.on("exit", (code, signal) => resolve(exitStatus(code, signal)));
+    child.on("close", (code, signal) => resolve(exitStatus(code, signal)));
   });
+  if (lastByte !== "\n".charCodeAt(0)) process.stdout.write("\n");
+  return status;
 }
 
 function printLogs(services: RunningService[]): void {
@@ -180,10 +196,10 @@ async function teardown(services: RunningService[]): Promise<void> {
   const byStageDescending = [...services].sort((a, b) => b.spec.stage - a.spec.stage);
   for (const { spec, child } of byStageDescending) {
     const pid = spec.agentHost ? readAgentRecord(spec.agentHost).pid : child.pid;
-    if (pid) await stopProcess(pid).catch((error: Error) => console.error(`lab: ${error.message}`));
+    if (pid) await stopProcess(pid).catch((error: Error) => tell("error", error.message));
   }
   await run("delete the namespaces", "ip", ["-all", "netns", "delete"]).catch((error: Error) =>
-    console.error(`lab: ${error.message}`),
+    tell("error", error.message),
   );
 }
 

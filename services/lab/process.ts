@@ -64,8 +64,12 @@ export function isRunning(pid: number): boolean {
   } catch {
     return false;
   }
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false; // reaped between the two looks
+  }
 }
 
 /** SIGTERM, then SIGKILL if it has not exited after a grace period. */

@@ -20,8 +20,10 @@ export interface LabRunOptions {
   services?: ServiceSpec[];
   /** Each line of the script's output (and of the service logs shown after it). */
   onOutput?: (line: string) => void;
-  /** The lab's own progress notes (with verbose). */
+  /** The lab's own progress notes (with verbose); stderr by default. */
   onNote?: (line: string) => void;
+  /** What went wrong in the lab itself (not in the script); stderr by default. */
+  onError?: (line: string) => void;
 }
 
 const MEMORY_MB = 2048;
@@ -39,9 +41,11 @@ export async function runLab(options: LabRunOptions): Promise<number> {
   if (!existsSync(paths.guest)) throw new Error(`failed to start the lab: ${paths.guest} is missing (run npm run build)`);
   const script = visibleInGuest(options.script, "the lab script");
   const onOutput = options.onOutput ?? ((line: string) => process.stdout.write(`${line}\n`));
+  const toStderr = (line: string): boolean => process.stderr.write(`${line}\n`);
   const note = (message: string): void => {
-    if (options.verbose) (options.onNote ?? ((line: string) => process.stderr.write(`${line}\n`)))(`lab: ${message}`);
+    if (options.verbose) (options.onNote ?? toStderr)(`lab: ${message}`);
   };
+  const onError = (message: string): void => (options.onError ?? toStderr)(`lab: ${message}`);
 
   const startedAt = Date.now();
   const kernel = findKernel();
@@ -79,6 +83,8 @@ export async function runLab(options: LabRunOptions): Promise<number> {
       cpus: CPUS,
       timeoutMs: options.timeoutSeconds * 1000,
       onLine: onOutput,
+      onNote: note,
+      onError,
       onBooted: (uptime) =>
         note(`booted to init in ${((Date.now() - startedAt) / 1000).toFixed(1)} s (guest uptime ${uptime} s)`),
     });

@@ -22,6 +22,9 @@ export interface VmOptions {
   timeoutMs: number;
   /** Each console line the guest prints between its start and exit markers. */
   onLine: (line: string) => void;
+  /** The guest's progress notes and its errors (its own, not the script's). */
+  onNote: (line: string) => void;
+  onError: (line: string) => void;
   /** Called once when the guest's start marker arrives, with the guest's uptime then (seconds). */
   onBooted?: (guestUptime: number) => void;
 }
@@ -114,22 +117,32 @@ class ConsoleRelay {
   }
 
   private line(line: string): void {
-    const { marker } = this.options;
     if (this.exitStatus !== null) return;
-    if (!this.started) {
-      const start = line.indexOf(`${marker} start `);
-      if (start >= 0) {
-        this.started = true;
-        this.options.onBooted?.(Number(line.slice(start + marker.length + 7)));
-      } else {
-        this.bootLines.push(printable(line));
-        this.bootLines.splice(0, this.bootLines.length - BOOT_LOG_LINES);
-      }
+    // A marker can follow output that did not end its line (a script's last words without "\n").
+    const at = line.indexOf(`${this.options.marker} `);
+    if (!this.started) return this.bootLine(line, at);
+    if (at < 0) return this.options.onLine(line);
+    if (at > 0) this.options.onLine(line.slice(0, at));
+    this.tagged(line.slice(at + this.options.marker.length + 1));
+  }
+
+  private bootLine(line: string, at: number): void {
+    if (at >= 0 && line.startsWith("start ", at + this.options.marker.length + 1)) {
+      this.started = true;
+      this.options.onBooted?.(Number(line.slice(at + this.options.marker.length + 7)));
       return;
     }
-    const exit = line.startsWith(`${marker} exit `) ? Number(line.slice(marker.length + 6)) : NaN;
-    if (Number.isInteger(exit)) this.exitStatus = exit;
-    else this.options.onLine(line);
+    this.bootLines.push(printable(line));
+    this.bootLines.splice(0, this.bootLines.length - BOOT_LOG_LINES);
+  }
+
+  /** "exit N", or a line of the guest's own notes or errors, which go apart from the script's output. */
+  private tagged(text: string): void {
+    const space = text.indexOf(" ");
+    const [kind, rest] = [text.slice(0, space), text.slice(space + 1)];
+    if (kind === "exit") this.exitStatus = Number.parseInt(rest, 10);
+    else if (kind === "note") this.options.onNote(rest);
+    else this.options.onError(rest);
   }
 }
 

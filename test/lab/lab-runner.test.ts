@@ -43,12 +43,14 @@ echo "trellis on PATH: $(command -v trellis)"
 echo "env: $TRELLIS_LAB $TRELLIS_NATS_URL $TRELLIS_PLANNER_ADDR $TRELLIS_TRACE_FILE"
 node ${join(WORK, "agent-check.mjs")}
 echo "written in the lab" > "$TRELLIS_LAB_OUT/result.txt"
+printf "last words without a newline"
 exit 3
 `;
 
 describe("lab run", () => {
   let outDir: string;
   let output: string[];
+  let errors: string[];
   let status: number;
 
   beforeAll(async () => {
@@ -57,6 +59,7 @@ describe("lab run", () => {
     writeFileSync(join(WORK, "agent-check.mjs"), AGENT_CHECK);
     outDir = mkdtempSync(join(tmpdir(), "trellis-lab-out-"));
     output = [];
+    errors = [];
     status = await runLab({
       script: join(WORK, "runner-check.sh"),
       hosts: 2,
@@ -66,13 +69,20 @@ describe("lab run", () => {
       timeoutSeconds: 600,
       services: [natsService(), STAND_IN_AGENT],
       onOutput: (line) => output.push(line),
+      onError: (line) => errors.push(line),
     });
   });
 
   afterAll(() => rmSync(outDir, { recursive: true, force: true }));
 
-  it("exits with the script's status", () => {
+  it("exits with the script's status, even after output without a final newline", () => {
     expect(status).toBe(3);
+    expect(output).toContain("last words without a newline");
+  });
+
+  it("shows the script's output without the lab's markers, and no lab errors", () => {
+    expect(output.filter((line) => line.includes("trellis-lab-"))).toEqual([]);
+    expect(errors).toEqual([]);
   });
 
   it("gives each host an eth0 on the underlay, reachable from the other hosts", () => {
