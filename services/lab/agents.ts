@@ -27,7 +27,9 @@ export function readAgentRecord(host: string): AgentRecord {
 }
 
 function recordPath(host: string): string {
-  if (!/^[A-Za-z0-9_.-]+$/.test(host)) throw new Error(`host name must be letters, digits, "-", "_" or ".", received: ${host}`);
+  if (!/^[A-Za-z0-9_.-]+$/.test(host)) {
+    throw new Error(`host name must be letters, digits, "-", "_" or ".", received: ${host}`);
+  }
   return join(AGENTS_DIR, `${host}.json`);
 }
 

@@ -30,8 +30,13 @@ export async function runLabCommand(argv: string[]): Promise<number> {
 export async function runHostCommand(argv: string[]): Promise<number> {
   try {
     const [command, host, ...commandArgv] = argv;
-    if (command !== "exec") throw new UsageError(command === undefined ? "missing host command" : `unknown host command: ${command}`, HOST_USAGE);
-    if (host === undefined || commandArgv.length === 0) throw new UsageError("host exec needs a host and a command", HOST_USAGE);
+    if (command !== "exec") {
+      const problem = command === undefined ? "missing host command" : `unknown host command: ${command}`;
+      throw new UsageError(problem, HOST_USAGE);
+    }
+    if (host === undefined || commandArgv.length === 0) {
+      throw new UsageError("host exec needs a host and a command", HOST_USAGE);
+    }
     if (!existsSync(`/run/netns/${host}`)) {
       throw new Error(`failed to run in host ${host}: no such lab host (no /run/netns/${host})`);
     }
@@ -43,7 +48,9 @@ export async function runHostCommand(argv: string[]): Promise<number> {
 
 export function parseLabRunArgs(argv: string[]): LabRunOptions {
   const { values, positionals } = parseOrUsage(argv);
-  if (positionals.length !== 1) throw new UsageError(`lab run needs exactly one SCRIPT, received: ${positionals.length}`);
+  if (positionals.length !== 1) {
+    throw new UsageError(`lab run needs exactly one SCRIPT, received: ${positionals.length}`);
+  }
   return {
     script: positionals[0],
     hosts: count(values.hosts, "--hosts", 2, MAX_HOSTS),
@@ -86,7 +93,9 @@ async function runAgentCommand(argv: string[]): Promise<number> {
   if ((action !== "stop" && action !== "start") || host === undefined || extra.length > 0) {
     throw new UsageError("lab agent needs stop or start and one HOST");
   }
-  if (process.env.TRELLIS_LAB !== "1") throw new Error(`failed to ${action} the agent of ${host}: not inside a lab (TRELLIS_LAB=1)`);
+  if (process.env.TRELLIS_LAB !== "1") {
+    throw new Error(`failed to ${action} the agent of ${host}: not inside a lab (TRELLIS_LAB=1)`);
+  }
   try {
     await (action === "stop" ? stopAgent(host) : startAgent(host));
   } catch (error) {

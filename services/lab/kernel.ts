@@ -91,7 +91,7 @@ export function moduleLoadOrder(modulesDir: string, wanted: string[]): string[] 
     const path = byName.get(name);
     if (path) visit(path);
     else if (!builtin.has(name)) {
-      throw new Error(`failed to build the lab initramfs: kernel module ${name} is neither in modules.dep nor built in`);
+      throw new Error(`failed to build the lab initramfs: kernel module ${name} is neither in modules.dep nor built-in`);
     }
   }
   return order;
