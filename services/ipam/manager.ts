@@ -420,7 +420,9 @@ export class AddressManager {
 
   /** Deletes the address's key if `endpointId` holds it; the view's revision first, a read only if that is outdated. */
   private async releaseIfHeldBy(key: string, endpointId: string): Promise<void> {
-    let holder: Versioned<AddressRecord> | undefined = toVersioned(this.view.addressHolder(key));
+    const seen = this.view.addressHolder(key);
+    // The view may lag: only its belief that the endpoint holds the key spares a read.
+    let holder = seen?.record.endpointId === endpointId ? toVersioned(seen) : undefined;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       if (attempt > 0 || !holder) holder = await this.store.getRecord(key);
       if (!holder || holder.value.endpointId !== endpointId || holder.value.kind !== AddressKind.ADDRESS_KIND_ENDPOINT) return;
