@@ -17,6 +17,9 @@ $bb mkdir -p /run/trellis-lab/host /run/trellis-lab/out
 $bb mount -o bind "$LAB_RUN" /run/trellis-lab/host
 if [ -d "$LAB_RUN/out" ]; then $bb mount -o bind "$LAB_RUN/out" /run/trellis-lab/out; fi
 $bb mount -t tmpfs tmp /tmp
+# Containers' hosts files (the agent writes them where `ip netns exec` looks) stay in the guest too.
+$bb mkdir -p /etc/netns
+$bb mount -t tmpfs netns /etc/netns
 read -r uptime _ < /proc/uptime
 echo "$LAB_MARK start $uptime"
 "$LAB_NODE" "$LAB_GUEST" /run/trellis-lab/host/config.json

@@ -8,9 +8,10 @@ import { Buckets, statusKey } from "../../libs/bus/subjects.js";
 import { contextFromTraceparent } from "../../libs/bus/trace.js";
 import { withSpan } from "../../libs/telemetry/tracing.js";
 import { openNetlink, type NetlinkHandle } from "../../libs/netlink/index.js";
-import { EndpointStatus, HostDesiredState, HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
+import { EndpointStatus, HostDesiredState, HostRecord, type NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
 import type { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
 import { ensureEndpoint, failedStatus, removeStaleNamespaces } from "./endpoints.js";
+import { ensureHostsFile, NETNS_ETC_DIR, removeStaleHostsFiles } from "./hosts-file.js";
 import { ensureParent, removeUnusedParents, type ParentResult } from "./parents.js";
 import { RouteDistribution } from "./routes/distribution.js";
 
@@ -26,6 +27,8 @@ export interface AgentOptions {
   heartbeatMs: number;
   /** Level-triggered safety net: converge this often even when nothing was announced. */
   resyncMs: number;
+  /** Where containers' hosts files go (NETNS_ETC_DIR, which `ip netns exec` reads); tests point it elsewhere. */
+  netnsEtcDir?: string;
 }
 
 /**
@@ -144,9 +147,10 @@ export class LinkAgent {
       const statuses = new Map<string, EndpointStatus>();
       for (const endpoint of desired.endpoints) {
         const network = desired.networks.find((n) => n.id === endpoint.networkId);
-        statuses.set(endpoint.id, await this.endpointStatus(root, endpoint, network, network && parents.get(network.id)));
+        statuses.set(endpoint.id, await this.endpointStatus(root, endpoint, network, network && parents.get(network.id), desired.names));
       }
       await removeStaleNamespaces(this.options.host, desired.endpoints);
+      await removeStaleHostsFiles(this.etcDir, this.options.host, desired.endpoints);
       await removeUnusedParents(root, await root.listLinks(), desired.networks);
       await this.publish(statuses);
       await this.routes.announce(desired, [...statuses.values()]);
@@ -160,15 +164,18 @@ export class LinkAgent {
     endpoint: Endpoint,
     network: Network | undefined,
     parent: ParentResult | undefined,
+    names: NameEntry[],
   ): Promise<EndpointStatus> {
     if (!network || !parent) return failedStatus(endpoint, `network ${endpoint.networkName} is not known on host ${this.options.host}`);
     if ("error" in parent) return failedStatus(endpoint, parent.error);
     const attributes = { "trellis.container": endpoint.container, "trellis.host": endpoint.host };
     const fingerprint = `endpoint:${endpoint.id}:${endpoint.addresses.join(",")}`;
     try {
-      return await this.traced(fingerprint, endpoint.traceparent, "agent.endpoint.ensure", attributes, () =>
-        ensureEndpoint(root, endpoint, network, parent.index),
-      );
+      return await this.traced(fingerprint, endpoint.traceparent, "agent.endpoint.ensure", attributes, async () => {
+        const status = await ensureEndpoint(root, endpoint, network, parent.index);
+        await ensureHostsFile(this.etcDir, endpoint, names);
+        return status;
+      });
     } catch (error) {
       this.converged.delete(fingerprint);
       return failedStatus(endpoint, describeKernelError(this.options.host, error as Error));
@@ -200,6 +207,10 @@ export class LinkAgent {
       await this.statusBucket.delete(key);
       this.published.delete(key);
     }
+  }
+
+  private get etcDir(): string {
+    return this.options.netnsEtcDir ?? NETNS_ETC_DIR;
   }
 
   private lastState(key: string): number | undefined {

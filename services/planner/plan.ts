@@ -1,6 +1,6 @@
 import ipaddr from "ipaddr.js";
 import { type Endpoint, type Network, type Route } from "../../libs/proto/gen/trellis/v1/network.js";
-import type { HostDesiredState } from "../../libs/proto/gen/trellis/v1/state.js";
+import type { HostDesiredState, NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
 
 // Pure decisions about what hosts and containers must have; no I/O.
 
@@ -35,11 +35,36 @@ export function containerRoutes(network: Network, addresses: string[]): Route[] 
     .map((subnet) => ({ dst: "default", via: subnet.gateway, ipv6: subnet.ipv6 }));
 }
 
-/** Every host has every network's parent (so a VLAN exists cluster-wide), and its own endpoints. */
+/**
+ * Every host has every network's parent (so a VLAN exists cluster-wide), its own endpoints, and the
+ * names of every container, wherever it runs, on the networks its endpoints are on.
+ */
 export function desiredStateFor(host: string, networks: Network[], endpoints: Endpoint[]): HostDesiredState {
+  const local = endpoints.filter((endpoint) => endpoint.host === host).sort(byContainer);
   return {
     host,
     networks: [...networks].sort((a, b) => a.name.localeCompare(b.name)),
-    endpoints: endpoints.filter((endpoint) => endpoint.host === host).sort((a, b) => a.container.localeCompare(b.container)),
+    endpoints: local,
+    names: namesOn(new Set(local.map((endpoint) => endpoint.networkId)), endpoints),
   };
+}
+
+function namesOn(networkIds: Set<string>, endpoints: Endpoint[]): NameEntry[] {
+  return endpoints
+    .filter((endpoint) => networkIds.has(endpoint.networkId))
+    .sort(byContainer)
+    .map((endpoint) => ({
+      networkId: endpoint.networkId,
+      name: endpoint.container,
+      addresses: endpoint.addresses.map((cidr) => cidr.slice(0, cidr.indexOf("/"))),
+    }));
+}
+
+/** Hosts whose desired state names the containers of a network: those with an endpoint on it. */
+export function hostsOnNetwork(networkId: string, endpoints: Endpoint[]): string[] {
+  return [...new Set(endpoints.filter((endpoint) => endpoint.networkId === networkId).map((endpoint) => endpoint.host))];
+}
+
+function byContainer(a: Endpoint, b: Endpoint): number {
+  return a.container.localeCompare(b.container);
 }

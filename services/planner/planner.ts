@@ -7,7 +7,7 @@ import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "..
 import { callUnary } from "../../libs/grpc/unary.js";
 import { traceparentOf } from "../../libs/bus/trace.js";
 import { withSpan } from "../../libs/telemetry/tracing.js";
-import { containerNetns, containerRoutes, CONTAINER_IFNAME, desiredStateFor, dummyParentName } from "./plan.js";
+import { containerNetns, containerRoutes, CONTAINER_IFNAME, desiredStateFor, dummyParentName, hostsOnNetwork } from "./plan.js";
 import { validateName, validateNetworkSpec, type ValidatedNetwork } from "./validate.js";
 import type { PlannerStore } from "./store.js";
 
@@ -119,7 +119,7 @@ export class Planner {
         await callUnary(this.ipam.releaseAddresses.bind(this.ipam), { networkId: network.id, endpointId: id });
         throw alreadyExists(`container name "${spec.container}" is already in use`);
       }
-      await this.publishHost(spec.host);
+      await this.publishNetworkHosts(network.id, spec.host);
       return endpoint;
     });
   }
@@ -130,7 +130,7 @@ export class Planner {
       if (!endpoint) throw notFound(`no such container: ${container} (see trellis ps)`);
       await this.store.deleteEndpoint(container);
       await callUnary(this.ipam.releaseAddresses.bind(this.ipam), { networkId: endpoint.networkId, endpointId: endpoint.id });
-      await this.publishHost(endpoint.host);
+      await this.publishNetworkHosts(endpoint.networkId, endpoint.host);
     });
   }
 
@@ -142,6 +142,12 @@ export class Planner {
   /** Rewrites one host's desired state from the stored networks and endpoints (a host that just registered). */
   publishHost(host: string): Promise<void> {
     return this.writeDesiredStates([host]);
+  }
+
+  /** The endpoint's host, and every host whose containers resolve the names of the endpoint's network. */
+  private async publishNetworkHosts(networkId: string, host: string): Promise<void> {
+    const endpoints = await this.store.listEndpoints();
+    await this.writeDesiredStates([...new Set([host, ...hostsOnNetwork(networkId, endpoints)])]);
   }
 
   private async publishAllHosts(): Promise<void> {
