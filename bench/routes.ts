@@ -59,6 +59,7 @@ function desiredOf(host: string, addresses: string[]): HostDesiredState {
     endpoints: addresses.map((address, i) => ({
       id: `${host}-${i}`, networkId: NETWORK, networkName: NETWORK, container: `${host}-${i}`, host, netns: "", ifname: "eth0", addresses: [address], routes: [], createdAt: "", traceparent: "",
     })),
+    names: [],
   };
 }
 
