@@ -91,3 +91,5 @@ section bad-vlan
 show trellis network create -d ipvlan -o parent=eth0.5000 bad
 section ls-after-bad
 trellis network ls
+
+say "Done."

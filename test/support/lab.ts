@@ -8,7 +8,7 @@ const cli = join(repo, "dist/services/cli/main.js");
 export interface LabResult {
   code: number;
   output: string;
-  /** Output under each `=== label` line that the script printed (see lab/lib.sh). */
+  /** Output under each `=== label` line that the script printed (see lab/lib.sh), up to the next label or narration (`# ...`). */
   sections: Map<string, string>;
   /** The folder that was the lab's $TRELLIS_LAB_OUT (the spans are in trace.jsonl there). */
   outDir: string;
@@ -35,9 +35,12 @@ export function splitSections(output: string): Map<string, string> {
     if (label) {
       current = label[1]!;
       sections.set(current, "");
-    } else if (current !== undefined && !line.startsWith("# ")) {
+    } else if (line.startsWith("# ")) {
+      current = undefined;
+    } else if (current !== undefined) {
       sections.set(current, `${sections.get(current)}${line}\n`);
     }
   }
+  for (const [name, text] of sections) sections.set(name, text.replace(/\n+$/, "\n"));
   return sections;
 }
