@@ -47,6 +47,7 @@ async function main(configPath: string): Promise<number> {
   };
   const services: RunningService[] = [];
   try {
+    if (config.hasOut && !isMountPoint(OUT_DIR)) throw new Error(`failed to share the --out folder as ${OUT_DIR}`);
     await run("load the kernel modules", "modprobe", ["-a", ...KERNEL_MODULES]);
     await run("create the underlay", "ip", ["-batch", "-"], underlayBatch(config.hosts));
     await run("configure the hosts", BUSYBOX, ["sh", "-ec", hostsScript(config.hosts)]);
@@ -65,6 +66,12 @@ async function main(configPath: string): Promise<number> {
     await teardown(services);
     note("torn down");
   }
+}
+
+function isMountPoint(path: string): boolean {
+  return readFileSync("/proc/self/mounts", "utf8")
+    .split("\n")
+    .some((line) => line.split(" ")[1] === path);
 }
 
 async function run(what: string, command: string, args: string[], input = ""): Promise<void> {

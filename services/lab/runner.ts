@@ -116,9 +116,14 @@ function visibleInGuest(path: string, what: string): string {
   return real;
 }
 
-/** The guest binds run/out (this link) over its $TRELLIS_LAB_OUT before hiding the host's /tmp. */
+/**
+ * The guest binds run/out (this link) over its $TRELLIS_LAB_OUT before hiding the host's /tmp; its /run
+ * is hidden before, though.
+ */
 function linkOutDir(outDir: string, runDir: string): void {
   const absolute = resolve(outDir);
   mkdirSync(absolute, { recursive: true });
-  symlinkSync(realpathSync(absolute), join(runDir, "out"));
+  const real = realpathSync(absolute);
+  if (/^\/run(\/|$)/.test(real)) throw new Error(`failed to use --out ${real}: the lab hides the host's /run`);
+  symlinkSync(real, join(runDir, "out"));
 }
