@@ -121,8 +121,9 @@ export class AddressManager {
   }
 
   /**
-   * The address and the endpoint's record of it, both by compare-and-set. Should the record go first
-   * (a crash), the address is still found through the view's index by endpoint on a retry.
+   * The address before the endpoint's record of it, both by compare-and-set: an interrupted release
+   * leaves only a dangling record, which a retry on any replica finds (a replica's view may not know
+   * the address yet).
    */
   private async releaseFamily(networkId: string, endpointId: string, family: Family): Promise<void> {
     const key = endpointKey(networkId, endpointId, family);
@@ -130,10 +131,8 @@ export class AddressManager {
     this.pointers.delete(key);
     const pointer = remembered ?? (await this.store.getRecord(key));
     if (!pointer) return;
-    const [, deleted] = await Promise.all([
-      this.releaseIfHeldBy(addressKey(networkId, parseCidr(pointer.value.address).address), endpointId),
-      this.store.deleteRecord(key, pointer.revision),
-    ]);
+    await this.releaseIfHeldBy(addressKey(networkId, parseCidr(pointer.value.address).address), endpointId);
+    const deleted = await this.store.deleteRecord(key, pointer.revision);
     // The remembered revision was outdated (the record was rewritten elsewhere): read it after all.
     if (!deleted && remembered) await this.releaseFamily(networkId, endpointId, family);
   }
