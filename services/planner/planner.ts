@@ -36,6 +36,8 @@ export class Planner {
         networkId: id,
         subnets: validated.subnets,
         withGateway: validated.mode === "l2",
+        // L3 networks are routed per host: each host takes blocks of the subnet, one route per block.
+        hostBlocks: validated.mode === "l2" ? undefined : {},
       });
       const parent =
         validated.parent.kind === ParentKind.PARENT_KIND_DUMMY ? { ...validated.parent, name: dummyParentName(id) } : validated.parent;

@@ -8,11 +8,22 @@ import { settings } from "../settings.js";
 const HEARTBEAT_MS = 2000;
 const RESYNC_MS = 15_000;
 
+/**
+ * An allocation whose endpoint is gone is released after being seen gone twice, a minute apart. A host
+ * counts as gone only after a day without heartbeat: its containers still exist in the planner, and an
+ * agent that is merely down must find its addresses still its own when it returns.
+ */
+const LEAK_COLLECTION = { graceMs: 60_000, hostTimeoutMs: 24 * 3600_000, intervalMs: 15_000 };
+
 type Stoppable = { stop(): Promise<void> };
 
 export async function ipamCommand(argv: string[]): Promise<number> {
   const { values } = parseCommand(argv, { nats: { type: "string" }, listen: { type: "string" } }, "Usage: trellis ipam [--nats=URL] [--listen=HOST:PORT]");
-  const ipam = await startIpamService({ natsUrl: values.nats ?? settings.natsUrl(), listen: values.listen ?? settings.ipamAddress() });
+  const ipam = await startIpamService({
+    natsUrl: values.nats ?? settings.natsUrl(),
+    listen: values.listen ?? settings.ipamAddress(),
+    collectLeaks: LEAK_COLLECTION,
+  });
   return runUntilSignalled([ipam]);
 }
 
@@ -58,7 +69,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
 export async function upCommand(argv: string[]): Promise<number> {
   const { values } = parseCommand(argv, { nats: { type: "string" }, host: { type: "string" }, address: { type: "string" } }, "Usage: trellis up [--nats=URL] [--host=NAME] [--address=UNDERLAY-IP]");
   const natsUrl = values.nats ?? settings.natsUrl();
-  const ipam = await startIpamService({ natsUrl, listen: settings.ipamAddress() });
+  const ipam = await startIpamService({ natsUrl, listen: settings.ipamAddress(), collectLeaks: LEAK_COLLECTION });
   const planner = await startPlanner({ natsUrl, listen: settings.plannerAddress(), ipamAddress: ipam.address });
   const host = values.host ?? settings.host();
   const agent = await startAgent(natsUrl, { host, address: values.address ?? underlayAddress(), role: "host", heartbeatMs: HEARTBEAT_MS, resyncMs: RESYNC_MS });
