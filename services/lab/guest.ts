@@ -201,13 +201,19 @@ function printLogs(services: RunningService[]): void {
 /** Agents first (they may have been restarted by the script: their record has the current pid), NATS last. */
 async function teardown(services: RunningService[]): Promise<void> {
   const byStageDescending = [...services].sort((a, b) => b.spec.stage - a.spec.stage);
-  for (const { spec, child } of byStageDescending) {
-    const pid = spec.agentHost ? readAgentRecord(spec.agentHost).pid : child.pid;
-    if (pid) await stopProcess(pid).catch((error: Error) => tell("error", error.message));
+  for (const service of byStageDescending) {
+    await stopService(service).catch((error: Error) =>
+      tell("error", `failed to stop ${service.spec.name}: ${error.message}`),
+    );
   }
   await run("delete the namespaces", "ip", ["-all", "netns", "delete"]).catch((error: Error) =>
     tell("error", error.message),
   );
+}
+
+async function stopService({ spec, child }: RunningService): Promise<void> {
+  const pid = spec.agentHost ? readAgentRecord(spec.agentHost).pid : child.pid;
+  if (pid) await stopProcess(pid);
 }
 
 // Exit explicitly: a service that outlived its stop must not keep the guest from powering off.
