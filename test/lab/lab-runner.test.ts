@@ -147,13 +147,14 @@ describe("lab command line", () => {
 
   it("refuses a script the guest could not see, before booting", async () => {
     const stderr = vi.spyOn(process.stderr, "write").mockImplementation(() => true);
-    const script = join(mkdtempSync(join(tmpdir(), "trellis-lab-script-")), "s.sh");
-    writeFileSync(script, "exit 0\n");
+    const dir = mkdtempSync(join(tmpdir(), "trellis-lab-script-"));
+    writeFileSync(join(dir, "s.sh"), "exit 0\n");
     try {
-      expect(await runLabCommand(["run", script])).toBe(125);
+      expect(await runLabCommand(["run", join(dir, "s.sh")])).toBe(125);
       expect(String(stderr.mock.calls[0][0])).toContain("the lab hides the host's /tmp and /run");
     } finally {
       stderr.mockRestore();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
