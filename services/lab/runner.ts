@@ -35,7 +35,7 @@ export async function runLab(options: LabRunOptions): Promise<number> {
   const paths = {
     guestInit: join(repo, "services/lab/guest-init.sh"),
     guest: join(repo, "dist/services/lab/guest.js"),
-    cliMain: join(repo, "dist/services/cli/main.js"),
+    cliMain: join(repo, "dist/bundle/trellis.js"),
   };
   visibleInGuest(repo, "the repository");
   if (!existsSync(paths.guest)) throw new Error(`failed to start the lab: ${paths.guest} is missing (run npm run build)`);

@@ -3,7 +3,7 @@ import { mkdtempSync } from "node:fs";
 import { join } from "node:path";
 
 const repo = new URL("../..", import.meta.url).pathname;
-const cli = join(repo, "dist/services/cli/main.js");
+const cli = join(repo, "dist/bundle/trellis.js");
 
 export interface LabResult {
   code: number;
