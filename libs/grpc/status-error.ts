@@ -15,6 +15,9 @@ export const invalidArgument = (message: string) => new StatusError(status.INVAL
 export const notFound = (message: string) => new StatusError(status.NOT_FOUND, message);
 export const alreadyExists = (message: string) => new StatusError(status.ALREADY_EXISTS, message);
 export const failedPrecondition = (message: string) => new StatusError(status.FAILED_PRECONDITION, message);
+export const resourceExhausted = (message: string) => new StatusError(status.RESOURCE_EXHAUSTED, message);
+/** The store changed under us more often than we are willing to retry. */
+export const aborted = (message: string) => new StatusError(status.ABORTED, message);
 
 /** What a unary handler passes to its callback for any thrown error. */
 export function toServiceError(error: unknown): Partial<ServiceError> {

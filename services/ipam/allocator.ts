@@ -25,7 +25,7 @@ import type {
   IpamRegistry,
   SubnetRequest,
 } from "../../libs/proto/gen/trellis/v1/ipam.js";
-import { alreadyExists, invalidArgument, resourceExhausted } from "./errors.js";
+import { alreadyExists, invalidArgument, resourceExhausted } from "../../libs/grpc/status-error.js";
 
 /** One requested subnet after validation: an explicit prefix, or a family to take a default pool from. */
 export interface SubnetPlan {

@@ -3,7 +3,7 @@
 import { ADDRESS_BITS, contains, lastAddress, networkMask, parsePrefix, subnetAt, subnetCount, type Address, type Family, type Prefix } from "../../libs/ipmath/index.js";
 import type { AllocatedSubnet, HostBlocks, IpamNetwork } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import type { Bounds } from "./allocator.js";
-import { invalidArgument } from "./errors.js";
+import { invalidArgument } from "../../libs/grpc/status-error.js";
 
 /** 64 addresses per block in both families: one route per 64 containers of a host. */
 export const DEFAULT_BLOCK_LENGTH: Record<Family, number> = { 4: 26, 6: 122 };

@@ -1,4 +1,3 @@
-import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
 import {
   IpamClient,
   type AllocateAddressRequest,
@@ -8,7 +7,7 @@ import {
   type ListAllocationsResponse,
   type ListBlocksResponse,
 } from "../../libs/proto/gen/trellis/v1/ipam.js";
-import { traceContextInterceptor } from "../../libs/telemetry/grpc-context.js";
+import { callUnary, clientOptions, insecure } from "../../libs/grpc/unary.js";
 
 /** Promise-returning IPAM calls over gRPC, carrying the active trace context. Errors are ServiceErrors. */
 export interface IpamCalls {
@@ -23,22 +22,18 @@ export interface IpamCalls {
 }
 
 export function connectIpam(address: string): IpamCalls {
-  const client = new IpamClient(address, credentials.createInsecure(), { interceptors: [traceContextInterceptor] });
-  const call = <Req, Res>(method: (req: Req, md: Metadata, cb: (e: ServiceError | null, r: Res) => void) => unknown, request: Req) =>
-    new Promise<Res>((resolve, reject) =>
-      method.call(client, request, new Metadata(), (error, response) => (error ? reject(error) : resolve(response))),
-    );
+  const client = new IpamClient(address, insecure(), clientOptions);
   return {
-    allocateSubnets: (request) => call(client.allocateSubnets, request),
+    allocateSubnets: (request) => callUnary(client.allocateSubnets.bind(client), request),
     releaseSubnets: async (networkId) => {
-      await call(client.releaseSubnets, { networkId });
+      await callUnary(client.releaseSubnets.bind(client), { networkId });
     },
-    allocateAddress: (request) => call(client.allocateAddress, request),
+    allocateAddress: (request) => callUnary(client.allocateAddress.bind(client), request),
     releaseAddresses: async (networkId, endpointId) => {
-      await call(client.releaseAddresses, { networkId, endpointId });
+      await callUnary(client.releaseAddresses.bind(client), { networkId, endpointId });
     },
-    listAllocations: (networkId) => call(client.listAllocations, { networkId }),
-    listBlocks: (networkId, host = "") => call(client.listBlocks, { networkId, host }),
+    listAllocations: (networkId) => callUnary(client.listAllocations.bind(client), { networkId }),
+    listBlocks: (networkId, host = "") => callUnary(client.listBlocks.bind(client), { networkId, host }),
     close: () => client.close(),
   };
 }

@@ -1,7 +1,7 @@
-import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { connectBus, openBucket } from "../../libs/bus/connection.js";
 import { Buckets } from "../../libs/bus/subjects.js";
 import { IpamService } from "../../libs/proto/gen/trellis/v1/ipam.js";
+import { serveGrpc } from "../../libs/grpc/serve.js";
 import { LeakCollector, type LeakCollectionOptions } from "./collector.js";
 import { AddressManager } from "./manager.js";
 import { ipamHandlers } from "./server.js";
@@ -40,17 +40,14 @@ export async function startIpamService(options: IpamServiceOptions): Promise<Run
       ? new LeakCollector(manager, view, { endpoints: await openBucket(nc, Buckets.endpoints), hosts: await openBucket(nc, Buckets.hosts) }, options.collectLeaks)
       : undefined;
     collector?.start((error) => log(`failed to collect leaked allocations: ${error.message}`));
-    const server = new Server();
-    server.addService(IpamService, ipamHandlers(manager));
-    const port = await bind(server, options.listen);
-    const address = `${hostOf(options.listen)}:${port}`;
-    log(`ipam ready on ${address} (nats ${options.natsUrl})`);
+    const server = await serveGrpc(IpamService, ipamHandlers(manager), options.listen);
+    log(`ipam ready on ${server.address} (nats ${options.natsUrl})`);
     return {
-      address,
+      address: server.address,
       async stop() {
         await collector?.stop();
         view.stop();
-        await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+        await server.stop();
         await nc.drain();
       },
     };
@@ -58,16 +55,4 @@ export async function startIpamService(options: IpamServiceOptions): Promise<Run
     await nc.close();
     throw new Error(`failed to start ipam: ${(error as Error).message}`);
   }
-}
-
-function bind(server: Server, listen: string): Promise<number> {
-  return new Promise((resolve, reject) =>
-    server.bindAsync(listen, ServerCredentials.createInsecure(), (error, port) =>
-      error ? reject(new Error(`failed to listen on ${listen}: ${error.message}`)) : resolve(port),
-    ),
-  );
-}
-
-function hostOf(listen: string): string {
-  return listen.slice(0, listen.lastIndexOf(":"));
 }

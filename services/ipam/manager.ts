@@ -31,7 +31,7 @@ import {
   type ResolvedAddress,
   type SubnetPlan,
 } from "./allocator.js";
-import { aborted, alreadyExists, invalidArgument, notFound, resourceExhausted } from "./errors.js";
+import { aborted, alreadyExists, invalidArgument, notFound, resourceExhausted } from "../../libs/grpc/status-error.js";
 import { blockArea, blockOf, blocksIn, boundsInBlock, resolveHostBlocks } from "./blocks.js";
 import { addressKey, blockKey, endpointKey, networkAddressesFilter, networkBlocksFilter, networkEndpointsFilter } from "./keys.js";
 import type { IpamStore } from "./store.js";

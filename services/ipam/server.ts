@@ -1,9 +1,7 @@
-import { status, type sendUnaryData, type ServerUnaryCall, type ServiceError } from "@grpc/grpc-js";
-import { context, type Attributes } from "@opentelemetry/api";
+import type { Attributes } from "@opentelemetry/api";
 import type { IpamServer } from "../../libs/proto/gen/trellis/v1/ipam.js";
-import { contextFromMetadata } from "../../libs/telemetry/grpc-context.js";
+import { unaryHandler } from "../../libs/grpc/serve.js";
 import { withSpan } from "../../libs/telemetry/tracing.js";
-import { IpamError } from "./errors.js";
 import type { AddressManager } from "./manager.js";
 
 /** The gRPC face of the manager: each call in its caller's trace, each refusal as its status code. */
@@ -38,21 +36,7 @@ export function ipamHandlers(manager: AddressManager): IpamServer {
   };
 }
 
-function unary<Req, Res>(
-  rpc: string,
-  attributesOf: (request: Req) => Attributes,
-  handle: (request: Req) => Promise<Res>,
-): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
-  return (call, callback) => {
-    const run = () => withSpan(`ipam.${rpc}`, attributesOf(call.request), () => handle(call.request));
-    context.with(contextFromMetadata(call.metadata), run).then(
-      (response) => callback(null, response),
-      (error: unknown) => callback(toServiceError(error)),
-    );
-  };
-}
-
-function toServiceError(error: unknown): Partial<ServiceError> {
-  if (error instanceof IpamError) return { code: error.code, details: error.message };
-  return { code: status.INTERNAL, details: (error as Error).message };
+/** A traced handler: the span joins the caller's trace, which unaryHandler restores from the metadata. */
+function unary<Req, Res>(rpc: string, attributesOf: (request: Req) => Attributes, handle: (request: Req) => Promise<Res>) {
+  return unaryHandler<Req, Res>((request) => withSpan(`ipam.${rpc}`, attributesOf(request), () => handle(request)));
 }

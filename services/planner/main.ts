@@ -1,7 +1,6 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { connectBus } from "../../libs/bus/connection.js";
-import { IpamClient } from "../../libs/proto/gen/trellis/v1/ipam.js";
-import { clientOptions, insecure } from "../../libs/grpc/unary.js";
+import { connectIpam } from "../ipam/client.js";
 import { serveGrpc } from "../../libs/grpc/serve.js";
 import { consumeIntents } from "./intent-consumer.js";
 import { Planner } from "./planner.js";
@@ -24,7 +23,7 @@ export interface RunningPlanner {
 export async function startPlanner(options: PlannerOptions): Promise<RunningPlanner> {
   const nc = await connectBus({ servers: options.natsUrl, name: "trellis-planner" });
   const store = await PlannerStore.open(nc);
-  const ipam = new IpamClient(options.ipamAddress, insecure(), clientOptions);
+  const ipam = connectIpam(options.ipamAddress);
   const planner = new Planner(store, ipam);
   const intents = await consumeIntents(nc, planner, store);
   const stopWatchingHosts = await publishToNewHosts(store, planner);

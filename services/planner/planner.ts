@@ -2,9 +2,8 @@ import { randomBytes } from "node:crypto";
 import ipaddr from "ipaddr.js";
 import { contains, formatAddress, overlaps, parseAddress, parseCidr, parsePrefix } from "../../libs/ipmath/index.js";
 import { ParentKind, type Endpoint, type EndpointSpec, type Network, type NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
-import type { IpamClient } from "../../libs/proto/gen/trellis/v1/ipam.js";
+import type { IpamCalls } from "../ipam/client.js";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../../libs/grpc/status-error.js";
-import { callUnary } from "../../libs/grpc/unary.js";
 import { traceparentOf } from "../../libs/bus/trace.js";
 import { withSpan } from "../../libs/telemetry/tracing.js";
 import { containerNetns, containerRoutes, CONTAINER_IFNAME, desiredStateFor, dummyParentName, hostsOnNetwork } from "./plan.js";
@@ -21,7 +20,7 @@ export class Planner {
 
   constructor(
     private readonly store: PlannerStore,
-    private readonly ipam: IpamClient,
+    private readonly ipam: IpamCalls,
   ) {}
 
   createNetwork(spec: NetworkSpec): Promise<Network> {
@@ -32,7 +31,7 @@ export class Planner {
       checkSharedParent(validated, networks);
       checkSubnetsFree(validated, networks);
       const id = randomBytes(16).toString("hex");
-      const allocated = await callUnary(this.ipam.allocateSubnets.bind(this.ipam), {
+      const allocated = await this.ipam.allocateSubnets({
         networkId: id,
         subnets: validated.subnets,
         withGateway: validated.mode === "l2",
@@ -56,7 +55,7 @@ export class Planner {
         traceparent: traceparentOf(),
       };
       if (!(await this.store.createNetwork(network))) {
-        await callUnary(this.ipam.releaseSubnets.bind(this.ipam), { networkId: id });
+        await this.ipam.releaseSubnets(id);
         throw alreadyExists(`network with name ${spec.name} already exists`);
       }
       await this.publishAllHosts();
@@ -74,7 +73,7 @@ export class Planner {
         );
       }
       await this.store.deleteNetwork(name);
-      await callUnary(this.ipam.releaseSubnets.bind(this.ipam), { networkId: network.id });
+      await this.ipam.releaseSubnets(network.id);
       await this.publishAllHosts();
     });
   }
@@ -118,7 +117,7 @@ export class Planner {
         traceparent: traceparentOf(),
       };
       if (!(await this.store.createEndpoint(endpoint))) {
-        await callUnary(this.ipam.releaseAddresses.bind(this.ipam), { networkId: network.id, endpointId: id });
+        await this.ipam.releaseAddresses(network.id, id);
         throw alreadyExists(`container name "${spec.container}" is already in use`);
       }
       await this.publishNetworkHosts(network.id, spec.host);
@@ -131,7 +130,7 @@ export class Planner {
       const endpoint = await this.store.getEndpoint(container);
       if (!endpoint) throw notFound(`no such container: ${container} (see trellis ps)`);
       await this.store.deleteEndpoint(container);
-      await callUnary(this.ipam.releaseAddresses.bind(this.ipam), { networkId: endpoint.networkId, endpointId: endpoint.id });
+      await this.ipam.releaseAddresses(endpoint.networkId, endpoint.id);
       await this.publishNetworkHosts(endpoint.networkId, endpoint.host);
     });
   }
@@ -166,7 +165,7 @@ export class Planner {
     const addresses: string[] = [];
     try {
       for (const family of families) {
-        const allocated = await callUnary(this.ipam.allocateAddress.bind(this.ipam), {
+        const allocated = await this.ipam.allocateAddress({
           networkId: network.id,
           endpointId,
           host: spec.host,
@@ -177,7 +176,7 @@ export class Planner {
       }
       return addresses;
     } catch (error) {
-      await callUnary(this.ipam.releaseAddresses.bind(this.ipam), { networkId: network.id, endpointId });
+      await this.ipam.releaseAddresses(network.id, endpointId);
       throw error;
     }
   }

@@ -9,7 +9,7 @@ import {
   resolveStaticAddress,
   ulaPrefixFromRandom,
 } from "../../services/ipam/allocator.js";
-import { IpamError } from "../../services/ipam/errors.js";
+import { StatusError } from "../../libs/grpc/status-error.js";
 import { encodeToken, addressKey, endpointKey } from "../../services/ipam/keys.js";
 import { formatPrefix, parseAddress, parsePrefix } from "../../libs/ipmath/index.js";
 import type { IpamNetwork, IpamRegistry, SubnetRequest } from "../../libs/proto/gen/trellis/v1/ipam.js";
@@ -18,11 +18,11 @@ const subnet = (cidr: string, gateway = "", ipv6 = false): SubnetRequest => ({ c
 const emptyRegistry: IpamRegistry = { networks: [], ipv6UlaPrefix: "" };
 const ula = parsePrefix("fd12:3456:789a::/48");
 
-function refusal(fn: () => unknown): IpamError {
+function refusal(fn: () => unknown): StatusError {
   try {
     fn();
   } catch (error) {
-    if (error instanceof IpamError) return error;
+    if (error instanceof StatusError) return error;
     throw error;
   }
   throw new Error("expected a refusal");

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { status } from "@grpc/grpc-js";
 import { blockOf, blocksIn, boundsInBlock, resolveHostBlocks } from "../../services/ipam/blocks.js";
 import { listBlocksAnswer } from "../../services/ipam/manager.js";
-import { IpamError } from "../../services/ipam/errors.js";
+import { StatusError } from "../../libs/grpc/status-error.js";
 import { blockKey } from "../../services/ipam/keys.js";
 import { formatPrefix, parseAddress, parsePrefix } from "../../libs/ipmath/index.js";
 import { AddressKind, type AddressRecord, type IpamNetwork } from "../../libs/proto/gen/trellis/v1/ipam.js";
@@ -35,9 +35,9 @@ describe("per-host blocks", () => {
     } catch (error) {
       refusal = error;
     }
-    expect(refusal).toBeInstanceOf(IpamError);
-    expect((refusal as IpamError).code).toBe(status.INVALID_ARGUMENT);
-    expect((refusal as IpamError).message).toBe("block prefix length for IPv4 must be between 1 and 32, received: 33");
+    expect(refusal).toBeInstanceOf(StatusError);
+    expect((refusal as StatusError).code).toBe(status.INVALID_ARGUMENT);
+    expect((refusal as StatusError).message).toBe("block prefix length for IPv4 must be between 1 and 32, received: 33");
   });
 
   it("cuts a subnet (or its ip range) into blocks, a small subnet being one block", () => {
