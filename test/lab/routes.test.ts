@@ -24,9 +24,9 @@ describe("lab: L3 route distribution across hosts and to an upstream", () => {
   });
 
   it("every other host and the upstream route each container's address via its host, with protocol 210", () => {
-    expect(section("routes-h1")).toMatch(/via 192\.168\.1\.12 dev eth0 proto 210[\s\S]*via 192\.168\.1\.13 dev eth0 proto 210/);
-    expect(section("routes-h1")).not.toContain("via 192.168.1.11");
-    expect(section("routes-u1").match(/proto 210/g)).toHaveLength(3);
+    // `ip route show proto 210` lists only routes of that protocol, and prints it no more.
+    expect(section("routes-h1")).toMatch(/^10\.1\.\S+ via 192\.168\.1\.12 dev eth0 *\n10\.1\.\S+ via 192\.168\.1\.13 dev eth0 *\n$/);
+    expect(section("routes-u1").match(/ via 192\.168\.1\.1[123] dev eth0/g)).toHaveLength(3);
   });
 
   it("containers on different hosts ping each other, and the upstream pings every container", () => {
@@ -34,12 +34,12 @@ describe("lab: L3 route distribution across hosts and to an upstream", () => {
   });
 
   it("a forged announcement changes nothing and is refused and logged", () => {
-    expect(section("forge-diff")).toBe("exit 0\n");
+    expect(section("forge-diff").trim()).toBe("exit 0");
     expect(section("forge-refused")).toMatch(/refused announcement of 10\.1\.0\.0\/16 .* by host h2: IPAM has not given/);
   });
 
   it("restarting h3's agent leaves every other routing table byte-for-byte the same", () => {
-    expect(section("restart-diff")).toBe("exit 0\n");
+    expect(section("restart-diff").trim()).toBe("exit 0");
   });
 
   it("a silent host's routes are withdrawn within the heartbeat window and restored when it returns", () => {
