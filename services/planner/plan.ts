@@ -21,18 +21,22 @@ export function containerNetns(container: string, host: string): string {
 }
 
 /**
- * Routes inside a container: in l2 a default route via each family's gateway, in l3/l3s a default route
- * through eth0 itself (the parent routes, and broadcasts are filtered so a next hop cannot be resolved),
- * and none on an internal network.
+ * Routes inside a container: in l2 a default route via the gateway of the subnet each address is in (the
+ * only gateway on its link: another subnet's is unreachable), in l3/l3s a default route through eth0
+ * itself (the parent routes, and broadcasts are filtered so a next hop cannot be resolved), and none on
+ * an internal network.
  */
 export function containerRoutes(network: Network, addresses: string[]): Route[] {
   if (network.internal) return [];
-  const families = new Set(addresses.map((address) => ipaddr.parseCIDR(address)[0].kind()));
-  if (network.mode !== "l2") return [...families].map((family) => ({ dst: "default", via: "", ipv6: family === "ipv6" }));
-  return network.subnets
-    .filter((subnet) => subnet.gateway !== "" && families.has(subnet.ipv6 ? "ipv6" : "ipv4"))
-    .filter((subnet, index, all) => all.findIndex((other) => other.ipv6 === subnet.ipv6) === index)
-    .map((subnet) => ({ dst: "default", via: subnet.gateway, ipv6: subnet.ipv6 }));
+  const parsed = addresses.map((address) => ipaddr.parseCIDR(address)[0]);
+  if (network.mode !== "l2") return parsed.map((address) => ({ dst: "default", via: "", ipv6: address.kind() === "ipv6" }));
+  return parsed.flatMap((address) => {
+    const home = network.subnets.find((subnet) => {
+      const range = ipaddr.parseCIDR(subnet.cidr);
+      return range[0].kind() === address.kind() && address.match(range);
+    });
+    return home && home.gateway !== "" ? [{ dst: "default", via: home.gateway, ipv6: home.ipv6 }] : [];
+  });
 }
 
 /**

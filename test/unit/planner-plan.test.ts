@@ -32,6 +32,10 @@ describe("routes inside a container", () => {
     ]);
   });
 
+  it("l2: default via the gateway of the subnet the address is in (ipvlan114's second subnet)", () => {
+    expect(containerRoutes(network({}), ["192.168.142.10/24"])).toEqual([{ dst: "default", via: "192.168.142.1", ipv6: false }]);
+  });
+
   it("l3 and l3s: default dev eth0 per family, whatever the gateways", () => {
     for (const mode of ["l3", "l3s"]) {
       expect(containerRoutes(network({ mode }), ["192.168.112.2/24", "2001:db8:abc6::10/64"])).toEqual([
