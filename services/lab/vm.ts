@@ -45,6 +45,14 @@ export async function runVm(options: VmOptions): Promise<number> {
     timedOut = true;
     child.kill("SIGKILL");
   }, options.timeoutMs);
+  // Interrupted (Ctrl-C, a CI timeout): take the VM down too, so that the caller's cleanup runs and no
+  // emulated kernel is left spinning.
+  const interrupted = (signal: NodeJS.Signals) => {
+    child.kill("SIGKILL");
+    process.exitCode = 128 + (signal === "SIGINT" ? 2 : 15);
+  };
+  process.once("SIGINT", interrupted);
+  process.once("SIGTERM", interrupted);
   const qemuStatus = await new Promise<number | string>((resolve, reject) => {
     child.on("error", (error: NodeJS.ErrnoException) =>
       reject(
@@ -56,7 +64,11 @@ export async function runVm(options: VmOptions): Promise<number> {
       ),
     );
     child.on("close", (code, signal) => resolve(code ?? signal ?? "unknown"));
-  }).finally(() => clearTimeout(timer));
+  }).finally(() => {
+    clearTimeout(timer);
+    process.off("SIGINT", interrupted);
+    process.off("SIGTERM", interrupted);
+  });
   relay.flush();
 
   if (timedOut) throw new Error(`failed to finish the lab: timed out after ${options.timeoutMs / 1000} s`);
