@@ -5,7 +5,8 @@ import * as addresses from "./addresses.js";
 import { netlinkError } from "./errors.js";
 import * as links from "./links.js";
 import { inNamespace } from "./netns.js";
-import * as routes from "./routes.js";
+import { RouteSocket, type RouteChangeFailure } from "./route-socket.js";
+import type { RouteChange } from "./routes.js";
 import type { AddAddressOptions, Address, IpFamily, IpvlanFlag, IpvlanMode, Link, Route, RouteSpec } from "./types.js";
 
 /** One rtnetlink socket bound to one network namespace; every call is a span. */
@@ -41,14 +42,28 @@ export interface NetlinkHandle {
   replaceRoute(route: RouteSpec): Promise<void>;
   /** Matches only routes of `route.protocol` (default TRELLIS_ROUTE_PROTOCOL): never deletes what others own. */
   deleteRoute(route: RouteSpec): Promise<void>;
+  /**
+   * Applies many route changes in order, many per datagram; returns those the kernel refused (the rest
+   * are in effect). Rejects only if the socket fails.
+   */
+  changeRoutes(changes: RouteChange[]): Promise<RouteChangeFailure[]>;
   close(): void;
 }
 
 /** Opens a socket in `netns`; it stays bound to that namespace for its whole life. */
 export async function openNetlink(netns?: string): Promise<NetlinkHandle> {
   return withSpan("netlink.open", { netns }, async () => {
-    const socket = netns === undefined ? createSocket(netns) : inNamespace(netns, () => createSocket(netns));
-    return new Handle(socket, netns);
+    const open = () => {
+      const socket = createSocket(netns);
+      try {
+        return { socket, routeSocket: createRouteSocket(netns) };
+      } catch (error) {
+        socket.socket.close();
+        throw error;
+      }
+    };
+    const { socket, routeSocket } = netns === undefined ? open() : inNamespace(netns, open);
+    return new Handle(socket, routeSocket, netns);
   });
 }
 
@@ -60,9 +75,19 @@ function createSocket(netns: string | undefined): RtNetlinkSocket {
   }
 }
 
+// Routes go through a socket of their own: batched writes and dumps (see route-socket.ts).
+function createRouteSocket(netns: string | undefined): RouteSocket {
+  try {
+    return RouteSocket.open();
+  } catch (cause) {
+    throw netlinkError(`open rtnetlink route socket${netns === undefined ? "" : ` in network namespace ${netns}`}`, cause);
+  }
+}
+
 class Handle implements NetlinkHandle {
   constructor(
     private readonly socket: RtNetlinkSocket,
+    private readonly routeSocket: RouteSocket,
     readonly netns: string | undefined,
   ) {}
 
@@ -153,23 +178,34 @@ class Handle implements NetlinkHandle {
   }
 
   listRoutes(family?: IpFamily): Promise<Route[]> {
-    return this.span("route.list", family === undefined ? {} : { family }, () => routes.listRoutes(this.socket, family));
+    return this.span("route.list", family === undefined ? {} : { family }, () => this.routeSocket.listRoutes(family));
   }
 
   addRoute(route: RouteSpec): Promise<void> {
-    return this.span("route.add", routeAttributes(route), () => routes.addRoute(this.socket, route));
+    return this.span("route.add", routeAttributes(route), () => this.changeOne({ action: "add", route }));
   }
 
   replaceRoute(route: RouteSpec): Promise<void> {
-    return this.span("route.replace", routeAttributes(route), () => routes.replaceRoute(this.socket, route));
+    return this.span("route.replace", routeAttributes(route), () => this.changeOne({ action: "replace", route }));
   }
 
   deleteRoute(route: RouteSpec): Promise<void> {
-    return this.span("route.delete", routeAttributes(route), () => routes.deleteRoute(this.socket, route));
+    return this.span("route.delete", routeAttributes(route), () => this.changeOne({ action: "delete", route }));
+  }
+
+  changeRoutes(changes: RouteChange[]): Promise<RouteChangeFailure[]> {
+    const counts = Object.fromEntries((["add", "replace", "delete"] as const).map((action) => [`routes.${action}`, changes.filter((c) => c.action === action).length]));
+    return this.span("route.change", counts, () => this.routeSocket.changeRoutes(changes));
+  }
+
+  private async changeOne(change: RouteChange): Promise<void> {
+    const [failure] = await this.routeSocket.changeRoutes([change]);
+    if (failure) throw failure.error;
   }
 
   close(): void {
     this.socket.socket.close();
+    this.routeSocket.close();
   }
 }
 

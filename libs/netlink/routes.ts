@@ -1,5 +1,5 @@
-import { FlagsNew, rt, type RtNetlinkSocket } from "netlink";
-import { invalidArgument, request } from "./errors.js";
+import { AttrStream, FlagsNew, rt } from "netlink";
+import { invalidArgument } from "./errors.js";
 import { afOf, familyOf, formatIp, parseIp, parsePrefix } from "./ip.js";
 import { TRELLIS_ROUTE_PROTOCOL, type IpFamily, type Route, type RouteSpec } from "./types.js";
 
@@ -28,11 +28,6 @@ export function decodeRoute(message: rt.RouteMessage): Route | undefined {
   if (attrs.gateway) route.gateway = formatIp(attrs.gateway);
   if (attrs.oif !== undefined) route.linkIndex = attrs.oif;
   return route;
-}
-
-export async function listRoutes(socket: RtNetlinkSocket, family?: IpFamily): Promise<Route[]> {
-  const messages = await request("list routes", () => socket.getRoutes(family ? { family: afOf(family) } : {}));
-  return messages.map(decodeRoute).filter((route): route is Route => route !== undefined);
 }
 
 interface EncodedRoute {
@@ -90,28 +85,35 @@ export function encodeRoute(action: string, spec: RouteSpec, forDelete = false):
   };
 }
 
-const ROUTE_HINTS = {
+/** What the kernel's bare errno means for a route request. */
+export const ROUTE_HINTS: Partial<Record<string, string>> = {
   ENODEV: "the route's link does not exist",
   ENETUNREACH: "the gateway is not reachable through any route or link",
 };
 
-export async function addRoute(socket: RtNetlinkSocket, spec: RouteSpec): Promise<void> {
-  const action = `add route ${describeRoute(spec)}`;
-  const { data, attrs } = encodeRoute(action, spec);
-  await request(action, () => socket.newRoute(data, attrs, { flags: FlagsNew.CREATE | FlagsNew.EXCL }), ROUTE_HINTS);
+/** One route request of a batch. */
+export interface RouteChange {
+  /** add: NLM_F_CREATE|NLM_F_EXCL (EEXIST if there); replace: NLM_F_CREATE|NLM_F_REPLACE (the "ensure" form); delete: only a route of `route.protocol`. */
+  action: "add" | "replace" | "delete";
+  route: RouteSpec;
 }
 
-export async function replaceRoute(socket: RtNetlinkSocket, spec: RouteSpec): Promise<void> {
-  const action = `replace route ${describeRoute(spec)}`;
-  const { data, attrs } = encodeRoute(action, spec);
-  await request(action, () => socket.newRoute(data, attrs, { flags: FlagsNew.CREATE | FlagsNew.REPLACE }), ROUTE_HINTS);
+/** "add route 10.1.0.0/16 via 10.0.0.1": the action an error message names. */
+export function describeChange(change: RouteChange): string {
+  return `${change.action} route ${describeRoute(change.route)}`;
 }
 
-export async function deleteRoute(socket: RtNetlinkSocket, spec: RouteSpec): Promise<void> {
-  const action = `delete route ${describeRoute(spec)}`;
-  const { data, attrs } = encodeRoute(action, spec, true);
-  await request(action, () => socket.delRoute(data, attrs), {
-    ...ROUTE_HINTS,
-    ESRCH: `no such route with protocol ${data.protocol} in the main table`,
-  });
+// rtnetlink message types (linux/rtnetlink.h).
+export const RTM_NEWROUTE = 24;
+export const RTM_DELROUTE = 25;
+export const RTM_GETROUTE = 26;
+
+/** The rtmsg and attributes of one change as netlink message bytes, without the 16-byte header. */
+export function encodeChangePayload(change: RouteChange): { type: number; flags: number; payload: Buffer } {
+  const { data, attrs } = encodeRoute(describeChange(change), change.route, change.action === "delete");
+  const stream = new AttrStream();
+  rt.formatRouteMessage({ kind: "route", data, attrs }, stream);
+  const payload = Buffer.concat(stream.bufs);
+  if (change.action === "delete") return { type: RTM_DELROUTE, flags: 0, payload };
+  return { type: RTM_NEWROUTE, flags: FlagsNew.CREATE | (change.action === "add" ? FlagsNew.EXCL : FlagsNew.REPLACE), payload };
 }

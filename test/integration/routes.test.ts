@@ -75,6 +75,7 @@ async function desire(host: string, addresses: string[]): Promise<void> {
     endpoints: addresses.map((address, i) => ({
       id: `${host}-c${i}`, networkId: L3NET, networkName: L3NET, container: `${host}-c${i}`, host, netns: "", ifname: "eth0", addresses: [address], routes: [], createdAt: "", traceparent: "",
     })),
+    names: [],
   };
   await buckets.desired.put(host, desiredCodec.encode(state));
 }
@@ -156,7 +157,8 @@ describe("route installer", () => {
     await announce("h2", "192.168.77.12", ["10.1.0.2/32", "10.1.0.3/32"]);
     await eventually(() => expect(trellisRoutes(h1.netns)).toEqual(["10.1.0.3 via 192.168.77.12 dev ul0"]));
     expect(ip(h1.netns, "route", "show", "10.1.0.2/32")).toContain("via 192.168.77.50 dev ul0 proto static");
-    expect(logs).toContain("route 10.1.0.2/32 left alone: the kernel already has it with protocol 4, which Trellis does not own");
+    // Only the kernel's refusal of the add tells the installer that someone else owns the prefix.
+    await eventually(() => expect(logs).toContain("route 10.1.0.2/32 left alone: the kernel already has it with protocol 4, which Trellis does not own"));
 
     await buckets.routes.delete("h2");
     await eventually(() => expect(trellisRoutes(h1.netns)).toEqual([]));

@@ -1,21 +1,17 @@
 import type { KV, KvWatchEntry } from "@nats-io/kv";
 import { codecOf } from "../../../libs/bus/codec.js";
-import { openNetlink, type NetlinkHandle, type RouteSpec } from "../../../libs/netlink/index.js";
-import { describeRoute } from "../../../libs/netlink/routes.js";
+import { describeRoute, openNetlink, type NetlinkHandle, type RouteChange, type RouteChangeFailure } from "../../../libs/netlink/index.js";
 import { RouteAnnouncement } from "../../../libs/proto/gen/trellis/v1/routes.js";
 import { HostDesiredState } from "../../../libs/proto/gen/trellis/v1/state.js";
 import { followBucket } from "./follow.js";
 import { grantsOf, routedNetworksOf, type GrantKey } from "./grants.js";
-import { believe, routeChanges, type Belief, type RouteChanges } from "./reconcile.js";
+import { believe, changesSinceApplied, routeChanges, type Belief, type RouteChanges } from "./reconcile.js";
 
 const announcementCodec = codecOf(RouteAnnouncement);
 const desiredCodec = codecOf(HostDesiredState);
 
 /** A host silent for longer than this has its routes withdrawn everywhere (restored when it returns). */
 export const DEFAULT_STALE_AFTER_MS = 10_000;
-
-/** Route requests outstanding at once on the netlink socket. */
-const IN_FLIGHT = 64;
 
 export interface InstallerOptions {
   host: string;
@@ -36,8 +32,10 @@ export interface InstallerBuckets {
 
 /**
  * Installs other hosts' announced prefixes as `prefix via <next hop>` routes of TRELLIS_ROUTE_PROTOCOL.
- * Every KV change wakes a pass (milliseconds); each pass reads the kernel afresh and changes only what
- * differs, so passes may come in any number and order, and a restarted installer changes nothing right.
+ * Every KV change wakes a pass (milliseconds). The first pass, the periodic resync and any pass after a
+ * refused change read the whole kernel table and change only what differs, so a restarted installer
+ * changes nothing right and drift is repaired; the passes between compare the belief with what was last
+ * applied and send only that difference, so one new announcement costs one route, not a table dump.
  */
 export class RouteInstaller {
   private readonly announcements = new Map<string, RouteAnnouncement>();
@@ -46,11 +44,16 @@ export class RouteInstaller {
   private networks = new Set<string>();
   private running: Promise<void> | undefined;
   private again = false;
-  /** The routes the last pass left in the kernel, to tell whether a staleness check changes anything. */
+  /** Set when the next pass must read the kernel: at start, on the resync timer, after a refused change. */
+  private resyncDue = true;
+  /** What the last pass asked the kernel for: destination prefix → next hop. */
   private applied = new Map<string, string>();
+  /** Wanted prefixes the last full pass found routed by someone else. */
+  private blocked: RouteChanges["blocked"] = [];
   private reported = new Set<string>();
   /** No pass before every bucket's stored state is in: a pass on half of it would delete right routes. */
   private loaded = false;
+  private stopped = false;
   private stops: (() => void)[] = [];
   private timers: NodeJS.Timeout[] = [];
 
@@ -76,15 +79,16 @@ export class RouteInstaller {
     installer.timers = [
       // Heartbeats age without any event: look often, but touch the kernel only if the belief changed.
       setInterval(() => installer.scheduleIfChanged(), Math.max(100, Math.floor(options.staleAfterMs / 10))),
-      setInterval(() => installer.schedule(), options.resyncMs),
+      setInterval(() => installer.resync(), options.resyncMs),
     ];
     return installer;
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     this.timers.forEach(clearInterval);
     this.stops.forEach((stop) => stop());
-    await this.running;
+    while (this.running) await this.running;
     this.nl.close();
   }
 
@@ -140,6 +144,11 @@ export class RouteInstaller {
     });
   }
 
+  private resync(): void {
+    this.resyncDue = true;
+    this.schedule();
+  }
+
   private scheduleIfChanged(): void {
     const routes = this.belief().routes;
     if (routes.size !== this.applied.size || [...routes].some(([dst, via]) => this.applied.get(dst) !== via)) this.schedule();
@@ -147,7 +156,7 @@ export class RouteInstaller {
 
   /** Runs a pass now, or right after the one under way: never two at once, never a change missed. */
   private schedule(): void {
-    if (!this.loaded) return;
+    if (!this.loaded || this.stopped) return;
     if (this.running) {
       this.again = true;
       return;
@@ -164,31 +173,51 @@ export class RouteInstaller {
   }
 
   private async pass(): Promise<void> {
-    const belief = this.belief();
-    // One dump of both families.
-    const changes = routeChanges(await this.nl.listRoutes(), belief.routes);
-    this.report(belief, changes.blocked);
-    const work = [
-      ...changes.remove.map((route) => () => this.apply("remove", route, () => this.nl.deleteRoute(route))),
-      ...changes.replace.map((route) => () => this.apply("replace", route, () => this.nl.replaceRoute(route))),
-      ...changes.add.map((route) => () => this.apply("add", route, () => this.nl.addRoute(route))),
-    ];
-    // Independent routes go out IN_FLIGHT at a time, so that the kernel rather than round trips sets the
-    // pace, without overflowing the socket's receive buffer with acknowledgements.
-    for (let i = 0; i < work.length; i += IN_FLIGHT) await Promise.all(work.slice(i, i + IN_FLIGHT).map((call) => call()));
-    this.applied = belief.routes;
+    const full = this.resyncDue;
+    this.resyncDue = false;
+    const refused = await this.apply(full);
+    // A refused change means the kernel is not what was last applied (a route someone else owns, one
+    // removed behind our back): read it now rather than at the next resync.
+    if (refused && !full) await this.apply(true);
   }
 
-  private async apply(what: string, route: RouteSpec, call: () => Promise<void>): Promise<void> {
-    try {
-      await call();
-    } catch (error) {
-      this.options.log(`failed to ${what} route ${describeRoute(route)} on host ${this.options.host}: ${(error as Error).message}`);
+  /** One comparison and one batch of changes; true when the kernel refused any of them. */
+  private async apply(full: boolean): Promise<boolean> {
+    const belief = this.belief();
+    let changes: RouteChanges;
+    if (full) {
+      // One dump of both families.
+      changes = routeChanges(await this.nl.listRoutes(), belief.routes);
+      this.blocked = changes.blocked;
+    } else {
+      changes = changesSinceApplied(this.applied, belief.routes);
     }
+    this.report(belief);
+    const batch: RouteChange[] = [
+      ...changes.remove.map((route) => ({ action: "delete" as const, route })),
+      ...changes.replace.map((route) => ({ action: "replace" as const, route })),
+      ...changes.add.map((route) => ({ action: "add" as const, route })),
+    ];
+    this.applied = belief.routes;
+    if (batch.length === 0) return false;
+    let failures: RouteChangeFailure[];
+    try {
+      failures = await this.nl.changeRoutes(batch);
+    } catch (error) {
+      // The socket failed mid-batch: what the kernel has is unknown until it is read again.
+      this.resyncDue = true;
+      throw error;
+    }
+    for (const { change, error } of failures) {
+      // Expected when the kernel was not as last applied; the full read that follows sorts it out.
+      const expected = !full && ((change.action === "delete" && error.code === "ESRCH") || (change.action === "add" && error.code === "EEXIST"));
+      if (!expected) this.options.log(`failed to ${change.action} route ${describeRoute(change.route)} on host ${this.options.host}: ${error.message}`);
+    }
+    return failures.length > 0;
   }
 
   /** Refusals, silent hosts and blocked prefixes are logged when they start, not on every pass. */
-  private report(belief: Belief, blocked: RouteChanges["blocked"]): void {
+  private report(belief: Belief): void {
     const lines = [
       ...belief.refused.map(
         (refusal) => `refused announcement of ${refusal.prefix} (network ${refusal.networkId}) by host ${refusal.host}: ${refusal.reason}`,
@@ -196,7 +225,7 @@ export class RouteInstaller {
       ...belief.silent.map(
         (host) => `host ${host} has not heartbeaten for over ${this.options.staleAfterMs} ms: its routes are withdrawn until it returns`,
       ),
-      ...blocked.map(({ dst, protocol }) => `route ${dst} left alone: the kernel already has it with protocol ${protocol}, which Trellis does not own`),
+      ...this.blocked.map(({ dst, protocol }) => `route ${dst} left alone: the kernel already has it with protocol ${protocol}, which Trellis does not own`),
     ];
     for (const line of lines) if (!this.reported.has(line)) this.options.log(line);
     this.reported = new Set(lines);

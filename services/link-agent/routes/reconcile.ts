@@ -82,11 +82,15 @@ export interface RouteChanges {
 /** Compares the kernel's routes with the wanted ones; only routes of TRELLIS_ROUTE_PROTOCOL are ever changed. */
 export function routeChanges(kernel: Route[], wanted: Map<string, string>): RouteChanges {
   const changes: RouteChanges = { add: [], replace: [], remove: [], blocked: [] };
-  const owned = kernel.filter((route) => route.protocol === TRELLIS_ROUTE_PROTOCOL);
-  const foreign = new Map(kernel.filter((route) => route.protocol !== TRELLIS_ROUTE_PROTOCOL).map((route) => [route.dst, route.protocol]));
+  const owned = new Map<string, Route[]>();
+  const foreign = new Map<string, number>();
+  for (const route of kernel) {
+    if (route.protocol === TRELLIS_ROUTE_PROTOCOL) owned.set(route.dst, [...(owned.get(route.dst) ?? []), route]);
+    else foreign.set(route.dst, route.protocol);
+  }
   const kept = new Set<Route>();
   for (const [dst, nextHop] of wanted) {
-    const mine = owned.filter((route) => route.dst === dst);
+    const mine = owned.get(dst) ?? [];
     const right = mine.find((route) => route.gateway === nextHop);
     if (right) {
       kept.add(right);
@@ -99,8 +103,24 @@ export function routeChanges(kernel: Route[], wanted: Map<string, string>): Rout
       changes.add.push({ dst, gateway: nextHop });
     }
   }
-  for (const route of owned.filter((route) => !kept.has(route))) {
+  for (const route of kernel.filter((route) => route.protocol === TRELLIS_ROUTE_PROTOCOL && !kept.has(route))) {
     changes.remove.push({ dst: route.dst, gateway: route.gateway, linkIndex: route.linkIndex, family: route.family });
   }
+  return changes;
+}
+
+/**
+ * The changes from the routes last applied to the wanted ones, without reading the kernel: for the passes
+ * between full reads. A prefix new to us is added with NLM_F_EXCL, so a route someone else owns is refused,
+ * never overwritten (principle 2).
+ */
+export function changesSinceApplied(applied: Map<string, string>, wanted: Map<string, string>): RouteChanges {
+  const changes: RouteChanges = { add: [], replace: [], remove: [], blocked: [] };
+  for (const [dst, nextHop] of wanted) {
+    const before = applied.get(dst);
+    if (before === undefined) changes.add.push({ dst, gateway: nextHop });
+    else if (before !== nextHop) changes.replace.push({ dst, gateway: nextHop });
+  }
+  for (const [dst, nextHop] of applied) if (!wanted.has(dst)) changes.remove.push({ dst, gateway: nextHop });
   return changes;
 }
