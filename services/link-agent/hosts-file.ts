@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
 import type { NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
@@ -23,7 +23,10 @@ export function hostsFileFor(endpoint: Endpoint, names: NameEntry[]): string {
   return `${lines.join("\n")}\n`;
 }
 
-/** Level-triggered: the file is rewritten only when its content is not what it should be. */
+/**
+ * Level-triggered: the file is rewritten only when its content is not what it should be, and replaced
+ * whole (renamed into place), so that a lookup never reads it half written.
+ */
 export async function ensureHostsFile(etcDir: string, endpoint: Endpoint, names: NameEntry[]): Promise<void> {
   const path = join(etcDir, endpoint.netns, "hosts");
   const wanted = hostsFileFor(endpoint, names);
@@ -31,7 +34,8 @@ export async function ensureHostsFile(etcDir: string, endpoint: Endpoint, names:
   if (current === wanted) return;
   try {
     await mkdir(join(etcDir, endpoint.netns), { recursive: true });
-    await writeFile(path, wanted);
+    await writeFile(`${path}.new`, wanted);
+    await rename(`${path}.new`, path);
   } catch (error) {
     throw new Error(`failed to write the hosts file of ${endpoint.container} (${path}): ${(error as Error).message}`);
   }
