@@ -1,19 +1,30 @@
 // Trellis IPAM against CNI host-local on one allocate/release workload, side by side in one run.
-// Each client repeatedly allocates an address for a new container and releases it again.
-// Usage: node dist/bench/ipam.js [--cycles N]  (N allocations per concurrency level and system)
+// Each client repeatedly allocates an address for a new container and releases it again. At every
+// concurrency level both systems run back to back, so that they share the machine's load of the moment.
+// host-local is spawned once per ADD and per DEL, as a container runtime does. Trellis IPAM runs as
+// `trellis ipam` in its own process (on a real nats-server), reached over gRPC: its CPU never competes
+// with the clients' in one event loop, which would make its latencies meaningless.
+// Usage: node dist/bench/ipam.js [--cycles N] [--profile DIR]
+//   N allocations per concurrency level and system; DIR receives the service's CPU profile (--cpu-prof).
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { startNatsServer } from "../test/support/nats-server.js";
-import { startIpamService } from "../services/ipam/main.js";
+import { freePort, startNatsServer } from "../test/support/nats-server.js";
 import { connectIpam, type IpamCalls } from "../services/ipam/client.js";
 
 const HOST_LOCAL = "/usr/lib/cni/host-local";
+const TRELLIS_CLI = fileURLToPath(new URL("../bundle/trellis.js", import.meta.url));
 const SUBNET = "10.20.0.0/16";
 const LEVELS = [1, 4, 16];
 const HELD_PER_CLIENT = 8;
+/** Unmeasured allocations before the first level: connections, JIT and page cache warm for both systems. */
+const WARM_UP_CYCLES = 200;
+const SERVICE_START_TIMEOUT_MS = 30_000;
+/** Every container of the run has its own id: a reused one would measure re-creating a deleted key. */
+let containerSerial = 0;
 
 /** One system under test: allocate an address for a container, and release it. */
 interface Allocator {
@@ -31,57 +42,99 @@ interface LevelResult {
   duplicates: number;
 }
 
+interface IpamProcess {
+  address: string;
+  stop(): Promise<void>;
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { cycles: { type: "string", default: "1600" } } });
+  const { values } = parseArgs({ options: { cycles: { type: "string", default: "1600" }, profile: { type: "string" } } });
   const cycles = Number(values.cycles);
   const nats = await startNatsServer();
-  const ipam = await startIpamService({ natsUrl: nats.url, listen: "127.0.0.1:0", log: () => {} });
-  const client = connectIpam(ipam.address);
   const dataDir = mkdtempSync(join(tmpdir(), "trellis-bench-host-local-"));
+  let ipam: IpamProcess | undefined;
+  let client: IpamCalls | undefined;
   try {
+    ipam = await startIpamProcess(nats.url, values.profile);
+    client = connectIpam(ipam.address);
     await client.allocateSubnets({ networkId: "bench", withGateway: true, subnets: [{ cidr: SUBNET, gateway: "", ipv6: false }] });
-    const trellis = await runLevels(trellisAllocator(client), cycles);
-    const hostLocal = await runLevels(hostLocalAllocator(dataDir), cycles);
-    printSummary(trellis, hostLocal);
+    const systems = [trellisAllocator(client), hostLocalAllocator(dataDir)];
+    for (const system of systems) await runLevel(system, 4, WARM_UP_CYCLES);
+    const results = new Map<string, LevelResult[]>(systems.map((system) => [system.name, []]));
+    for (const clients of LEVELS) {
+      for (const system of systems) {
+        const result = await runLevel(system, clients, cycles);
+        printLevel(system.name, result);
+        results.get(system.name)!.push(result);
+      }
+    }
+    printSummary(results.get("trellis")!, results.get("host-local")!);
   } finally {
-    client.close();
-    await ipam.stop();
+    client?.close();
+    await ipam?.stop();
     await nats.stop();
     rmSync(dataDir, { recursive: true, force: true });
   }
 }
 
-async function runLevels(allocator: Allocator, cycles: number): Promise<LevelResult[]> {
-  const results: LevelResult[] = [];
-  for (const clients of LEVELS) {
-    const result = await runLevel(allocator, clients, cycles);
-    console.log(
-      `${allocator.name.padEnd(10)} clients ${String(clients).padStart(2)}: ${result.perSecond.toFixed(0).padStart(6)} allocations/s, ` +
-        `p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms, duplicates ${result.duplicates} (${result.allocations} allocations)`,
-    );
-    results.push(result);
-  }
-  return results;
+/** `trellis ipam` as an operator starts it, on a free loopback port; resolves on its `ready` line. */
+async function startIpamProcess(natsUrl: string, profileDir: string | undefined): Promise<IpamProcess> {
+  const listen = `127.0.0.1:${await freePort()}`;
+  // Trace exporters the caller's environment may name would measure the exporter, not IPAM.
+  const env = { ...process.env };
+  delete env.OTEL_EXPORTER_OTLP_ENDPOINT;
+  delete env.TRELLIS_TRACE_FILE;
+  const nodeOptions = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
+  const child = spawn(process.execPath, [...nodeOptions, TRELLIS_CLI, "ipam", `--nats=${natsUrl}`, `--listen=${listen}`], { env, stdio: ["ignore", "pipe", "pipe"] });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+    await exited;
+  };
+  let output = "";
+  const address = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`trellis ipam printed no ready line within ${SERVICE_START_TIMEOUT_MS} ms: ${output}`)), SERVICE_START_TIMEOUT_MS);
+    const onOutput = (chunk: Buffer) => {
+      output += chunk.toString();
+      const ready = /ipam ready on (\S+)/.exec(output);
+      if (ready) {
+        clearTimeout(timer);
+        resolve(ready[1]!);
+      }
+    };
+    child.stdout.on("data", onOutput);
+    child.stderr.on("data", onOutput);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`trellis ipam exited with ${code} before it was ready: ${output.trim()}`));
+    });
+  }).catch(async (error: unknown) => {
+    await stop();
+    throw error;
+  });
+  return { address, stop };
 }
 
 /**
  * `clients` loops share `cycles` allocations; each client keeps its last HELD_PER_CLIENT containers
  * and releases the oldest one after each allocation. An address counts as held from the moment its
  * allocation returns until its release is sent; handing it to anyone else meanwhile is a duplicate.
+ * Latency is the allocation's; the rate counts the releases' time too.
  */
 async function runLevel(allocator: Allocator, clients: number, cycles: number): Promise<LevelResult> {
   const held = new Map<string, string>();
   const latencies: number[] = [];
   let duplicates = 0;
-  let next = 0;
+  let unstarted = cycles;
   const release = async (container: string, address: string) => {
     held.delete(address);
     await allocator.release(container);
   };
-  const runClient = async (clientIndex: number) => {
+  const runClient = async () => {
     const mine: [string, string][] = [];
-    while (next < cycles) {
-      const container = `c${clients}-${clientIndex}-${next++}`;
+    while (unstarted > 0) {
+      unstarted--;
+      const container = `c${containerSerial++}`;
       const started = performance.now();
       const address = await allocator.allocate(container);
       latencies.push(performance.now() - started);
@@ -93,7 +146,7 @@ async function runLevel(allocator: Allocator, clients: number, cycles: number): 
     for (const [container, address] of mine) await release(container, address);
   };
   const started = performance.now();
-  await Promise.all(Array.from({ length: clients }, (_, i) => runClient(i)));
+  await Promise.all(Array.from({ length: clients }, runClient));
   const seconds = (performance.now() - started) / 1000;
   latencies.sort((a, b) => a - b);
   return {
@@ -152,6 +205,13 @@ function runHostLocal(command: "ADD" | "DEL", container: string, config: string)
     child.on("close", (code) => (code === 0 ? resolve(output) : reject(new Error(`failed to ${command} with host-local: ${output.trim()}`))));
     child.stdin.end(config);
   });
+}
+
+function printLevel(name: string, result: LevelResult): void {
+  console.log(
+    `${name.padEnd(10)} clients ${String(result.clients).padStart(2)}: ${result.perSecond.toFixed(0).padStart(6)} allocations/s, ` +
+      `p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms, duplicates ${result.duplicates} (${result.allocations} allocations)`,
+  );
 }
 
 function printSummary(trellis: LevelResult[], hostLocal: LevelResult[]): void {
