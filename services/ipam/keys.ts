@@ -42,10 +42,12 @@ export function isBlockKey(key: string): boolean {
   return key.startsWith("block.");
 }
 
-/** What the view follows; the endpoint records are read only when needed. */
-export function viewedKeys(): string[] {
-  return [REGISTRY_KEY, "addr.>", "block.>"];
-}
+/**
+ * What the view follows: every key, the endpoint records too (it ignores them). Following only the
+ * registry, address and block keys takes a consumer with several filter subjects, which needs
+ * nats-server 2.10; on 2.9 (Debian's) that watch fails, and each replica's view saw only its own writes.
+ */
+export const VIEWED_KEYS = ">";
 
 export function networkAddressesFilter(networkId: string): string {
   return `addr.${encodeToken(networkId)}.>`;

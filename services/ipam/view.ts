@@ -2,7 +2,7 @@ import type { KV, KvWatchEntry } from "@nats-io/kv";
 import { contains, parseCidr, parsePrefix, type Family, type Prefix } from "../../libs/ipmath/index.js";
 import { AddressKind, AddressRecord, BlockRecord, IpamRegistry, type IpamNetwork } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { familyOf } from "./allocator.js";
-import { isAddressKey, isBlockKey, REGISTRY_KEY, viewedKeys } from "./keys.js";
+import { isAddressKey, isBlockKey, REGISTRY_KEY, VIEWED_KEYS } from "./keys.js";
 import { addressCodec, blockCodec } from "./store.js";
 
 /** A record as the view last saw it, with the revision a compare-and-set needs. */
@@ -190,7 +190,7 @@ export class AllocationView {
     while (!this.stopped) {
       try {
         if ((await kv.status()).values === 0) loaded();
-        const watcher = await kv.watch({ key: viewedKeys() });
+        const watcher = await kv.watch({ key: VIEWED_KEYS });
         this.stopWatch = () => watcher.stop();
         if (this.stopped) watcher.stop();
         for await (const entry of watcher) {
