@@ -132,7 +132,7 @@ export class AddressManager {
     const pointer = remembered ?? (await this.store.getRecord(key));
     if (!pointer) return;
     await this.releaseIfHeldBy(addressKey(networkId, parseCidr(pointer.value.address).address), endpointId);
-    const deleted = await this.store.deleteRecord(key, pointer.revision);
+    const deleted = (await this.store.deleteRecord(key, pointer.revision)) !== undefined;
     // The remembered revision was outdated (the record was rewritten elsewhere): read it after all.
     if (!deleted && remembered) await this.releaseFamily(networkId, endpointId, family);
   }
@@ -351,7 +351,8 @@ export class AddressManager {
     const key = blockKey(network.networkId, block);
     const owned = this.view.blockHolder(key);
     if (!owned || this.view.hasEndpointIn(network, block) || this.isPendingIn(network.networkId, block)) return;
-    if (await this.store.deleteRecord(key, owned.revision)) this.view.noteBlockFreed(key, owned.revision);
+    const marker = await this.store.deleteRecord(key, owned.revision);
+    if (marker !== undefined) this.view.noteBlockFreed(key, marker);
   }
 
   /** The leak collector's way to return a block it saw empty twice. */
@@ -359,7 +360,8 @@ export class AddressManager {
     const network = this.view.network(block.record.networkId);
     if (!network || network.incarnation !== block.record.incarnation) return;
     if (this.view.hasEndpointIn(network, block.prefix) || this.isPendingIn(network.networkId, block.prefix)) return;
-    if (await this.store.deleteRecord(block.key, block.revision)) this.view.noteBlockFreed(block.key, block.revision);
+    const marker = await this.store.deleteRecord(block.key, block.revision);
+    if (marker !== undefined) this.view.noteBlockFreed(block.key, marker);
   }
 
   private isPendingIn(networkId: string, block: Prefix): boolean {
@@ -425,8 +427,9 @@ export class AddressManager {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       if (attempt > 0 || !holder) holder = await this.store.getRecord(key);
       if (!holder || holder.value.endpointId !== endpointId || holder.value.kind !== AddressKind.ADDRESS_KIND_ENDPOINT) return;
-      if (await this.store.deleteRecord(key, holder.revision)) {
-        this.view.noteFreed(key, holder.revision);
+      const marker = await this.store.deleteRecord(key, holder.revision);
+      if (marker !== undefined) {
+        this.view.noteFreed(key, marker);
         const network = this.view.network(holder.value.networkId);
         if (network?.hostBlocks && network.incarnation === holder.value.incarnation) {
           await this.returnBlockIfEmpty(network, parseCidr(holder.value.address).address);
@@ -456,15 +459,15 @@ export class AddressManager {
     ];
     for (const key of keys) {
       const entry = await this.store.getRecord(key);
-      if (entry && entry.value.incarnation !== currentIncarnation && (await this.store.deleteRecord(key, entry.revision))) {
-        this.view.noteFreed(key, entry.revision);
-      }
+      if (!entry || entry.value.incarnation === currentIncarnation) continue;
+      const marker = await this.store.deleteRecord(key, entry.revision);
+      if (marker !== undefined) this.view.noteFreed(key, marker);
     }
     for (const key of await this.store.listKeys(networkBlocksFilter(networkId))) {
       const entry = await this.store.getBlock(key);
-      if (entry && entry.value.incarnation !== currentIncarnation && (await this.store.deleteRecord(key, entry.revision))) {
-        this.view.noteBlockFreed(key, entry.revision);
-      }
+      if (!entry || entry.value.incarnation === currentIncarnation) continue;
+      const marker = await this.store.deleteRecord(key, entry.revision);
+      if (marker !== undefined) this.view.noteBlockFreed(key, marker);
     }
   }
 

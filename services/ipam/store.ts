@@ -1,5 +1,6 @@
 import { JetStreamApiError } from "@nats-io/jetstream";
-import type { KV } from "@nats-io/kv";
+import { Bucket, type KV } from "@nats-io/kv";
+import { Empty, headers } from "@nats-io/transport-node";
 import { codecOf } from "../../libs/bus/codec.js";
 import { getValue, isExistsError, isConflict, updateValue, type Versioned } from "../../libs/bus/kv.js";
 import type { MessageCodec } from "../../libs/bus/codec.js";
@@ -9,6 +10,10 @@ import { REGISTRY_KEY } from "./keys.js";
 const registryCodec = codecOf(IpamRegistry);
 export const addressCodec = codecOf(AddressRecord);
 export const blockCodec = codecOf(BlockRecord);
+
+/** The headers `kv.delete` sends: a KV delete marker, conditional on the key's revision. */
+const KV_OPERATION_HEADER = "KV-Operation";
+const EXPECTED_LAST_SUBJECT_SEQUENCE_HEADER = "Nats-Expected-Last-Subject-Sequence";
 
 /** JetStream's "wrong last sequence" and its variant for a subject it cannot look up. */
 const WRONG_LAST_SEQUENCE_UNKNOWN = 10164;
@@ -25,7 +30,12 @@ export type ClaimResult<T> = { won: true; revision: number } | { won: false; hol
  * refuses a second holder of an address), `update`/`delete` on the revision that was read.
  */
 export class IpamStore {
-  constructor(readonly kv: KV) {}
+  private readonly bucket: Bucket;
+
+  constructor(readonly kv: KV) {
+    if (!(kv instanceof Bucket)) throw new Error("failed to open the ipam store: its KV is not a JetStream bucket");
+    this.bucket = kv;
+  }
 
   async readRegistry(): Promise<IpamRegistry> {
     return (await getValue(this.kv, registryCodec, REGISTRY_KEY))?.value ?? IpamRegistry.fromPartial({});
@@ -97,13 +107,19 @@ export class IpamStore {
     }
   }
 
-  /** False when the key changed since `revision` was read. */
-  async deleteRecord(key: string, revision: number): Promise<boolean> {
+  /**
+   * The delete marker's revision, or undefined when the key changed since `revision` was read.
+   * `kv.delete` drops the marker's revision; without it the next claim of the key (lowest-free
+   * reuses a released address at once) would expect a stale revision and cost a failed write and a read.
+   */
+  async deleteRecord(key: string, revision: number): Promise<number | undefined> {
+    const marker = headers();
+    marker.set(KV_OPERATION_HEADER, "DEL");
+    marker.set(EXPECTED_LAST_SUBJECT_SEQUENCE_HEADER, String(revision));
     try {
-      await this.kv.delete(key, { previousSeq: revision });
-      return true;
+      return (await this.bucket.js.publish(this.bucket.subjectForKey(key, true), Empty, { headers: marker })).seq;
     } catch (error) {
-      if (isConflict(error)) return false;
+      if (isConflict(error)) return undefined;
       throw new Error(`failed to delete ${key}: ${(error as Error).message}`);
     }
   }
