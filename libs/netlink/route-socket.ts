@@ -2,7 +2,7 @@ import { constants } from "node:os";
 import { AttrStream, Flags, FlagsGet, MessageType, RawNetlinkSocket, rt, type ErrnoException } from "netlink";
 import { netlinkError, type NetlinkError } from "./errors.js";
 import { afOf } from "./ip.js";
-import { decodeRoute, describeChange, encodeChangePayload, ROUTE_HINTS, RTM_GETROUTE, type RouteChange } from "./routes.js";
+import { decodeRouteBytes, describeChange, encodeChangePayload, ROUTE_HINTS, RTM_GETROUTE, type RouteChange } from "./routes.js";
 import { TRELLIS_ROUTE_PROTOCOL, type IpFamily, type Route } from "./types.js";
 
 // The route half of rtnetlink spoken directly on a raw socket. The `netlink` package sends one request per
@@ -179,7 +179,7 @@ export class RouteSocket {
     } else if (type === MessageType.ERROR) {
       this.endDump(netlinkError("list routes", errnoError(body.readInt32LE(0))));
     } else {
-      const route = decodeRoute(rt.parseRouteMessage(body));
+      const route = decodeRouteBytes(body);
       if (route) dump.routes.push(route);
     }
   }

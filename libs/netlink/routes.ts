@@ -1,9 +1,16 @@
-import { AttrStream, FlagsNew, rt } from "netlink";
+import { FlagsNew, rt } from "netlink";
 import { invalidArgument } from "./errors.js";
 import { afOf, familyOf, formatIp, parseIp, parsePrefix } from "./ip.js";
 import { TRELLIS_ROUTE_PROTOCOL, type IpFamily, type Route, type RouteSpec } from "./types.js";
 
 const RT_TABLE_MAIN = rt.RoutingTableClass.MAIN;
+
+// struct rtmsg and the rtattr types Trellis reads and writes (linux/rtnetlink.h).
+const RTMSG_LENGTH = 12;
+const RTA_DST = 1;
+const RTA_OIF = 4;
+const RTA_GATEWAY = 5;
+const RTA_TABLE = 15;
 
 /** The `netlink` package hands known enum values back as their names ("KERNEL", "LINK"); we want numbers. */
 function enumNumber(mapping: Record<string, string | number>, value: unknown): number {
@@ -28,6 +35,34 @@ export function decodeRoute(message: rt.RouteMessage): Route | undefined {
   if (attrs.gateway) route.gateway = formatIp(attrs.gateway);
   if (attrs.oif !== undefined) route.linkIndex = attrs.oif;
   return route;
+}
+
+/**
+ * One RTM_NEWROUTE message body of a dump → Route, reading only the fields decodeRoute uses: the
+ * package's generic attribute parser costs more per route than the kernel's dump does.
+ */
+export function decodeRouteBytes(body: Buffer): Route | undefined {
+  const data: rt.Route = {
+    family: body.readUInt8(0),
+    dstLen: body.readUInt8(1),
+    table: body.readUInt8(4),
+    protocol: body.readUInt8(5),
+    scope: body.readUInt8(6),
+    type: body.readUInt8(7),
+  };
+  const attrs: rt.RouteAttrs = {};
+  for (let offset = RTMSG_LENGTH; offset + 4 <= body.length; ) {
+    const length = body.readUInt16LE(offset);
+    if (length < 4) break;
+    const type = body.readUInt16LE(offset + 2) & 0x3fff;
+    const value = body.subarray(offset + 4, offset + length);
+    if (type === RTA_DST) attrs.dst = value;
+    else if (type === RTA_GATEWAY) attrs.gateway = value;
+    else if (type === RTA_OIF) attrs.oif = value.readUInt32LE(0);
+    else if (type === RTA_TABLE) attrs.table = value.readUInt32LE(0);
+    offset += (length + 3) & ~3;
+  }
+  return decodeRoute({ kind: "route", data, attrs });
 }
 
 interface EncodedRoute {
@@ -108,12 +143,36 @@ export const RTM_NEWROUTE = 24;
 export const RTM_DELROUTE = 25;
 export const RTM_GETROUTE = 26;
 
-/** The rtmsg and attributes of one change as netlink message bytes, without the 16-byte header. */
+/**
+ * The rtmsg and attributes of one change as netlink message bytes, without the 16-byte header. Written
+ * straight into one buffer: the package's generic attribute stream costs more than the kernel's insert.
+ */
 export function encodeChangePayload(change: RouteChange): { type: number; flags: number; payload: Buffer } {
   const { data, attrs } = encodeRoute(describeChange(change), change.route, change.action === "delete");
-  const stream = new AttrStream();
-  rt.formatRouteMessage({ kind: "route", data, attrs }, stream);
-  const payload = Buffer.concat(stream.bufs);
+  const attributes: [number, Buffer][] = [];
+  if (attrs.dst) attributes.push([RTA_DST, attrs.dst]);
+  if (attrs.gateway) attributes.push([RTA_GATEWAY, attrs.gateway]);
+  if (attrs.oif !== undefined) {
+    const oif = Buffer.alloc(4);
+    oif.writeUInt32LE(attrs.oif);
+    attributes.push([RTA_OIF, oif]);
+  }
+  const payload = Buffer.alloc(RTMSG_LENGTH + attributes.reduce((sum, [, value]) => sum + 4 + ((value.length + 3) & ~3), 0));
+  payload.writeUInt8(data.family ?? 0, 0);
+  payload.writeUInt8(data.dstLen ?? 0, 1);
+  payload.writeUInt8(data.table ?? 0, 4);
+  // encodeRoute sets these as numbers; the type also allows the package's enum names.
+  payload.writeUInt8(data.protocol as number, 5);
+  payload.writeUInt8(data.scope as number, 6);
+  payload.writeUInt8(data.type as number, 7);
+  let offset = RTMSG_LENGTH;
+  for (const [type, value] of attributes) {
+    // Host byte order, as netlink wants; Trellis runs on little-endian hosts.
+    payload.writeUInt16LE(4 + value.length, offset);
+    payload.writeUInt16LE(type, offset + 2);
+    value.copy(payload, offset + 4);
+    offset += 4 + ((value.length + 3) & ~3);
+  }
   if (change.action === "delete") return { type: RTM_DELROUTE, flags: 0, payload };
   return { type: RTM_NEWROUTE, flags: FlagsNew.CREATE | (change.action === "add" ? FlagsNew.EXCL : FlagsNew.REPLACE), payload };
 }
