@@ -10,11 +10,7 @@ const PINGS_FAIL = /100% packet loss[\s\S]*exit 1/;
 // what one section printed.
 describe("lab: the reference driver's examples, on two hosts", () => {
   let lab: LabResult;
-  const section = (name: string) => {
-    const text = lab.sections.get(name);
-    if (text === undefined) throw new Error(`the script printed no section ${name}; its output was:\n${lab.output}`);
-    return text;
-  };
+  const section = (name: string) => lab.section(name);
 
   beforeAll(async () => {
     lab = await runInLab(script, { hosts: 2 });

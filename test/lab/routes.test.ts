@@ -8,11 +8,7 @@ const PINGED = /2 packets transmitted, 2 received, 0% packet loss/;
 // One boot: three hosts and an upstream, an L3 network, and every route-distribution scenario in turn.
 describe("lab: L3 route distribution across hosts and to an upstream", () => {
   let lab: LabResult;
-  const section = (name: string) => {
-    const text = lab.sections.get(name);
-    if (text === undefined) throw new Error(`the script printed no section ${name}; its output was:\n${lab.output}`);
-    return text;
-  };
+  const section = (name: string) => lab.section(name);
 
   beforeAll(async () => {
     lab = await runInLab(script, { hosts: 3, upstreams: 1 });

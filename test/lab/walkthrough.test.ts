@@ -10,11 +10,7 @@ const walkthrough = new URL("../../lab/walkthrough.sh", import.meta.url).pathnam
 // one step printed.
 describe("lab walkthrough: ipvlan networks from intent to ping, across two hosts", () => {
   let lab: LabResult;
-  const section = (name: string) => {
-    const text = lab.sections.get(name);
-    if (text === undefined) throw new Error(`the walkthrough printed no section ${name}; its output was:\n${lab.output}`);
-    return text;
-  };
+  const section = (name: string) => lab.section(name);
 
   beforeAll(async () => {
     lab = await runInLab(walkthrough, { hosts: 2 });

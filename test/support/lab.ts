@@ -12,6 +12,8 @@ export interface LabResult {
   sections: Map<string, string>;
   /** The folder that was the lab's $TRELLIS_LAB_OUT (the spans are in trace.jsonl there). */
   outDir: string;
+  /** One section's output; a missing section fails with the whole output, to see where the script went. */
+  section(name: string): string;
 }
 
 /** Runs a script in the lab (a real kernel with ipvlan, 802.1Q and dummy), through the real CLI. */
@@ -24,7 +26,13 @@ export async function runInLab(script: string, options: { hosts?: number; upstre
   child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
   child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
   const code = await new Promise<number>((resolve) => child.on("exit", (status) => resolve(status ?? 1)));
-  return { code, output, sections: splitSections(output), outDir };
+  const sections = splitSections(output);
+  const section = (name: string): string => {
+    const text = sections.get(name);
+    if (text === undefined) throw new Error(`the script printed no section ${name}; its output was:\n${output}`);
+    return text;
+  };
+  return { code, output, sections, outDir, section };
 }
 
 export function splitSections(output: string): Map<string, string> {
