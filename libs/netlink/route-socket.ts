@@ -111,14 +111,15 @@ export class RouteSocket {
 
   private send(batch: EncodedChange[], failures: RouteChangeFailure[]): Promise<void> {
     const first = this.nextSeqs(batch.length);
-    const datagram = Buffer.concat(
-      batch.flatMap(({ type, flags, payload }, i) => {
-        // Only the last request asks for an acknowledgement: the kernel answers a failed request anyway,
-        // so the last acknowledgement says every request of the datagram was handled.
-        const ack = i === batch.length - 1 ? Flags.ACK : 0;
-        return [header(HEADER_LENGTH + payload.length, type, Flags.REQUEST | ack | flags, first + i), payload];
-      }),
-    );
+    const datagram = Buffer.allocUnsafe(batch.reduce((sum, { payload }) => sum + HEADER_LENGTH + payload.length, 0));
+    let offset = 0;
+    batch.forEach(({ type, flags, payload }, i) => {
+      // Only the last request asks for an acknowledgement: the kernel answers a failed request anyway,
+      // so the last acknowledgement says every request of the datagram was handled.
+      const ack = i === batch.length - 1 ? Flags.ACK : 0;
+      offset = writeHeader(datagram, offset, HEADER_LENGTH + payload.length, type, Flags.REQUEST | ack | flags, first + i);
+      offset += payload.copy(datagram, offset);
+    });
     return new Promise<void>((resolve, reject) => {
       const write: Write = {
         first,
@@ -142,7 +143,9 @@ export class RouteSocket {
       const dump: Dump = { seq, routes: [], interrupted: false, done: (error) => (error ? reject(error) : resolve(dump)) };
       this.dump = dump;
       this.raw.ref();
-      this.raw.send(Buffer.concat([header(HEADER_LENGTH + payload.length, RTM_GETROUTE, Flags.REQUEST | FlagsGet.DUMP, seq), payload]), {}, (error) => {
+      const request = Buffer.allocUnsafe(HEADER_LENGTH + payload.length);
+      payload.copy(request, writeHeader(request, 0, request.length, RTM_GETROUTE, Flags.REQUEST | FlagsGet.DUMP, seq));
+      this.raw.send(request, {}, (error) => {
         if (error) this.endDump(netlinkError("list routes", error));
       });
     });
@@ -226,13 +229,14 @@ export class RouteSocket {
   }
 }
 
-function header(length: number, type: number, flags: number, seq: number): Buffer {
-  const bytes = Buffer.alloc(HEADER_LENGTH);
-  bytes.writeUInt32LE(length, 0);
-  bytes.writeUInt16LE(type, 4);
-  bytes.writeUInt16LE(flags, 6);
-  bytes.writeUInt32LE(seq, 8);
-  return bytes;
+/** Writes a struct nlmsghdr at `offset` (port 0: the kernel fills it in); returns the offset after it. */
+function writeHeader(buffer: Buffer, offset: number, length: number, type: number, flags: number, seq: number): number {
+  buffer.writeUInt32LE(length, offset);
+  buffer.writeUInt16LE(type, offset + 4);
+  buffer.writeUInt16LE(flags, offset + 6);
+  buffer.writeUInt32LE(seq, offset + 8);
+  buffer.writeUInt32LE(0, offset + 12);
+  return offset + HEADER_LENGTH;
 }
 
 /** The kernel reports -errno; carry its name as `code` like Node's own errors do. */

@@ -35,8 +35,28 @@ export interface Belief {
   silent: string[];
 }
 
+/**
+ * Each announcement's prefixes in canonical form with their family (undefined: not a prefix), worked out
+ * once per received announcement: beliefs are recomputed on every pass and every staleness check, over
+ * thousands of prefixes, and an announcement object is never changed once decoded.
+ */
+const canonicalForms = new WeakMap<RouteAnnouncement, ({ prefix: string; family: 4 | 6 } | undefined)[]>();
+
+function canonicalPrefixesOf(announcement: RouteAnnouncement): ({ prefix: string; family: 4 | 6 } | undefined)[] {
+  let forms = canonicalForms.get(announcement);
+  if (!forms) {
+    forms = announcement.prefixes.map(({ prefix: announced }) => {
+      const prefix = canonicalPrefix(announced);
+      return prefix === undefined ? undefined : { prefix, family: familyOfPrefix(prefix) };
+    });
+    canonicalForms.set(announcement, forms);
+  }
+  return forms;
+}
+
 export function believe(input: BeliefInput): Belief {
-  const routes = new Map<string, { nextHop: string; host: string }>();
+  const routes = new Map<string, string>();
+  const winners = new Map<string, string>();
   const refused: Refusal[] = [];
   const silent: string[] = [];
   // Sorted, so that when two hosts claim one prefix the same one wins on every agent.
@@ -50,24 +70,27 @@ export function believe(input: BeliefInput): Belief {
     }
     const granted = input.grants.get(announcement.host) ?? new Set<GrantKey>();
     const nextHopFamily = familyOfAddress(announcement.nextHop);
-    for (const { networkId, prefix: announced } of announcement.prefixes) {
-      if (input.role === "host" && !input.networks.has(networkId)) continue;
-      const refuse = (reason: string) => refused.push({ host: announcement.host, networkId, prefix: announced, reason });
-      const prefix = canonicalPrefix(announced);
-      if (!prefix) {
-        refuse("not a prefix");
-      } else if (!granted.has(grantKey(networkId, prefix))) {
-        refuse(`IPAM has not given ${prefix} to host ${announcement.host} in network ${networkId}`);
-      } else if (nextHopFamily !== familyOfPrefix(prefix)) {
-        refuse(`next hop ${JSON.stringify(announcement.nextHop)} is not an IPv${familyOfPrefix(prefix)} address`);
-      } else if (routes.has(prefix)) {
-        refuse(`also announced by host ${routes.get(prefix)!.host}, which wins`);
+    const forms = canonicalPrefixesOf(announcement);
+    announcement.prefixes.forEach(({ networkId, prefix: announced }, i) => {
+      if (input.role === "host" && !input.networks.has(networkId)) return;
+      const form = forms[i];
+      let reason: string | undefined;
+      if (!form) {
+        reason = "not a prefix";
+      } else if (!granted.has(grantKey(networkId, form.prefix))) {
+        reason = `IPAM has not given ${form.prefix} to host ${announcement.host} in network ${networkId}`;
+      } else if (nextHopFamily !== form.family) {
+        reason = `next hop ${JSON.stringify(announcement.nextHop)} is not an IPv${form.family} address`;
+      } else if (winners.has(form.prefix)) {
+        reason = `also announced by host ${winners.get(form.prefix)}, which wins`;
       } else {
-        routes.set(prefix, { nextHop: announcement.nextHop, host: announcement.host });
+        routes.set(form.prefix, announcement.nextHop);
+        winners.set(form.prefix, announcement.host);
       }
-    }
+      if (reason) refused.push({ host: announcement.host, networkId, prefix: announced, reason });
+    });
   }
-  return { routes: new Map([...routes].map(([prefix, { nextHop }]) => [prefix, nextHop])), refused, silent };
+  return { routes, refused, silent };
 }
 
 export interface RouteChanges {
