@@ -84,8 +84,10 @@ function trellisRouteCount(netns: string): number {
 async function programmingRate(buckets: Buckets3, count: number): Promise<{ trellis: number; ipBatch: number }> {
   const prefixes = Array.from({ length: count }, (_, i) => prefix(i));
   const trellisNs = await underlayNamespace("rate");
-  const installer = await startInstaller(buckets, "rate", trellisNs);
+  // The host's own desired state is in place before its installer starts: the timed window holds the
+  // announcement alone, not the first processing of an unrelated event.
   await buckets.desired.put("rate", desiredCodec.encode(desiredOf("rate", [])));
+  const installer = await startInstaller(buckets, "rate", trellisNs);
   const started = performance.now();
   await announce(buckets, prefixes);
   while (installer.believed().size < count) await new Promise((resolve) => setImmediate(resolve));
