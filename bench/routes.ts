@@ -85,9 +85,11 @@ async function programmingRate(buckets: Buckets3, count: number): Promise<{ trel
   const prefixes = Array.from({ length: count }, (_, i) => prefix(i));
   const trellisNs = await underlayNamespace("rate");
   // The host's own desired state is in place before its installer starts: the timed window holds the
-  // announcement alone, not the first processing of an unrelated event.
+  // announcement alone.
   await buckets.desired.put("rate", desiredCodec.encode(desiredOf("rate", [])));
   const installer = await startInstaller(buckets, "rate", trellisNs);
+  // As in (b): let the start's own work (initial watch deliveries, their garbage) finish before timing.
+  await new Promise((resolve) => setTimeout(resolve, 500));
   const started = performance.now();
   await announce(buckets, prefixes);
   while (installer.believed().size < count) await new Promise((resolve) => setImmediate(resolve));

@@ -80,10 +80,12 @@ export function describeRoute(spec: RouteSpec): string {
  * RouteSpec → rtmsg. `forDelete` widens the scope to RT_SCOPE_NOWHERE, which the kernel reads as
  * "any scope", while the protocol stays set so a delete only ever matches a route of that protocol.
  */
-export function encodeRoute(action: string, spec: RouteSpec, forDelete = false): EncodedRoute {
+export function encodeRoute(describe: string | (() => string), spec: RouteSpec, forDelete = false): EncodedRoute {
+  // A batch encodes thousands of routes: the action's text is built only for an error.
+  const action = () => (typeof describe === "string" ? describe : describe());
   const gateway = spec.gateway === undefined ? undefined : parseIp(spec.gateway);
-  if (spec.gateway !== undefined && !gateway) throw invalidArgument(action, `invalid gateway ${JSON.stringify(spec.gateway)}: expected an IPv4 or IPv6 address`);
-  if (!forDelete && !gateway && spec.linkIndex === undefined) throw invalidArgument(action, "a route needs a gateway, a link, or both");
+  if (spec.gateway !== undefined && !gateway) throw invalidArgument(action(), `invalid gateway ${JSON.stringify(spec.gateway)}: expected an IPv4 or IPv6 address`);
+  if (!forDelete && !gateway && spec.linkIndex === undefined) throw invalidArgument(action(), "a route needs a gateway, a link, or both");
 
   let family: IpFamily;
   const attrs: rt.RouteAttrs = {};
@@ -92,13 +94,13 @@ export function encodeRoute(action: string, spec: RouteSpec, forDelete = false):
     family = gateway?.family ?? spec.family ?? 4;
   } else {
     const prefix = parsePrefix(spec.dst);
-    if (!prefix) throw invalidArgument(action, `invalid destination ${JSON.stringify(spec.dst)}: expected "default" or a CIDR such as 10.1.0.0/16`);
+    if (!prefix) throw invalidArgument(action(), `invalid destination ${JSON.stringify(spec.dst)}: expected "default" or a CIDR such as 10.1.0.0/16`);
     family = prefix.family;
     dstLen = prefix.prefixLength;
     attrs.dst = prefix.bytes;
   }
-  if (gateway && gateway.family !== family) throw invalidArgument(action, `gateway ${spec.gateway} is not in the address family of ${spec.dst}`);
-  if (spec.family !== undefined && spec.family !== family) throw invalidArgument(action, `destination ${spec.dst} is not an IPv${spec.family} prefix`);
+  if (gateway && gateway.family !== family) throw invalidArgument(action(), `gateway ${spec.gateway} is not in the address family of ${spec.dst}`);
+  if (spec.family !== undefined && spec.family !== family) throw invalidArgument(action(), `destination ${spec.dst} is not an IPv${spec.family} prefix`);
   if (gateway) attrs.gateway = gateway.bytes;
   if (spec.linkIndex !== undefined) attrs.oif = spec.linkIndex;
 
@@ -148,7 +150,7 @@ export const RTM_GETROUTE = 26;
  * straight into one buffer: the package's generic attribute stream costs more than the kernel's insert.
  */
 export function encodeChangePayload(change: RouteChange): { type: number; flags: number; payload: Buffer } {
-  const { data, attrs } = encodeRoute(describeChange(change), change.route, change.action === "delete");
+  const { data, attrs } = encodeRoute(() => describeChange(change), change.route, change.action === "delete");
   const attributes: [number, Buffer][] = [];
   if (attrs.dst) attributes.push([RTA_DST, attrs.dst]);
   if (attrs.gateway) attributes.push([RTA_GATEWAY, attrs.gateway]);
