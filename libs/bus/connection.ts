@@ -21,6 +21,8 @@ export async function connectBus(options: BusOptions): Promise<NatsConnection> {
       reconnectTimeWait: 250,
       waitOnFirstConnect: true,
       timeout: 5000,
+      // Capturing a stack for every request costs IPAM about 7% of its CPU under load.
+      noAsyncTraces: true,
     });
   } catch (error) {
     throw new Error(`failed to connect to NATS at ${String(options.servers)}: ${(error as Error).message}`);
