@@ -1,49 +1,12 @@
 // Per-host blocks of L3 networks on a real nats-server: a host's addresses come from its blocks,
 // a full host takes a new block, a full subnet lends single addresses, an empty block goes back.
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { jetstreamManager } from "@nats-io/jetstream";
-import { startNatsServer, type NatsServer } from "../support/nats-server.js";
-import { startIpamService, type RunningIpamService } from "../../services/ipam/main.js";
-import { connectIpam, type IpamCalls } from "../../services/ipam/client.js";
-import { Buckets } from "../../libs/bus/subjects.js";
+import { describe, expect, it } from "vitest";
+import { useIpamReplicas } from "../support/ipam-replicas.js";
 
-let nats: NatsServer;
-let nc: NatsConnection;
-let services: RunningIpamService[] = [];
-let clients: IpamCalls[] = [];
-
-async function startReplica(): Promise<IpamCalls> {
-  const service = await startIpamService({ natsUrl: nats.url, listen: "127.0.0.1:0", log: () => {} });
-  services.push(service);
-  const client = connectIpam(service.address);
-  clients.push(client);
-  return client;
-}
+const replicas = useIpamReplicas();
+const startReplica = () => replicas.start();
 
 const on = (host: string, endpointId: string, address = "") => ({ networkId: "l3net", endpointId, host, ipv6: false, address });
-
-beforeAll(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
-});
-
-afterAll(async () => {
-  await nc.close();
-  await nats.stop();
-});
-
-beforeEach(async () => {
-  const jsm = await jetstreamManager(nc);
-  await jsm.streams.delete(`KV_${Buckets.ipam}`).catch(() => undefined);
-});
-
-afterEach(async () => {
-  for (const client of clients) client.close();
-  await Promise.all(services.map((service) => service.stop()));
-  services = [];
-  clients = [];
-});
 
 describe("per-host blocks of an L3 network", () => {
   it("gives each host its own block, a new one when full, lends addresses when none is free, and returns empty blocks", async () => {

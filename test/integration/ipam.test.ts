@@ -1,26 +1,12 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { status, type ServiceError } from "@grpc/grpc-js";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
-import { jetstreamManager } from "@nats-io/jetstream";
-import { startNatsServer, type NatsServer } from "../support/nats-server.js";
-import { startIpamService, type RunningIpamService } from "../../services/ipam/main.js";
-import { connectIpam, type IpamCalls } from "../../services/ipam/client.js";
 import { Buckets } from "../../libs/bus/subjects.js";
+import { useIpamReplicas } from "../support/ipam-replicas.js";
 import { AddressKind } from "../../libs/proto/gen/trellis/v1/ipam.js";
 
-let nats: NatsServer;
-let nc: NatsConnection;
-let services: RunningIpamService[] = [];
-let clients: IpamCalls[] = [];
-
-async function startReplica(): Promise<IpamCalls> {
-  const service = await startIpamService({ natsUrl: nats.url, listen: "127.0.0.1:0", log: () => {} });
-  services.push(service);
-  const client = connectIpam(service.address);
-  clients.push(client);
-  return client;
-}
+const replicas = useIpamReplicas();
+const startReplica = () => replicas.start();
 
 async function refusal(promise: Promise<unknown>): Promise<ServiceError> {
   try {
@@ -33,7 +19,7 @@ async function refusal(promise: Promise<unknown>): Promise<ServiceError> {
 
 /** Every live key and value of the bucket, to prove that a refused call wrote nothing. */
 async function bucketSnapshot(): Promise<Map<string, string>> {
-  const kv = await new Kvm(nc).open(Buckets.ipam);
+  const kv = await new Kvm(replicas.connection()).open(Buckets.ipam);
   const snapshot = new Map<string, string>();
   for await (const key of await kv.keys()) {
     const entry = await kv.get(key);
@@ -45,36 +31,11 @@ async function bucketSnapshot(): Promise<Map<string, string>> {
 const v4 = (networkId: string, endpointId: string, address = "") => ({ networkId, endpointId, host: "h1", ipv6: false, address });
 const v6 = (networkId: string, endpointId: string, address = "") => ({ networkId, endpointId, host: "h1", ipv6: true, address });
 
-beforeAll(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
-});
-
-afterAll(async () => {
-  await nc.close();
-  await nats.stop();
-});
-
-beforeEach(async () => {
-  // Each test starts from an empty bucket.
-  const jsm = await jetstreamManager(nc);
-  await jsm.streams.delete(`KV_${Buckets.ipam}`).catch(() => undefined);
-});
-
-afterEach(async () => {
-  for (const client of clients) client.close();
-  await Promise.all(services.map((service) => service.stop()));
-  services = [];
-  clients = [];
-});
-
 describe("ipam over gRPC on a real nats-server", () => {
   it("announces ready and serves on the bound port", async () => {
     const lines: string[] = [];
-    const service = await startIpamService({ natsUrl: nats.url, listen: "127.0.0.1:0", log: (line) => lines.push(line) });
-    services.push(service);
-    expect(service.address).toMatch(/^127\.0\.0\.1:\d+$/);
-    expect(lines.join("\n")).toContain("ready");
+    await replicas.start((line) => lines.push(line));
+    expect(lines.join("\n")).toMatch(/ipam ready on 127\.0\.0\.1:\d+/);
   });
 
   it("allocates given and default subnets with gateways, and answers a retry the same", async () => {
