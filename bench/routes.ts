@@ -60,6 +60,7 @@ function desiredOf(host: string, addresses: string[]): HostDesiredState {
       id: `${host}-${i}`, networkId: NETWORK, networkName: NETWORK, container: `${host}-${i}`, host, netns: "", ifname: "eth0", addresses: [address], routes: [], createdAt: "", traceparent: "",
     })),
     names: [],
+    grantedPrefixes: [],
   };
 }
 

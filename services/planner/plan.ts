@@ -1,6 +1,7 @@
 import ipaddr from "ipaddr.js";
 import { type Endpoint, type Network, type Route } from "../../libs/proto/gen/trellis/v1/network.js";
-import type { HostDesiredState, NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
+import type { ListBlocksResponse } from "../../libs/proto/gen/trellis/v1/ipam.js";
+import type { GrantedPrefix, HostDesiredState, NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
 
 // Pure decisions about what hosts and containers must have; no I/O.
 
@@ -43,14 +44,23 @@ export function containerRoutes(network: Network, addresses: string[]): Route[] 
  * Every host has every network's parent (so a VLAN exists cluster-wide), its own endpoints, and the
  * names of every container, wherever it runs, on the networks its endpoints are on.
  */
-export function desiredStateFor(host: string, networks: Network[], endpoints: Endpoint[]): HostDesiredState {
+export function desiredStateFor(host: string, networks: Network[], endpoints: Endpoint[], granted: GrantedPrefix[] = []): HostDesiredState {
   const local = endpoints.filter((endpoint) => endpoint.host === host).sort(byContainer);
   return {
     host,
     networks: [...networks].sort((a, b) => a.name.localeCompare(b.name)),
     endpoints: local,
     names: namesOn(new Set(local.map((endpoint) => endpoint.networkId)), endpoints),
+    grantedPrefixes: granted,
   };
+}
+
+/** What IPAM's ListBlocks answers for L3/L3S networks give `host`: its blocks, and host routes for its borrowed addresses. */
+export function grantedPrefixesOf(host: string, answers: { networkId: string; blocks: ListBlocksResponse }[]): GrantedPrefix[] {
+  return answers.flatMap(({ networkId, blocks }) => [
+    ...blocks.blocks.filter((block) => block.host === host).map((block) => ({ networkId, prefix: block.cidr })),
+    ...blocks.borrowed.filter((address) => address.host === host).map((address) => ({ networkId, prefix: `${address.address}/${address.ipv6 ? 128 : 32}` })),
+  ]);
 }
 
 function namesOn(networkIds: Set<string>, endpoints: Endpoint[]): NameEntry[] {

@@ -3,10 +3,11 @@ import ipaddr from "ipaddr.js";
 import { contains, formatAddress, overlaps, parseAddress, parseCidr, parsePrefix } from "../../libs/ipmath/index.js";
 import { ParentKind, type Endpoint, type EndpointSpec, type Network, type NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
 import type { IpamCalls } from "../ipam/client.js";
+import type { ListBlocksResponse } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../../libs/grpc/status-error.js";
 import { traceparentOf } from "../../libs/bus/trace.js";
 import { withSpan } from "../../libs/telemetry/tracing.js";
-import { containerNetns, containerRoutes, CONTAINER_IFNAME, desiredStateFor, dummyParentName, hostsOnNetwork } from "./plan.js";
+import { containerNetns, containerRoutes, CONTAINER_IFNAME, desiredStateFor, dummyParentName, grantedPrefixesOf, hostsOnNetwork } from "./plan.js";
 import { validateName, validateNetworkSpec, type ValidatedNetwork } from "./validate.js";
 import type { PlannerStore } from "./store.js";
 
@@ -157,7 +158,22 @@ export class Planner {
 
   private async writeDesiredStates(hosts: string[]): Promise<void> {
     const [networks, endpoints] = await Promise.all([this.store.listNetworks(), this.store.listEndpoints()]);
-    await Promise.all(hosts.map((host) => this.store.putDesiredState(desiredStateFor(host, networks, endpoints))));
+    const blocks = await this.routedBlocks(networks);
+    await Promise.all(hosts.map((host) => this.store.putDesiredState(desiredStateFor(host, networks, endpoints, grantedPrefixesOf(host, blocks)))));
+  }
+
+  /** IPAM's blocks and borrowed addresses of every L3/L3S network: what each host may announce. */
+  private routedBlocks(networks: Network[]): Promise<{ networkId: string; blocks: ListBlocksResponse }[]> {
+    const routed = networks.filter((network) => network.mode === "l3" || network.mode === "l3s");
+    return Promise.all(
+      routed.map(async (network) => {
+        try {
+          return { networkId: network.id, blocks: await this.ipam.listBlocks(network.id) };
+        } catch (error) {
+          throw new Error(`failed to read the blocks of network ${network.name} from IPAM: ${(error as Error).message}`);
+        }
+      }),
+    );
   }
 
   private async allocateAddresses(network: Network, endpointId: string, spec: EndpointSpec): Promise<string[]> {

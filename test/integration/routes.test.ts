@@ -76,6 +76,7 @@ async function desire(host: string, addresses: string[]): Promise<void> {
       id: `${host}-c${i}`, networkId: L3NET, networkName: L3NET, container: `${host}-c${i}`, host, netns: "", ifname: "eth0", addresses: [address], routes: [], createdAt: "", traceparent: "",
     })),
     names: [],
+    grantedPrefixes: [],
   };
   await buckets.desired.put(host, desiredCodec.encode(state));
 }

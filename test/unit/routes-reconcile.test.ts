@@ -17,8 +17,14 @@ function endpoint(id: string, host: string, networkId: string, addresses: string
   return { id, networkId, networkName: networkId, container: id, host, netns: `${id}@${host}`, ifname: "eth0", addresses, routes: [], createdAt: "", traceparent: "" };
 }
 
-function desired(host: string, endpoints: Endpoint[]): HostDesiredState {
-  return { host, networks: [network("l3net", "l3"), network("l2net", "l2")], endpoints };
+function desired(host: string, endpoints: Endpoint[], grantedPrefixes: [string, string][] = []): HostDesiredState {
+  return {
+    host,
+    networks: [network("l3net", "l3"), network("l2net", "l2")],
+    endpoints,
+    names: [],
+    grantedPrefixes: grantedPrefixes.map(([networkId, prefix]) => ({ networkId, prefix })),
+  };
 }
 
 function ready(endpointId: string, addresses: string[]): EndpointStatus {
@@ -70,6 +76,21 @@ describe("servedPrefixes", () => {
   it("announces IPv6 prefixes only with an IPv6 next hop", () => {
     expect(servedPrefixes(state, [ready("a", ["10.1.0.2/16", "fd00::2/64"])], "fd99::11")).toEqual([{ networkId: "l3net", prefix: "fd00::2/128" }]);
   });
+
+  it("announces the granted block or borrowed address that covers a READY endpoint, and a block only while one is READY in it", () => {
+    const blocks = desired(
+      "h1",
+      [endpoint("a", "h1", "l3net", ["10.1.0.2/16"]), endpoint("c", "h1", "l3net", ["10.1.0.4/16"]), endpoint("d", "h1", "l3net", ["10.1.0.70/16"]), endpoint("e", "h1", "l3net", ["10.1.0.200/16"])],
+      [["l3net", "10.1.0.0/26"], ["l3net", "10.1.0.64/26"], ["l3net", "10.1.0.70/32"], ["l3net", "10.1.0.128/26"]],
+    );
+    const statuses = [ready("a", ["10.1.0.2/16"]), ready("c", ["10.1.0.4/16"]), ready("d", ["10.1.0.70/16"]), ready("e", ["10.1.0.200/16"])];
+    expect(servedPrefixes(blocks, statuses, "192.168.1.11")).toEqual([
+      { networkId: "l3net", prefix: "10.1.0.0/26" },
+      { networkId: "l3net", prefix: "10.1.0.200/32" },
+      { networkId: "l3net", prefix: "10.1.0.70/32" },
+    ]);
+    expect(servedPrefixes(blocks, [], "192.168.1.11")).toEqual([]);
+  });
 });
 
 describe("grants", () => {
@@ -77,6 +98,11 @@ describe("grants", () => {
     const grants = grantsOf(desired("h1", [endpoint("a", "h1", "l3net", ["10.1.0.2/16"]), endpoint("b", "h1", "l2net", ["192.168.5.2/24"])]));
     expect([...grants]).toEqual(["l3net 10.1.0.2/32"]);
     expect([...routedNetworksOf(desired("h1", []))]).toEqual(["l3net"]);
+  });
+
+  it("gives a host the blocks and borrowed addresses the planner wrote for its L3 networks, in canonical form", () => {
+    const grants = grantsOf(desired("h1", [], [["l3net", "10.1.0.64/26"], ["l3net", "fd00:0::7/128"], ["l2net", "192.168.5.0/26"], ["l3net", "nonsense"]]));
+    expect([...grants]).toEqual(["l3net 10.1.0.64/26", "l3net fd00::7/128"]);
   });
 });
 

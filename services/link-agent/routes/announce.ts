@@ -3,14 +3,17 @@ import { codecOf } from "../../../libs/bus/codec.js";
 import { getValue } from "../../../libs/bus/kv.js";
 import { AnnouncedPrefix, RouteAnnouncement } from "../../../libs/proto/gen/trellis/v1/routes.js";
 import { EndpointState, type EndpointStatus, type HostDesiredState } from "../../../libs/proto/gen/trellis/v1/state.js";
-import { familyOfAddress, familyOfPrefix, hostPrefix, isRoutedMode } from "./prefixes.js";
+import { contains, parseCidr, parsePrefix } from "../../../libs/ipmath/index.js";
+import { canonicalPrefix, familyOfAddress, familyOfPrefix, hostPrefix, isRoutedMode } from "./prefixes.js";
 
 const announcementCodec = codecOf(RouteAnnouncement);
 
 /**
- * The prefixes this host serves, from what the kernel really has (principle 3): the addresses read back
- * from READY endpoints of its L3/L3S networks, as host routes. Only prefixes of the next hop's family:
- * an IPv6 prefix needs an IPv6 next hop.
+ * The prefixes this host serves, from what the kernel really has (principle 3): for each address read
+ * back from a READY endpoint of its L3/L3S networks, the most specific IPAM grant that covers it (its
+ * block, or the host route of an address it borrowed) — so a block is announced only while at least one
+ * READY endpoint sits in it — or the address's own host route when no grant covers it. Only prefixes of
+ * the next hop's family: an IPv6 prefix needs an IPv6 next hop.
  */
 export function servedPrefixes(desired: HostDesiredState, statuses: EndpointStatus[], nextHop: string): AnnouncedPrefix[] {
   const routed = new Set(desired.networks.filter((network) => isRoutedMode(network.mode)).map((network) => network.id));
@@ -21,11 +24,24 @@ export function servedPrefixes(desired: HostDesiredState, statuses: EndpointStat
     const networkId = networkOf.get(status.endpointId);
     if (status.state !== EndpointState.ENDPOINT_STATE_READY || !networkId || !routed.has(networkId)) continue;
     for (const address of status.addresses) {
-      const prefix = hostPrefix(address);
+      const prefix = coveringGrant(desired, networkId, address) ?? hostPrefix(address);
       if (familyOfPrefix(prefix) === family) served.set(`${networkId} ${prefix}`, { networkId, prefix });
     }
   }
   return [...served.values()].sort((a, b) => a.networkId.localeCompare(b.networkId) || a.prefix.localeCompare(b.prefix));
+}
+
+/** The longest granted prefix of `networkId` that contains the address of `addressCidr`. */
+function coveringGrant(desired: HostDesiredState, networkId: string, addressCidr: string): string | undefined {
+  const { address } = parseCidr(addressCidr);
+  let best: { text: string; length: number } | undefined;
+  for (const granted of desired.grantedPrefixes) {
+    const text = granted.networkId === networkId ? canonicalPrefix(granted.prefix) : undefined;
+    if (!text) continue;
+    const prefix = parsePrefix(text);
+    if (contains(prefix, address) && (!best || prefix.length > best.length)) best = { text, length: prefix.length };
+  }
+  return best?.text;
 }
 
 function samePrefixes(a: AnnouncedPrefix[], b: AnnouncedPrefix[]): boolean {

@@ -1,5 +1,5 @@
 import type { HostDesiredState } from "../../../libs/proto/gen/trellis/v1/state.js";
-import { hostPrefix, isRoutedMode } from "./prefixes.js";
+import { canonicalPrefix, hostPrefix, isRoutedMode } from "./prefixes.js";
 
 /** `<network id> <prefix>`: one thing a host may announce. */
 export type GrantKey = string;
@@ -9,10 +9,11 @@ export function grantKey(networkId: string, prefix: string): GrantKey {
 }
 
 /**
- * What IPAM has given to a host in its L3/L3S networks, as the planner (the single writer of desired
- * state, who asked IPAM) wrote it into that host's desired state: the host routes of its endpoints'
- * addresses. Announcements are believed only within these (principle 3), so a host can never pull
- * another host's traffic to itself by announcing its prefixes.
+ * What IPAM has given a host in its L3/L3S networks, as the planner (the single writer of desired
+ * state, who asked IPAM) wrote it into that host's desired state: its blocks and borrowed addresses
+ * (granted prefixes), and the host routes of its endpoints' addresses. Announcements are believed only
+ * within these (principle 3), so a host can never pull another host's traffic to itself by announcing
+ * its prefixes.
  */
 export function grantsOf(desired: HostDesiredState): Set<GrantKey> {
   const routed = new Set(desired.networks.filter((network) => isRoutedMode(network.mode)).map((network) => network.id));
@@ -20,6 +21,10 @@ export function grantsOf(desired: HostDesiredState): Set<GrantKey> {
   for (const endpoint of desired.endpoints) {
     if (endpoint.host !== desired.host || !routed.has(endpoint.networkId)) continue;
     for (const address of endpoint.addresses) grants.add(grantKey(endpoint.networkId, hostPrefix(address)));
+  }
+  for (const { networkId, prefix } of desired.grantedPrefixes) {
+    const canonical = canonicalPrefix(prefix);
+    if (canonical && routed.has(networkId)) grants.add(grantKey(networkId, canonical));
   }
   return grants;
 }
