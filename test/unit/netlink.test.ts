@@ -138,7 +138,9 @@ describe("route decoding", () => {
   it("turns enum names back into numbers and keeps private protocols", () => {
     const kernel = decodeRoute(wire({ family: 2, dstLen: 24, table: 254, protocol: 2, scope: 253, type: 1 }, { dst: Buffer.from([10, 0, 0, 0]), oif: 3, table: 254 }));
     expect(kernel).toEqual({ family: 4, dst: "10.0.0.0/24", protocol: 2, scope: 253, table: 254, linkIndex: 3 });
-    const ours = decodeRoute(wire({ family: 10, dstLen: 0, table: 254, protocol: TRELLIS_ROUTE_PROTOCOL, scope: 0, type: 1 }, { gateway: parseIp("fe80::1")!.bytes }));
+    // The package's types name only the well-known protocols; on the wire any number goes.
+    const privateProtocol = TRELLIS_ROUTE_PROTOCOL as unknown as rt.Route["protocol"];
+    const ours = decodeRoute(wire({ family: 10, dstLen: 0, table: 254, protocol: privateProtocol, scope: 0, type: 1 }, { gateway: parseIp("fe80::1")!.bytes }));
     expect(ours).toEqual({ family: 6, dst: "default", gateway: "fe80::1", protocol: 210, scope: 0, table: 254 });
   });
 
