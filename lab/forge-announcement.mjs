@@ -1,8 +1,10 @@
-// Writes a forged route announcement straight into the routes bucket, as a rogue agent would:
+// Writes a forged route announcement straight into the routes bucket, as a rogue agent would: what HOST
+// announces now, plus PREFIX... (so that only the forged prefixes are new).
 // node lab/forge-announcement.mjs HOST NEXT_HOP NETWORK_ID PREFIX...  (NATS at $TRELLIS_NATS_URL)
 // Run from the repo root after `npm run build`; the lab's agents must refuse every prefix not given to HOST.
 import { connectBus, openBucket } from "../dist/libs/bus/connection.js";
 import { codecOf } from "../dist/libs/bus/codec.js";
+import { getValue } from "../dist/libs/bus/kv.js";
 import { Buckets } from "../dist/libs/bus/subjects.js";
 import { RouteAnnouncement } from "../dist/libs/proto/gen/trellis/v1/routes.js";
 
@@ -13,7 +15,10 @@ if (!host || !nextHop || !networkId || prefixes.length === 0) {
 }
 const nc = await connectBus({ servers: process.env.TRELLIS_NATS_URL, name: "forger" });
 const bucket = await openBucket(nc, Buckets.routes);
-const announcement = { host, nextHop, prefixes: prefixes.map((prefix) => ({ networkId, prefix })), generation: 1_000_000, announcedAt: new Date().toISOString() };
-await bucket.put(host, codecOf(RouteAnnouncement).encode(announcement));
+const codec = codecOf(RouteAnnouncement);
+const current = (await getValue(bucket, codec, host))?.value?.prefixes ?? [];
+const forged = [...current, ...prefixes.map((prefix) => ({ networkId, prefix }))];
+const announcement = { host, nextHop, prefixes: forged, generation: 1_000_000, announcedAt: new Date().toISOString() };
+await bucket.put(host, codec.encode(announcement));
 console.log(`forged: ${host} announces ${prefixes.join(" ")} via ${nextHop}`);
 await nc.drain();

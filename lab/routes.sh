@@ -15,12 +15,13 @@ addr_of() {
   trellis exec "$1" ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1
 }
 
+# Hosts announce their IPAM blocks (a /26 by default), so look for a Trellis route that covers the address.
 has_route() {
-  ip -n "$1" route show proto 210 | grep -q "^$2 via $3 "
+  ip -n "$1" route show proto 210 match "$2" | grep -q " via $3 "
 }
 
 no_route() {
-  ! ip -n "$1" route show proto 210 | grep -q "^$2 "
+  ! ip -n "$1" route show proto 210 match "$2" | grep -q .
 }
 
 # Every routing table but the one of the host named, for byte-for-byte comparisons.
@@ -49,7 +50,7 @@ C2=$(addr_of c2)
 C3=$(addr_of c3)
 echo "c1=$C1 c2=$C2 c3=$C3"
 
-say "Each host announces its container's address; the others and the upstream install it, via the host."
+say "Each host announces the block its container's address lies in; the others and the upstream install it, via the host."
 WAIT_SECONDS=20 wait_until has_route h2 "$C1" 192.168.1.11
 WAIT_SECONDS=20 wait_until has_route u1 "$C3" 192.168.1.13
 for host in h1 h2 h3 u1; do
@@ -69,10 +70,10 @@ for c in c1 c2 c3; do
   show trellis host exec u1 ping -c 2 -W 2 "$(addr_of $c)"
 done
 
-say "A forged announcement: h2 claims c1's and c3's addresses and the whole subnet. Nothing changes."
+say "A forged announcement: h2 adds c1's and c3's addresses and the whole subnet to what it announces. Nothing changes."
 tables_except h2 > /tmp/before-forge
 section forge
-show node lab/forge-announcement.mjs h2 192.168.1.12 "$NET" "$C2/32" "$C1/32" "$C3/32" 10.1.0.0/16
+show node lab/forge-announcement.mjs h2 192.168.1.12 "$NET" "$C1/32" "$C3/32" 10.1.0.0/16
 sleep 3
 tables_except h2 > /tmp/after-forge
 section forge-diff
