@@ -1,5 +1,5 @@
 import ipaddr from "ipaddr.js";
-import { dottedQuadBytes, parsePrefix } from "../../../libs/netlink/ip.js";
+import { dottedQuadValue, parsePrefix } from "../../../libs/netlink/ip.js";
 
 // Prefix text as the kernel prints it back, so that announced, granted and installed prefixes compare equal.
 // Beliefs are recomputed over every announced prefix on each pass: plain IPv4 text takes the fast
@@ -8,7 +8,7 @@ import { dottedQuadBytes, parsePrefix } from "../../../libs/netlink/ip.js";
 /** "10.1.0.7/16" → "10.1.0.7/32"; "fd00::7/64" → "fd00::7/128". */
 export function hostPrefix(addressCidr: string): string {
   const parsed = parsePrefix(addressCidr);
-  if (parsed?.family === 4) return `${parsed.bytes.join(".")}/32`;
+  if (parsed?.family === 4) return `${parsed.bytes[0]}.${parsed.bytes[1]}.${parsed.bytes[2]}.${parsed.bytes[3]}/32`;
   const [address] = ipaddr.parseCIDR(addressCidr);
   return `${address.toString()}/${address.kind() === "ipv4" ? 32 : 128}`;
 }
@@ -17,6 +17,8 @@ export function hostPrefix(addressCidr: string): string {
 export function canonicalPrefix(cidr: string): string | undefined {
   const parsed = parsePrefix(cidr);
   if (parsed?.family === 4) {
+    // A plain dotted quad with a /32 is already canonical: the common case, thousands per pass.
+    if (cidr.endsWith("/32") && dottedQuadValue(cidr.slice(0, -3)) !== undefined) return cidr;
     const mask = parsed.prefixLength === 0 ? 0 : (~0 << (32 - parsed.prefixLength)) >>> 0;
     const network = (parsed.bytes.readUInt32BE(0) & mask) >>> 0;
     return `${network >>> 24}.${(network >>> 16) & 255}.${(network >>> 8) & 255}.${network & 255}/${parsed.prefixLength}`;
@@ -35,7 +37,7 @@ export function familyOfPrefix(cidr: string): 4 | 6 {
 
 /** undefined for anything that is not a bare IPv4/IPv6 address. */
 export function familyOfAddress(address: string): 4 | 6 | undefined {
-  if (dottedQuadBytes(address)) return 4;
+  if (dottedQuadValue(address) !== undefined) return 4;
   if (!ipaddr.isValid(address)) return undefined;
   return ipaddr.parse(address).kind() === "ipv4" ? 4 : 6;
 }

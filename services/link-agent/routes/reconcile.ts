@@ -1,7 +1,7 @@
 import { TRELLIS_ROUTE_PROTOCOL, type Route, type RouteSpec } from "../../../libs/netlink/index.js";
 import type { RouteAnnouncement } from "../../../libs/proto/gen/trellis/v1/routes.js";
 import { grantKey, type GrantKey } from "./grants.js";
-import { canonicalPrefix, familyOfAddress, familyOfPrefix } from "./prefixes.js";
+import { canonicalPrefix, familyOfAddress } from "./prefixes.js";
 
 // Pure decisions of route distribution: which announcements to believe, and what to change in the kernel.
 
@@ -47,7 +47,8 @@ function canonicalPrefixesOf(announcement: RouteAnnouncement): ({ prefix: string
   if (!forms) {
     forms = announcement.prefixes.map(({ prefix: announced }) => {
       const prefix = canonicalPrefix(announced);
-      return prefix === undefined ? undefined : { prefix, family: familyOfPrefix(prefix) };
+      // A canonical prefix is valid: a colon tells IPv6 without parsing it again.
+      return prefix === undefined ? undefined : { prefix, family: prefix.includes(":") ? (6 as const) : (4 as const) };
     });
     canonicalForms.set(announcement, forms);
   }
