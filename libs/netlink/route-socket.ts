@@ -49,6 +49,8 @@ export class RouteSocket {
   private seq = 1;
   private readonly writes: Write[] = [];
   private dump: Dump | undefined;
+  /** The kernel runs one dump per socket at a time (EBUSY otherwise): later ones wait for this one. */
+  private dumps: Promise<unknown> = Promise.resolve();
 
   private constructor(private readonly raw: RawNetlinkSocket) {
     raw.on("message", (datagram) => this.receive(datagram));
@@ -70,11 +72,15 @@ export class RouteSocket {
   }
 
   /** Unicast routes of the main table, of one family or both. */
-  async listRoutes(family?: IpFamily): Promise<Route[]> {
-    for (let attempt = 1; ; attempt++) {
-      const dump = await this.readDump(family);
-      if (!dump.interrupted || attempt === DUMP_ATTEMPTS) return dump.routes;
-    }
+  listRoutes(family?: IpFamily): Promise<Route[]> {
+    const listed = this.dumps.then(async () => {
+      for (let attempt = 1; ; attempt++) {
+        const dump = await this.readDump(family);
+        if (!dump.interrupted || attempt === DUMP_ATTEMPTS) return dump.routes;
+      }
+    });
+    this.dumps = listed.catch(() => undefined);
+    return listed;
   }
 
   /**
@@ -134,7 +140,6 @@ export class RouteSocket {
   }
 
   private readDump(family: IpFamily | undefined): Promise<Dump> {
-    if (this.dump) return Promise.reject(netlinkError("list routes", new Error("a dump is already running on this socket")));
     const stream = new AttrStream();
     rt.formatRouteMessage({ kind: "route", data: family === undefined ? {} : { family: afOf(family) }, attrs: {} }, stream);
     const payload = Buffer.concat(stream.bufs);

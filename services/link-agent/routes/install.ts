@@ -208,10 +208,13 @@ export class RouteInstaller {
       this.resyncDue = true;
       throw error;
     }
-    for (const { change, error } of failures) {
-      // Expected when the kernel was not as last applied; the full read that follows sorts it out.
-      const expected = !full && ((change.action === "delete" && error.code === "ESRCH") || (change.action === "add" && error.code === "EEXIST"));
-      if (!expected) this.options.log(`failed to ${change.action} route ${describeRoute(change.route)} on host ${this.options.host}: ${error.message}`);
+    // A refusal between full reads means the kernel is not as last applied; the full pass that follows
+    // tries again and logs what still fails.
+    if (full) {
+      for (const { change, error } of failures) {
+        if (change.action === "delete" && error.code === "ESRCH") continue; // gone already: what a delete wants
+        this.options.log(`failed to ${change.action} route ${describeRoute(change.route)} on host ${this.options.host}: ${error.message}`);
+      }
     }
     return failures.length > 0;
   }
