@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { connectBus, openBucket } from "../../libs/bus/connection.js";
 import { codecOf } from "../../libs/bus/codec.js";
 import { Buckets } from "../../libs/bus/subjects.js";
-import { createNamespace, deleteNamespace } from "../../libs/netlink/index.js";
+import { createNamespace, deleteNamespace, openNetlink, type RouteChange } from "../../libs/netlink/index.js";
 import { RouteAnnouncement } from "../../libs/proto/gen/trellis/v1/routes.js";
 import { HostDesiredState, HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
 import { RouteInstaller } from "../../services/link-agent/routes/install.js";
@@ -202,5 +202,43 @@ describe("route installer", () => {
     monitor.kill();
     expect(changes).toBe("");
     expect(trellisRoutes(h1.netns)).toEqual(["10.1.0.2 via 192.168.77.12 dev ul0"]);
+  });
+});
+
+describe("batched route changes", () => {
+  it("applies many changes across datagrams, in order, and reports exactly the refused ones", async () => {
+    const netns = `trt-batch-${randomBytes(3).toString("hex")}`;
+    namespaces.push(netns);
+    await createNamespace(netns);
+    ip(netns, "link", "add", "ul0", "type", "veth", "peer", "name", "ul1");
+    ip(netns, "addr", "add", "192.168.77.1/24", "dev", "ul0");
+    ip(netns, "link", "set", "ul1", "up");
+    ip(netns, "link", "set", "ul0", "up");
+    ip(netns, "route", "add", "10.3.0.7/32", "via", "192.168.77.50", "proto", "static");
+    const nl = await openNetlink(netns);
+    try {
+      const dst = (i: number) => `10.3.${i >> 8}.${i & 255}/32`;
+      const adds: RouteChange[] = Array.from({ length: 1000 }, (_, i) => ({ action: "add", route: { dst: dst(i), gateway: "192.168.77.12" } }));
+      const failures = await nl.changeRoutes([
+        ...adds,
+        { action: "add", route: { dst: "10.4.0.0/16", gateway: "10.99.0.1" } },
+        { action: "delete", route: { dst: dst(999), gateway: "192.168.77.12" } },
+        { action: "replace", route: { dst: dst(998), gateway: "192.168.77.13" } },
+        { action: "add", route: { dst: "10.5.0.0/16", gateway: "nope" } },
+      ]);
+      expect(failures.map(({ change, error }) => `${change.action} ${change.route.dst} ${error.code}`).sort()).toEqual([
+        "add 10.3.0.7/32 EEXIST",
+        "add 10.4.0.0/16 ENETUNREACH",
+        "add 10.5.0.0/16 EINVAL",
+      ]);
+      const routes = trellisRoutes(netns);
+      expect(routes).toHaveLength(998);
+      expect(routes).toContain("10.3.3.230 via 192.168.77.13 dev ul0");
+      expect(routes).not.toContain("10.3.3.231 via 192.168.77.12 dev ul0");
+      expect(ip(netns, "route", "show", "10.3.0.7/32")).toContain("via 192.168.77.50 dev ul0 proto static");
+      expect((await nl.listRoutes(4)).filter((route) => route.protocol === 210)).toHaveLength(998);
+    } finally {
+      nl.close();
+    }
   });
 });
