@@ -5,7 +5,7 @@
 //     each adding one prefix: time from the KV put until every namespace's kernel has the route
 //     (seen by `ip -timestamp monitor route` in each namespace), p50/p99.
 // Usage: node dist/bench/routes.js [--routes M] [--announcements K]
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -198,6 +198,15 @@ async function main(): Promise<void> {
     await nats.stop();
     for (const name of namespaces) await deleteNamespace(name).catch(() => undefined);
   }
+}
+
+// An interrupted run skips main's cleanup: take its namespaces down all the same (the kernel keeps them,
+// with their veths, until someone does).
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    for (const name of namespaces) spawnSync("ip", ["netns", "delete", name], { stdio: "ignore" });
+    process.exit(130);
+  });
 }
 
 await main();
