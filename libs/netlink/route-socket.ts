@@ -2,7 +2,7 @@ import { constants } from "node:os";
 import { AttrStream, Flags, FlagsGet, MessageType, RawNetlinkSocket, rt, type ErrnoException } from "netlink";
 import { netlinkError, type NetlinkError } from "./errors.js";
 import { afOf } from "./ip.js";
-import { decodeRouteBytes, describeChange, encodeChangePayload, ROUTE_HINTS, RTM_GETROUTE, type RouteChange } from "./routes.js";
+import { decodeRouteBytes, describeChange, encodeChangeRequest, NLMSG_HEADER_LENGTH, ROUTE_HINTS, RTM_GETROUTE, type RouteChange } from "./routes.js";
 import { TRELLIS_ROUTE_PROTOCOL, type IpFamily, type Route } from "./types.js";
 
 // The route half of rtnetlink spoken directly on a raw socket. The `netlink` package sends one request per
@@ -11,7 +11,6 @@ import { TRELLIS_ROUTE_PROTOCOL, type IpFamily, type Route } from "./types.js";
 // last request are acknowledged, so the kernel, not the round trips, sets the pace.
 
 const NETLINK_ROUTE = 0;
-const HEADER_LENGTH = 16;
 /** Requests per datagram: ~60 bytes each, well under the socket's send buffer. */
 const CHANGES_PER_WRITE = 256;
 /** Datagrams awaiting their acknowledgement: bounds the error replies queued for us even if every request fails. */
@@ -28,7 +27,10 @@ export interface RouteChangeFailure {
   error: NetlinkError;
 }
 
-type EncodedChange = ReturnType<typeof encodeChangePayload> & { change: RouteChange };
+interface EncodedChange {
+  change: RouteChange;
+  request: Buffer;
+}
 
 /** One datagram of changes: requests with sequence numbers first..first+changes.length-1. */
 interface Write {
@@ -93,7 +95,7 @@ export class RouteSocket {
     for (const change of changes) {
       // A change the kernel could not even be asked for fails alone, like one the kernel refuses.
       try {
-        encoded.push({ change, ...encodeChangePayload(change) });
+        encoded.push({ change, request: encodeChangeRequest(change) });
       } catch (error) {
         failures.push({ change, error: error as NetlinkError });
       }
@@ -117,15 +119,14 @@ export class RouteSocket {
 
   private send(batch: EncodedChange[], failures: RouteChangeFailure[]): Promise<void> {
     const first = this.nextSeqs(batch.length);
-    const datagram = Buffer.allocUnsafe(batch.reduce((sum, { payload }) => sum + HEADER_LENGTH + payload.length, 0));
-    let offset = 0;
-    batch.forEach(({ type, flags, payload }, i) => {
+    batch.forEach(({ request }, i) => {
+      request.writeUInt32LE(first + i, 8);
       // Only the last request asks for an acknowledgement: the kernel answers a failed request anyway,
       // so the last acknowledgement says every request of the datagram was handled.
-      const ack = i === batch.length - 1 ? Flags.ACK : 0;
-      offset = writeHeader(datagram, offset, HEADER_LENGTH + payload.length, type, Flags.REQUEST | ack | flags, first + i);
-      offset += payload.copy(datagram, offset);
+      if (i === batch.length - 1) request.writeUInt16LE(request.readUInt16LE(6) | Flags.ACK, 6);
     });
+    // One sendmsg with one iovec per request: a single datagram, without copying the requests together.
+    const datagram = batch.map(({ request }) => request);
     return new Promise<void>((resolve, reject) => {
       const write: Write = {
         first,
@@ -148,7 +149,7 @@ export class RouteSocket {
       const dump: Dump = { seq, routes: [], interrupted: false, done: (error) => (error ? reject(error) : resolve(dump)) };
       this.dump = dump;
       this.raw.ref();
-      const request = Buffer.allocUnsafe(HEADER_LENGTH + payload.length);
+      const request = Buffer.allocUnsafe(NLMSG_HEADER_LENGTH + payload.length);
       payload.copy(request, writeHeader(request, 0, request.length, RTM_GETROUTE, Flags.REQUEST | FlagsGet.DUMP, seq));
       this.raw.send(request, {}, (error) => {
         if (error) this.endDump(netlinkError("list routes", error));
@@ -166,13 +167,13 @@ export class RouteSocket {
 
   // Netlink headers are in host byte order; Trellis runs on little-endian hosts (x86-64, arm64).
   private receive(datagram: Buffer): void {
-    for (let offset = 0; offset + HEADER_LENGTH <= datagram.length; ) {
+    for (let offset = 0; offset + NLMSG_HEADER_LENGTH <= datagram.length; ) {
       const length = datagram.readUInt32LE(offset);
-      if (length < HEADER_LENGTH) return;
+      if (length < NLMSG_HEADER_LENGTH) return;
       const type = datagram.readUInt16LE(offset + 4);
       const flags = datagram.readUInt16LE(offset + 6);
       const seq = datagram.readUInt32LE(offset + 8);
-      const body = datagram.subarray(offset + HEADER_LENGTH, offset + length);
+      const body = datagram.subarray(offset + NLMSG_HEADER_LENGTH, offset + length);
       if (this.dump?.seq === seq) this.onDumpMessage(type, flags, body);
       else if (type === MessageType.ERROR) this.onReply(seq, body.readInt32LE(0));
       offset += (length + 3) & ~3;
@@ -241,7 +242,7 @@ function writeHeader(buffer: Buffer, offset: number, length: number, type: numbe
   buffer.writeUInt16LE(flags, offset + 6);
   buffer.writeUInt32LE(seq, offset + 8);
   buffer.writeUInt32LE(0, offset + 12);
-  return offset + HEADER_LENGTH;
+  return offset + NLMSG_HEADER_LENGTH;
 }
 
 /** The kernel reports -errno; carry its name as `code` like Node's own errors do. */

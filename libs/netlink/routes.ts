@@ -1,4 +1,4 @@
-import { FlagsNew, rt } from "netlink";
+import { Flags, FlagsNew, rt } from "netlink";
 import { invalidArgument } from "./errors.js";
 import { afOf, familyOf, formatIp, parseIp, parsePrefix } from "./ip.js";
 import { TRELLIS_ROUTE_PROTOCOL, type IpFamily, type Route, type RouteSpec } from "./types.js";
@@ -145,36 +145,45 @@ export const RTM_NEWROUTE = 24;
 export const RTM_DELROUTE = 25;
 export const RTM_GETROUTE = 26;
 
+/** Bytes of a struct nlmsghdr; its sequence number sits at byte 8, its flags at byte 6. */
+export const NLMSG_HEADER_LENGTH = 16;
+
 /**
- * The rtmsg and attributes of one change as netlink message bytes, without the 16-byte header. Written
- * straight into one buffer: the package's generic attribute stream costs more than the kernel's insert.
+ * One change as a whole netlink request (header, rtmsg, attributes) in one buffer, with sequence number
+ * 0 for the sender to fill in. Written by hand: the package's generic attribute stream costs more per
+ * route than the kernel's insert does. Host byte order, as netlink wants; Trellis runs on little-endian hosts.
  */
-export function encodeChangePayload(change: RouteChange): { type: number; flags: number; payload: Buffer } {
+export function encodeChangeRequest(change: RouteChange): Buffer {
   const { data, attrs } = encodeRoute(() => describeChange(change), change.route, change.action === "delete");
-  const attributes: [number, Buffer][] = [];
-  if (attrs.dst) attributes.push([RTA_DST, attrs.dst]);
-  if (attrs.gateway) attributes.push([RTA_GATEWAY, attrs.gateway]);
-  if (attrs.oif !== undefined) {
-    const oif = Buffer.alloc(4);
-    oif.writeUInt32LE(attrs.oif);
-    attributes.push([RTA_OIF, oif]);
-  }
-  const payload = Buffer.alloc(RTMSG_LENGTH + attributes.reduce((sum, [, value]) => sum + 4 + ((value.length + 3) & ~3), 0));
-  payload.writeUInt8(data.family ?? 0, 0);
-  payload.writeUInt8(data.dstLen ?? 0, 1);
-  payload.writeUInt8(data.table ?? 0, 4);
+  const attributeLength = (value: Buffer | undefined) => (value ? 4 + ((value.length + 3) & ~3) : 0);
+  const length = NLMSG_HEADER_LENGTH + RTMSG_LENGTH + attributeLength(attrs.dst) + attributeLength(attrs.gateway) + (attrs.oif === undefined ? 0 : 8);
+  const request = Buffer.alloc(length);
+  const type = change.action === "delete" ? RTM_DELROUTE : RTM_NEWROUTE;
+  const flags = change.action === "delete" ? 0 : FlagsNew.CREATE | (change.action === "add" ? FlagsNew.EXCL : FlagsNew.REPLACE);
+  request.writeUInt32LE(length, 0);
+  request.writeUInt16LE(type, 4);
+  request.writeUInt16LE(Flags.REQUEST | flags, 6);
+  let offset = NLMSG_HEADER_LENGTH;
+  request.writeUInt8(data.family ?? 0, offset);
+  request.writeUInt8(data.dstLen ?? 0, offset + 1);
+  request.writeUInt8(data.table ?? 0, offset + 4);
   // encodeRoute sets these as numbers; the type also allows the package's enum names.
-  payload.writeUInt8(data.protocol as number, 5);
-  payload.writeUInt8(data.scope as number, 6);
-  payload.writeUInt8(data.type as number, 7);
-  let offset = RTMSG_LENGTH;
-  for (const [type, value] of attributes) {
-    // Host byte order, as netlink wants; Trellis runs on little-endian hosts.
-    payload.writeUInt16LE(4 + value.length, offset);
-    payload.writeUInt16LE(type, offset + 2);
-    value.copy(payload, offset + 4);
-    offset += 4 + ((value.length + 3) & ~3);
+  request.writeUInt8(data.protocol as number, offset + 5);
+  request.writeUInt8(data.scope as number, offset + 6);
+  request.writeUInt8(data.type as number, offset + 7);
+  offset += RTMSG_LENGTH;
+  const attribute = (kind: number, value: Buffer) => {
+    request.writeUInt16LE(4 + value.length, offset);
+    request.writeUInt16LE(kind, offset + 2);
+    value.copy(request, offset + 4);
+    offset += attributeLength(value);
+  };
+  if (attrs.dst) attribute(RTA_DST, attrs.dst);
+  if (attrs.gateway) attribute(RTA_GATEWAY, attrs.gateway);
+  if (attrs.oif !== undefined) {
+    request.writeUInt16LE(8, offset);
+    request.writeUInt16LE(RTA_OIF, offset + 2);
+    request.writeUInt32LE(attrs.oif, offset + 4);
   }
-  if (change.action === "delete") return { type: RTM_DELROUTE, flags: 0, payload };
-  return { type: RTM_NEWROUTE, flags: FlagsNew.CREATE | (change.action === "add" ? FlagsNew.EXCL : FlagsNew.REPLACE), payload };
+  return request;
 }
