@@ -17,13 +17,17 @@ $bb mkdir -p /run/trellis-lab/host /run/trellis-lab/out
 $bb mount -o bind "$LAB_RUN" /run/trellis-lab/host
 if [ -d "$LAB_RUN/out" ]; then $bb mount -o bind "$LAB_RUN/out" /run/trellis-lab/out; fi
 $bb mount -t tmpfs tmp /tmp
-# Containers' hosts files (the agent writes them where `ip netns exec` looks) stay in the guest too.
-$bb mkdir -p /etc/netns
+# Containers' hosts files (the agent writes them where `ip netns exec` looks) stay in the guest too. The
+# mount point is the host's own /etc/netns: made only if missing, and removed again at the end.
+made_etc_netns=no
+if [ ! -d /etc/netns ]; then $bb mkdir /etc/netns && made_etc_netns=yes; fi
 $bb mount -t tmpfs netns /etc/netns
 read -r uptime _ < /proc/uptime
 echo "$LAB_MARK start $uptime"
 "$LAB_NODE" "$LAB_GUEST" /run/trellis-lab/host/config.json
 status=$?
+$bb umount /etc/netns
+if [ "$made_etc_netns" = yes ]; then $bb rmdir /etc/netns; fi
 $bb sync
 echo "$LAB_MARK exit $status"
 exec $bb poweroff -f
