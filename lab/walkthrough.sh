@@ -69,6 +69,35 @@ section vlan-after-rm
 show ip -n h1 link show eth0.20
 show ip -n h2 link show eth0.20
 
+say "VLAN 30 with the mode given explicitly: containers on h1 and h2 ping each other."
+section create-ipvlan30
+show trellis network create -d ipvlan --subnet=192.168.30.0/24 --gateway=192.168.30.1 -o parent=eth0.30 -o ipvlan_mode=l2 ipvlan30
+section run-ivlan_test3
+show trellis run --net=ipvlan30 --name=ivlan_test3 --host=h1
+section run-ivlan_test4
+show trellis run --net=ipvlan30 --name=ivlan_test4 --host=h2
+section ping-vlan30
+show trellis exec ivlan_test4 ping -c 2 -W 2 192.168.30.2
+section rm-ipvlan30
+show trellis rm ivlan_test3 ivlan_test4
+show trellis network rm ipvlan30
+
+say "eth0.40 made by hand on h1 before the network: Trellis uses it, makes the missing one on h2, and on"
+say "network rm deletes only its own."
+ip -n h1 link add link eth0 name eth0.40 type vlan id 40
+ip -n h1 link set eth0.40 up
+section create-ipvlan40-manual
+show trellis network create -d ipvlan --subnet=192.168.40.0/24 --gateway=192.168.40.1 -o parent=eth0.40 ipvlan40
+wait_until link_exists h2 eth0.40
+section rm-ipvlan40-manual
+show trellis network rm ipvlan40
+wait_until link_missing h2 eth0.40
+sleep 3
+section eth0.40-after-rm
+show ip -n h1 -o link show eth0.40
+show ip -n h2 -o link show eth0.40
+ip -n h1 link del eth0.40
+
 say "A sub-interface made by hand, with any name, is used as the parent and never deleted."
 ip -n h1 link add link eth0 name foo type vlan id 40
 ip -n h1 link set foo up

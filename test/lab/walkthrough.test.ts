@@ -57,6 +57,18 @@ describe("lab walkthrough: ipvlan networks from intent to ping, across two hosts
     expect(section("vlan-after-rm")).toMatch(/Device "eth0\.20" does not exist\.\nexit 1\n.*Device "eth0\.20" does not exist\.\nexit 1/);
   });
 
+  it("runs the reference's VLAN 30 example across hosts", () => {
+    expect(section("run-ivlan_test4")).toContain("exit 0");
+    expect(section("ping-vlan30")).toMatch(/2 packets transmitted, 2 received, 0% packet loss/);
+    expect(section("rm-ipvlan30")).not.toContain("exit 1");
+  });
+
+  it("uses an eth0.40 made by hand and deletes only the eth0.40 it made itself", () => {
+    expect(section("create-ipvlan40-manual")).toContain("exit 0");
+    expect(section("rm-ipvlan40-manual")).toContain("exit 0");
+    expect(section("eth0.40-after-rm")).toMatch(/eth0\.40@eth0:.*\nexit 0\nDevice "eth0\.40" does not exist\.\nexit 1/);
+  });
+
   it("never deletes a parent made by hand (foo)", () => {
     expect(section("run-ivlan_test5")).toContain("exit 0");
     expect(section("rm-ipvlan40")).not.toContain("exit 1");
