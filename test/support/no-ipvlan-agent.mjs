@@ -62,7 +62,7 @@ const endpoint = {
 const nc = await connectBus({ servers: `nats://127.0.0.1:${port}`, name: "no-ipvlan-test" });
 const desired = await openBucket(nc, Buckets.desired);
 const statuses = await openBucket(nc, Buckets.status);
-const desire = (endpoints) => desired.put(host, codecOf(HostDesiredState).encode({ host, networks: [network], endpoints, names: [] }));
+const desire = (endpoints) => desired.put(host, codecOf(HostDesiredState).encode(HostDesiredState.fromPartial({ host, networks: [network], endpoints })));
 await desire([endpoint]);
 const running = await startAgent(`nats://127.0.0.1:${port}`, { host, address: "192.0.2.1", role: "host", heartbeatMs: 1000, resyncMs: 100 });
 await running.agent.settled();
