@@ -19,6 +19,11 @@ const [host, port] = process.argv.slice(2);
 const PARENT = "trparent0";
 const store = mkdtempSync(join(tmpdir(), "trellis-noipvlan-"));
 const nats = spawn("nats-server", ["-a", "127.0.0.1", "-p", port, "-js", "-sd", store], { stdio: ["ignore", "ignore", "pipe"] });
+// However this script ends (a failed step throws), the server and its store go with it.
+process.on("exit", () => {
+  nats.kill("SIGKILL");
+  rmSync(store, { recursive: true, force: true });
+});
 await new Promise((resolve, reject) => {
   let log = "";
   nats.on("error", reject);
@@ -81,7 +86,4 @@ const namespaceLeft = existsSync(`/run/netns/${endpoint.netns}`);
 
 await running.stop();
 await nc.close();
-nats.kill("SIGTERM");
-await new Promise((resolve) => nats.on("exit", resolve));
-rmSync(store, { recursive: true, force: true });
 console.log(JSON.stringify({ status, failed, statusWrites, namespaceLeft }));
