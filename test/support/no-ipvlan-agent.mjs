@@ -19,7 +19,7 @@ const [host, port] = process.argv.slice(2);
 const PARENT = "trparent0";
 const store = mkdtempSync(join(tmpdir(), "trellis-noipvlan-"));
 const nats = spawn("nats-server", ["-a", "127.0.0.1", "-p", port, "-js", "-sd", store], { stdio: ["ignore", "ignore", "pipe"] });
-// However this script ends (a failed step throws), the server and its store go with it.
+// If a step throws, the server and its store go with the script all the same.
 process.on("exit", () => {
   nats.kill("SIGKILL");
   rmSync(store, { recursive: true, force: true });
@@ -86,4 +86,6 @@ const namespaceLeft = existsSync(`/run/netns/${endpoint.netns}`);
 
 await running.stop();
 await nc.close();
+nats.kill("SIGTERM");
+await new Promise((resolve) => nats.on("exit", resolve));
 console.log(JSON.stringify({ status, failed, statusWrites, namespaceLeft }));
