@@ -1,10 +1,10 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { parseArgs } from "node:util";
 import { startAgent, stopAgent } from "./agents.js";
 import { LAB_FAILURE, MAX_HOSTS, MAX_UPSTREAMS } from "./config.js";
 import { exitStatus } from "./process.js";
 import { runLab, type LabRunOptions } from "./runner.js";
+import { parseCommand, UsageError } from "../cli/parse.js";
 
 const USAGE_ERROR = 2;
 const DEFAULT_TIMEOUT_SECONDS = 20 * 60;
@@ -20,7 +20,7 @@ export async function runLabCommand(argv: string[]): Promise<number> {
   try {
     if (command === "run") return await runLab(parseLabRunArgs(rest));
     if (command === "agent") return await runAgentCommand(rest);
-    throw new UsageError(command === undefined ? "missing lab command" : `unknown lab command: ${command}`);
+    throw new UsageError(command === undefined ? "missing lab command" : `unknown lab command: ${command}`, LAB_USAGE);
   } catch (error) {
     return reportError("lab", error);
   }
@@ -47,9 +47,19 @@ export async function runHostCommand(argv: string[]): Promise<number> {
 }
 
 export function parseLabRunArgs(argv: string[]): LabRunOptions {
-  const { values, positionals } = parseOrUsage(argv);
+  const { values, positionals } = parseCommand(
+    argv,
+    {
+      hosts: { type: "string" },
+      upstreams: { type: "string" },
+      out: { type: "string" },
+      verbose: { type: "boolean" },
+      timeout: { type: "string" },
+    },
+    LAB_USAGE,
+  );
   if (positionals.length !== 1) {
-    throw new UsageError(`lab run needs exactly one SCRIPT, received: ${positionals.length}`);
+    throw new UsageError(`lab run needs exactly one SCRIPT, received: ${positionals.length}`, LAB_USAGE);
   }
   return {
     script: positionals[0],
@@ -61,29 +71,11 @@ export function parseLabRunArgs(argv: string[]): LabRunOptions {
   };
 }
 
-function parseOrUsage(argv: string[]) {
-  try {
-    return parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        hosts: { type: "string" },
-        upstreams: { type: "string" },
-        out: { type: "string" },
-        verbose: { type: "boolean" },
-        timeout: { type: "string" },
-      },
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-}
-
 function count(text: string | undefined, flag: string, fallback: number, max: number, min = 0): number {
   if (text === undefined) return fallback;
   const value = Number(text);
   if (!/^\d+$/.test(text) || value < min || value > max) {
-    throw new UsageError(`${flag} must be a whole number between ${min}-${max}, received: ${text}`);
+    throw new UsageError(`${flag} must be a whole number between ${min}-${max}, received: ${text}`, LAB_USAGE);
   }
   return value;
 }
@@ -91,7 +83,7 @@ function count(text: string | undefined, flag: string, fallback: number, max: nu
 async function runAgentCommand(argv: string[]): Promise<number> {
   const [action, host, ...extra] = argv;
   if ((action !== "stop" && action !== "start") || host === undefined || extra.length > 0) {
-    throw new UsageError("lab agent needs stop or start and one HOST");
+    throw new UsageError("lab agent needs stop or start and one HOST", LAB_USAGE);
   }
   if (process.env.TRELLIS_LAB !== "1") {
     throw new Error(`failed to ${action} the agent of ${host}: not inside a lab (TRELLIS_LAB=1)`);
@@ -110,15 +102,6 @@ async function runInherited(command: string, args: string[]): Promise<number> {
     child.on("error", (error) => reject(new Error(`failed to run ${command}: ${error.message}`)));
     child.on("exit", (code, signal) => resolve(exitStatus(code, signal)));
   });
-}
-
-class UsageError extends Error {
-  constructor(
-    message: string,
-    readonly usage = LAB_USAGE,
-  ) {
-    super(message);
-  }
 }
 
 function reportError(command: string, error: unknown): number {
