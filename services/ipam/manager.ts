@@ -220,13 +220,22 @@ export class AddressManager {
   }
 
   private claimAutomatic(network: IpamNetwork, request: AllocateAddressRequest, family: Family): Promise<AddressRecord> {
-    return network.hostBlocks ? this.claimFromHostBlocks(network, request, family) : this.claimLowestFree(network, request, family);
+    const pick = network.hostBlocks
+      ? () => this.hostBlockCandidate(network, family, request)
+      : async () => this.nextCandidate(network, family);
+    return this.claimFirstFree(network, request, family, pick);
   }
 
-  private async claimLowestFree(network: IpamNetwork, request: AllocateAddressRequest, family: Family): Promise<AddressRecord> {
+  /** Claims candidates until one sticks; a pool that looks full is re-read once before it is called full. */
+  private async claimFirstFree(
+    network: IpamNetwork,
+    request: AllocateAddressRequest,
+    family: Family,
+    pick: () => Promise<ResolvedAddress | undefined>,
+  ): Promise<AddressRecord> {
     let resynced = false;
     for (;;) {
-      const candidate = this.nextCandidate(network, family);
+      const candidate = await pick();
       if (!candidate) {
         if (resynced) throw resourceExhausted(poolFullMessage(subnetsOfFamily(network, family).map(({ subnet }) => subnet)));
         await this.resyncAddresses(network);
@@ -242,21 +251,12 @@ export class AddressManager {
    * The lowest free address of the host's blocks; when they are full, of a newly claimed block; when
    * no block is free, a single address borrowed from another host's block.
    */
-  private async claimFromHostBlocks(network: IpamNetwork, request: AllocateAddressRequest, family: Family): Promise<AddressRecord> {
-    let resynced = false;
+  private async hostBlockCandidate(network: IpamNetwork, family: Family, request: AllocateAddressRequest): Promise<ResolvedAddress | undefined> {
     for (let attempt = 0; attempt < MAX_ATTEMPTS * 10; attempt++) {
       const own = this.view.blocksOf(network, family).filter((block) => block.record.host === request.host);
-      let candidate = this.candidateIn(network, family, own.map((block) => block.prefix));
-      if (!candidate && (await this.claimFreeBlock(network, family, request.host))) continue;
-      candidate ??= this.nextCandidate(network, family);
-      if (!candidate) {
-        if (resynced) throw resourceExhausted(poolFullMessage(subnetsOfFamily(network, family).map(({ subnet }) => subnet)));
-        await this.resyncAddresses(network);
-        resynced = true;
-        continue;
-      }
-      const record = await this.tryCandidate(network, request, candidate);
-      if (record) return record;
+      const candidate = this.candidateIn(network, family, own.map((block) => block.prefix));
+      if (candidate) return candidate;
+      if (!(await this.claimFreeBlock(network, family, request.host))) return this.nextCandidate(network, family);
     }
     throw aborted(`failed to allocate an address for endpoint ${request.endpointId}: too many concurrent changes, try again`);
   }
