@@ -2,6 +2,7 @@ import { Server, ServerCredentials, type sendUnaryData, type ServerUnaryCall, ty
 import { context } from "@opentelemetry/api";
 import { contextFromMetadata } from "../telemetry/grpc-context.js";
 import { toServiceError } from "./status-error.js";
+import { channelOptions } from "./unary.js";
 
 /**
  * A unary handler from an async function: the caller's trace context is restored around it, and a thrown
@@ -27,7 +28,7 @@ export async function serveGrpc(
   implementation: UntypedServiceImplementation,
   listen: string,
 ): Promise<ServingServer> {
-  const server = new Server();
+  const server = new Server(channelOptions);
   server.addService(service, implementation);
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(listen, ServerCredentials.createInsecure(), (error, bound) =>
