@@ -8,8 +8,16 @@ import {
   type SpanProcessor,
 } from "@opentelemetry/sdk-trace-base";
 import { resourceFromAttributes } from "@opentelemetry/resources";
-import { ExportResultCode, hrTimeToMicroseconds, type ExportResult } from "@opentelemetry/core";
-import { SpanStatusCode, trace, type Attributes, type Span } from "@opentelemetry/api";
+import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
+import {
+  CompositePropagator,
+  ExportResultCode,
+  hrTimeToMicroseconds,
+  W3CBaggagePropagator,
+  W3CTraceContextPropagator,
+  type ExportResult,
+} from "@opentelemetry/core";
+import { context, propagation, SpanStatusCode, trace, type Attributes, type Span } from "@opentelemetry/api";
 
 export const tracer = trace.getTracer("trellis");
 
@@ -21,14 +29,18 @@ export interface TracingOptions {
 
 let provider: NodeTracerProvider | undefined;
 
+let propagating = false;
+
 /**
  * Starts tracing for this process. Spans go to OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, to a
  * JSON-lines file when TRELLIS_TRACE_FILE is set (the lab uses it), and to `options.exporter`.
  * The SDK's all-in-one NodeSDK is not used: it loads every exporter there is, which costs each CLI
  * call seconds in the emulated lab; the OTLP exporter is loaded only when asked for.
+ * With nowhere to send spans, none are recorded (that cost IPAM a tenth of its CPU), but trace
+ * context still passes through, so that the spans of processes that do export join one trace.
  */
 export async function startTracing(options: TracingOptions): Promise<void> {
-  if (provider) return;
+  if (provider || propagating) return;
   const spanProcessors: SpanProcessor[] = [];
   if (process.env.OTEL_EXPORTER_OTLP_ENDPOINT) {
     const { OTLPTraceExporter } = await import("@opentelemetry/exporter-trace-otlp-http");
@@ -38,8 +50,19 @@ export async function startTracing(options: TracingOptions): Promise<void> {
     spanProcessors.push(new SimpleSpanProcessor(new JsonLinesFileExporter(process.env.TRELLIS_TRACE_FILE)));
   }
   if (options.exporter) spanProcessors.push(new SimpleSpanProcessor(options.exporter));
+  if (spanProcessors.length === 0) {
+    propagateOnly();
+    return;
+  }
   provider = new NodeTracerProvider({ resource: resourceFromAttributes({ "service.name": options.serviceName }), spanProcessors });
   provider.register();
+}
+
+/** The context manager and propagator a registered provider would set, and no tracer: spans are no-ops. */
+function propagateOnly(): void {
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  propagation.setGlobalPropagator(new CompositePropagator({ propagators: [new W3CTraceContextPropagator(), new W3CBaggagePropagator()] }));
+  propagating = true;
 }
 
 export async function stopTracing(): Promise<void> {
