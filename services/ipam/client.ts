@@ -1,5 +1,7 @@
 import {
   IpamClient,
+  type AddressCall,
+  type AddressCallResult,
   type AllocateAddressRequest,
   type AllocateAddressResponse,
   type AllocateSubnetsRequest,
@@ -7,6 +9,8 @@ import {
   type ListAllocationsResponse,
   type ListBlocksResponse,
 } from "../../libs/proto/gen/trellis/v1/ipam.js";
+import { traceparentOf } from "../../libs/bus/trace.js";
+import { CallStreamClient } from "../../libs/grpc/call-stream.js";
 import { callUnary, clientOptions, insecure } from "../../libs/grpc/unary.js";
 
 /** Promise-returning IPAM calls over gRPC, carrying the active trace context. Errors are ServiceErrors. */
@@ -21,19 +25,29 @@ export interface IpamCalls {
   close(): void;
 }
 
+/** Per-container calls (allocate, release) share one call stream; the rest are unary calls. */
 export function connectIpam(address: string): IpamCalls {
   const client = new IpamClient(address, insecure(), clientOptions);
+  const addressCalls = new CallStreamClient<AddressCall, AddressCallResult>(() => client.addressCalls());
+  const send = (call: AddressCall["call"]) => addressCalls.call({ traceparent: traceparentOf(), call });
   return {
     allocateSubnets: (request) => callUnary(client.allocateSubnets.bind(client), request),
     releaseSubnets: async (networkId) => {
       await callUnary(client.releaseSubnets.bind(client), { networkId });
     },
-    allocateAddress: (request) => callUnary(client.allocateAddress.bind(client), request),
+    allocateAddress: async (request) => {
+      const outcome = await send({ $case: "allocateAddress", value: request });
+      if (outcome.$case !== "allocateAddress") throw new Error(`failed to allocate an address: ipam answered ${outcome.$case}`);
+      return outcome.value;
+    },
     releaseAddresses: async (networkId, endpointId) => {
-      await callUnary(client.releaseAddresses.bind(client), { networkId, endpointId });
+      await send({ $case: "releaseAddresses", value: { networkId, endpointId } });
     },
     listAllocations: (networkId) => callUnary(client.listAllocations.bind(client), { networkId }),
     listBlocks: (networkId, host = "") => callUnary(client.listBlocks.bind(client), { networkId, host }),
-    close: () => client.close(),
+    close: () => {
+      addressCalls.close();
+      client.close();
+    },
   };
 }
