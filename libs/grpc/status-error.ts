@@ -16,6 +16,8 @@ export const notFound = (message: string) => new StatusError(status.NOT_FOUND, m
 export const alreadyExists = (message: string) => new StatusError(status.ALREADY_EXISTS, message);
 export const failedPrecondition = (message: string) => new StatusError(status.FAILED_PRECONDITION, message);
 export const resourceExhausted = (message: string) => new StatusError(status.RESOURCE_EXHAUSTED, message);
+/** Not now, but a retry may succeed: the service is catching up or a dependency is down. */
+export const unavailable = (message: string) => new StatusError(status.UNAVAILABLE, message);
 /** The store changed under us more often than we are willing to retry. */
 export const aborted = (message: string) => new StatusError(status.ABORTED, message);
 

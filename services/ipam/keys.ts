@@ -1,4 +1,5 @@
-import { formatAddress, type Address, type Family, type Prefix } from "../../libs/ipmath/index.js";
+import { formatAddress, type Address, type Prefix } from "../../libs/ipmath/index.js";
+import type { AddressRecord } from "../../libs/proto/gen/trellis/v1/ipam.js";
 
 // Key layout of the IPAM bucket. KV keys allow only [-/_=.a-zA-Z0-9] and "." separates tokens,
 // so ids are escaped and addresses spelled with "-" instead of "." or ":".
@@ -24,9 +25,12 @@ export function addressKey(networkId: string, address: Address): string {
   return `addr.${encodeToken(networkId)}.${addressToken(address)}`;
 }
 
-/** Which address an endpoint holds in one family: makes AllocateAddress idempotent across replicas. */
-export function endpointKey(networkId: string, endpointId: string, family: Family): string {
-  return `ep.${encodeToken(networkId)}.${encodeToken(endpointId)}.${family}`;
+/**
+ * The JetStream message id of an endpoint's allocation in one family of one incarnation of a network:
+ * the server refuses a second write with it, which is what keeps an endpoint to one address per family.
+ */
+export function allocationMessageId(record: AddressRecord): string {
+  return `alloc.${encodeToken(record.networkId)}.${record.incarnation}.${record.ipv6 ? 6 : 4}.${encodeToken(record.endpointId)}`;
 }
 
 /** The one key per block of an L3 network: created only, so that one block never has two owners. */
@@ -51,10 +55,6 @@ export const VIEWED_KEYS = ">";
 
 export function networkAddressesFilter(networkId: string): string {
   return `addr.${encodeToken(networkId)}.>`;
-}
-
-export function networkEndpointsFilter(networkId: string): string {
-  return `ep.${encodeToken(networkId)}.>`;
 }
 
 export function isAddressKey(key: string): boolean {

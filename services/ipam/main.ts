@@ -1,4 +1,5 @@
 import { connectBus, openBucket } from "../../libs/bus/connection.js";
+import { JetStreamPublisher } from "../../libs/bus/jetstream-publisher.js";
 import { Buckets } from "../../libs/bus/subjects.js";
 import { IpamService } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { serveGrpc } from "../../libs/grpc/serve.js";
@@ -35,7 +36,8 @@ export async function startIpamService(options: IpamServiceOptions): Promise<Run
     const view = new AllocationView();
     // Serving before the view is loaded would only make the first calls collide on taken addresses.
     await view.start(kv);
-    const manager = new AddressManager(new IpamStore(kv), view);
+    const publisher = new JetStreamPublisher(nc);
+    const manager = new AddressManager(new IpamStore(kv, publisher), view);
     const collector = options.collectLeaks
       ? new LeakCollector(manager, view, { endpoints: await openBucket(nc, Buckets.endpoints), hosts: await openBucket(nc, Buckets.hosts) }, options.collectLeaks)
       : undefined;
@@ -48,6 +50,7 @@ export async function startIpamService(options: IpamServiceOptions): Promise<Run
         await collector?.stop();
         view.stop();
         await server.stop();
+        publisher.close();
         await nc.drain();
       },
     };

@@ -33,15 +33,12 @@ import {
 } from "./allocator.js";
 import { aborted, alreadyExists, invalidArgument, notFound, resourceExhausted } from "../../libs/grpc/status-error.js";
 import { blockArea, blockOf, blocksIn, boundsInBlock, resolveHostBlocks } from "./blocks.js";
-import { addressKey, blockKey, endpointKey, networkAddressesFilter, networkBlocksFilter, networkEndpointsFilter } from "./keys.js";
+import { addressKey, allocationMessageId, blockKey, networkAddressesFilter, networkBlocksFilter } from "./keys.js";
 import type { IpamStore } from "./store.js";
 import type { AllocationView, Held, OwnedBlock } from "./view.js";
 
 /** How often one step gives way to a concurrent writer before it reports ABORTED. */
 const MAX_ATTEMPTS = 20;
-const FAMILIES: Family[] = [4, 6];
-/** Endpoint records this replica wrote, remembered so that their release needs no read; oldest forgotten first. */
-const MAX_REMEMBERED_POINTERS = 50_000;
 
 /**
  * The IPAM operations. Validation runs before any write; every write is create-only or a
@@ -52,7 +49,6 @@ export class AddressManager {
   private readonly pending = new Set<string>();
   /** Block claims under way per network, family and host: a host's concurrent calls claim one block, not one each. */
   private readonly blockClaims = new Map<string, Promise<boolean>>();
-  private readonly pointers = new Map<string, Versioned<AddressRecord>>();
 
   constructor(
     private readonly store: IpamStore,
@@ -92,49 +88,29 @@ export class AddressManager {
       throw invalidArgument(`network ${network.networkId} has no ${familyName(family)} subnet`);
     }
     const wanted = request.address.trim() ? resolveStaticAddress(network, family, request.address) : undefined;
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      // A first call for the endpoint (the view knows none of its addresses) needs no read: creating
-      // its record below fails if a concurrent call through another replica was quicker.
-      if (attempt > 0 || this.view.recordsOfEndpoint(network.networkId, request.endpointId).some((held) => familyOf(held.record.ipv6) === family)) {
-        const held = await this.heldByEndpoint(network, request.endpointId, family);
-        if (held) return answerFor(refuseOtherStatic(held, wanted, request.endpointId));
-      }
-      const claimed =
-        (await this.unboundClaimOf(network, request.endpointId, family, wanted)) ??
-        (wanted ? await this.claimStatic(network, request, wanted) : await this.claimAutomatic(network, request, family));
-      const bound = await this.bindEndpoint(network, request.endpointId, family, claimed);
-      if (bound) return answerFor(bound);
-    }
-    throw aborted(`failed to allocate an address for endpoint ${request.endpointId}: too many concurrent changes, try again`);
-  }
-
-  async releaseAddresses(networkId: string, endpointId: string): Promise<void> {
-    requireId("network_id", networkId);
-    requireId("endpoint_id", endpointId);
-    const network = this.view.network(networkId);
-    const families = network ? FAMILIES.filter((family) => subnetsOfFamily(network, family).length > 0) : FAMILIES;
-    await Promise.all(families.map((family) => this.releaseFamily(networkId, endpointId, family)));
-    // An allocation interrupted between claiming an address and recording it for the endpoint.
-    for (const { key, record } of this.view.recordsOfEndpoint(networkId, endpointId)) {
-      if (record.kind === AddressKind.ADDRESS_KIND_ENDPOINT) await this.releaseIfHeldBy(key, endpointId);
-    }
+    const held = await this.heldByEndpoint(network, request.endpointId, family);
+    if (held) return answerFor(refuseOtherStatic(held, wanted, request.endpointId));
+    const claimed = wanted ? await this.claimStatic(network, request, wanted) : await this.claimAutomatic(network, request, family);
+    return answerFor(claimed);
   }
 
   /**
-   * The address before the endpoint's record of it, both by compare-and-set: an interrupted release
-   * leaves only a dangling record, which a retry on any replica finds (a replica's view may not know
-   * the address yet).
+   * Releases every address the endpoint holds in the network. When the view knows none, it may only lag
+   * behind an allocation made through another replica: it catches up with the bucket and looks again.
    */
-  private async releaseFamily(networkId: string, endpointId: string, family: Family): Promise<void> {
-    const key = endpointKey(networkId, endpointId, family);
-    const remembered = this.pointers.get(key);
-    this.pointers.delete(key);
-    const pointer = remembered ?? (await this.store.getRecord(key));
-    if (!pointer) return;
-    await this.releaseIfHeldBy(addressKey(networkId, parseCidr(pointer.value.address).address), endpointId);
-    const deleted = (await this.store.deleteRecord(key, pointer.revision)) !== undefined;
-    // The remembered revision was outdated (the record was rewritten elsewhere): read it after all.
-    if (!deleted && remembered) await this.releaseFamily(networkId, endpointId, family);
+  async releaseAddresses(networkId: string, endpointId: string): Promise<void> {
+    requireId("network_id", networkId);
+    requireId("endpoint_id", endpointId);
+    let held = this.endpointRecordsOf(networkId, endpointId);
+    if (held.length === 0) {
+      await this.view.catchUp();
+      held = this.endpointRecordsOf(networkId, endpointId);
+    }
+    await Promise.all(held.map(({ key }) => this.releaseIfHeldBy(key, endpointId)));
+  }
+
+  private endpointRecordsOf(networkId: string, endpointId: string): Held<AddressRecord>[] {
+    return this.view.recordsOfEndpoint(networkId, endpointId).filter(({ record }) => record.kind === AddressKind.ADDRESS_KIND_ENDPOINT);
   }
 
   async listAllocations(networkId: string): Promise<Allocation[]> {
@@ -177,32 +153,13 @@ export class AddressManager {
     return network;
   }
 
-  /** The address the endpoint already holds in this family, when its record and the address agree. */
+  /** The address the endpoint holds in this family, as the view believes and a read confirms. */
   private async heldByEndpoint(network: IpamNetwork, endpointId: string, family: Family): Promise<AddressRecord | undefined> {
-    const key = endpointKey(network.networkId, endpointId, family);
-    const pointer = await this.store.getRecord(key);
-    if (!pointer) return undefined;
-    if (pointer.value.incarnation === network.incarnation) {
-      const holder = await this.store.getRecord(addressKey(network.networkId, parseCidr(pointer.value.address).address));
-      if (holder && isSameHolder(holder.value, pointer.value)) return holder.value;
-    }
-    // Left from an earlier network of this id, or from a release cut short: not the endpoint's any more.
-    await this.store.deleteRecord(key, pointer.revision);
-    return undefined;
-  }
-
-  /** An address claimed for the endpoint by an attempt that died before recording it (a crash, a timeout). */
-  private async unboundClaimOf(
-    network: IpamNetwork,
-    endpointId: string,
-    family: Family,
-    wanted: ResolvedAddress | undefined,
-  ): Promise<AddressRecord | undefined> {
-    for (const { key, record } of this.view.recordsOfEndpoint(network.networkId, endpointId)) {
+    for (const { key, record } of this.endpointRecordsOf(network.networkId, endpointId)) {
       if (familyOf(record.ipv6) !== family || record.incarnation !== network.incarnation) continue;
-      if (wanted && parseCidr(record.address).address.value !== wanted.address.value) continue;
-      const holder = await this.store.getRecord(key);
-      if (holder && isSameHolder(holder.value, record) && record.kind === AddressKind.ADDRESS_KIND_ENDPOINT) return holder.value;
+      // The view may lag behind a release made through another replica.
+      const current = await this.store.getRecord(key);
+      if (current && isSameHolder(current.value, record)) return current.value;
     }
     return undefined;
   }
@@ -211,12 +168,12 @@ export class AddressManager {
     // In an L3 network a static address takes its block for the host if nobody owns it; else it is borrowed.
     const block = network.hostBlocks ? blockOf(network, wanted.subnet, wanted.prefix, wanted.address) : undefined;
     if (block && !this.view.blockHolder(blockKey(network.networkId, block))) await this.claimBlock(network, block, request.host);
-    const record = endpointRecord(network, request, wanted);
-    if (await this.claim(record)) return record;
-    const holder = await this.store.getRecord(addressKey(network.networkId, wanted.address));
-    if (holder && isSameHolder(holder.value, record)) return holder.value;
-    const name = holder ? describeHolder(holder.value) : "another endpoint";
-    throw alreadyExists(`address ${formatAddress(wanted.address)} is already in use by ${name} in network ${network.networkId}`);
+    const claim = await this.claimAddress(endpointRecord(network, request, wanted));
+    if ("held" in claim) {
+      const name = claim.held ? describeHolder(claim.held) : "another endpoint";
+      throw alreadyExists(`address ${formatAddress(wanted.address)} is already in use by ${name} in network ${network.networkId}`);
+    }
+    return refuseOtherStatic(claim.record, wanted, request.endpointId);
   }
 
   private claimAutomatic(network: IpamNetwork, request: AllocateAddressRequest, family: Family): Promise<AddressRecord> {
@@ -270,8 +227,8 @@ export class AddressManager {
     const pendingKey = pendingKeyOf(network.networkId, candidate.address.family, candidate.address.value);
     this.pending.add(pendingKey);
     try {
-      const record = endpointRecord(network, request, candidate);
-      return (await this.claim(record)) ? record : undefined;
+      const claim = await this.claimAddress(endpointRecord(network, request, candidate));
+      return "record" in claim ? claim.record : undefined;
     } finally {
       this.pending.delete(pendingKey);
     }
@@ -338,9 +295,9 @@ export class AddressManager {
     const key = blockKey(network.networkId, block);
     const record: BlockRecord = { networkId: network.networkId, incarnation: network.incarnation, host, cidr: formatPrefix(block), ipv6: block.family === 6 };
     const result = await this.store.claimBlock(key, record, this.view.freedRevision(key));
-    if (result.won) this.view.noteBlockHeld(key, record, result.revision);
-    else if (result.holder) this.view.noteBlockHeld(key, result.holder.value, result.holder.revision);
-    return result.won;
+    if (result.outcome === "won") this.view.noteBlockHeld(key, record, result.revision);
+    else if (result.outcome === "held" && result.holder) this.view.noteBlockHeld(key, result.holder.value, result.holder.revision);
+    return result.outcome === "won";
   }
 
   /** After a release: a block none of whose addresses is held goes back to the pool. */
@@ -373,50 +330,43 @@ export class AddressManager {
   }
 
   /**
-   * Creates the address's key. A holder from an earlier network of the same id is stale and is
-   * replaced (compare-and-set on its revision). False when a live holder has it.
+   * Creates the address's key. An endpoint's allocation is this one write, and its message id names the
+   * allocation: JetStream refuses a second write with that id, so a concurrent call for the same endpoint
+   * (a retry through another replica, say) finds the first one's address instead of taking a second.
+   * A holder from an earlier network of the same id is stale and is replaced.
+   * The answer is the record now held (this one, or the endpoint's written first), or the live holder.
    */
-  private async claim(record: AddressRecord): Promise<boolean> {
+  private async claimAddress(record: AddressRecord): Promise<{ record: AddressRecord } | { held: AddressRecord | undefined }> {
     const key = addressKey(record.networkId, parseCidr(record.address).address);
+    const firstId = record.kind === AddressKind.ADDRESS_KIND_ENDPOINT ? allocationMessageId(record) : undefined;
+    let messageId = firstId;
+    let stale: Versioned<AddressRecord> | undefined;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const result = await this.store.claimRecord(key, record, this.view.freedRevision(key));
-      if (result.won) {
+      const result = stale
+        ? await this.store.replaceRecord(key, record, stale.revision, messageId)
+        : await this.store.claimRecord(key, record, this.view.freedRevision(key), messageId);
+      stale = undefined;
+      if (result.outcome === "won") {
         this.view.noteHeld(key, record, result.revision);
-        return true;
+        return { record };
+      }
+      if (result.outcome === "duplicate") {
+        const first = await this.store.recordAt(result.revision);
+        if (first) {
+          this.view.noteHeld(first.key, first.value, first.revision);
+          return { record: first.value };
+        }
+        // That allocation of the endpoint was released since: the next one has an id of its own.
+        messageId = `${firstId}.after.${result.revision}`;
+        continue;
       }
       const holder = result.holder;
       if (!holder) continue;
       this.view.noteHeld(key, holder.value, holder.revision);
-      if (holder.value.incarnation === record.incarnation) return false;
-      const revision = await this.store.replaceRecord(key, record, holder.revision);
-      if (revision !== undefined) {
-        this.view.noteHeld(key, record, revision);
-        return true;
-      }
+      if (holder.value.incarnation === record.incarnation) return { held: holder.value };
+      stale = holder;
     }
     throw aborted(`failed to claim ${record.address}: too many concurrent changes, try again`);
-  }
-
-  /**
-   * Records which address the endpoint holds. If a concurrent call for the same endpoint recorded
-   * another one first, ours is given back and theirs is the answer (undefined: look again).
-   */
-  private async bindEndpoint(network: IpamNetwork, endpointId: string, family: Family, claimed: AddressRecord): Promise<AddressRecord | undefined> {
-    const key = endpointKey(network.networkId, endpointId, family);
-    const revision = await this.store.createRecord(key, claimed);
-    if (revision !== undefined) {
-      this.rememberPointer(key, { value: claimed, revision });
-      return claimed;
-    }
-    const pointer = await this.store.getRecord(key);
-    if (pointer && pointer.value.address === claimed.address) return claimed;
-    await this.releaseIfHeldBy(addressKey(network.networkId, parseCidr(claimed.address).address), endpointId);
-    return undefined;
-  }
-
-  private rememberPointer(key: string, pointer: Versioned<AddressRecord>): void {
-    this.pointers.set(key, pointer);
-    if (this.pointers.size > MAX_REMEMBERED_POINTERS) this.pointers.delete(this.pointers.keys().next().value!);
   }
 
   /** Deletes the address's key if `endpointId` holds it; the view's revision first, a read only if that is outdated. */
@@ -443,21 +393,15 @@ export class AddressManager {
   /** Gateways and aux addresses are held like endpoints' ones; ensured on every call, so a retry repairs a crash. */
   private async reserveKeptAddresses(network: IpamNetwork): Promise<void> {
     for (const kept of network.subnets.flatMap((subnet) => keptRecords(network, subnet))) {
-      if (await this.claim(kept)) continue;
-      const holder = await this.store.getRecord(addressKey(network.networkId, parseCidr(kept.address).address));
-      if (!holder || !isSameHolder(holder.value, kept)) {
-        throw new Error(`failed to reserve ${kept.address} of network ${network.networkId}: held by ${holder ? describeHolder(holder.value) : "nobody"}`);
-      }
+      const claim = await this.claimAddress(kept);
+      if ("record" in claim || (claim.held && isSameHolder(claim.held, kept))) continue;
+      throw new Error(`failed to reserve ${kept.address} of network ${network.networkId}: held by ${claim.held ? describeHolder(claim.held) : "nobody"}`);
     }
   }
 
   /** Deletes the network's records that belong to no current incarnation of it. */
   private async purgeStaleRecords(networkId: string, currentIncarnation: string | undefined): Promise<void> {
-    const keys = [
-      ...(await this.store.listKeys(networkAddressesFilter(networkId))),
-      ...(await this.store.listKeys(networkEndpointsFilter(networkId))),
-    ];
-    for (const key of keys) {
+    for (const key of await this.store.listKeys(networkAddressesFilter(networkId))) {
       const entry = await this.store.getRecord(key);
       if (!entry || entry.value.incarnation === currentIncarnation) continue;
       const marker = await this.store.deleteRecord(key, entry.revision);

@@ -4,6 +4,7 @@ import { Empty, headers } from "@nats-io/transport-node";
 import { codecOf } from "../../libs/bus/codec.js";
 import { getValue, isExistsError, isConflict, updateValue, type Versioned } from "../../libs/bus/kv.js";
 import type { MessageCodec } from "../../libs/bus/codec.js";
+import type { JetStreamPublisher } from "../../libs/bus/jetstream-publisher.js";
 import { AddressRecord, BlockRecord, IpamRegistry } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { REGISTRY_KEY } from "./keys.js";
 
@@ -11,9 +12,10 @@ const registryCodec = codecOf(IpamRegistry);
 export const addressCodec = codecOf(AddressRecord);
 export const blockCodec = codecOf(BlockRecord);
 
-/** The headers `kv.delete` sends: a KV delete marker, conditional on the key's revision. */
+/** The headers of KV writes: a delete marker's, the revision a write expects, and JetStream's deduplication id. */
 const KV_OPERATION_HEADER = "KV-Operation";
 const EXPECTED_LAST_SUBJECT_SEQUENCE_HEADER = "Nats-Expected-Last-Subject-Sequence";
+const MESSAGE_ID_HEADER = "Nats-Msg-Id";
 
 /** JetStream's "wrong last sequence" and its variant for a subject it cannot look up. */
 const WRONG_LAST_SEQUENCE_UNKNOWN = 10164;
@@ -22,17 +24,31 @@ function isWrongRevision(error: unknown): boolean {
   return isExistsError(error) || (error instanceof JetStreamApiError && error.code === WRONG_LAST_SEQUENCE_UNKNOWN);
 }
 
-/** A conditional write's outcome: the new revision, or the live holder that made it fail. */
-export type ClaimResult<T> = { won: true; revision: number } | { won: false; holder: Versioned<T> | undefined };
+/**
+ * A create-only write's outcome: the new revision; or the live holder that made it fail; or, for a
+ * write with a message id, the revision of the earlier write that already carried that id.
+ */
+export type ClaimResult<T> =
+  | { outcome: "won"; revision: number }
+  | { outcome: "held"; holder: Versioned<T> | undefined }
+  | { outcome: "duplicate"; revision: number };
+
+/** A live record and the key it is at. */
+export interface KeyedRecord extends Versioned<AddressRecord> {
+  key: string;
+}
 
 /**
- * IPAM's persistence in its KV bucket. Every write is conditional: `create` on absence (the server
- * refuses a second holder of an address), `update`/`delete` on the revision that was read.
+ * IPAM's persistence in its KV bucket. Every write is conditional: create on absence (the server
+ * refuses a second holder of an address), update and delete on the revision that was read.
  */
 export class IpamStore {
   private readonly bucket: Bucket;
 
-  constructor(readonly kv: KV) {
+  constructor(
+    readonly kv: KV,
+    private readonly publisher: JetStreamPublisher,
+  ) {
     if (!(kv instanceof Bucket)) throw new Error("failed to open the ipam store: its KV is not a JetStream bucket");
     this.bucket = kv;
   }
@@ -57,53 +73,70 @@ export class IpamStore {
     return getValue(this.kv, blockCodec, key);
   }
 
-  claimRecord(key: string, record: AddressRecord, freedRevision = 0): Promise<ClaimResult<AddressRecord>> {
-    return this.claim(key, addressCodec, record, freedRevision);
+  /**
+   * The address record written at `revision`, if it is still its key's value. The bucket keeps one
+   * value per key, so a record that was released or replaced since is gone.
+   */
+  async recordAt(revision: number): Promise<KeyedRecord | undefined> {
+    const stored = this.bucket.direct
+      ? await this.bucket.jsm.direct.getMessage(this.bucket.stream, { seq: revision })
+      : await this.bucket.jsm.streams.getMessage(this.bucket.stream, { seq: revision });
+    if (!stored || stored.header?.get(KV_OPERATION_HEADER)) return undefined;
+    const key = stored.subject.slice(this.bucket.subjectForKey("").length);
+    return { key, value: addressCodec.decode(stored.data), revision };
   }
 
-  claimBlock(key: string, record: BlockRecord, freedRevision = 0): Promise<ClaimResult<BlockRecord>> {
+  /**
+   * Creates an address key that is absent or deleted. `messageId` makes the write unique per
+   * allocation: a second write with that id is refused as a duplicate, whatever key it is for.
+   */
+  claimRecord(key: string, record: AddressRecord, freedRevision: number, messageId?: string): Promise<ClaimResult<AddressRecord>> {
+    return this.claim(key, addressCodec, record, freedRevision, messageId);
+  }
+
+  claimBlock(key: string, record: BlockRecord, freedRevision: number): Promise<ClaimResult<BlockRecord>> {
     return this.claim(key, blockCodec, record, freedRevision);
   }
 
   /**
-   * Creates a key that is absent or deleted, in one round trip when `freedRevision` is right:
-   * 0 for a key never written, else the revision of its delete marker. (`kv.create` alone takes
-   * three round trips for a deleted key: a failed write, a read, a write.) Never overwrites a live value.
+   * One round trip when `freedRevision` is right: 0 for a key never written, else the revision of its
+   * delete marker. (`kv.create` alone takes three round trips for a deleted key: a failed write, a
+   * read, a write.) Never overwrites a live value.
    */
-  private async claim<T>(key: string, codec: MessageCodec<T>, value: T, freedRevision: number): Promise<ClaimResult<T>> {
-    const data = codec.encode(value);
+  private async claim<T>(key: string, codec: MessageCodec<T>, value: T, freedRevision: number, messageId?: string): Promise<ClaimResult<T>> {
     let expected = freedRevision;
     for (let attempt = 0; attempt < 3; attempt++) {
-      try {
-        return { won: true, revision: await this.kv.put(key, data, { previousSeq: expected }) };
-      } catch (error) {
-        if (!isWrongRevision(error)) throw new Error(`failed to create ${key}: ${(error as Error).message}`);
-      }
+      const written = await this.write(key, codec.encode(value), expected, messageId);
+      if (written.outcome !== "conflict") return written;
       const entry = await this.kv.get(key);
-      if (entry?.operation === "PUT") return { won: false, holder: { value: codec.decode(entry.value), revision: entry.revision } };
+      if (entry?.operation === "PUT") return { outcome: "held", holder: { value: codec.decode(entry.value), revision: entry.revision } };
       // Absent, or a delete marker: the key is free, and writing it expects the marker's revision.
       expected = entry?.revision ?? 0;
     }
-    return { won: false, holder: undefined };
+    return { outcome: "held", holder: undefined };
   }
 
-  /** True when this call created the key; false when someone holds it. */
-  async createRecord(key: string, record: AddressRecord): Promise<number | undefined> {
-    try {
-      return await this.kv.create(key, addressCodec.encode(record));
-    } catch (error) {
-      if (isExistsError(error)) return undefined;
-      throw new Error(`failed to create ${key}: ${(error as Error).message}`);
-    }
+  /** Replaces a stale holder (from an earlier network of the same id), with the allocation's message id if any. */
+  async replaceRecord(key: string, record: AddressRecord, revision: number, messageId: string | undefined): Promise<ClaimResult<AddressRecord>> {
+    const written = await this.write(key, addressCodec.encode(record), revision, messageId);
+    return written.outcome === "conflict" ? { outcome: "held", holder: undefined } : written;
   }
 
-  /** The new revision, or undefined when the key changed since `revision` was read. */
-  async replaceRecord(key: string, record: AddressRecord, revision: number): Promise<number | undefined> {
+  private async write(
+    key: string,
+    data: Uint8Array,
+    expected: number,
+    messageId: string | undefined,
+  ): Promise<{ outcome: "won" | "duplicate"; revision: number } | { outcome: "conflict" }> {
+    const conditions = headers();
+    conditions.set(EXPECTED_LAST_SUBJECT_SEQUENCE_HEADER, String(expected));
+    if (messageId) conditions.set(MESSAGE_ID_HEADER, messageId);
     try {
-      return await this.kv.update(key, addressCodec.encode(record), revision);
+      const ack = await this.publisher.publish(this.bucket.subjectForKey(key, true), data, conditions);
+      return { outcome: ack.duplicate ? "duplicate" : "won", revision: ack.seq };
     } catch (error) {
-      if (isConflict(error)) return undefined;
-      throw new Error(`failed to update ${key}: ${(error as Error).message}`);
+      if (isWrongRevision(error)) return { outcome: "conflict" };
+      throw new Error(`failed to write ${key}: ${(error as Error).message}`);
     }
   }
 
@@ -117,7 +150,7 @@ export class IpamStore {
     marker.set(KV_OPERATION_HEADER, "DEL");
     marker.set(EXPECTED_LAST_SUBJECT_SEQUENCE_HEADER, String(revision));
     try {
-      return (await this.bucket.js.publish(this.bucket.subjectForKey(key, true), Empty, { headers: marker })).seq;
+      return (await this.publisher.publish(this.bucket.subjectForKey(key, true), Empty, marker)).seq;
     } catch (error) {
       if (isConflict(error)) return undefined;
       throw new Error(`failed to delete ${key}: ${(error as Error).message}`);

@@ -2,6 +2,7 @@ import type { KV, KvWatchEntry } from "@nats-io/kv";
 import { contains, parseCidr, parsePrefix, type Family, type Prefix } from "../../libs/ipmath/index.js";
 import { AddressKind, AddressRecord, BlockRecord, IpamRegistry, type IpamNetwork } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { familyOf } from "./allocator.js";
+import { unavailable } from "../../libs/grpc/status-error.js";
 import { isAddressKey, isBlockKey, REGISTRY_KEY, VIEWED_KEYS } from "./keys.js";
 import { addressCodec, blockCodec } from "./store.js";
 
@@ -27,8 +28,16 @@ interface NetworkHoldings {
   blockKeys: Set<string>;
 }
 
-/** How long `start` waits for the first load at most: a bucket with no IPAM key yields nothing. */
-const FIRST_LOAD_TIMEOUT_MS = 2000;
+/** A release seen: the delete marker's revision (writing the key again expects it) and when it was made. */
+interface Freed {
+  revision: number;
+  at: number;
+}
+
+/** How long `start` waits for the bucket's current content. */
+const FIRST_LOAD_TIMEOUT_MS = 30_000;
+/** How long a call waits for the view to catch up with the bucket before it gives up. */
+const CATCH_UP_TIMEOUT_MS = 5_000;
 
 /**
  * An in-memory copy of the bucket's registry, address and block keys, fed by a KV watch and by this
@@ -39,9 +48,12 @@ export class AllocationView {
   private registry = IpamRegistry.fromPartial({});
   private readonly addresses = new Map<string, Held<AddressRecord>>();
   private readonly blocks = new Map<string, OwnedBlock>();
-  /** Revision of the delete marker of a freed address or block key: writing it again expects that revision. */
-  private readonly freedRevisions = new Map<string, number>();
+  private readonly freed = new Map<string, Freed>();
   private readonly holdings = new Map<string, NetworkHoldings>();
+  /** The highest revision the watch delivered: every write up to it is in the view. */
+  private watchedRevision = 0;
+  private readonly caughtUpWaiters = new Set<{ revision: number; resolve(): void }>();
+  private kv: KV | undefined;
   private stopped = false;
   private stopWatch: (() => void) | undefined;
 
@@ -58,7 +70,12 @@ export class AllocationView {
    * Never a live value's revision, which would let the write replace a holder.
    */
   freedRevision(key: string): number {
-    return this.freedRevisions.get(key) ?? 0;
+    return this.freed.get(key)?.revision ?? 0;
+  }
+
+  /** When the key was last seen released (ms since the epoch); undefined when never. */
+  freedAt(key: string): number | undefined {
+    return this.freed.get(key)?.at;
   }
 
   blockHolder(key: string): OwnedBlock | undefined {
@@ -71,9 +88,9 @@ export class AllocationView {
 
   noteHeld(key: string, record: AddressRecord, revision: number): void {
     const previous = this.addresses.get(key);
-    if ((previous && previous.revision >= revision) || (this.freedRevisions.get(key) ?? 0) > revision) return;
+    if ((previous && previous.revision >= revision) || this.freedRevision(key) > revision) return;
     if (previous) this.forgetAddress(key, previous.record);
-    this.freedRevisions.delete(key);
+    this.freed.delete(key);
     this.addresses.set(key, { key, record, revision });
     const { family, value } = valueOf(record);
     const holdings = this.holdingsOf(record.networkId);
@@ -82,29 +99,33 @@ export class AllocationView {
     holdings.keysByEndpoint.set(record.endpointId, keys.add(key));
   }
 
-  noteFreed(key: string, revision: number): void {
+  noteFreed(key: string, revision: number, at = Date.now()): void {
     const previous = this.addresses.get(key);
     if (previous && previous.revision > revision) return;
     if (previous) this.forgetAddress(key, previous.record);
-    this.freedRevisions.set(key, Math.max(revision, this.freedRevisions.get(key) ?? 0));
+    this.noteMarker(key, revision, at);
   }
 
   noteBlockHeld(key: string, record: BlockRecord, revision: number): void {
     const previous = this.blocks.get(key);
-    if ((previous && previous.revision >= revision) || (this.freedRevisions.get(key) ?? 0) > revision) return;
-    this.freedRevisions.delete(key);
+    if ((previous && previous.revision >= revision) || this.freedRevision(key) > revision) return;
+    this.freed.delete(key);
     this.blocks.set(key, { key, record, revision, prefix: parsePrefix(record.cidr) });
     this.holdingsOf(record.networkId).blockKeys.add(key);
   }
 
-  noteBlockFreed(key: string, revision: number): void {
+  noteBlockFreed(key: string, revision: number, at = Date.now()): void {
     const previous = this.blocks.get(key);
     if (previous && previous.revision > revision) return;
     if (previous) {
       this.blocks.delete(key);
       this.holdingsOf(previous.record.networkId).blockKeys.delete(key);
     }
-    this.freedRevisions.set(key, Math.max(revision, this.freedRevisions.get(key) ?? 0));
+    this.noteMarker(key, revision, at);
+  }
+
+  private noteMarker(key: string, revision: number, at: number): void {
+    if (this.freedRevision(key) < revision) this.freed.set(key, { revision, at });
   }
 
   isTaken(networkId: string, family: Family, value: bigint): boolean {
@@ -170,14 +191,10 @@ export class AllocationView {
   }
 
   /** Follows the bucket until `stop`; resolves once the bucket's current content is loaded. */
-  start(kv: KV): Promise<void> {
-    return new Promise((loaded) => {
-      const timer = setTimeout(loaded, FIRST_LOAD_TIMEOUT_MS);
-      void this.followBucket(kv, () => {
-        clearTimeout(timer);
-        loaded();
-      });
-    });
+  async start(kv: KV): Promise<void> {
+    this.kv = kv;
+    void this.followBucket(kv);
+    await this.catchUp(FIRST_LOAD_TIMEOUT_MS);
   }
 
   stop(): void {
@@ -185,18 +202,38 @@ export class AllocationView {
     this.stopWatch?.();
   }
 
+  /**
+   * Waits until the view holds every write the bucket had when called: what a replica needs before it
+   * trusts the view's silence (no address known for an endpoint) over a lagging watch.
+   */
+  async catchUp(timeoutMs = CATCH_UP_TIMEOUT_MS): Promise<void> {
+    if (!this.kv) throw new Error("failed to catch up with the ipam bucket: the view was never started");
+    const revision = (await this.kv.status()).streamInfo.state.last_seq;
+    if (this.watchedRevision >= revision) return;
+    await new Promise<void>((resolve, reject) => {
+      const waiter = {
+        revision,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      };
+      const timer = setTimeout(() => {
+        this.caughtUpWaiters.delete(waiter);
+        reject(unavailable(`ipam's view of its bucket is behind (at revision ${this.watchedRevision} of ${revision}); try again`));
+      }, timeoutMs);
+      this.caughtUpWaiters.add(waiter);
+    });
+  }
+
   /** A watch that ends (server restart) is opened again. */
-  private async followBucket(kv: KV, loaded: () => void): Promise<void> {
+  private async followBucket(kv: KV): Promise<void> {
     while (!this.stopped) {
       try {
-        if ((await kv.status()).values === 0) loaded();
         const watcher = await kv.watch({ key: VIEWED_KEYS });
         this.stopWatch = () => watcher.stop();
         if (this.stopped) watcher.stop();
-        for await (const entry of watcher) {
-          this.apply(entry);
-          if (entry.isUpdate || entry.delta === 0) loaded();
-        }
+        for await (const entry of watcher) this.apply(entry);
       } catch {
         // The bucket is unreachable for now (server restarting): the view only lags, try again.
       }
@@ -209,11 +246,23 @@ export class AllocationView {
     if (entry.key === REGISTRY_KEY) {
       this.registry = removed ? IpamRegistry.fromPartial({}) : IpamRegistry.decode(entry.value);
     } else if (isAddressKey(entry.key)) {
-      if (removed) this.noteFreed(entry.key, entry.revision);
-      else this.noteHeld(entry.key, addressCodec.decode(entry.value), entry.revision);
+      if (removed) this.noteFreed(entry.key, entry.revision, entry.created.getTime());
+      // This replica's own writes come back through the watch: known already, not decoded again.
+      else if ((this.addresses.get(entry.key)?.revision ?? 0) < entry.revision) this.noteHeld(entry.key, addressCodec.decode(entry.value), entry.revision);
     } else if (isBlockKey(entry.key)) {
-      if (removed) this.noteBlockFreed(entry.key, entry.revision);
+      if (removed) this.noteBlockFreed(entry.key, entry.revision, entry.created.getTime());
       else this.noteBlockHeld(entry.key, blockCodec.decode(entry.value), entry.revision);
+    }
+    this.watched(entry.revision);
+  }
+
+  private watched(revision: number): void {
+    if (revision <= this.watchedRevision) return;
+    this.watchedRevision = revision;
+    for (const waiter of this.caughtUpWaiters) {
+      if (waiter.revision > revision) continue;
+      this.caughtUpWaiters.delete(waiter);
+      waiter.resolve();
     }
   }
 

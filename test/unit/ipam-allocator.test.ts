@@ -10,7 +10,7 @@ import {
   ulaPrefixFromRandom,
 } from "../../services/ipam/allocator.js";
 import { StatusError } from "../../libs/grpc/status-error.js";
-import { encodeToken, addressKey, endpointKey } from "../../services/ipam/keys.js";
+import { encodeToken, addressKey, allocationMessageId } from "../../services/ipam/keys.js";
 import { formatPrefix, parseAddress, parsePrefix } from "../../libs/ipmath/index.js";
 import type { IpamNetwork, IpamRegistry, SubnetRequest } from "../../libs/proto/gen/trellis/v1/ipam.js";
 
@@ -203,6 +203,13 @@ describe("keys", () => {
     expect(encodeToken("web_1-a")).toBe("web_1-a");
     expect(encodeToken("a.b:c/d")).toBe("a=2eb=3ac=2fd");
     expect(addressKey("n.1", parseAddress("2001:db8::5"))).toBe("addr.n=2e1.2001-db8--5");
-    expect(endpointKey("n1", "e1", 6)).toBe("ep.n1.e1.6");
+  });
+
+  it("names one allocation per endpoint, family and incarnation of a network", () => {
+    const record = { networkId: "n1", incarnation: "i1", endpointId: "e/1", host: "h1", address: "10.0.0.2/24", subnet: "10.0.0.0/24", ipv6: false, kind: 1 };
+    expect(allocationMessageId(record)).toBe("alloc.n1.i1.4.e=2f1");
+    expect(allocationMessageId({ ...record, address: "10.0.0.3/24" })).toBe(allocationMessageId(record));
+    expect(allocationMessageId({ ...record, ipv6: true })).not.toBe(allocationMessageId(record));
+    expect(allocationMessageId({ ...record, incarnation: "i2" })).not.toBe(allocationMessageId(record));
   });
 });
