@@ -1,4 +1,4 @@
-import ipaddr from "ipaddr.js";
+import { contains, formatAddress, formatPrefix, HostBitsError, parseAddress, parsePrefix, type Address, type Prefix } from "../../libs/ipmath/index.js";
 import { ParentKind, type NetworkSpec, type Parent } from "../../libs/proto/gen/trellis/v1/network.js";
 import { invalidArgument } from "../../libs/grpc/status-error.js";
 
@@ -104,40 +104,48 @@ export function parseParent(name: string): Parent {
 }
 
 function parseSubnet(cidr: string): RequestedSubnet {
-  let parsed: [ipaddr.IPv4 | ipaddr.IPv6, number];
+  const prefix = parsePrefixArgument("subnet", cidr);
+  return { cidr: formatPrefix(prefix), gateway: "", ipv6: prefix.family === 6 };
+}
+
+function parsePrefixArgument(what: string, text: string): Prefix {
   try {
-    parsed = ipaddr.parseCIDR(cidr);
+    return parsePrefix(text);
+  } catch (error) {
+    if (error instanceof HostBitsError) {
+      throw invalidArgument(`invalid ${what} "${text}": host bits are set; did you mean ${formatPrefix(error.suggestion)}?`);
+    }
+    throw invalidArgument(`invalid ${what} "${text}": expected a CIDR such as 192.168.1.0/24 or 2001:db8::/64`);
+  }
+}
+
+function parseAddressArgument(what: string, text: string): Address {
+  try {
+    return parseAddress(text);
   } catch {
-    throw invalidArgument(`invalid subnet "${cidr}": expected a CIDR such as 192.168.1.0/24 or 2001:db8::/64`);
+    throw invalidArgument(`invalid ${what} "${text}": expected an IP address such as 192.168.1.1`);
   }
-  const [address, prefix] = parsed;
-  const network =
-    address.kind() === "ipv4" ? ipaddr.IPv4.networkAddressFromCIDR(cidr) : ipaddr.IPv6.networkAddressFromCIDR(cidr);
-  if (network.toString() !== address.toString()) {
-    throw invalidArgument(`invalid subnet "${cidr}": host bits are set; did you mean ${network.toString()}/${prefix}?`);
-  }
-  return { cidr: `${network.toString()}/${prefix}`, gateway: "", ipv6: address.kind() === "ipv6" };
 }
 
 /** Each gateway belongs to the subnet that contains it, as `docker network create` pairs them. */
 function pairGateways(subnets: RequestedSubnet[], gateways: string[]): RequestedSubnet[] {
   for (const gateway of gateways) {
-    if (!ipaddr.isValid(gateway)) {
-      throw invalidArgument(`invalid gateway "${gateway}": expected an IP address such as 192.168.1.1`);
-    }
-    const address = ipaddr.parse(gateway);
-    const subnet = subnets.find((s) => {
-      const range = ipaddr.parseCIDR(s.cidr);
-      return range[0].kind() === address.kind() && address.match(range);
-    });
-    if (!subnet) {
-      const listed = subnets.length > 0 ? subnets.map((s) => s.cidr).join(", ") : "none given";
-      throw invalidArgument(`gateway ${gateway} is not in any subnet of the network (subnets: ${listed})`);
-    }
+    const address = parseAddressArgument("gateway", gateway);
+    const subnet = subnetWhere(subnets, `gateway ${gateway}`, (prefix) => contains(prefix, address));
     if (subnet.gateway !== "") {
       throw invalidArgument(`subnet ${subnet.cidr} has two gateways, ${subnet.gateway} and ${gateway}: give at most one per subnet`);
     }
-    subnet.gateway = address.toString();
+    subnet.gateway = formatAddress(address);
   }
   return subnets;
+}
+
+/** The given subnet that `fits`; `what` names the flag's value in the error when none does. */
+function subnetWhere(subnets: RequestedSubnet[], what: string, fits: (prefix: Prefix) => boolean): RequestedSubnet {
+  const subnet = subnets.find((s) => fits(parsePrefix(s.cidr)));
+  if (!subnet) {
+    const listed = subnets.length > 0 ? subnets.map((s) => s.cidr).join(", ") : "none given";
+    throw invalidArgument(`${what} is not in any subnet of the network (subnets: ${listed})`);
+  }
+  return subnet;
 }
