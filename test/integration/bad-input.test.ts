@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import { status } from "@grpc/grpc-js";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -13,6 +12,7 @@ import { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
 import { startIpamService, type RunningIpamService } from "../../services/ipam/main.js";
 import { startPlanner, type RunningPlanner } from "../../services/planner/main.js";
 import { startNatsServer, type NatsServer } from "../support/nats-server.js";
+import { runTrellis } from "../support/trellis-cli.js";
 
 // Principle 5: bad input gets a clear error and changes nothing. Each case asserts the message (what was
 // wrong, what would be right) and that networks, containers, IPAM and every stored key are as before.
@@ -305,17 +305,7 @@ describe("removal refuses what would break and changes nothing", () => {
 });
 
 describe("the trellis CLI refuses bad flags before it calls anything", () => {
-  const cli = new URL("../../dist/services/cli/main.js", import.meta.url).pathname;
-  const trellis = (...args: string[]) =>
-    new Promise<{ code: number; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, [cli, ...args], {
-        env: { ...process.env, TRELLIS_PLANNER_ADDR: planner.address, TRELLIS_NATS_URL: nats.url },
-        stdio: ["ignore", "ignore", "pipe"],
-      });
-      let stderr = "";
-      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-      child.on("exit", (code) => resolve({ code: code ?? 1, stderr }));
-    });
+  const trellis = (...args: string[]) => runTrellis({ TRELLIS_PLANNER_ADDR: planner.address, TRELLIS_NATS_URL: nats.url }, ...args);
   let before: unknown;
   beforeEach(async () => {
     before = await world();
