@@ -1,5 +1,19 @@
-import { contains, formatAddress, formatPrefix, HostBitsError, parseAddress, parsePrefix, type Address, type Prefix } from "../../libs/ipmath/index.js";
+import {
+  contains,
+  firstUsable,
+  formatAddress,
+  formatPrefix,
+  HostBitsError,
+  isUsable,
+  lastAddress,
+  lastUsable,
+  parseAddress,
+  parsePrefix,
+  type Address,
+  type Prefix,
+} from "../../libs/ipmath/index.js";
 import { ParentKind, type NetworkSpec, type Parent } from "../../libs/proto/gen/trellis/v1/network.js";
+import type { PoolOptions } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { invalidArgument } from "../../libs/grpc/status-error.js";
 
 // Validation of a `network create` before anything is written anywhere. Every message says what was
@@ -19,6 +33,8 @@ export interface RequestedSubnet {
   cidr: string;
   gateway: string;
   ipv6: boolean;
+  /** --ip-range and --aux-address of this subnet; absent when neither was given. */
+  pool?: PoolOptions;
 }
 
 export interface ValidatedNetwork {
@@ -59,17 +75,27 @@ export function validateNetworkSpec(spec: NetworkSpec): ValidatedNetwork {
   const internal = spec.internal;
   const parent = internal || parentName === "" ? { name: "", kind: ParentKind.PARENT_KIND_DUMMY, base: "", vlanId: 0 } : parseParent(parentName);
   const notes: string[] = [];
-  const subnets = pairGateways(spec.subnets.map(parseSubnet), spec.gateways);
-  if (mode !== "l2") {
-    for (const subnet of subnets.filter((s) => s.gateway !== "")) {
-      notes.push(`gateway ${subnet.gateway} ignored: ${mode} mode routes by device (default dev eth0)`);
-      subnet.gateway = "";
-    }
-  }
+  const subnets = requestedSubnets(spec, mode, notes);
   const ipv6 = spec.ipv6 || subnets.some((s) => s.ipv6);
   if (!subnets.some((s) => !s.ipv6)) subnets.unshift({ cidr: "", gateway: "", ipv6: false });
   if (ipv6 && !subnets.some((s) => s.ipv6)) subnets.push({ cidr: "", gateway: "", ipv6: true });
   return { name: spec.name, mode, flag, parent, internal, ipv6, subnets, notes };
+}
+
+/** The given subnets with their gateways, ip ranges and aux addresses, as IPAM is to be asked for them. */
+function requestedSubnets(spec: NetworkSpec, mode: IpvlanMode, notes: string[]): RequestedSubnet[] {
+  const subnets = pairGateways(spec.subnets.map(parseSubnet), spec.gateways);
+  pairIpRanges(subnets, spec.ipRanges);
+  pairAuxAddresses(subnets, spec.auxAddresses);
+  if (mode === "l2") {
+    refuseAuxOnGateways(subnets);
+    return subnets;
+  }
+  for (const subnet of subnets.filter((s) => s.gateway !== "")) {
+    notes.push(`gateway ${subnet.gateway} ignored: ${mode} mode routes by device (default dev eth0)`);
+    subnet.gateway = "";
+  }
+  return subnets;
 }
 
 function oneOf<T extends string>(option: string, value: string, valid: readonly T[]): T {
@@ -148,4 +174,69 @@ function subnetWhere(subnets: RequestedSubnet[], what: string, fits: (prefix: Pr
     throw invalidArgument(`${what} is not in any subnet of the network (subnets: ${listed})`);
   }
   return subnet;
+}
+
+/** Each ip range belongs to the subnet that contains it, at most one per subnet, as docker pairs them. */
+function pairIpRanges(subnets: RequestedSubnet[], ranges: string[]): void {
+  for (const text of ranges) {
+    const range = parsePrefixArgument("ip range", text);
+    const start = { family: range.family, value: range.network };
+    const subnet = subnetWhere(subnets, `ip range ${text}`, (prefix) => prefix.length <= range.length && contains(prefix, start));
+    const prefix = parsePrefix(subnet.cidr);
+    if (lastAddress(range) < firstUsable(prefix) || range.network > lastUsable(prefix)) {
+      throw invalidArgument(`ip range ${text} holds no usable address of subnet ${subnet.cidr}: choose a range with addresses from ${usableRange(prefix)}`);
+    }
+    const pool = poolOf(subnet);
+    if (pool.ipRange !== "") {
+      throw invalidArgument(`subnet ${subnet.cidr} has two ip ranges, ${pool.ipRange} and ${text}: give at most one per subnet`);
+    }
+    pool.ipRange = formatPrefix(range);
+  }
+}
+
+/** Each aux address belongs to the subnet that contains it; names are the network's, as in docker. */
+function pairAuxAddresses(subnets: RequestedSubnet[], auxAddresses: Record<string, string>): void {
+  for (const [name, text] of Object.entries(auxAddresses)) {
+    if (name.trim() === "") throw invalidArgument(`invalid aux address "=${text}": it needs a name, such as router=${text}`);
+    const address = parseAddressArgument(`aux address ${name}`, text);
+    const subnet = subnetWhere(subnets, `aux address ${name}=${text}`, (prefix) => contains(prefix, address));
+    const prefix = parsePrefix(subnet.cidr);
+    if (!isUsable(prefix, address)) {
+      throw invalidArgument(`aux address ${name}=${text} is not a usable address of subnet ${subnet.cidr}: choose one from ${usableRange(prefix)}`);
+    }
+    const pool = poolOf(subnet);
+    const formatted = formatAddress(address);
+    const twin = Object.entries(pool.auxAddresses).find(([, held]) => held === formatted);
+    if (twin) throw invalidArgument(`aux addresses ${twin[0]} and ${name} are both ${formatted}: give each its own address`);
+    pool.auxAddresses[name] = formatted;
+  }
+}
+
+function poolOf(subnet: RequestedSubnet): PoolOptions {
+  subnet.pool ??= { ipRange: "", auxAddresses: {} };
+  return subnet.pool;
+}
+
+/**
+ * The gateway is kept from containers already, so one address cannot be both; IPAM would refuse it
+ * too, but without saying which flag to change. Without --gateway, IPAM takes the first usable address.
+ */
+function refuseAuxOnGateways(subnets: RequestedSubnet[]): void {
+  for (const subnet of subnets) {
+    const prefix = parsePrefix(subnet.cidr);
+    const gateway = subnet.gateway || formatAddress({ family: prefix.family, value: firstUsable(prefix) });
+    const clash = Object.entries(subnet.pool?.auxAddresses ?? {}).find(([, address]) => address === gateway);
+    if (!clash) continue;
+    const [name, address] = clash;
+    throw invalidArgument(
+      subnet.gateway
+        ? `aux address ${name}=${address} is the gateway of subnet ${subnet.cidr}: give one of them another address`
+        : `aux address ${name}=${address} is the default gateway of subnet ${subnet.cidr} (its first usable address): choose another address, or set --gateway`,
+    );
+  }
+}
+
+function usableRange(prefix: Prefix): string {
+  const address = (value: bigint) => formatAddress({ family: prefix.family, value });
+  return `${address(firstUsable(prefix))} to ${address(lastUsable(prefix))}`;
 }

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { ParentKind, type NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
+import { NetworkSpec, ParentKind } from "../../libs/proto/gen/trellis/v1/network.js";
 import { validateNetworkSpec } from "../../services/planner/validate.js";
 
 function spec(overrides: Partial<NetworkSpec>): NetworkSpec {
-  return { name: "n1", driver: "ipvlan", subnets: [], gateways: [], internal: false, ipv6: false, options: {}, ...overrides };
+  return NetworkSpec.fromPartial({ name: "n1", driver: "ipvlan", ...overrides });
 }
 
 describe("network create validation", () => {
@@ -80,5 +80,60 @@ describe("network create validation", () => {
     const v6only = validateNetworkSpec(spec({ ipv6: true, subnets: ["2001:db8:abc2::/64"] }));
     expect(v6only.subnets.map((s) => [s.cidr, s.ipv6])).toEqual([["", false], ["2001:db8:abc2::/64", true]]);
     expect(validateNetworkSpec(spec({ ipv6: true })).subnets.map((s) => s.ipv6)).toEqual([false, true]);
+  });
+
+  it("pairs each ip range and aux address with the subnet that contains it, as docker does", () => {
+    const network = validateNetworkSpec(
+      spec({
+        subnets: ["10.1.0.0/16", "10.2.0.0/16", "2001:db8:1::/64"],
+        ipRanges: ["10.2.5.0/24", "2001:db8:1::100/120"],
+        auxAddresses: { router: "10.1.0.5", nas: "10.2.5.6", six: "2001:db8:1:0::6" },
+        ipv6: true,
+      }),
+    );
+    expect(network.subnets).toEqual([
+      { cidr: "10.1.0.0/16", gateway: "", ipv6: false, pool: { ipRange: "", auxAddresses: { router: "10.1.0.5" } } },
+      { cidr: "10.2.0.0/16", gateway: "", ipv6: false, pool: { ipRange: "10.2.5.0/24", auxAddresses: { nas: "10.2.5.6" } } },
+      { cidr: "2001:db8:1::/64", gateway: "", ipv6: true, pool: { ipRange: "2001:db8:1::100/120", auxAddresses: { six: "2001:db8:1::6" } } },
+    ]);
+  });
+
+  it("takes an ip range as large as its subnet, and leaves subnets without range or aux address as they were", () => {
+    const network = validateNetworkSpec(spec({ subnets: ["10.1.0.0/24", "10.3.0.0/24"], ipRanges: ["10.1.0.0/24"] }));
+    expect(network.subnets).toEqual([
+      { cidr: "10.1.0.0/24", gateway: "", ipv6: false, pool: { ipRange: "10.1.0.0/24", auxAddresses: {} } },
+      { cidr: "10.3.0.0/24", gateway: "", ipv6: false },
+    ]);
+  });
+
+  it.each([
+    [{ ipRanges: ["10.2.0.0/24"] }, "ip range 10.2.0.0/24 is not in any subnet of the network (subnets: 10.1.0.0/16)"],
+    [{ ipRanges: ["10.0.0.0/8"] }, "ip range 10.0.0.0/8 is not in any subnet of the network (subnets: 10.1.0.0/16)"],
+    [{ ipRanges: ["2001:db8::/120"] }, "ip range 2001:db8::/120 is not in any subnet of the network (subnets: 10.1.0.0/16)"],
+    [{ ipRanges: ["10.1.5.7/24"] }, 'invalid ip range "10.1.5.7/24": host bits are set; did you mean 10.1.5.0/24?'],
+    [{ ipRanges: ["10.1.5.0"] }, 'invalid ip range "10.1.5.0": expected a CIDR such as 192.168.1.0/24 or 2001:db8::/64'],
+    [{ ipRanges: ["10.1.5.0/24", "10.1.6.0/24"] }, "subnet 10.1.0.0/16 has two ip ranges, 10.1.5.0/24 and 10.1.6.0/24: give at most one per subnet"],
+    [{ ipRanges: ["10.1.255.255/32"] }, "ip range 10.1.255.255/32 holds no usable address of subnet 10.1.0.0/16: choose a range with addresses from 10.1.0.1 to 10.1.255.254"],
+    [{ auxAddresses: { router: "10.9.0.1" } }, "aux address router=10.9.0.1 is not in any subnet of the network (subnets: 10.1.0.0/16)"],
+    [{ auxAddresses: { router: "10.1.0.300" } }, 'invalid aux address router "10.1.0.300": expected an IP address such as 192.168.1.1'],
+    [{ auxAddresses: { "": "10.1.0.9" } }, 'invalid aux address "=10.1.0.9": it needs a name, such as router=10.1.0.9'],
+    [{ auxAddresses: { router: "10.1.0.0" } }, "aux address router=10.1.0.0 is not a usable address of subnet 10.1.0.0/16: choose one from 10.1.0.1 to 10.1.255.254"],
+    [{ auxAddresses: { a: "10.1.0.9", b: "10.1.0.9" } }, "aux addresses a and b are both 10.1.0.9: give each its own address"],
+    [{ gateways: ["10.1.0.254"], auxAddresses: { router: "10.1.0.254" } }, "aux address router=10.1.0.254 is the gateway of subnet 10.1.0.0/16: give one of them another address"],
+    [
+      { auxAddresses: { router: "10.1.0.1" } },
+      "aux address router=10.1.0.1 is the default gateway of subnet 10.1.0.0/16 (its first usable address): choose another address, or set --gateway",
+    ],
+  ] as [Partial<NetworkSpec>, string][])("refuses a bad ip range or aux address (%o) with what would be right", (overrides, message) => {
+    expect(() => validateNetworkSpec(spec({ subnets: ["10.1.0.0/16"], ...overrides }))).toThrow(message);
+  });
+
+  it("lets an aux address take the first usable address once --gateway is elsewhere, or in l3 where there is no gateway", () => {
+    expect(validateNetworkSpec(spec({ subnets: ["10.1.0.0/16"], gateways: ["10.1.0.254"], auxAddresses: { r: "10.1.0.1" } })).subnets[0]!.pool).toEqual({
+      ipRange: "",
+      auxAddresses: { r: "10.1.0.1" },
+    });
+    const l3 = validateNetworkSpec(spec({ subnets: ["10.1.0.0/16"], gateways: ["10.1.0.1"], auxAddresses: { r: "10.1.0.1" }, options: { ipvlan_mode: "l3" } }));
+    expect([l3.subnets[0]!.gateway, l3.subnets[0]!.pool?.auxAddresses]).toEqual(["", { r: "10.1.0.1" }]);
   });
 });
