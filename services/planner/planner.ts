@@ -37,7 +37,7 @@ export class Planner {
         subnets: validated.subnets,
         withGateway: validated.mode === "l2",
         // L3 networks are routed per host: each host takes blocks of the subnet, one route per block.
-        hostBlocks: validated.mode === "l2" ? undefined : {},
+        hostBlocks: validated.hostBlocks,
       });
       const parent =
         validated.parent.kind === ParentKind.PARENT_KIND_DUMMY ? { ...validated.parent, name: dummyParentName(id) } : validated.parent;
@@ -54,6 +54,8 @@ export class Planner {
         notes: validated.notes,
         createdAt: new Date().toISOString(),
         traceparent: traceparentOf(),
+        ipv4BlockPrefix: validated.hostBlocks?.ipv4PrefixLength,
+        ipv6BlockPrefix: validated.hostBlocks?.ipv6PrefixLength,
       };
       if (!(await this.store.createNetwork(network))) {
         await this.ipam.releaseSubnets(id);

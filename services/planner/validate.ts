@@ -1,4 +1,5 @@
 import {
+  ADDRESS_BITS,
   contains,
   firstUsable,
   formatAddress,
@@ -10,24 +11,36 @@ import {
   parseAddress,
   parsePrefix,
   type Address,
+  type Family,
   type Prefix,
 } from "../../libs/ipmath/index.js";
 import { ParentKind, type NetworkSpec, type Parent } from "../../libs/proto/gen/trellis/v1/network.js";
-import type { PoolOptions } from "../../libs/proto/gen/trellis/v1/ipam.js";
+import type { HostBlocks, PoolOptions } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { invalidArgument } from "../../libs/grpc/status-error.js";
+import { DEFAULT_BLOCK_LENGTH } from "../ipam/blocks.js";
 
 // Validation of a `network create` before anything is written anywhere. Every message says what was
 // wrong and what would be right, in the style of the reference driver.
 
 export const IPVLAN_MODES = ["l2", "l3", "l3s"] as const;
 export const IPVLAN_FLAGS = ["bridge", "private", "vepa"] as const;
-export const NETWORK_OPTIONS = ["parent", "ipvlan_mode", "ipvlan_flag"] as const;
+export const NETWORK_OPTIONS = ["parent", "ipvlan_mode", "ipvlan_flag", "ipv4_block_prefix", "ipv6_block_prefix"] as const;
 export type IpvlanMode = (typeof IPVLAN_MODES)[number];
 export type IpvlanFlag = (typeof IPVLAN_FLAGS)[number];
 
 /** Linux's IFNAMSIZ less the terminating NUL. */
 const MAX_INTERFACE_NAME = 15;
 const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+
+/**
+ * The per-host block sizes an l3 / l3s network may ask for, as prefix lengths. A host takes a whole
+ * block at once (one route covers it), so a shorter prefix would hand one host more than 4,096
+ * addresses; the same bounds as Calico's block size.
+ */
+const BLOCK_PREFIX_OPTIONS = [
+  { option: "ipv4_block_prefix", family: 4, shortest: 20 },
+  { option: "ipv6_block_prefix", family: 6, shortest: 116 },
+] as const;
 
 export interface RequestedSubnet {
   cidr: string;
@@ -47,6 +60,8 @@ export interface ValidatedNetwork {
   /** As given; default subnets (empty cidr) are added for IPv4 always and for IPv6 when asked. */
   subnets: RequestedSubnet[];
   notes: string[];
+  /** l3 / l3s: the block lengths each host takes, defaults resolved; undefined in l2. */
+  hostBlocks: HostBlocks | undefined;
 }
 
 export function validateName(what: string, name: string): void {
@@ -79,7 +94,8 @@ export function validateNetworkSpec(spec: NetworkSpec): ValidatedNetwork {
   const ipv6 = spec.ipv6 || subnets.some((s) => s.ipv6);
   if (!subnets.some((s) => !s.ipv6)) subnets.unshift({ cidr: "", gateway: "", ipv6: false });
   if (ipv6 && !subnets.some((s) => s.ipv6)) subnets.push({ cidr: "", gateway: "", ipv6: true });
-  return { name: spec.name, mode, flag, parent, internal, ipv6, subnets, notes };
+  const hostBlocks = hostBlocksOf(spec.options, mode, ipv6);
+  return { name: spec.name, mode, flag, parent, internal, ipv6, subnets, notes, hostBlocks };
 }
 
 /** The given subnets with their gateways, ip ranges and aux addresses, as IPAM is to be asked for them. */
@@ -96,6 +112,34 @@ function requestedSubnets(spec: NetworkSpec, mode: IpvlanMode, notes: string[]):
     subnet.gateway = "";
   }
   return subnets;
+}
+
+/** Only l3 / l3s networks hand out addresses from per-host blocks, so only they take block sizes. */
+function hostBlocksOf(options: Record<string, string>, mode: IpvlanMode, ipv6: boolean): HostBlocks | undefined {
+  const [ipv4Option, ipv6Option] = BLOCK_PREFIX_OPTIONS;
+  if (mode === "l2") {
+    const given = BLOCK_PREFIX_OPTIONS.find(({ option }) => options[option]);
+    if (given) {
+      throw invalidArgument(
+        `option ${given.option} is for l3 and l3s networks, whose hosts take blocks of the subnet; an l2 network has none: remove it, or add -o ipvlan_mode=l3`,
+      );
+    }
+    return undefined;
+  }
+  if (!ipv6 && options[ipv6Option.option]) {
+    throw invalidArgument(`option ${ipv6Option.option} needs IPv6 on the network: add --ipv6 or an IPv6 --subnet, or remove it`);
+  }
+  return { ipv4PrefixLength: blockPrefix(options, ipv4Option), ipv6PrefixLength: ipv6 ? blockPrefix(options, ipv6Option) : undefined };
+}
+
+function blockPrefix(options: Record<string, string>, { option, family, shortest }: { option: string; family: Family; shortest: number }): number {
+  const text = options[option];
+  if (!text) return DEFAULT_BLOCK_LENGTH[family];
+  const length = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!(length >= shortest && length <= ADDRESS_BITS[family])) {
+    throw invalidArgument(`${option} must be between ${shortest}-${ADDRESS_BITS[family]}, received: ${text}`);
+  }
+  return length;
 }
 
 function oneOf<T extends string>(option: string, value: string, valid: readonly T[]): T {

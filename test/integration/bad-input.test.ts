@@ -187,7 +187,7 @@ describe("network create refuses bad input and changes nothing", () => {
     await refused(
       () => createNetwork(spec("bad", { options: { macvlan_mode: "bridge" } })),
       status.INVALID_ARGUMENT,
-      'unknown option "macvlan_mode": valid options are parent, ipvlan_mode, ipvlan_flag',
+      'unknown option "macvlan_mode": valid options are parent, ipvlan_mode, ipvlan_flag, ipv4_block_prefix, ipv6_block_prefix',
     );
   });
 
@@ -236,6 +236,18 @@ describe("network create refuses bad input and changes nothing", () => {
     ],
   ] as [string, Partial<NetworkSpec>, string][])("%s", async (_, overrides, message) => {
     await refused(() => createNetwork(spec("bad", { subnets: ["10.1.0.0/16"], ...overrides })), status.INVALID_ARGUMENT, message);
+  });
+
+  it.each([
+    [
+      "a block size on an l2 network",
+      { ipv4_block_prefix: "28" },
+      "option ipv4_block_prefix is for l3 and l3s networks, whose hosts take blocks of the subnet; an l2 network has none: remove it, or add -o ipvlan_mode=l3",
+    ],
+    ["an IPv4 block size out of range", { ipvlan_mode: "l3", ipv4_block_prefix: "40" }, "ipv4_block_prefix must be between 20-32, received: 40"],
+    ["an IPv6 block size out of range", { ipvlan_mode: "l3s", ipv6_block_prefix: "100" }, "ipv6_block_prefix must be between 116-128, received: 100"],
+  ] as [string, Record<string, string>, string][])("%s", async (_, options, message) => {
+    await refused(() => createNetwork(spec("bad", { subnets: ["10.1.0.0/16", "2001:db8:1::/64"], options })), status.INVALID_ARGUMENT, message);
   });
 });
 

@@ -10,6 +10,7 @@ import { Buckets, INTENT_SUBJECT } from "../../libs/bus/subjects.js";
 import { headersWithTrace } from "../../libs/bus/trace.js";
 import { callUnary, clientOptions, insecure } from "../../libs/grpc/unary.js";
 import { ControlClient } from "../../libs/proto/gen/trellis/v1/control.js";
+import { IpamClient } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
 import { HostDesiredState, HostRecord, Intent, IntentResult } from "../../libs/proto/gen/trellis/v1/state.js";
 import { startTracing, stopTracing, withSpan } from "../../libs/telemetry/tracing.js";
@@ -190,6 +191,33 @@ describe("Control API over gRPC, with IPAM and NATS", () => {
     expect((await attach("outside", "ranged", "h1", "10.80.0.20")).addresses).toEqual(["10.80.0.20/16"]);
     await detach("r3");
     expect((await attach("r8", "ranged")).addresses).toEqual(["10.80.5.12/16"]);
+  });
+
+  it("cuts the per-host blocks of an l3 network to the asked sizes, from its ip range", async () => {
+    const network = await createNetwork(
+      spec("blocks", {
+        subnets: ["10.81.0.0/16", "2001:db8:81::/64"],
+        ipRanges: ["10.81.2.0/24"],
+        options: { ipvlan_mode: "l3", ipv4_block_prefix: "28", ipv6_block_prefix: "120" },
+      }),
+    );
+    expect([network.ipv4BlockPrefix, network.ipv6BlockPrefix]).toEqual([28, 120]);
+    const inspected = await runTrellis({ TRELLIS_PLANNER_ADDR: planner.address }, "network", "inspect", "blocks");
+    expect(JSON.parse(inspected.stdout)[0]).toMatchObject({ ipv4BlockPrefix: 28, ipv6BlockPrefix: 120, subnets: [{ ipRange: "10.81.2.0/24" }, {}] });
+    await attach("b1", "blocks", "h1");
+    await attach("b2", "blocks", "h2");
+    const ipamClient = new IpamClient(ipam.address, insecure(), clientOptions);
+    try {
+      const { blocks } = await callUnary(ipamClient.listBlocks.bind(ipamClient), { networkId: network.id, host: "" });
+      expect(blocks.map((b) => [b.cidr, b.host])).toEqual([
+        ["10.81.2.0/28", "h1"],
+        ["10.81.2.16/28", "h2"],
+        ["2001:db8:81::/120", "h1"],
+        ["2001:db8:81::100/120", "h2"],
+      ]);
+    } finally {
+      ipamClient.close();
+    }
   });
 
   it("joins planner and ipam spans to the caller's trace", async () => {

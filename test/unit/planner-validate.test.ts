@@ -41,7 +41,7 @@ describe("network create validation", () => {
       /at most 15 characters, this one has 22/,
     );
     expect(() => validateNetworkSpec(spec({ options: { foo: "bar" } }))).toThrow(
-      'unknown option "foo": valid options are parent, ipvlan_mode, ipvlan_flag',
+      'unknown option "foo": valid options are parent, ipvlan_mode, ipvlan_flag, ipv4_block_prefix, ipv6_block_prefix',
     );
     expect(() => validateNetworkSpec(spec({ options: { ipvlan_mode: "l4" } }))).toThrow('invalid ipvlan_mode "l4": must be one of l2, l3, l3s');
     expect(() => validateNetworkSpec(spec({ options: { ipvlan_flag: "open" } }))).toThrow(
@@ -135,5 +135,30 @@ describe("network create validation", () => {
     });
     const l3 = validateNetworkSpec(spec({ subnets: ["10.1.0.0/16"], gateways: ["10.1.0.1"], auxAddresses: { r: "10.1.0.1" }, options: { ipvlan_mode: "l3" } }));
     expect([l3.subnets[0]!.gateway, l3.subnets[0]!.pool?.auxAddresses]).toEqual(["", { r: "10.1.0.1" }]);
+  });
+
+  it("gives l3 and l3s networks per-host block sizes, the asked ones or 26 and 122, and l2 networks none", () => {
+    expect(validateNetworkSpec(spec({ options: { ipvlan_mode: "l3" } })).hostBlocks).toEqual({ ipv4PrefixLength: 26, ipv6PrefixLength: undefined });
+    expect(validateNetworkSpec(spec({ ipv6: true, options: { ipvlan_mode: "l3s" } })).hostBlocks).toEqual({ ipv4PrefixLength: 26, ipv6PrefixLength: 122 });
+    const asked = validateNetworkSpec(spec({ ipv6: true, options: { ipvlan_mode: "l3", ipv4_block_prefix: "28", ipv6_block_prefix: "120" } }));
+    expect(asked.hostBlocks).toEqual({ ipv4PrefixLength: 28, ipv6PrefixLength: 120 });
+    expect(validateNetworkSpec(spec({})).hostBlocks).toBeUndefined();
+  });
+
+  it.each([
+    [{ ipv4_block_prefix: "28" }, "option ipv4_block_prefix is for l3 and l3s networks, whose hosts take blocks of the subnet; an l2 network has none: remove it, or add -o ipvlan_mode=l3"],
+    [{ ipvlan_mode: "l2", ipv6_block_prefix: "120" }, /^option ipv6_block_prefix is for l3 and l3s networks/],
+    [{ ipvlan_mode: "l3", ipv4_block_prefix: "19" }, "ipv4_block_prefix must be between 20-32, received: 19"],
+    [{ ipvlan_mode: "l3", ipv4_block_prefix: "33" }, "ipv4_block_prefix must be between 20-32, received: 33"],
+    [{ ipvlan_mode: "l3", ipv4_block_prefix: "/28" }, "ipv4_block_prefix must be between 20-32, received: /28"],
+    [{ ipvlan_mode: "l3s", ipv6_block_prefix: "64" }, "ipv6_block_prefix must be between 116-128, received: 64"],
+  ] as [Record<string, string>, string | RegExp][])("refuses block sizes %o with what would be right", (options, message) => {
+    expect(() => validateNetworkSpec(spec({ ipv6: true, options }))).toThrow(message);
+  });
+
+  it("refuses an IPv6 block size on a network without IPv6", () => {
+    expect(() => validateNetworkSpec(spec({ options: { ipvlan_mode: "l3", ipv6_block_prefix: "120" } }))).toThrow(
+      "option ipv6_block_prefix needs IPv6 on the network: add --ipv6 or an IPv6 --subnet, or remove it",
+    );
   });
 });
