@@ -22,13 +22,18 @@ export function parseCommand<T extends Options>(argv: string[], options: T, usag
   }
 }
 
-/** `-o key=value` pairs, as `docker network create` takes them. */
-export function parseKeyValues(pairs: string[] | undefined, usage: string): Record<string, string> {
+/**
+ * `key=value` pairs of a repeated flag, as `docker network create` takes `-o` and `--aux-address`.
+ * A key given twice is refused: docker silently keeps the last one.
+ */
+export function parseKeyValues(pairs: string[] | undefined, flag: { what: string; example: string }, usage: string): Record<string, string> {
   const result: Record<string, string> = {};
   for (const pair of pairs ?? []) {
     const eq = pair.indexOf("=");
-    if (eq <= 0) throw new UsageError(`invalid option "${pair}": expected key=value, e.g. -o parent=eth0`, usage);
-    result[pair.slice(0, eq)] = pair.slice(eq + 1);
+    if (eq <= 0) throw new UsageError(`invalid ${flag.what} "${pair}": expected key=value, e.g. ${flag.example}`, usage);
+    const key = pair.slice(0, eq);
+    if (key in result) throw new UsageError(`${flag.what} ${key} is given twice (${key}=${result[key]} and ${pair}): give it once`, usage);
+    result[key] = pair.slice(eq + 1);
   }
   return result;
 }

@@ -1,9 +1,9 @@
 import { randomBytes } from "node:crypto";
 import ipaddr from "ipaddr.js";
 import { contains, formatAddress, overlaps, parseAddress, parseCidr, parsePrefix } from "../../libs/ipmath/index.js";
-import { ParentKind, type Endpoint, type EndpointSpec, type Network, type NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
+import { ParentKind, type Endpoint, type EndpointSpec, type Network, type NetworkSpec, type Subnet } from "../../libs/proto/gen/trellis/v1/network.js";
 import type { IpamCalls } from "../ipam/client.js";
-import type { ListBlocksResponse } from "../../libs/proto/gen/trellis/v1/ipam.js";
+import type { AllocatedSubnet, ListBlocksResponse } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../../libs/grpc/status-error.js";
 import { traceparentOf } from "../../libs/bus/trace.js";
 import { withSpan } from "../../libs/telemetry/tracing.js";
@@ -37,7 +37,7 @@ export class Planner {
         subnets: validated.subnets,
         withGateway: validated.mode === "l2",
         // L3 networks are routed per host: each host takes blocks of the subnet, one route per block.
-        hostBlocks: validated.mode === "l2" ? undefined : {},
+        hostBlocks: validated.hostBlocks,
       });
       const parent =
         validated.parent.kind === ParentKind.PARENT_KIND_DUMMY ? { ...validated.parent, name: dummyParentName(id) } : validated.parent;
@@ -48,12 +48,14 @@ export class Planner {
         mode: validated.mode,
         flag: validated.flag,
         parent,
-        subnets: allocated.subnets.map((s) => ({ cidr: s.cidr, gateway: s.gateway, ipv6: s.ipv6 })),
+        subnets: allocated.subnets.map(storedSubnet),
         internal: validated.internal,
         ipv6: validated.ipv6,
         notes: validated.notes,
         createdAt: new Date().toISOString(),
         traceparent: traceparentOf(),
+        ipv4BlockPrefix: validated.hostBlocks?.ipv4PrefixLength,
+        ipv6BlockPrefix: validated.hostBlocks?.ipv6PrefixLength,
       };
       if (!(await this.store.createNetwork(network))) {
         await this.ipam.releaseSubnets(id);
@@ -218,6 +220,11 @@ export class Planner {
   }
 }
 
+function storedSubnet(subnet: AllocatedSubnet): Subnet {
+  const { cidr, gateway, ipv6, pool } = subnet;
+  return { cidr, gateway, ipv6, ipRange: pool?.ipRange ?? "", auxAddresses: pool?.auxAddresses ?? {} };
+}
+
 /**
  * The kernel keeps one ipvlan mode and flag per parent: a second network with other settings on the same
  * parent would silently switch the first one's containers over.
@@ -280,11 +287,20 @@ function checkInSubnet(network: Network, flag: string, text: string, ipv6: boole
   }
 }
 
-/** IPAM would refuse an address in use too, but by endpoint id; the user knows containers by name. */
+/**
+ * IPAM would refuse an address in use too, but by endpoint id and subnet; the user knows containers
+ * and networks by name.
+ */
 function checkAddressesFree(network: Network, spec: EndpointSpec, endpoints: Endpoint[]): void {
   for (const [flag, text] of [["--ip", spec.ipv4], ["--ip6", spec.ipv6]] as const) {
     if (!text) continue;
     const wanted = formatAddress(parseAddress(text));
+    const aux = network.subnets.flatMap((s) => Object.entries(s.auxAddresses)).find(([, address]) => address === wanted);
+    if (aux) {
+      throw alreadyExists(
+        `${flag} ${wanted} is aux address ${aux[0]} of network ${network.name}, which no container gets; choose another address, or leave ${flag} out to get a free one`,
+      );
+    }
     const holder = endpoints.find(
       (e) => e.networkId === network.id && e.addresses.some((cidr) => formatAddress(parseCidr(cidr).address) === wanted),
     );

@@ -1,4 +1,5 @@
 import { ControlService, type ControlServer } from "../../libs/proto/gen/trellis/v1/control.js";
+import { NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
 import { unaryHandler } from "../../libs/grpc/serve.js";
 import { applyOnce } from "./intents.js";
 import type { Planner } from "./planner.js";
@@ -11,7 +12,7 @@ export function controlImplementation(planner: Planner, store: PlannerStore): Co
   return {
     createNetwork: unaryHandler(async (request) => {
       const outcome = await applyOnce(store, request.intentId, async () => ({
-        network: await planner.createNetwork(request.spec ?? emptySpec()),
+        network: await planner.createNetwork(request.spec ?? NetworkSpec.fromPartial({})),
       }));
       return outcome.network!;
     }),
@@ -39,8 +40,4 @@ export function controlImplementation(planner: Planner, store: PlannerStore): Co
     }),
     listEndpoints: unaryHandler(async (request) => ({ endpoints: await planner.listEndpoints(request.network) })),
   };
-}
-
-function emptySpec() {
-  return { name: "", driver: "", subnets: [], gateways: [], internal: false, ipv6: false, options: {} };
 }

@@ -1,13 +1,30 @@
-import ipaddr from "ipaddr.js";
+import {
+  ADDRESS_BITS,
+  contains,
+  firstUsable,
+  formatAddress,
+  formatPrefix,
+  HostBitsError,
+  isUsable,
+  lastAddress,
+  lastUsable,
+  parseAddress,
+  parsePrefix,
+  type Address,
+  type Family,
+  type Prefix,
+} from "../../libs/ipmath/index.js";
 import { ParentKind, type NetworkSpec, type Parent } from "../../libs/proto/gen/trellis/v1/network.js";
+import type { HostBlocks, PoolOptions } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { invalidArgument } from "../../libs/grpc/status-error.js";
+import { DEFAULT_BLOCK_LENGTH } from "../ipam/blocks.js";
 
 // Validation of a `network create` before anything is written anywhere. Every message says what was
 // wrong and what would be right, in the style of the reference driver.
 
 export const IPVLAN_MODES = ["l2", "l3", "l3s"] as const;
 export const IPVLAN_FLAGS = ["bridge", "private", "vepa"] as const;
-export const NETWORK_OPTIONS = ["parent", "ipvlan_mode", "ipvlan_flag"] as const;
+export const NETWORK_OPTIONS = ["parent", "ipvlan_mode", "ipvlan_flag", "ipv4_block_prefix", "ipv6_block_prefix"] as const;
 export type IpvlanMode = (typeof IPVLAN_MODES)[number];
 export type IpvlanFlag = (typeof IPVLAN_FLAGS)[number];
 
@@ -15,10 +32,22 @@ export type IpvlanFlag = (typeof IPVLAN_FLAGS)[number];
 const MAX_INTERFACE_NAME = 15;
 const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 
+/**
+ * The per-host block sizes an l3 / l3s network may ask for, as prefix lengths. A host takes a whole
+ * block at once (one route covers it), so a shorter prefix would hand one host more than 4,096
+ * addresses; the same bounds as Calico's block size.
+ */
+const BLOCK_PREFIX_OPTIONS = [
+  { option: "ipv4_block_prefix", family: 4, shortest: 20 },
+  { option: "ipv6_block_prefix", family: 6, shortest: 116 },
+] as const;
+
 export interface RequestedSubnet {
   cidr: string;
   gateway: string;
   ipv6: boolean;
+  /** --ip-range and --aux-address of this subnet; absent when neither was given. */
+  pool?: PoolOptions;
 }
 
 export interface ValidatedNetwork {
@@ -31,6 +60,8 @@ export interface ValidatedNetwork {
   /** As given; default subnets (empty cidr) are added for IPv4 always and for IPv6 when asked. */
   subnets: RequestedSubnet[];
   notes: string[];
+  /** l3 / l3s: the block lengths each host takes, defaults resolved; undefined in l2. */
+  hostBlocks: HostBlocks | undefined;
 }
 
 export function validateName(what: string, name: string): void {
@@ -59,17 +90,56 @@ export function validateNetworkSpec(spec: NetworkSpec): ValidatedNetwork {
   const internal = spec.internal;
   const parent = internal || parentName === "" ? { name: "", kind: ParentKind.PARENT_KIND_DUMMY, base: "", vlanId: 0 } : parseParent(parentName);
   const notes: string[] = [];
-  const subnets = pairGateways(spec.subnets.map(parseSubnet), spec.gateways);
-  if (mode !== "l2") {
-    for (const subnet of subnets.filter((s) => s.gateway !== "")) {
-      notes.push(`gateway ${subnet.gateway} ignored: ${mode} mode routes by device (default dev eth0)`);
-      subnet.gateway = "";
-    }
-  }
+  const subnets = requestedSubnets(spec, mode, notes);
   const ipv6 = spec.ipv6 || subnets.some((s) => s.ipv6);
   if (!subnets.some((s) => !s.ipv6)) subnets.unshift({ cidr: "", gateway: "", ipv6: false });
   if (ipv6 && !subnets.some((s) => s.ipv6)) subnets.push({ cidr: "", gateway: "", ipv6: true });
-  return { name: spec.name, mode, flag, parent, internal, ipv6, subnets, notes };
+  const hostBlocks = hostBlocksOf(spec.options, mode, ipv6);
+  return { name: spec.name, mode, flag, parent, internal, ipv6, subnets, notes, hostBlocks };
+}
+
+/** The given subnets with their gateways, ip ranges and aux addresses, as IPAM is to be asked for them. */
+function requestedSubnets(spec: NetworkSpec, mode: IpvlanMode, notes: string[]): RequestedSubnet[] {
+  const subnets = pairGateways(spec.subnets.map(parseSubnet), spec.gateways);
+  pairIpRanges(subnets, spec.ipRanges);
+  pairAuxAddresses(subnets, spec.auxAddresses);
+  if (mode === "l2") {
+    refuseAuxOnGateways(subnets);
+    return subnets;
+  }
+  for (const subnet of subnets.filter((s) => s.gateway !== "")) {
+    notes.push(`gateway ${subnet.gateway} ignored: ${mode} mode routes by device (default dev eth0)`);
+    subnet.gateway = "";
+  }
+  return subnets;
+}
+
+/** Only l3 / l3s networks hand out addresses from per-host blocks, so only they take block sizes. */
+function hostBlocksOf(options: Record<string, string>, mode: IpvlanMode, ipv6: boolean): HostBlocks | undefined {
+  const [ipv4Option, ipv6Option] = BLOCK_PREFIX_OPTIONS;
+  if (mode === "l2") {
+    const given = BLOCK_PREFIX_OPTIONS.find(({ option }) => options[option]);
+    if (given) {
+      throw invalidArgument(
+        `option ${given.option} is for l3 and l3s networks, whose hosts take blocks of the subnet; an l2 network has none: remove it, or add -o ipvlan_mode=l3`,
+      );
+    }
+    return undefined;
+  }
+  if (!ipv6 && options[ipv6Option.option]) {
+    throw invalidArgument(`option ${ipv6Option.option} needs IPv6 on the network: add --ipv6 or an IPv6 --subnet, or remove it`);
+  }
+  return { ipv4PrefixLength: blockPrefix(options, ipv4Option), ipv6PrefixLength: ipv6 ? blockPrefix(options, ipv6Option) : undefined };
+}
+
+function blockPrefix(options: Record<string, string>, { option, family, shortest }: { option: string; family: Family; shortest: number }): number {
+  const text = options[option];
+  if (!text) return DEFAULT_BLOCK_LENGTH[family];
+  const length = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!(length >= shortest && length <= ADDRESS_BITS[family])) {
+    throw invalidArgument(`${option} must be between ${shortest}-${ADDRESS_BITS[family]}, received: ${text}`);
+  }
+  return length;
 }
 
 function oneOf<T extends string>(option: string, value: string, valid: readonly T[]): T {
@@ -104,40 +174,113 @@ export function parseParent(name: string): Parent {
 }
 
 function parseSubnet(cidr: string): RequestedSubnet {
-  let parsed: [ipaddr.IPv4 | ipaddr.IPv6, number];
+  const prefix = parsePrefixArgument("subnet", cidr);
+  return { cidr: formatPrefix(prefix), gateway: "", ipv6: prefix.family === 6 };
+}
+
+function parsePrefixArgument(what: string, text: string): Prefix {
   try {
-    parsed = ipaddr.parseCIDR(cidr);
+    return parsePrefix(text);
+  } catch (error) {
+    if (error instanceof HostBitsError) {
+      throw invalidArgument(`invalid ${what} "${text}": host bits are set; did you mean ${formatPrefix(error.suggestion)}?`);
+    }
+    throw invalidArgument(`invalid ${what} "${text}": expected a CIDR such as 192.168.1.0/24 or 2001:db8::/64`);
+  }
+}
+
+function parseAddressArgument(what: string, text: string): Address {
+  try {
+    return parseAddress(text);
   } catch {
-    throw invalidArgument(`invalid subnet "${cidr}": expected a CIDR such as 192.168.1.0/24 or 2001:db8::/64`);
+    throw invalidArgument(`invalid ${what} "${text}": expected an IP address such as 192.168.1.1`);
   }
-  const [address, prefix] = parsed;
-  const network =
-    address.kind() === "ipv4" ? ipaddr.IPv4.networkAddressFromCIDR(cidr) : ipaddr.IPv6.networkAddressFromCIDR(cidr);
-  if (network.toString() !== address.toString()) {
-    throw invalidArgument(`invalid subnet "${cidr}": host bits are set; did you mean ${network.toString()}/${prefix}?`);
-  }
-  return { cidr: `${network.toString()}/${prefix}`, gateway: "", ipv6: address.kind() === "ipv6" };
 }
 
 /** Each gateway belongs to the subnet that contains it, as `docker network create` pairs them. */
 function pairGateways(subnets: RequestedSubnet[], gateways: string[]): RequestedSubnet[] {
   for (const gateway of gateways) {
-    if (!ipaddr.isValid(gateway)) {
-      throw invalidArgument(`invalid gateway "${gateway}": expected an IP address such as 192.168.1.1`);
-    }
-    const address = ipaddr.parse(gateway);
-    const subnet = subnets.find((s) => {
-      const range = ipaddr.parseCIDR(s.cidr);
-      return range[0].kind() === address.kind() && address.match(range);
-    });
-    if (!subnet) {
-      const listed = subnets.length > 0 ? subnets.map((s) => s.cidr).join(", ") : "none given";
-      throw invalidArgument(`gateway ${gateway} is not in any subnet of the network (subnets: ${listed})`);
-    }
+    const address = parseAddressArgument("gateway", gateway);
+    const subnet = subnetWhere(subnets, `gateway ${gateway}`, (prefix) => contains(prefix, address));
     if (subnet.gateway !== "") {
       throw invalidArgument(`subnet ${subnet.cidr} has two gateways, ${subnet.gateway} and ${gateway}: give at most one per subnet`);
     }
-    subnet.gateway = address.toString();
+    subnet.gateway = formatAddress(address);
   }
   return subnets;
+}
+
+/** The given subnet that `fits`; `what` names the flag's value in the error when none does. */
+function subnetWhere(subnets: RequestedSubnet[], what: string, fits: (prefix: Prefix) => boolean): RequestedSubnet {
+  const subnet = subnets.find((s) => fits(parsePrefix(s.cidr)));
+  if (!subnet) {
+    const listed = subnets.length > 0 ? subnets.map((s) => s.cidr).join(", ") : "none given";
+    throw invalidArgument(`${what} is not in any subnet of the network (subnets: ${listed})`);
+  }
+  return subnet;
+}
+
+/** Each ip range belongs to the subnet that contains it, at most one per subnet, as docker pairs them. */
+function pairIpRanges(subnets: RequestedSubnet[], ranges: string[]): void {
+  for (const text of ranges) {
+    const range = parsePrefixArgument("ip range", text);
+    const start = { family: range.family, value: range.network };
+    const subnet = subnetWhere(subnets, `ip range ${text}`, (prefix) => prefix.length <= range.length && contains(prefix, start));
+    const prefix = parsePrefix(subnet.cidr);
+    if (lastAddress(range) < firstUsable(prefix) || range.network > lastUsable(prefix)) {
+      throw invalidArgument(`ip range ${text} holds no usable address of subnet ${subnet.cidr}: choose a range with addresses from ${usableRange(prefix)}`);
+    }
+    const pool = poolOf(subnet);
+    if (pool.ipRange !== "") {
+      throw invalidArgument(`subnet ${subnet.cidr} has two ip ranges, ${pool.ipRange} and ${text}: give at most one per subnet`);
+    }
+    pool.ipRange = formatPrefix(range);
+  }
+}
+
+/** Each aux address belongs to the subnet that contains it; names are the network's, as in docker. */
+function pairAuxAddresses(subnets: RequestedSubnet[], auxAddresses: Record<string, string>): void {
+  for (const [name, text] of Object.entries(auxAddresses)) {
+    if (name.trim() === "") throw invalidArgument(`invalid aux address "=${text}": it needs a name, such as router=${text}`);
+    const address = parseAddressArgument(`aux address ${name}`, text);
+    const subnet = subnetWhere(subnets, `aux address ${name}=${text}`, (prefix) => contains(prefix, address));
+    const prefix = parsePrefix(subnet.cidr);
+    if (!isUsable(prefix, address)) {
+      throw invalidArgument(`aux address ${name}=${text} is not a usable address of subnet ${subnet.cidr}: choose one from ${usableRange(prefix)}`);
+    }
+    const pool = poolOf(subnet);
+    const formatted = formatAddress(address);
+    const twin = Object.entries(pool.auxAddresses).find(([, held]) => held === formatted);
+    if (twin) throw invalidArgument(`aux addresses ${twin[0]} and ${name} are both ${formatted}: give each its own address`);
+    pool.auxAddresses[name] = formatted;
+  }
+}
+
+function poolOf(subnet: RequestedSubnet): PoolOptions {
+  subnet.pool ??= { ipRange: "", auxAddresses: {} };
+  return subnet.pool;
+}
+
+/**
+ * The gateway is kept from containers already, so one address cannot be both; IPAM would refuse it
+ * too, but without saying which flag to change. Without --gateway, IPAM takes the first usable address.
+ */
+function refuseAuxOnGateways(subnets: RequestedSubnet[]): void {
+  for (const subnet of subnets) {
+    const prefix = parsePrefix(subnet.cidr);
+    const gateway = subnet.gateway || formatAddress({ family: prefix.family, value: firstUsable(prefix) });
+    const clash = Object.entries(subnet.pool?.auxAddresses ?? {}).find(([, address]) => address === gateway);
+    if (!clash) continue;
+    const [name, address] = clash;
+    throw invalidArgument(
+      subnet.gateway
+        ? `aux address ${name}=${address} is the gateway of subnet ${subnet.cidr}: give one of them another address`
+        : `aux address ${name}=${address} is the default gateway of subnet ${subnet.cidr} (its first usable address): choose another address, or set --gateway`,
+    );
+  }
+}
+
+function usableRange(prefix: Prefix): string {
+  const address = (value: bigint) => formatAddress({ family: prefix.family, value });
+  return `${address(firstUsable(prefix))} to ${address(lastUsable(prefix))}`;
 }

@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import { status } from "@grpc/grpc-js";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -8,11 +7,12 @@ import { Buckets } from "../../libs/bus/subjects.js";
 import { callUnary, clientOptions, insecure } from "../../libs/grpc/unary.js";
 import { ControlClient } from "../../libs/proto/gen/trellis/v1/control.js";
 import { IpamClient } from "../../libs/proto/gen/trellis/v1/ipam.js";
-import { Endpoint, Network, type NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
+import { Endpoint, Network, NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
 import { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
 import { startIpamService, type RunningIpamService } from "../../services/ipam/main.js";
 import { startPlanner, type RunningPlanner } from "../../services/planner/main.js";
 import { startNatsServer, type NatsServer } from "../support/nats-server.js";
+import { runTrellis } from "../support/trellis-cli.js";
 
 // Principle 5: bad input gets a clear error and changes nothing. Each case asserts the message (what was
 // wrong, what would be right) and that networks, containers, IPAM and every stored key are as before.
@@ -25,7 +25,7 @@ let control: ControlClient;
 let ipam: IpamClient;
 
 function spec(name: string, overrides: Partial<NetworkSpec> = {}): NetworkSpec {
-  return { name, driver: "ipvlan", subnets: [], gateways: [], internal: false, ipv6: false, options: {}, ...overrides };
+  return NetworkSpec.fromPartial({ name, driver: "ipvlan", ...overrides });
 }
 
 const createNetwork = (s: NetworkSpec) => callUnary(control.createNetwork.bind(control), { intentId: "", spec: s });
@@ -87,6 +87,7 @@ beforeAll(async () => {
   await (await openBucket(nc, Buckets.hosts)).put("h1", codecOf(HostRecord).encode(record));
   await createNetwork(spec("db_net", { subnets: ["192.168.1.0/24"], options: { parent: "eth0" } }));
   await createNetwork(spec("v6net", { ipv6: true, subnets: ["10.60.0.0/24", "2001:db8:abc9::/64"], options: { parent: "eth0.140" } }));
+  await createNetwork(spec("aux_net", { subnets: ["10.70.0.0/24"], ipRanges: ["10.70.0.128/25"], auxAddresses: { router: "10.70.0.5" } }));
   await attach("ipv1", "db_net", "192.168.1.10");
   await attach("ipv2", "db_net");
   await attach("six1", "v6net", "", "2001:db8:abc9::51");
@@ -186,7 +187,7 @@ describe("network create refuses bad input and changes nothing", () => {
     await refused(
       () => createNetwork(spec("bad", { options: { macvlan_mode: "bridge" } })),
       status.INVALID_ARGUMENT,
-      'unknown option "macvlan_mode": valid options are parent, ipvlan_mode, ipvlan_flag',
+      'unknown option "macvlan_mode": valid options are parent, ipvlan_mode, ipvlan_flag, ipv4_block_prefix, ipv6_block_prefix',
     );
   });
 
@@ -207,6 +208,46 @@ describe("network create refuses bad input and changes nothing", () => {
       status.INVALID_ARGUMENT,
       'driver "macvlan" is not supported: Trellis networks use the ipvlan driver',
     );
+  });
+
+  it.each([
+    ["an ip range outside every subnet", { ipRanges: ["10.2.0.0/24"] }, "ip range 10.2.0.0/24 is not in any subnet of the network (subnets: 10.1.0.0/16)"],
+    [
+      "two ip ranges in one subnet",
+      { ipRanges: ["10.1.5.0/24", "10.1.6.0/24"] },
+      "subnet 10.1.0.0/16 has two ip ranges, 10.1.5.0/24 and 10.1.6.0/24: give at most one per subnet",
+    ],
+    ["an ip range with host bits set", { ipRanges: ["10.1.5.9/24"] }, 'invalid ip range "10.1.5.9/24": host bits are set; did you mean 10.1.5.0/24?'],
+    [
+      "an aux address outside every subnet",
+      { auxAddresses: { router: "10.2.0.1" } },
+      "aux address router=10.2.0.1 is not in any subnet of the network (subnets: 10.1.0.0/16)",
+    ],
+    ["two aux addresses on one address", { auxAddresses: { a: "10.1.5.1", b: "10.1.5.1" } }, "aux addresses a and b are both 10.1.5.1: give each its own address"],
+    [
+      "an aux address on the gateway",
+      { gateways: ["10.1.5.1"], auxAddresses: { router: "10.1.5.1" } },
+      "aux address router=10.1.5.1 is the gateway of subnet 10.1.0.0/16: give one of them another address",
+    ],
+    [
+      "an aux address on the default gateway",
+      { auxAddresses: { router: "10.1.0.1" } },
+      "aux address router=10.1.0.1 is the default gateway of subnet 10.1.0.0/16 (its first usable address): choose another address, or set --gateway",
+    ],
+  ] as [string, Partial<NetworkSpec>, string][])("%s", async (_, overrides, message) => {
+    await refused(() => createNetwork(spec("bad", { subnets: ["10.1.0.0/16"], ...overrides })), status.INVALID_ARGUMENT, message);
+  });
+
+  it.each([
+    [
+      "a block size on an l2 network",
+      { ipv4_block_prefix: "28" },
+      "option ipv4_block_prefix is for l3 and l3s networks, whose hosts take blocks of the subnet; an l2 network has none: remove it, or add -o ipvlan_mode=l3",
+    ],
+    ["an IPv4 block size out of range", { ipvlan_mode: "l3", ipv4_block_prefix: "40" }, "ipv4_block_prefix must be between 20-32, received: 40"],
+    ["an IPv6 block size out of range", { ipvlan_mode: "l3s", ipv6_block_prefix: "100" }, "ipv6_block_prefix must be between 116-128, received: 100"],
+  ] as [string, Record<string, string>, string][])("%s", async (_, options, message) => {
+    await refused(() => createNetwork(spec("bad", { subnets: ["10.1.0.0/16", "2001:db8:1::/64"], options })), status.INVALID_ARGUMENT, message);
   });
 });
 
@@ -245,6 +286,14 @@ describe("run refuses bad input and changes nothing", () => {
 
   it("--ip that is the network's gateway", async () => {
     await refused(() => attach("x", "db_net", "192.168.1.1"), status.ALREADY_EXISTS, /^address 192\.168\.1\.1 is the gateway of subnet 192\.168\.1\.0\/24/);
+  });
+
+  it("--ip that is an aux address, naming it", async () => {
+    await refused(
+      () => attach("x", "aux_net", "10.70.0.5"),
+      status.ALREADY_EXISTS,
+      "--ip 10.70.0.5 is aux address router of network aux_net, which no container gets; choose another address, or leave --ip out to get a free one",
+    );
   });
 
   it("--ip6 on a network without IPv6", async () => {
@@ -305,17 +354,7 @@ describe("removal refuses what would break and changes nothing", () => {
 });
 
 describe("the trellis CLI refuses bad flags before it calls anything", () => {
-  const cli = new URL("../../dist/services/cli/main.js", import.meta.url).pathname;
-  const trellis = (...args: string[]) =>
-    new Promise<{ code: number; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, [cli, ...args], {
-        env: { ...process.env, TRELLIS_PLANNER_ADDR: planner.address, TRELLIS_NATS_URL: nats.url },
-        stdio: ["ignore", "ignore", "pipe"],
-      });
-      let stderr = "";
-      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-      child.on("exit", (code) => resolve({ code: code ?? 1, stderr }));
-    });
+  const trellis = (...args: string[]) => runTrellis({ TRELLIS_PLANNER_ADDR: planner.address, TRELLIS_NATS_URL: nats.url }, ...args);
   let before: unknown;
   beforeEach(async () => {
     before = await world();
@@ -325,7 +364,7 @@ describe("the trellis CLI refuses bad flags before it calls anything", () => {
     const { code, stderr } = await trellis("network", "create", "--subnett=10.1.0.0/24", "bad");
     expect(code).toBe(2);
     expect(stderr).toContain("Error: Unknown option '--subnett'");
-    expect(stderr).toContain("valid flags: -d/--driver, --subnet, --gateway, --internal, --ipv6, -o/--opt");
+    expect(stderr).toContain("valid flags: -d/--driver, --subnet, --gateway, --ip-range, --aux-address, --internal, --ipv6, -o/--opt");
     expect(await world()).toEqual(before);
   });
 
@@ -333,6 +372,14 @@ describe("the trellis CLI refuses bad flags before it calls anything", () => {
     const { code, stderr } = await trellis("network", "create", "-o", "eth0", "bad");
     expect(code).toBe(2);
     expect(stderr).toContain('Error: invalid option "eth0": expected key=value, e.g. -o parent=eth0');
+    expect(await world()).toEqual(before);
+  });
+
+  it("--aux-address without NAME=IP, and one name given twice", async () => {
+    const unnamed = await trellis("network", "create", "--subnet=10.1.0.0/16", "--aux-address", "10.1.0.5", "bad");
+    expect(unnamed).toMatchObject({ code: 2, stderr: expect.stringContaining('Error: invalid aux address "10.1.0.5": expected key=value, e.g. --aux-address router=192.168.1.5') });
+    const twice = await trellis("network", "create", "--subnet=10.1.0.0/16", "--aux-address", "r=10.1.0.5", "--aux-address", "r=10.1.0.6", "bad");
+    expect(twice).toMatchObject({ code: 2, stderr: expect.stringContaining("Error: aux address r is given twice (r=10.1.0.5 and r=10.1.0.6): give it once") });
     expect(await world()).toEqual(before);
   });
 

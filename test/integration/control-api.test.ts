@@ -10,12 +10,14 @@ import { Buckets, INTENT_SUBJECT } from "../../libs/bus/subjects.js";
 import { headersWithTrace } from "../../libs/bus/trace.js";
 import { callUnary, clientOptions, insecure } from "../../libs/grpc/unary.js";
 import { ControlClient } from "../../libs/proto/gen/trellis/v1/control.js";
-import type { NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
+import { IpamClient } from "../../libs/proto/gen/trellis/v1/ipam.js";
+import { NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
 import { HostDesiredState, HostRecord, Intent, IntentResult } from "../../libs/proto/gen/trellis/v1/state.js";
 import { startTracing, stopTracing, withSpan } from "../../libs/telemetry/tracing.js";
 import { startIpamService, type RunningIpamService } from "../../services/ipam/main.js";
 import { startPlanner, type RunningPlanner } from "../../services/planner/main.js";
 import { startNatsServer, type NatsServer } from "../support/nats-server.js";
+import { runTrellis } from "../support/trellis-cli.js";
 
 const spans = new InMemorySpanExporter();
 let nats: NatsServer;
@@ -25,7 +27,7 @@ let planner: RunningPlanner;
 let control: ControlClient;
 
 function spec(name: string, overrides: Partial<NetworkSpec> = {}): NetworkSpec {
-  return { name, driver: "ipvlan", subnets: [], gateways: [], internal: false, ipv6: false, options: {}, ...overrides };
+  return NetworkSpec.fromPartial({ name, driver: "ipvlan", ...overrides });
 }
 
 const createNetwork = (s: NetworkSpec, intentId = "") => callUnary(control.createNetwork.bind(control), { intentId, spec: s });
@@ -76,7 +78,7 @@ describe("Control API over gRPC, with IPAM and NATS", () => {
   it("creates a network as the reference's db_net example, with mode, flag and gateway", async () => {
     const network = await createNetwork(spec("db_net", { subnets: ["192.168.1.0/24"], gateways: ["192.168.1.1"], options: { parent: "eth0" } }));
     expect(network).toMatchObject({ name: "db_net", mode: "l2", flag: "bridge", parent: { name: "eth0" } });
-    expect(network.subnets).toEqual([{ cidr: "192.168.1.0/24", gateway: "192.168.1.1", ipv6: false }]);
+    expect(network.subnets).toEqual([{ cidr: "192.168.1.0/24", gateway: "192.168.1.1", ipv6: false, ipRange: "", auxAddresses: {} }]);
     const inspected = await callUnary(control.inspectNetwork.bind(control), { name: "db_net" });
     expect(inspected.id).toBe(network.id);
   });
@@ -171,6 +173,51 @@ describe("Control API over gRPC, with IPAM and NATS", () => {
     await detach("s1");
     const second = await attach("s2", "v6net", "h1", "", "2001:db8:abc6::10");
     expect(second.addresses).toContain("2001:db8:abc6::10/64");
+  });
+
+  it("takes --ip-range and --aux-address from the CLI: automatic addresses only from the range, never the aux ones", async () => {
+    const trellis = (...args: string[]) => runTrellis({ TRELLIS_PLANNER_ADDR: planner.address, TRELLIS_NATS_URL: nats.url }, ...args);
+    const created = await trellis("network", "create", "--subnet=10.80.0.0/16", "--ip-range=10.80.5.8/29", "--aux-address", "router=10.80.5.9", "--aux-address", "nas=10.80.0.9", "ranged");
+    expect(created).toMatchObject({ code: 0, stderr: "" });
+    const inspected = await trellis("network", "inspect", "ranged");
+    expect(JSON.parse(inspected.stdout)[0].subnets).toEqual([
+      { cidr: "10.80.0.0/16", gateway: "10.80.0.1", ipRange: "10.80.5.8/29", auxAddresses: { router: "10.80.5.9", nas: "10.80.0.9" } },
+    ]);
+    const handedOut = [];
+    for (let i = 0; i < 7; i++) handedOut.push(...(await attach(`r${i}`, "ranged")).addresses);
+    expect(handedOut).toEqual(["10.80.5.8/16", "10.80.5.10/16", "10.80.5.11/16", "10.80.5.12/16", "10.80.5.13/16", "10.80.5.14/16", "10.80.5.15/16"]);
+    await expect(attach("r7", "ranged")).rejects.toMatchObject({ code: status.RESOURCE_EXHAUSTED, details: "pool 10.80.5.8/29 is full" });
+    // Static addresses may be anywhere in the subnet, as with docker: the range only bounds automatic ones.
+    expect((await attach("outside", "ranged", "h1", "10.80.0.20")).addresses).toEqual(["10.80.0.20/16"]);
+    await detach("r3");
+    expect((await attach("r8", "ranged")).addresses).toEqual(["10.80.5.12/16"]);
+  });
+
+  it("cuts the per-host blocks of an l3 network to the asked sizes, from its ip range", async () => {
+    const network = await createNetwork(
+      spec("blocks", {
+        subnets: ["10.81.0.0/16", "2001:db8:81::/64"],
+        ipRanges: ["10.81.2.0/24"],
+        options: { ipvlan_mode: "l3", ipv4_block_prefix: "28", ipv6_block_prefix: "120" },
+      }),
+    );
+    expect([network.ipv4BlockPrefix, network.ipv6BlockPrefix]).toEqual([28, 120]);
+    const inspected = await runTrellis({ TRELLIS_PLANNER_ADDR: planner.address }, "network", "inspect", "blocks");
+    expect(JSON.parse(inspected.stdout)[0]).toMatchObject({ ipv4BlockPrefix: 28, ipv6BlockPrefix: 120, subnets: [{ ipRange: "10.81.2.0/24" }, {}] });
+    await attach("b1", "blocks", "h1");
+    await attach("b2", "blocks", "h2");
+    const ipamClient = new IpamClient(ipam.address, insecure(), clientOptions);
+    try {
+      const { blocks } = await callUnary(ipamClient.listBlocks.bind(ipamClient), { networkId: network.id, host: "" });
+      expect(blocks.map((b) => [b.cidr, b.host])).toEqual([
+        ["10.81.2.0/28", "h1"],
+        ["10.81.2.16/28", "h2"],
+        ["2001:db8:81::/120", "h1"],
+        ["2001:db8:81::100/120", "h2"],
+      ]);
+    } finally {
+      ipamClient.close();
+    }
   });
 
   it("joins planner and ipam spans to the caller's trace", async () => {

@@ -5,6 +5,7 @@ import { connectBus, openBucket } from "../../libs/bus/connection.js";
 import { Buckets } from "../../libs/bus/subjects.js";
 import { callUnary, clientOptions, insecure } from "../../libs/grpc/unary.js";
 import { ControlClient } from "../../libs/proto/gen/trellis/v1/control.js";
+import { NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
 import { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
 import { startIpamService, type RunningIpamService } from "../../services/ipam/main.js";
 import { startPlanner, type RunningPlanner } from "../../services/planner/main.js";
@@ -65,7 +66,7 @@ describe("a restart of every service", () => {
     const control = services!.control;
     await callUnary(control.createNetwork.bind(control), {
       intentId: "",
-      spec: { name: "ipvlan20", driver: "ipvlan", subnets: ["192.168.20.0/24"], gateways: [], internal: false, ipv6: true, options: { parent: "eth0.20" } },
+      spec: NetworkSpec.fromPartial({ name: "ipvlan20", driver: "ipvlan", subnets: ["192.168.20.0/24"], ipv6: true, options: { parent: "eth0.20" } }),
     });
     for (const container of ["c1", "c2"]) {
       await callUnary(control.attachEndpoint.bind(control), { intentId: "", spec: { network: "ipvlan20", container, host: "h1", ipv4: "", ipv6: "" } });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ParentKind, type Network } from "../../libs/proto/gen/trellis/v1/network.js";
+import { ParentKind, Subnet, type Network } from "../../libs/proto/gen/trellis/v1/network.js";
 import { containerNetns, containerRoutes, dummyParentName } from "../../services/planner/plan.js";
 
 function network(overrides: Partial<Network>): Network {
@@ -14,7 +14,7 @@ function network(overrides: Partial<Network>): Network {
       { cidr: "192.168.140.0/24", gateway: "192.168.140.1", ipv6: false },
       { cidr: "192.168.142.0/24", gateway: "192.168.142.1", ipv6: false },
       { cidr: "2001:db8:abc9::/64", gateway: "2001:db8:abc9::22", ipv6: true },
-    ],
+    ].map((subnet) => Subnet.fromPartial(subnet)),
     internal: false,
     ipv6: true,
     notes: [],

@@ -4,8 +4,15 @@ import { controlClient, newIntentId } from "../control.js";
 import { parseCommand, parseKeyValues, UsageError } from "../parse.js";
 import { printTable } from "../table.js";
 
-const CREATE_USAGE = `Usage: trellis network create [-d ipvlan] [--subnet=CIDR]... [--gateway=IP]... [--internal] [--ipv6]
-                              [-o parent=IF] [-o ipvlan_mode=l2|l3|l3s] [-o ipvlan_flag=bridge|private|vepa] NAME`;
+const CREATE_USAGE = `Usage: trellis network create [-d ipvlan] [--subnet=CIDR]... [--gateway=IP]... [--ip-range=CIDR]...
+                              [--aux-address=NAME=IP]... [--internal] [--ipv6]
+                              [-o parent=IF] [-o ipvlan_mode=l2|l3|l3s] [-o ipvlan_flag=bridge|private|vepa]
+                              [-o ipv4_block_prefix=20-32] [-o ipv6_block_prefix=116-128] NAME
+
+  --ip-range and --aux-address belong to the --subnet that contains them: automatic addresses come
+  from the ip range only (at most one per subnet), and aux addresses are never given to a container.
+  ipv4_block_prefix and ipv6_block_prefix (l3 and l3s only, default 26 and 122) size the blocks of
+  addresses each host takes, one route per block.`;
 const USAGE = `Usage: trellis network create|ls|inspect|rm ...`;
 
 export async function networkCommand(argv: string[]): Promise<number> {
@@ -33,6 +40,8 @@ async function create(argv: string[]): Promise<number> {
       driver: { type: "string", short: "d" },
       subnet: { type: "string", multiple: true },
       gateway: { type: "string", multiple: true },
+      "ip-range": { type: "string", multiple: true },
+      "aux-address": { type: "string", multiple: true },
       internal: { type: "boolean" },
       ipv6: { type: "boolean" },
       opt: { type: "string", short: "o", multiple: true },
@@ -51,7 +60,9 @@ async function create(argv: string[]): Promise<number> {
         gateways: values.gateway ?? [],
         internal: values.internal ?? false,
         ipv6: values.ipv6 ?? false,
-        options: parseKeyValues(values.opt, CREATE_USAGE),
+        options: parseKeyValues(values.opt, { what: "option", example: "-o parent=eth0" }, CREATE_USAGE),
+        ipRanges: values["ip-range"] ?? [],
+        auxAddresses: parseKeyValues(values["aux-address"], { what: "aux address", example: "--aux-address router=192.168.1.5" }, CREATE_USAGE),
       },
     });
     for (const note of network.notes) console.error(`Note: ${note}`);
