@@ -9,14 +9,27 @@ export interface BusOptions {
   servers: string | string[];
   /** Shown by the server in connection listings: which service this is. */
   name: string;
+  /** Who to authenticate as; by default TRELLIS_NATS_USER and TRELLIS_NATS_PASSWORD, or no one when unset. */
+  credentials?: BusCredentials;
 }
 
-/** Connects with unlimited reconnects: a restarted server must not take the services down with it. */
+export interface BusCredentials {
+  user: string;
+  password: string;
+}
+
+/**
+ * Connects with unlimited reconnects: a restarted server must not take the services down with it.
+ * An authenticated connection takes its replies under `_INBOX.<user>.`, so that a server can let each
+ * user subscribe to its own replies only (deploy/nats/trellis.conf does) instead of to everyone's.
+ */
 export async function connectBus(options: BusOptions): Promise<NatsConnection> {
+  const credentials = options.credentials ?? credentialsFromEnvironment();
   try {
     return await connect({
       servers: options.servers,
       name: options.name,
+      ...(credentials && { user: credentials.user, pass: credentials.password, inboxPrefix: `_INBOX.${credentials.user}` }),
       maxReconnectAttempts: -1,
       reconnectTimeWait: 250,
       waitOnFirstConnect: true,
@@ -27,6 +40,11 @@ export async function connectBus(options: BusOptions): Promise<NatsConnection> {
   } catch (error) {
     throw new Error(`failed to connect to NATS at ${String(options.servers)}: ${(error as Error).message}`);
   }
+}
+
+function credentialsFromEnvironment(): BusCredentials | undefined {
+  const user = process.env.TRELLIS_NATS_USER;
+  return user ? { user, password: process.env.TRELLIS_NATS_PASSWORD ?? "" } : undefined;
 }
 
 /** Opens a KV bucket, creating it on first use; every service calls this with the same settings. */

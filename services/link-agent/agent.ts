@@ -4,20 +4,20 @@ import { context, ROOT_CONTEXT } from "@opentelemetry/api";
 import { suppressTracing } from "@opentelemetry/core";
 import { openBucket } from "../../libs/bus/connection.js";
 import { codecOf } from "../../libs/bus/codec.js";
-import { Buckets, statusKey } from "../../libs/bus/subjects.js";
+import { Buckets } from "../../libs/bus/subjects.js";
 import { contextFromTraceparent } from "../../libs/bus/trace.js";
 import { withSpan } from "../../libs/telemetry/tracing.js";
 import { openNetlink, type NetlinkHandle } from "../../libs/netlink/index.js";
-import { EndpointStatus, HostDesiredState, HostRecord, type NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
+import { HostDesiredState, type EndpointStatus, type NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
 import type { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
 import { ensureEndpoint, failedStatus, removeStaleNamespaces } from "./endpoints.js";
+import { writeHeartbeat } from "./heartbeat.js";
 import { ensureHostsFile, NETNS_ETC_DIR, removeStaleHostsFiles } from "./hosts-file.js";
 import { ensureParent, removeUnusedParents, type ParentResult } from "./parents.js";
 import { RouteDistribution } from "./routes/distribution.js";
+import { StatusPublisher } from "./status.js";
 
 const desiredCodec = codecOf(HostDesiredState);
-const statusCodec = codecOf(EndpointStatus);
-const hostCodec = codecOf(HostRecord);
 
 export interface AgentOptions {
   host: string;
@@ -39,7 +39,6 @@ export class LinkAgent {
   private desired: HostDesiredState | undefined;
   private running: Promise<void> | undefined;
   private again = false;
-  private readonly published = new Map<string, Uint8Array>();
   /** Spec fingerprints already converged in this process: their work no longer joins the intent's trace. */
   private readonly converged = new Set<string>();
   private timers: NodeJS.Timeout[] = [];
@@ -49,14 +48,14 @@ export class LinkAgent {
     private readonly options: AgentOptions,
     private readonly hosts: KV,
     private readonly desiredBucket: KV,
-    private readonly statusBucket: KV,
+    private readonly statuses: StatusPublisher,
     private readonly routes: RouteDistribution,
   ) {}
 
   static async start(nc: NatsConnection, options: AgentOptions): Promise<LinkAgent> {
     const [hosts, desired, status] = await Promise.all([Buckets.hosts, Buckets.desired, Buckets.status].map((b) => openBucket(nc, b)));
-    const agent = new LinkAgent(options, hosts, desired, status, await RouteDistribution.start(nc, options));
-    await agent.loadPublished();
+    const agent = new LinkAgent(options, hosts, desired, new StatusPublisher(status, options.host), await RouteDistribution.start(nc, options));
+    await agent.statuses.load();
     await agent.heartbeat();
     await agent.loadDesired();
     await agent.watchDesired();
@@ -97,15 +96,8 @@ export class LinkAgent {
     while (this.running) await this.running;
   }
 
-  private async heartbeat(): Promise<void> {
-    const record: HostRecord = {
-      host: this.options.host,
-      address: this.options.address,
-      role: this.options.role,
-      heartbeatAt: new Date().toISOString(),
-      missingLinkKinds: [],
-    };
-    await this.hosts.put(this.options.host, hostCodec.encode(record));
+  private heartbeat(): Promise<void> {
+    return writeHeartbeat(this.hosts, this.options);
   }
 
   /** Read before watching, so that the first pass (and `settled`) already works on the stored state. */
@@ -123,13 +115,6 @@ export class LinkAgent {
         this.schedule();
       }
     })();
-  }
-
-  private async loadPublished(): Promise<void> {
-    for await (const key of await this.statusBucket.keys(`${this.options.host}.>`)) {
-      const entry = await this.statusBucket.get(key);
-      if (entry?.operation === "PUT") this.published.set(key, statusCodec.encode({ ...statusCodec.decode(entry.value), updatedAt: "" }));
-    }
   }
 
   private async converge(): Promise<void> {
@@ -152,7 +137,7 @@ export class LinkAgent {
       await removeStaleNamespaces(this.options.host, desired.endpoints);
       await removeStaleHostsFiles(this.etcDir, this.options.host, desired.endpoints);
       await removeUnusedParents(root, await root.listLinks(), desired.networks);
-      await this.publish(statuses);
+      await this.statuses.publish(statuses);
       await this.routes.announce(desired, [...statuses.values()]);
     } finally {
       root.close();
@@ -192,30 +177,8 @@ export class LinkAgent {
     return context.with(contextFromTraceparent(traceparent), () => withSpan(name, attributes, work));
   }
 
-  /** Writes only statuses that changed, and removes those of endpoints gone from this host. */
-  private async publish(statuses: Map<string, EndpointStatus>): Promise<void> {
-    for (const [endpointId, status] of statuses) {
-      const key = statusKey(this.options.host, endpointId);
-      const bytes = statusCodec.encode(status);
-      if (sameBytes(this.published.get(key), bytes)) continue;
-      if (status.state !== this.lastState(key) && status.message) console.error(`endpoint ${status.container}: ${status.message}`);
-      await this.statusBucket.put(key, statusCodec.encode({ ...status, updatedAt: new Date().toISOString() }));
-      this.published.set(key, bytes);
-    }
-    for (const key of [...this.published.keys()]) {
-      if (statuses.has(key.slice(this.options.host.length + 1))) continue;
-      await this.statusBucket.delete(key);
-      this.published.delete(key);
-    }
-  }
-
   private get etcDir(): string {
     return this.options.netnsEtcDir ?? NETNS_ETC_DIR;
-  }
-
-  private lastState(key: string): number | undefined {
-    const bytes = this.published.get(key);
-    return bytes && statusCodec.decode(bytes).state;
   }
 }
 
@@ -225,10 +188,6 @@ function describeKernelError(host: string, error: Error & { code?: string }): st
     return `host ${host}'s kernel has no ipvlan support (CONFIG_IPVLAN); load the ipvlan module or use a kernel that has it: ${error.message}`;
   }
   return error.message;
-}
-
-function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
-  return a !== undefined && a.length === b.length && a.every((byte, i) => byte === b[i]);
 }
 
 function logError(what: string) {

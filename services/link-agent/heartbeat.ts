@@ -1,0 +1,18 @@
+import type { KV } from "@nats-io/kv";
+import { codecOf } from "../../libs/bus/codec.js";
+import { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
+
+const hostCodec = codecOf(HostRecord);
+
+export interface HeartbeatOf {
+  host: string;
+  /** The host's underlay address. */
+  address: string;
+  role: "host" | "upstream";
+}
+
+/** Registers the host, or refreshes its record: the planner writes a new host's desired state, and a silent host's routes are withdrawn. */
+export async function writeHeartbeat(hosts: KV, of: HeartbeatOf): Promise<void> {
+  const record: HostRecord = { host: of.host, address: of.address, role: of.role, heartbeatAt: new Date().toISOString(), missingLinkKinds: [] };
+  await hosts.put(of.host, hostCodec.encode(record));
+}

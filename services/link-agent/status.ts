@@ -1,0 +1,53 @@
+import type { KV } from "@nats-io/kv";
+import { codecOf } from "../../libs/bus/codec.js";
+import { statusKey } from "../../libs/bus/subjects.js";
+import { EndpointStatus } from "../../libs/proto/gen/trellis/v1/state.js";
+
+const statusCodec = codecOf(EndpointStatus);
+
+/**
+ * This host's keys in the status bucket: what the kernel really has for each of its endpoints. It
+ * remembers what it published (without the time stamp) so that a pass that changes nothing writes nothing.
+ */
+export class StatusPublisher {
+  private readonly published = new Map<string, Uint8Array>();
+
+  constructor(
+    private readonly bucket: KV,
+    private readonly host: string,
+  ) {}
+
+  /** Reads what an earlier run of the agent published, so that a restart rewrites nothing that is right. */
+  async load(): Promise<void> {
+    for await (const key of await this.bucket.keys(`${this.host}.>`)) {
+      const entry = await this.bucket.get(key);
+      if (entry?.operation === "PUT") this.published.set(key, statusCodec.encode({ ...statusCodec.decode(entry.value), updatedAt: "" }));
+    }
+  }
+
+  /** Writes only statuses that changed, and removes those of endpoints gone from this host. */
+  async publish(statuses: Map<string, EndpointStatus>): Promise<void> {
+    for (const [endpointId, status] of statuses) {
+      const key = statusKey(this.host, endpointId);
+      const bytes = statusCodec.encode(status);
+      if (sameBytes(this.published.get(key), bytes)) continue;
+      if (status.state !== this.lastState(key) && status.message) console.error(`endpoint ${status.container}: ${status.message}`);
+      await this.bucket.put(key, statusCodec.encode({ ...status, updatedAt: new Date().toISOString() }));
+      this.published.set(key, bytes);
+    }
+    for (const key of [...this.published.keys()]) {
+      if (statuses.has(key.slice(this.host.length + 1))) continue;
+      await this.bucket.delete(key);
+      this.published.delete(key);
+    }
+  }
+
+  private lastState(key: string): number | undefined {
+    const bytes = this.published.get(key);
+    return bytes && statusCodec.decode(bytes).state;
+  }
+}
+
+function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
+  return a !== undefined && a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
