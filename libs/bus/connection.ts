@@ -42,6 +42,11 @@ export async function connectBus(options: BusOptions): Promise<NatsConnection> {
   }
 }
 
+/** The prefix of the connection's reply subjects, which connectBus sets per user. */
+export function inboxPrefixOf(nc: NatsConnection): string {
+  return (nc as NatsConnection & { options?: { inboxPrefix?: string } }).options?.inboxPrefix || "_INBOX";
+}
+
 function credentialsFromEnvironment(): BusCredentials | undefined {
   const user = process.env.TRELLIS_NATS_USER;
   return user ? { user, password: process.env.TRELLIS_NATS_PASSWORD ?? "" } : undefined;

@@ -1,5 +1,6 @@
 import { JetStreamApiError, type PubAck } from "@nats-io/jetstream";
 import { createInbox, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+import { inboxPrefixOf } from "./connection.js";
 
 /** What JetStream answers a publish with: the ack's fields, or the API error. */
 interface AckBody {
@@ -24,7 +25,7 @@ const NO_RESPONDERS = 503;
  * Failures are the same JetStreamApiError that `js.publish` throws.
  */
 export class JetStreamPublisher {
-  private readonly prefix = `${createInbox()}.`;
+  private readonly prefix: string;
   private readonly pending = new Map<string, PendingAck>();
   private readonly subscription: Subscription;
   private readonly sweeper: NodeJS.Timeout;
@@ -34,6 +35,7 @@ export class JetStreamPublisher {
     private readonly nc: NatsConnection,
     private readonly timeoutMs = 5_000,
   ) {
+    this.prefix = `${createInbox(inboxPrefixOf(nc))}.`;
     this.subscription = nc.subscribe(`${this.prefix}*`, { callback: (_, msg) => this.settle(msg.subject, msg.data, msg.headers) });
     this.sweeper = setInterval(() => this.expire(Date.now()), Math.min(timeoutMs, 1_000));
     this.sweeper.unref();

@@ -10,7 +10,7 @@ import { connectBus, openBucket } from "../../libs/bus/connection.js";
 import { getValue, isLive, listValues } from "../../libs/bus/kv.js";
 import { Buckets, INTENT_SUBJECT, statusKey } from "../../libs/bus/subjects.js";
 import { createNamespace, deleteNamespace } from "../../libs/netlink/index.js";
-import { Endpoint, type NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
+import { Endpoint, NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
 import { RouteAnnouncement, type AnnouncedPrefix } from "../../libs/proto/gen/trellis/v1/routes.js";
 import { EndpointState, EndpointStatus, HostDesiredState, HostRecord, Intent, IntentResult } from "../../libs/proto/gen/trellis/v1/state.js";
 import { writeHeartbeat, type HeartbeatOf } from "../../services/link-agent/heartbeat.js";
@@ -209,7 +209,7 @@ async function submit(intent: Intent): Promise<IntentResult> {
 }
 
 function networkSpec(name: string, subnet: string, mode: string): NetworkSpec {
-  return { name, driver: "ipvlan", subnets: [subnet], gateways: [], internal: false, ipv6: false, options: { ipvlan_mode: mode } };
+  return NetworkSpec.fromPartial({ name, driver: "ipvlan", subnets: [subnet], options: { ipvlan_mode: mode } });
 }
 
 async function createNetwork(name: string, subnet: string, mode = "l2"): Promise<void> {
