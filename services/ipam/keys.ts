@@ -53,8 +53,12 @@ export function isBlockKey(key: string): boolean {
  */
 export const VIEWED_KEYS = ">";
 
+export function networkAddressesPrefix(networkId: string): string {
+  return `addr.${encodeToken(networkId)}.`;
+}
+
 export function networkAddressesFilter(networkId: string): string {
-  return `addr.${encodeToken(networkId)}.>`;
+  return `${networkAddressesPrefix(networkId)}>`;
 }
 
 export function isAddressKey(key: string): boolean {

@@ -20,6 +20,8 @@ export interface IpamServiceOptions {
    * endpoints bucket and the agents' heartbeats, which a bare IPAM (tests, the bench) does not have.
    */
   collectLeaks?: LeakCollectionOptions;
+  /** How long a released address is not handed out automatically; 0 or absent: free again at once. */
+  releaseCooldownMs?: number;
 }
 
 export interface RunningIpamService {
@@ -37,7 +39,7 @@ export async function startIpamService(options: IpamServiceOptions): Promise<Run
     // Serving before the view is loaded would only make the first calls collide on taken addresses.
     await view.start(kv);
     const publisher = new JetStreamPublisher(nc);
-    const manager = new AddressManager(new IpamStore(kv, publisher), view);
+    const manager = new AddressManager(new IpamStore(kv, publisher), view, { releaseCooldownMs: options.releaseCooldownMs ?? 0 });
     const collector = options.collectLeaks
       ? new LeakCollector(manager, view, { endpoints: await openBucket(nc, Buckets.endpoints), hosts: await openBucket(nc, Buckets.hosts) }, options.collectLeaks)
       : undefined;

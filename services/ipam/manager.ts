@@ -33,12 +33,20 @@ import {
 } from "./allocator.js";
 import { aborted, alreadyExists, invalidArgument, notFound, resourceExhausted } from "../../libs/grpc/status-error.js";
 import { blockArea, blockOf, blocksIn, boundsInBlock, resolveHostBlocks } from "./blocks.js";
-import { addressKey, allocationMessageId, blockKey, networkAddressesFilter, networkBlocksFilter } from "./keys.js";
+import { addressKey, allocationMessageId, blockKey, networkAddressesFilter, networkAddressesPrefix, networkBlocksFilter } from "./keys.js";
 import type { IpamStore } from "./store.js";
 import type { AllocationView, Held, OwnedBlock } from "./view.js";
 
 /** How often one step gives way to a concurrent writer before it reports ABORTED. */
 const MAX_ATTEMPTS = 20;
+
+export interface AddressManagerOptions {
+  /**
+   * How long a released address is not handed out automatically (0: free again at once). Neighbours'
+   * ARP and conntrack entries for it age out meanwhile; a static request may still take it.
+   */
+  releaseCooldownMs: number;
+}
 
 /**
  * The IPAM operations. Validation runs before any write; every write is create-only or a
@@ -53,6 +61,7 @@ export class AddressManager {
   constructor(
     private readonly store: IpamStore,
     private readonly view: AllocationView,
+    private readonly options: AddressManagerOptions = { releaseCooldownMs: 0 },
   ) {}
 
   async allocateSubnets(request: AllocateSubnetsRequest): Promise<AllocatedSubnet[]> {
@@ -194,7 +203,7 @@ export class AddressManager {
     for (;;) {
       const candidate = await pick();
       if (!candidate) {
-        if (resynced) throw resourceExhausted(poolFullMessage(subnetsOfFamily(network, family).map(({ subnet }) => subnet)));
+        if (resynced) throw resourceExhausted(this.poolFullMessage(network, family));
         await this.resyncAddresses(network);
         resynced = true;
         continue;
@@ -218,6 +227,15 @@ export class AddressManager {
     throw aborted(`failed to allocate an address for endpoint ${request.endpointId}: too many concurrent changes, try again`);
   }
 
+  private poolFullMessage(network: IpamNetwork, family: Family): string {
+    const full = poolFullMessage(subnetsOfFamily(network, family).map(({ subnet }) => subnet));
+    if (this.options.releaseCooldownMs === 0) return full;
+    const cooling = this.view.countFreedSince(networkAddressesPrefix(network.networkId), Date.now() - this.options.releaseCooldownMs);
+    if (cooling === 0) return full;
+    const seconds = this.options.releaseCooldownMs / 1000;
+    return `${full} (${cooling} released ${cooling === 1 ? "address is in its" : "addresses are in their"} ${seconds} s release cooldown)`;
+  }
+
   /** The view may lag behind releases made through another replica: look at the bucket itself. */
   private async resyncAddresses(network: IpamNetwork): Promise<void> {
     this.view.resetAddresses(network.networkId, await this.readNetworkRecords(network.networkId));
@@ -227,7 +245,7 @@ export class AddressManager {
     const pendingKey = pendingKeyOf(network.networkId, candidate.address.family, candidate.address.value);
     this.pending.add(pendingKey);
     try {
-      const claim = await this.claimAddress(endpointRecord(network, request, candidate));
+      const claim = await this.claimAddress(endpointRecord(network, request, candidate), true);
       return "record" in claim ? claim.record : undefined;
     } finally {
       this.pending.delete(pendingKey);
@@ -238,12 +256,11 @@ export class AddressManager {
   private nextCandidate(network: IpamNetwork, family: Family): ResolvedAddress | undefined {
     const { networkId } = network;
     for (const { subnet, prefix } of subnetsOfFamily(network, family)) {
-      const isFree = this.freeInView(network, family, subnet);
       const bounds = poolBounds(subnet, prefix);
-      const firstFree = lowestFree(bounds, this.view.scanStart(networkId, family, subnet.cidr), isFree);
+      const firstFree = lowestFree(bounds, this.view.scanStart(networkId, family, subnet.cidr), this.freeInView(network, family, subnet));
       if (firstFree === undefined) continue;
       this.view.setScanStart(networkId, family, subnet.cidr, firstFree);
-      const value = lowestFree(bounds, firstFree, (v) => isFree(v) && !this.pending.has(pendingKeyOf(networkId, family, v)));
+      const value = lowestFree(bounds, firstFree, this.availableInView(network, family, subnet));
       if (value !== undefined) return { address: { family, value }, subnet, prefix };
     }
     return undefined;
@@ -252,21 +269,31 @@ export class AddressManager {
   /** Lowest usable address of the given blocks not believed taken nor being tried. */
   private candidateIn(network: IpamNetwork, family: Family, blocks: Prefix[]): ResolvedAddress | undefined {
     for (const { subnet, prefix } of subnetsOfFamily(network, family)) {
-      const isFree = this.freeInView(network, family, subnet);
+      const isAvailable = this.availableInView(network, family, subnet);
       const pool = poolBounds(subnet, prefix);
       for (const block of blocks) {
         const bounds = boundsInBlock(pool, block);
         if (!bounds || !contains(prefix, { family, value: block.network })) continue;
-        const value = lowestFree(bounds, bounds.first, (v) => isFree(v) && !this.pending.has(pendingKeyOf(network.networkId, family, v)));
+        const value = lowestFree(bounds, bounds.first, isAvailable);
         if (value !== undefined) return { address: { family, value }, subnet, prefix };
       }
     }
     return undefined;
   }
 
+  /** Not reserved and not believed taken. */
   private freeInView(network: IpamNetwork, family: Family, subnet: AllocatedSubnet): (value: bigint) => boolean {
     const reserved = reservedValues(subnet);
     return (value) => !reserved.has(value) && !this.view.isTaken(network.networkId, family, value);
+  }
+
+  /** Free, not being tried by a concurrent call, and not released within the cooldown. */
+  private availableInView(network: IpamNetwork, family: Family, subnet: AllocatedSubnet): (value: bigint) => boolean {
+    const isFree = this.freeInView(network, family, subnet);
+    const isTried = (value: bigint) => this.pending.has(pendingKeyOf(network.networkId, family, value));
+    if (this.options.releaseCooldownMs === 0) return (value) => isFree(value) && !isTried(value);
+    const now = Date.now();
+    return (value) => isFree(value) && !isTried(value) && !this.isCoolingDown(addressKey(network.networkId, { family, value }), now);
   }
 
   /**
@@ -294,10 +321,17 @@ export class AddressManager {
   private async claimBlock(network: IpamNetwork, block: Prefix, host: string): Promise<boolean> {
     const key = blockKey(network.networkId, block);
     const record: BlockRecord = { networkId: network.networkId, incarnation: network.incarnation, host, cidr: formatPrefix(block), ipv6: block.family === 6 };
-    const result = await this.store.claimBlock(key, record, this.view.freedRevision(key));
-    if (result.outcome === "won") this.view.noteBlockHeld(key, record, result.revision);
-    else if (result.outcome === "held" && result.holder) this.view.noteBlockHeld(key, result.holder.value, result.holder.revision);
-    return result.outcome === "won";
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const result = await this.store.claimBlock(key, record, this.view.freedRevision(key));
+      if (result.outcome === "freed") {
+        this.view.noteBlockFreed(key, result.revision, result.at);
+        continue;
+      }
+      if (result.outcome === "won") this.view.noteBlockHeld(key, record, result.revision);
+      else if (result.outcome === "held" && result.holder) this.view.noteBlockHeld(key, result.holder.value, result.holder.revision);
+      return result.outcome === "won";
+    }
+    throw aborted(`failed to claim block ${record.cidr} for host ${host}: too many concurrent changes, try again`);
   }
 
   /** After a release: a block none of whose addresses is held goes back to the pool. */
@@ -333,10 +367,11 @@ export class AddressManager {
    * Creates the address's key. An endpoint's allocation is this one write, and its message id names the
    * allocation: JetStream refuses a second write with that id, so a concurrent call for the same endpoint
    * (a retry through another replica, say) finds the first one's address instead of taking a second.
-   * A holder from an earlier network of the same id is stale and is replaced.
+   * A holder from an earlier network of the same id is stale and is replaced. An automatic candidate
+   * released within the cooldown counts as held.
    * The answer is the record now held (this one, or the endpoint's written first), or the live holder.
    */
-  private async claimAddress(record: AddressRecord): Promise<{ record: AddressRecord } | { held: AddressRecord | undefined }> {
+  private async claimAddress(record: AddressRecord, automatic = false): Promise<{ record: AddressRecord } | { held: AddressRecord | undefined }> {
     const key = addressKey(record.networkId, parseCidr(record.address).address);
     const firstId = record.kind === AddressKind.ADDRESS_KIND_ENDPOINT ? allocationMessageId(record) : undefined;
     let messageId = firstId;
@@ -346,27 +381,38 @@ export class AddressManager {
         ? await this.store.replaceRecord(key, record, stale.revision, messageId)
         : await this.store.claimRecord(key, record, this.view.freedRevision(key), messageId);
       stale = undefined;
-      if (result.outcome === "won") {
-        this.view.noteHeld(key, record, result.revision);
-        return { record };
-      }
-      if (result.outcome === "duplicate") {
-        const first = await this.store.recordAt(result.revision);
-        if (first) {
-          this.view.noteHeld(first.key, first.value, first.revision);
-          return { record: first.value };
+      switch (result.outcome) {
+        case "won":
+          this.view.noteHeld(key, record, result.revision);
+          return { record };
+        case "duplicate": {
+          const first = await this.store.recordAt(result.revision);
+          if (first) {
+            this.view.noteHeld(first.key, first.value, first.revision);
+            return { record: first.value };
+          }
+          // That allocation of the endpoint was released since: the next one has an id of its own.
+          messageId = `${firstId}.after.${result.revision}`;
+          break;
         }
-        // That allocation of the endpoint was released since: the next one has an id of its own.
-        messageId = `${firstId}.after.${result.revision}`;
-        continue;
+        case "freed":
+          // Released through another replica, which this one's view has not seen yet.
+          this.view.noteFreed(key, result.revision, result.at);
+          if (automatic && this.isCoolingDown(key, Date.now())) return { held: undefined };
+          break;
+        case "held":
+          if (!result.holder) break;
+          this.view.noteHeld(key, result.holder.value, result.holder.revision);
+          if (result.holder.value.incarnation === record.incarnation) return { held: result.holder.value };
+          stale = result.holder;
       }
-      const holder = result.holder;
-      if (!holder) continue;
-      this.view.noteHeld(key, holder.value, holder.revision);
-      if (holder.value.incarnation === record.incarnation) return { held: holder.value };
-      stale = holder;
     }
     throw aborted(`failed to claim ${record.address}: too many concurrent changes, try again`);
+  }
+
+  private isCoolingDown(key: string, now: number): boolean {
+    const freedAt = this.options.releaseCooldownMs > 0 ? this.view.freedAt(key) : undefined;
+    return freedAt !== undefined && now - freedAt < this.options.releaseCooldownMs;
   }
 
   /** Deletes the address's key if `endpointId` holds it; the view's revision first, a read only if that is outdated. */

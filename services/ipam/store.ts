@@ -26,12 +26,14 @@ function isWrongRevision(error: unknown): boolean {
 
 /**
  * A create-only write's outcome: the new revision; or the live holder that made it fail; or, for a
- * write with a message id, the revision of the earlier write that already carried that id.
+ * write with a message id, the revision of the earlier write that already carried that id; or the
+ * key's delete marker that the write did not expect (its revision, and when the key was released).
  */
 export type ClaimResult<T> =
   | { outcome: "won"; revision: number }
   | { outcome: "held"; holder: Versioned<T> | undefined }
-  | { outcome: "duplicate"; revision: number };
+  | { outcome: "duplicate"; revision: number }
+  | { outcome: "freed"; revision: number; at: number };
 
 /** A live record and the key it is at. */
 export interface KeyedRecord extends Versioned<AddressRecord> {
@@ -100,20 +102,15 @@ export class IpamStore {
 
   /**
    * One round trip when `freedRevision` is right: 0 for a key never written, else the revision of its
-   * delete marker. (`kv.create` alone takes three round trips for a deleted key: a failed write, a
-   * read, a write.) Never overwrites a live value.
+   * delete marker. Never overwrites a live value. When the key was released other than expected, the
+   * answer is its marker, so that the caller can tell how long ago and write again expecting it.
    */
   private async claim<T>(key: string, codec: MessageCodec<T>, value: T, freedRevision: number, messageId?: string): Promise<ClaimResult<T>> {
-    let expected = freedRevision;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const written = await this.write(key, codec.encode(value), expected, messageId);
-      if (written.outcome !== "conflict") return written;
-      const entry = await this.kv.get(key);
-      if (entry?.operation === "PUT") return { outcome: "held", holder: { value: codec.decode(entry.value), revision: entry.revision } };
-      // Absent, or a delete marker: the key is free, and writing it expects the marker's revision.
-      expected = entry?.revision ?? 0;
-    }
-    return { outcome: "held", holder: undefined };
+    const written = await this.write(key, codec.encode(value), freedRevision, messageId);
+    if (written.outcome !== "conflict") return written;
+    const entry = await this.kv.get(key);
+    if (entry?.operation === "PUT") return { outcome: "held", holder: { value: codec.decode(entry.value), revision: entry.revision } };
+    return { outcome: "freed", revision: entry?.revision ?? 0, at: entry?.created.getTime() ?? 0 };
   }
 
   /** Replaces a stale holder (from an earlier network of the same id), with the allocation's message id if any. */

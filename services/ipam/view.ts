@@ -78,6 +78,13 @@ export class AllocationView {
     return this.freed.get(key)?.at;
   }
 
+  /** How many keys starting with `prefix` were released at `since` or later. */
+  countFreedSince(prefix: string, since: number): number {
+    let count = 0;
+    for (const [key, { at }] of this.freed) if (at >= since && key.startsWith(prefix)) count++;
+    return count;
+  }
+
   blockHolder(key: string): OwnedBlock | undefined {
     return this.blocks.get(key);
   }

@@ -3,7 +3,8 @@ import { status, type ServiceError } from "@grpc/grpc-js";
 import { Kvm } from "@nats-io/kv";
 import { Buckets } from "../../libs/bus/subjects.js";
 import { useIpamReplicas } from "../support/ipam-replicas.js";
-import { AddressKind } from "../../libs/proto/gen/trellis/v1/ipam.js";
+import { AddressKind, IpamClient } from "../../libs/proto/gen/trellis/v1/ipam.js";
+import { callUnary, clientOptions, insecure } from "../../libs/grpc/unary.js";
 
 const replicas = useIpamReplicas();
 const startReplica = () => replicas.start();
@@ -205,5 +206,57 @@ describe("ipam over gRPC on a real nats-server", () => {
     expect(new Set(results.map((r) => r.address)).size).toBe(1);
     const listed = (await a.listAllocations("n")).allocations.filter((x) => x.kind === AddressKind.ADDRESS_KIND_ENDPOINT);
     expect(listed.map((x) => x.address)).toEqual([results[0]!.address]);
+  });
+
+  it("gives a released endpoint id a fresh allocation, even while its first one is remembered for deduplication", async () => {
+    const [a, b] = [await startReplica(), await startReplica()];
+    await a.allocateSubnets({ networkId: "again", withGateway: true, subnets: [{ cidr: "10.10.0.0/24", gateway: "", ipv6: false }] });
+    const first = await a.allocateAddress(v4("again", "web"));
+    await a.releaseAddresses("again", "web");
+    await a.allocateAddress(v4("again", "other"));
+    // JetStream still holds the first allocation's message id: the second one must not be taken for a retry of it.
+    const results = await Promise.all([a.allocateAddress(v4("again", "web")), b.allocateAddress(v4("again", "web"))]);
+    expect(results[0]).toEqual(results[1]);
+    expect(results[0]!.address).not.toBe(first.address);
+    const listed = (await b.listAllocations("again")).allocations.filter((x) => x.endpointId === "web");
+    expect(listed.map((x) => x.address)).toEqual([results[0]!.address]);
+  });
+
+  it("answers the unary AllocateAddress and ReleaseAddresses as the call stream does", async () => {
+    const ipam = await startReplica();
+    await ipam.allocateSubnets({ networkId: "unary", withGateway: true, subnets: [{ cidr: "10.11.0.0/30", gateway: "", ipv6: false }] });
+    const unary = new IpamClient(ipam.address, insecure(), clientOptions);
+    try {
+      const allocated = await callUnary(unary.allocateAddress.bind(unary), v4("unary", "a"));
+      expect(allocated).toEqual({ address: "10.11.0.2/30", subnet: "10.11.0.0/30" });
+      expect(await ipam.allocateAddress(v4("unary", "a"))).toEqual(allocated);
+      const full = await refusal(callUnary(unary.allocateAddress.bind(unary), v4("unary", "b")));
+      expect([full.code, full.details]).toEqual([status.RESOURCE_EXHAUSTED, "pool 10.11.0.0/30 is full"]);
+      await callUnary(unary.releaseAddresses.bind(unary), { networkId: "unary", endpointId: "a" });
+      expect((await ipam.allocateAddress(v4("unary", "b"))).address).toBe("10.11.0.2/30");
+    } finally {
+      unary.close();
+    }
+  });
+
+  it("with a release cooldown, hands a released address out again only once it has cooled down, static requests excepted", async () => {
+    const cooldownMs = 1000;
+    const [a, b] = [await replicas.start(undefined, cooldownMs), await replicas.start(undefined, cooldownMs)];
+    await a.allocateSubnets({ networkId: "cool", withGateway: true, subnets: [{ cidr: "10.12.0.0/29", gateway: "", ipv6: false }] });
+    for (let i = 2; i <= 6; i++) expect((await a.allocateAddress(v4("cool", `e${i}`))).address).toBe(`10.12.0.${i}/29`);
+    await a.releaseAddresses("cool", "e2");
+
+    // Through the replica that released it, and through the other one, whose view may not know yet.
+    for (const [replica, endpointId] of [[a, "late-a"], [b, "late-b"]] as const) {
+      const full = await refusal(replica.allocateAddress(v4("cool", endpointId)));
+      expect([full.code, full.details]).toEqual([status.RESOURCE_EXHAUSTED, "pool 10.12.0.0/29 is full (1 released address is in its 1 s release cooldown)"]);
+    }
+    expect((await b.allocateAddress(v4("cool", "static", "10.12.0.2"))).address).toBe("10.12.0.2/29");
+    await b.releaseAddresses("cool", "static");
+    const released = Date.now();
+    expect((await refusal(a.allocateAddress(v4("cool", "late-a")))).code).toBe(status.RESOURCE_EXHAUSTED);
+
+    await new Promise((resolve) => setTimeout(resolve, cooldownMs - (Date.now() - released) + 100));
+    expect((await b.allocateAddress(v4("cool", "late-b"))).address).toBe("10.12.0.2/29");
   });
 });

@@ -8,7 +8,7 @@ import { startNatsServer, type NatsServer } from "./nats-server.js";
 
 export interface IpamReplicas {
   /** A new IPAM service on the test's nats-server, and a gRPC client to it; both stopped after each test. */
-  start(log?: (line: string) => void): Promise<IpamCalls>;
+  start(log?: (line: string) => void, releaseCooldownMs?: number): Promise<IpamCalls & { address: string }>;
   nats(): NatsServer;
   connection(): NatsConnection;
 }
@@ -46,12 +46,12 @@ export function useIpamReplicas(): IpamReplicas {
   });
 
   return {
-    async start(log = () => {}) {
-      const service = await startIpamService({ natsUrl: nats.url, listen: "127.0.0.1:0", log });
+    async start(log = () => {}, releaseCooldownMs = 0) {
+      const service = await startIpamService({ natsUrl: nats.url, listen: "127.0.0.1:0", log, releaseCooldownMs });
       services.push(service);
       const client = connectIpam(service.address);
       clients.push(client);
-      return client;
+      return { ...client, address: service.address };
     },
     nats: () => nats,
     connection: () => nc,

@@ -17,12 +17,15 @@ const LEAK_COLLECTION = { graceMs: 60_000, hostTimeoutMs: 24 * 3600_000, interva
 
 type Stoppable = { stop(): Promise<void> };
 
+const IPAM_USAGE = "Usage: trellis ipam [--nats=URL] [--listen=HOST:PORT] [--release-cooldown=SECONDS]";
+
 export async function ipamCommand(argv: string[]): Promise<number> {
-  const { values } = parseCommand(argv, { nats: { type: "string" }, listen: { type: "string" } }, "Usage: trellis ipam [--nats=URL] [--listen=HOST:PORT]");
+  const { values } = parseCommand(argv, { nats: { type: "string" }, listen: { type: "string" }, "release-cooldown": { type: "string" } }, IPAM_USAGE);
   const ipam = await startIpamService({
     natsUrl: values.nats ?? settings.natsUrl(),
     listen: values.listen ?? settings.ipamAddress(),
     collectLeaks: LEAK_COLLECTION,
+    releaseCooldownMs: cooldownMs(values["release-cooldown"]),
   });
   return runUntilSignalled([ipam]);
 }
@@ -75,6 +78,13 @@ export async function upCommand(argv: string[]): Promise<number> {
   const agent = await startAgent(natsUrl, { host, address: values.address ?? underlayAddress(), role: "host", heartbeatMs: HEARTBEAT_MS, resyncMs: RESYNC_MS });
   console.log(`trellis ready: planner on ${planner.address}, agent for host ${host}`);
   return runUntilSignalled([agent, planner, ipam]);
+}
+
+/** `--release-cooldown`: whole seconds, 0 (the default) for none. */
+function cooldownMs(seconds: string | undefined): number {
+  if (seconds === undefined) return 0;
+  if (!/^\d+$/.test(seconds)) throw new UsageError(`invalid --release-cooldown "${seconds}": expected whole seconds, e.g. 30`, IPAM_USAGE);
+  return Number(seconds) * 1000;
 }
 
 /** The first non-loopback IPv4 address: a sane default for a host with one underlay interface. */
