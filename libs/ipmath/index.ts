@@ -23,8 +23,16 @@ export interface Prefix {
 export class IpParseError extends Error {}
 
 /** Strict: dotted four-part decimal for IPv4 (ipaddr.js alone accepts "10.1" or hex parts), no zone for IPv6. */
+/** Dotted-quad IPv4 without leading zeros: the common spelling, parsed without ipaddr.js (IPAM's hot path). */
+const PLAIN_IPV4 = /^(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})$/;
+
 export function parseAddress(text: string): Address {
   const trimmed = text.trim();
+  const plain = PLAIN_IPV4.exec(trimmed);
+  if (plain) {
+    const octets = plain.slice(1).map(Number);
+    if (octets.every((octet) => octet <= 255)) return { family: 4, value: BigInt(((octets[0]! << 24) >>> 0) + (octets[1]! << 16) + (octets[2]! << 8) + octets[3]!) };
+  }
   if (ipaddr.IPv4.isValidFourPartDecimal(trimmed)) return fromIpaddr(ipaddr.IPv4.parse(trimmed));
   if (!trimmed.includes("%") && ipaddr.IPv6.isValid(trimmed)) {
     const parsed = ipaddr.IPv6.parse(trimmed);
@@ -69,6 +77,10 @@ export function parsePrefix(text: string): Prefix {
 }
 
 export function formatAddress(address: Address): string {
+  if (address.family === 4) {
+    const value = Number(address.value);
+    return `${value >>> 24}.${(value >>> 16) & 255}.${(value >>> 8) & 255}.${value & 255}`;
+  }
   const bytes: number[] = [];
   let rest = address.value;
   for (let i = 0; i < ADDRESS_BITS[address.family] / 8; i++) {

@@ -16,6 +16,8 @@ import {
 describe("ipmath", () => {
   it("parses and formats both families canonically", () => {
     expect(formatAddress(parseAddress("10.1.0.5"))).toBe("10.1.0.5");
+    expect(parseAddress("255.255.255.255").value).toBe(0xffffffffn);
+    expect(formatAddress({ family: 4, value: 0xc0a80102n })).toBe("192.168.1.2");
     expect(formatAddress(parseAddress("2001:DB8:0:0::5"))).toBe("2001:db8::5");
     expect(formatPrefix(parsePrefix("2001:db8:abc2::/64"))).toBe("2001:db8:abc2::/64");
   });
@@ -23,6 +25,8 @@ describe("ipmath", () => {
   it("is strict about spellings", () => {
     expect(() => parseAddress("10.1")).toThrow("not an IP address");
     expect(() => parseAddress("0x0a.1.1.1")).toThrow("not an IP address");
+    expect(() => parseAddress("010.1.1.1")).toThrow("not an IP address");
+    expect(() => parseAddress("10.1.1.256")).toThrow("not an IP address");
     expect(() => parseAddress("fe80::1%eth0")).toThrow("not an IP address");
     expect(() => parseAddress("::ffff:10.1.0.1")).toThrow("IPv4-mapped");
   });
