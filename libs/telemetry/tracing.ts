@@ -25,6 +25,11 @@ export interface TracingOptions {
   serviceName: string;
   /** Extra exporter (tests pass an in-memory one). */
   exporter?: SpanExporter;
+  /**
+   * False for a service that calls no other: when it records no spans, it needs no trace context at all,
+   * and keeping one costs every promise an async hook. True by default.
+   */
+  passesContextOn?: boolean;
 }
 
 let provider: NodeTracerProvider | undefined;
@@ -51,7 +56,7 @@ export async function startTracing(options: TracingOptions): Promise<void> {
   }
   if (options.exporter) spanProcessors.push(new SimpleSpanProcessor(options.exporter));
   if (spanProcessors.length === 0) {
-    propagateOnly();
+    if (options.passesContextOn ?? true) propagateOnly();
     return;
   }
   provider = new NodeTracerProvider({ resource: resourceFromAttributes({ "service.name": options.serviceName }), spanProcessors });

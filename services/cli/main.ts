@@ -35,11 +35,12 @@ const clientCommands: Record<string, () => Promise<Command>> = {
   ps: async () => (await import("./commands/container.js")).psCommand,
 };
 
-const serviceCommands: Record<string, { service: string; load: () => Promise<Command> }> = {
-  ipam: { service: "trellis-ipam", load: async () => (await import("./commands/services.js")).ipamCommand },
-  planner: { service: "trellis-planner", load: async () => (await import("./commands/services.js")).plannerCommand },
-  agent: { service: "trellis-agent", load: async () => (await import("./commands/services.js")).agentCommand },
-  up: { service: "trellis", load: async () => (await import("./commands/services.js")).upCommand },
+/** `callsOut`: whether the service calls other services, which then need its callers' trace context. */
+const serviceCommands: Record<string, { service: string; callsOut: boolean; load: () => Promise<Command> }> = {
+  ipam: { service: "trellis-ipam", callsOut: false, load: async () => (await import("./commands/services.js")).ipamCommand },
+  planner: { service: "trellis-planner", callsOut: true, load: async () => (await import("./commands/services.js")).plannerCommand },
+  agent: { service: "trellis-agent", callsOut: true, load: async () => (await import("./commands/services.js")).agentCommand },
+  up: { service: "trellis", callsOut: true, load: async () => (await import("./commands/services.js")).upCommand },
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -64,7 +65,7 @@ async function main(argv: string[]): Promise<number> {
   const service = serviceCommands[name];
   if (service) {
     const run = await service.load();
-    await startTracing({ serviceName: service.service });
+    await startTracing({ serviceName: service.service, passesContextOn: service.callsOut });
     try {
       return await run(rest);
     } finally {
