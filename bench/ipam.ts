@@ -48,7 +48,7 @@ interface IpamProcess {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { cycles: { type: "string", default: "1600" }, profile: { type: "string" } } });
+  const { values } = parseArgs({ options: { cycles: { type: "string", default: "4000" }, profile: { type: "string" } } });
   const cycles = Number(values.cycles);
   const nats = await startNatsServer();
   const dataDir = mkdtempSync(join(tmpdir(), "trellis-bench-host-local-"));
