@@ -18,9 +18,8 @@ export function callUnary<Req, Res>(method: UnaryMethod<Req, Res>, request: Req,
 }
 
 /**
- * Channel options of every Trellis client and server. Channelz statistics and transparent retries
- * (both on by default) cost each call a good part of its CPU; Trellis reads neither, and its calls
- * carry their own retry policy.
+ * Channel options of every Trellis client and server: no channelz statistics and no transparent retries
+ * (both on by default). Trellis reads neither, and its callers retry on their own terms.
  */
 export const channelOptions = { "grpc.enable_channelz": 0, "grpc.enable_retries": 0 };
 
