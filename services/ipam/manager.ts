@@ -403,6 +403,8 @@ export class AddressManager {
         case "held":
           if (!result.holder) break;
           this.view.noteHeld(key, result.holder.value, result.holder.revision);
+          // Ours already: a retry whose first write the view had not seen, once its message id has expired.
+          if (isSameHolder(result.holder.value, record)) return { record: result.holder.value };
           if (result.holder.value.incarnation === record.incarnation) return { held: result.holder.value };
           stale = result.holder;
       }
@@ -440,7 +442,7 @@ export class AddressManager {
   private async reserveKeptAddresses(network: IpamNetwork): Promise<void> {
     for (const kept of network.subnets.flatMap((subnet) => keptRecords(network, subnet))) {
       const claim = await this.claimAddress(kept);
-      if ("record" in claim || (claim.held && isSameHolder(claim.held, kept))) continue;
+      if ("record" in claim) continue;
       throw new Error(`failed to reserve ${kept.address} of network ${network.networkId}: held by ${claim.held ? describeHolder(claim.held) : "nobody"}`);
     }
   }
