@@ -41,7 +41,11 @@ export async function serveGrpc(
     stop: () =>
       new Promise<void>((resolve) => {
         server.tryShutdown(() => resolve());
-        setTimeout(() => server.forceShutdown(), 2000).unref();
+        // Calls still running after the grace period are cut; tryShutdown's callback then never comes.
+        setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 2000).unref();
       }),
   };
 }
