@@ -2,11 +2,12 @@
 // matched by id whatever their order, failures as the unary call's status, deadlines, and a stream
 // that ends under calls in flight.
 import { afterEach, describe, expect, it } from "vitest";
-import { status, type ServiceError, type ServerDuplexStream, type UntypedServiceImplementation } from "@grpc/grpc-js";
+import { status, type ServerDuplexStream, type UntypedServiceImplementation } from "@grpc/grpc-js";
 import { CallStreamClient, serveCallStream } from "../../libs/grpc/call-stream.js";
 import { serveGrpc, type ServingServer } from "../../libs/grpc/serve.js";
 import { clientOptions, insecure } from "../../libs/grpc/unary.js";
 import { invalidArgument } from "../../libs/grpc/status-error.js";
+import { refusal } from "../support/refusal.js";
 import { IpamClient, IpamService, type AddressCall, type AddressCallResult } from "../../libs/proto/gen/trellis/v1/ipam.js";
 
 let server: ServingServer | undefined;
@@ -32,14 +33,6 @@ const allocate = (endpointId: string): Omit<AddressCall, "id"> => ({
   call: { $case: "allocateAddress", value: { networkId: "n", endpointId, host: "h1", ipv6: false, address: "" } },
 });
 
-async function refusal(promise: Promise<unknown>): Promise<ServiceError> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as ServiceError;
-  }
-  throw new Error("expected the call to fail");
-}
 
 describe("call stream", () => {
   it("answers each call by its id, whatever order the answers come in", async () => {

@@ -1,22 +1,15 @@
 import { describe, expect, it } from "vitest";
-import { status, type ServiceError } from "@grpc/grpc-js";
+import { status } from "@grpc/grpc-js";
 import { Kvm } from "@nats-io/kv";
 import { Buckets } from "../../libs/bus/subjects.js";
 import { useIpamReplicas } from "../support/ipam-replicas.js";
+import { refusal } from "../support/refusal.js";
 import { AddressKind, IpamClient } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { callUnary, clientOptions, insecure } from "../../libs/grpc/unary.js";
 
 const replicas = useIpamReplicas();
 const startReplica = () => replicas.start();
 
-async function refusal(promise: Promise<unknown>): Promise<ServiceError> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as ServiceError;
-  }
-  throw new Error("expected the call to fail");
-}
 
 /** Every live key and value of the bucket, to prove that a refused call wrote nothing. */
 async function bucketSnapshot(): Promise<Map<string, string>> {
