@@ -66,7 +66,7 @@ function desiredOf(host: string, addresses: string[]): HostDesiredState {
 }
 
 function encodeAnnouncement(prefixes: string[]): Uint8Array {
-  const announcement = { host: ANNOUNCER, nextHop: NEXT_HOP, prefixes: prefixes.map((p) => ({ networkId: NETWORK, prefix: p })), generation: 1, announcedAt: "" };
+  const announcement = { host: ANNOUNCER, nextHops: [NEXT_HOP], prefixes: prefixes.map((p) => ({ networkId: NETWORK, prefix: p })), generation: 1, announcedAt: "" };
   return announcementCodec.encode(announcement);
 }
 

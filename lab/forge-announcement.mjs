@@ -18,7 +18,7 @@ const bucket = await openBucket(nc, Buckets.routes);
 const codec = codecOf(RouteAnnouncement);
 const current = (await getValue(bucket, codec, host))?.value?.prefixes ?? [];
 const forged = [...current, ...prefixes.map((prefix) => ({ networkId, prefix }))];
-const announcement = { host, nextHop, prefixes: forged, generation: 1_000_000, announcedAt: new Date().toISOString() };
+const announcement = { host, nextHops: [nextHop], prefixes: forged, generation: 1_000_000, announcedAt: new Date().toISOString() };
 await bucket.put(host, codec.encode(announcement));
 console.log(`forged: ${host} announces ${prefixes.join(" ")} via ${nextHop}`);
 await nc.drain();

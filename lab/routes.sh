@@ -15,9 +15,18 @@ addr_of() {
   trellis exec "$1" ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1
 }
 
+# A container's global IPv6 address, without prefix length.
+addr6_of() {
+  trellis exec "$1" ip -6 -o addr show eth0 scope global | awk '{print $4}' | cut -d/ -f1
+}
+
 # Hosts announce their IPAM blocks (a /26 by default), so look for a Trellis route that covers the address.
 has_route() {
   ip -n "$1" route show proto 210 match "$2" | grep -q " via $3 "
+}
+
+has_route6() {
+  ip -n "$1" -6 route show proto 210 match "$2" | grep -q " via $3 "
 }
 
 no_route() {
@@ -69,6 +78,27 @@ for c in c1 c2 c3; do
   section "ping-u1-$c"
   show trellis host exec u1 ping -c 2 -W 2 "$(addr_of $c)"
 done
+
+say "A dual-stack L3 network: IPv6 prefixes are announced with each host's IPv6 underlay address as next hop."
+section create-l3v6
+show trellis network create -d ipvlan -o ipvlan_mode=l3 --subnet=10.2.0.0/16 --subnet=fd00:30::/64 -o parent=eth0 l3v6
+for i in 1 2; do
+  section "run-d$i"
+  show trellis run --net=l3v6 --name="d$i" --host="h$i"
+done
+D1=$(addr6_of d1)
+D2=$(addr6_of d2)
+echo "d1=$D1 d2=$D2"
+WAIT_SECONDS=20 wait_until has_route6 h2 "$D1" fd00:1::11
+WAIT_SECONDS=20 wait_until has_route6 u1 "$D2" fd00:1::12
+for host in h1 u1; do
+  section "routes6-$host"
+  ip -n "$host" -6 route show proto 210
+done
+section ping6-d1-d2
+show trellis exec d1 ping -6 -c 2 -W 2 "$D2"
+section ping6-u1-d1
+show trellis host exec u1 ping -6 -c 2 -W 2 "$D1"
 
 say "A forged announcement: h2 adds c1's and c3's addresses and the whole subnet to what it announces. Nothing changes."
 tables_except h2 > /tmp/before-forge

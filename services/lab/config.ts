@@ -2,6 +2,9 @@
 
 export const CONTROL_ADDRESS = "192.168.1.254";
 export const UNDERLAY_PREFIX = 24;
+/** The underlay is dual-stack, so that hosts announce IPv6 prefixes of L3 networks with an IPv6 next hop. */
+export const CONTROL_ADDRESS6 = "fd00:1::254";
+export const UNDERLAY_PREFIX6 = 64;
 export const NATS_URL = `nats://${CONTROL_ADDRESS}:4222`;
 export const PLANNER_ADDR = "127.0.0.1:7710";
 export const IPAM_ADDR = "127.0.0.1:7711";
@@ -22,6 +25,7 @@ export const MAX_UPSTREAMS = 50;
 export interface LabHost {
   name: string;
   address: string;
+  address6: string;
   role: "host" | "upstream";
 }
 
@@ -49,8 +53,8 @@ export interface GuestConfig {
 
 export function labHosts(hosts: number, upstreams: number): LabHost[] {
   return [
-    ...numbered(hosts).map((i) => ({ name: `h${i}`, address: `192.168.1.${10 + i}`, role: "host" as const })),
-    ...numbered(upstreams).map((i) => ({ name: `u${i}`, address: `192.168.1.${200 + i}`, role: "upstream" as const })),
+    ...numbered(hosts).map((i) => ({ name: `h${i}`, address: `192.168.1.${10 + i}`, address6: `fd00:1::${10 + i}`, role: "host" as const })),
+    ...numbered(upstreams).map((i) => ({ name: `u${i}`, address: `192.168.1.${200 + i}`, address6: `fd00:1::${200 + i}`, role: "upstream" as const })),
   ];
 }
 
@@ -89,6 +93,8 @@ export function defaultServices(hosts: LabHost[], cli: string[]): ServiceSpec[] 
         host.name,
         "--address",
         host.address,
+        "--address",
+        host.address6,
         "--nats",
         NATS_URL,
         ...(host.role === "upstream" ? ["--role", "upstream"] : []),

@@ -11,12 +11,14 @@ import {
   AGENTS_DIR,
   BIN_DIR,
   CONTROL_ADDRESS,
+  CONTROL_ADDRESS6,
   LAB_FAILURE,
   LOG_DIR,
   NATS_URL,
   OUT_DIR,
   PLANNER_ADDR,
   UNDERLAY_PREFIX,
+  UNDERLAY_PREFIX6,
   type GuestConfig,
   type LabHost,
   type ServiceSpec,
@@ -95,6 +97,7 @@ function underlayBatch(hosts: LabHost[]): string {
     "link set lo up",
     "link add br0 type bridge",
     `addr add ${CONTROL_ADDRESS}/${UNDERLAY_PREFIX} dev br0`,
+    `addr add ${CONTROL_ADDRESS6}/${UNDERLAY_PREFIX6} dev br0 nodad`,
     "link set br0 up",
     ...hosts.flatMap((host) => [
       `netns add ${host.name}`,
@@ -105,15 +108,21 @@ function underlayBatch(hosts: LabHost[]): string {
   ].join("\n");
 }
 
-/** Inside each host: eth0 addressed and up, lo up, forwarding on as on a router; static busybox only. */
+/**
+ * Inside each host: eth0 addressed (IPv6 without duplicate address detection, which would hold the
+ * address back for seconds) and up, lo up, forwarding on as on a router; static busybox only.
+ */
 function hostsScript(hosts: LabHost[]): string {
   return hosts
     .map((host) => {
       const inside = [
+        "echo 0 > /proc/sys/net/ipv6/conf/eth0/accept_dad",
         `${BUSYBOX} ip addr add ${host.address}/${UNDERLAY_PREFIX} dev eth0`,
+        `${BUSYBOX} ip addr add ${host.address6}/${UNDERLAY_PREFIX6} dev eth0`,
         `${BUSYBOX} ip link set eth0 up`,
         `${BUSYBOX} ip link set lo up`,
         "echo 1 > /proc/sys/net/ipv4/ip_forward",
+        "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding",
       ].join(" && ");
       return `${BUSYBOX} nsenter --net=/run/netns/${host.name} ${BUSYBOX} sh -ec '${inside}'`;
     })

@@ -21,8 +21,8 @@ const desiredCodec = codecOf(HostDesiredState);
 
 export interface AgentOptions {
   host: string;
-  /** The host's underlay address, announced as the next hop for its L3 blocks. */
-  address: string;
+  /** The host's underlay addresses, at most one per family: the next hops it announces for its L3 blocks. */
+  addresses: string[];
   role: "host" | "upstream";
   heartbeatMs: number;
   /** Level-triggered safety net: converge this often even when nothing was announced. */

@@ -6,13 +6,13 @@ const hostCodec = codecOf(HostRecord);
 
 export interface HeartbeatOf {
   host: string;
-  /** The host's underlay address. */
-  address: string;
+  /** The host's underlay addresses, at most one per family. */
+  addresses: string[];
   role: "host" | "upstream";
 }
 
 /** Registers the host, or refreshes its record: the planner writes a new host's desired state, and a silent host's routes are withdrawn. */
 export async function writeHeartbeat(hosts: KV, of: HeartbeatOf): Promise<void> {
-  const record: HostRecord = { host: of.host, address: of.address, role: of.role, heartbeatAt: new Date().toISOString(), missingLinkKinds: [] };
+  const record: HostRecord = { host: of.host, address: of.addresses[0] ?? "", role: of.role, heartbeatAt: new Date().toISOString(), missingLinkKinds: [] };
   await hosts.put(of.host, hostCodec.encode(record));
 }

@@ -28,9 +28,9 @@ const CONFIG_FILE = fileURLToPath(new URL("../../deploy/nats/trellis.conf", impo
 const CLI = fileURLToPath(new URL("../../dist/bundle/trellis.js", import.meta.url));
 
 const AGENTS: HeartbeatOf[] = [
-  { host: "h1", address: "192.0.2.11", role: "host" },
-  { host: "h2", address: "192.0.2.12", role: "host" },
-  { host: "u1", address: "192.0.2.201", role: "upstream" },
+  { host: "h1", addresses: ["192.0.2.11"], role: "host" },
+  { host: "h2", addresses: ["192.0.2.12"], role: "host" },
+  { host: "u1", addresses: ["192.0.2.201"], role: "upstream" },
 ];
 const [H1, H2] = AGENTS;
 const USERS = ["planner", "ipam", "controller", ...AGENTS.map(agentUser)];
@@ -190,7 +190,7 @@ async function publishStatus(agent: HeartbeatOf, as: string, endpointId: string)
 }
 
 async function announce(agent: HeartbeatOf, as: string, prefixes: AnnouncedPrefix[]): Promise<void> {
-  await new Announcer(await bucket(as, Buckets.routes), agent.host, agent.address).announce(prefixes);
+  await new Announcer(await bucket(as, Buckets.routes), agent.host, agent.addresses).announce(prefixes);
 }
 
 /** An agent's three kinds of keys, written by the agent itself. */
@@ -263,9 +263,9 @@ describe.each(AGENTS)("the link-agent of $host", (agent) => {
   it("writes its heartbeat, and writes and removes its endpoints' statuses and its announcement, with the agent's own writers", async () => {
     await writeOwnKeys(agent);
     const [hosts, status, routes] = await Promise.all([Buckets.hosts, Buckets.status, Buckets.routes].map((name) => bucket("planner", name)));
-    expect((await getValue(hosts, codecOf(HostRecord), agent.host))?.value).toMatchObject({ host: agent.host, address: agent.address });
+    expect((await getValue(hosts, codecOf(HostRecord), agent.host))?.value).toMatchObject({ host: agent.host, address: agent.addresses[0] });
     expect((await getValue(status, statusCodec, statusKey(agent.host, `ep-${agent.host}`)))?.value.state).toBe(EndpointState.ENDPOINT_STATE_READY);
-    expect((await getValue(routes, codecOf(RouteAnnouncement), agent.host))?.value).toMatchObject({ host: agent.host, nextHop: agent.address });
+    expect((await getValue(routes, codecOf(RouteAnnouncement), agent.host))?.value).toMatchObject({ host: agent.host, nextHops: agent.addresses });
 
     const restarted = new StatusPublisher(await bucket(user, Buckets.status), agent.host);
     await restarted.load();
@@ -278,7 +278,7 @@ describe.each(AGENTS)("the link-agent of $host", (agent) => {
   it("cannot write another host's heartbeat, statuses or announcement, which stay as they were", async () => {
     await writeOwnKeys(other);
     const before = await snapshot();
-    await expect(writeHeartbeat(await bucket(user, Buckets.hosts), { ...other, address: agent.address })).rejects.toThrow(refusal(`$KV.trellis-hosts.${other.host}`));
+    await expect(writeHeartbeat(await bucket(user, Buckets.hosts), { ...other, addresses: agent.addresses })).rejects.toThrow(refusal(`$KV.trellis-hosts.${other.host}`));
     await expect(publishStatus(other, user, `ep-${other.host}`)).rejects.toThrow(refusal(`$KV.trellis-status.${other.host}.ep-${other.host}`));
     await expect(announce(other, user, [{ networkId: "net", prefix: "10.9.9.0/26" }])).rejects.toThrow(
       `failed to announce 1 prefixes of host ${other.host}: ${refusal(`$KV.trellis-routes.${other.host}`)}`,
@@ -363,7 +363,7 @@ describe("what a link-agent reads", () => {
     const desired = await desiredWith(H2, "c2");
     const endpoint = desired.endpoints.find((e) => e.container === "c2")!;
     await writeHeartbeat(await bucket(agentUser(H2), Buckets.hosts), H2);
-    const prefixes = servedPrefixes(desired, [endpointStatus(H2.host, endpoint.id, endpoint.addresses)], H2.address);
+    const prefixes = servedPrefixes(desired, [endpointStatus(H2.host, endpoint.id, endpoint.addresses)], H2.addresses);
     expect(prefixes).toHaveLength(1);
     await announce(H2, agentUser(H2), prefixes);
 
@@ -374,7 +374,7 @@ describe("what a link-agent reads", () => {
       { host: H1.host, role: "host", netns: namespace, staleAfterMs: 10_000, resyncMs: 60_000, log: () => undefined },
     );
     const believed = await eventually("h2's block in h1's belief", async () => installer!.believed(), (routes) => routes.size > 0);
-    expect(Object.fromEntries(believed)).toEqual({ [prefixes[0].prefix]: H2.address });
+    expect(Object.fromEntries(believed)).toEqual({ [prefixes[0].prefix]: H2.addresses[0] });
   });
 
   it("is only its own replies, as for every user but the planner: no one may listen to anyone else's", async () => {

@@ -86,7 +86,7 @@ async function heartbeat(host: string): Promise<void> {
 }
 
 async function announce(host: string, nextHop: string, prefixes: string[]): Promise<void> {
-  const announcement = { host, nextHop, prefixes: prefixes.map((prefix) => ({ networkId: L3NET, prefix })), generation: 1, announcedAt: "" };
+  const announcement = { host, nextHops: [nextHop], prefixes: prefixes.map((prefix) => ({ networkId: L3NET, prefix })), generation: 1, announcedAt: "" };
   await buckets.routes.put(host, announcementCodec.encode(announcement));
 }
 

@@ -29,6 +29,13 @@ describe("lab: L3 route distribution across hosts and to an upstream", () => {
     for (const name of ["ping-c1-c2", "ping-c2-c3", "ping-c3-c1", "ping-u1-c1", "ping-u1-c2", "ping-u1-c3"]) expect(section(name)).toMatch(PINGED);
   });
 
+  it("a dual-stack L3 network routes IPv6 blocks via each host's IPv6 underlay address, and containers ping over IPv6", () => {
+    expect(section("create-l3v6")).toContain("exit 0");
+    expect(section("routes6-h1")).toMatch(/^fd00:30::\S+ via fd00:1::12 dev eth0/m);
+    expect(section("routes6-u1").match(/ via fd00:1::1[12] dev eth0/g)).toHaveLength(2);
+    for (const name of ["ping6-d1-d2", "ping6-u1-d1"]) expect(section(name)).toMatch(PINGED);
+  });
+
   it("a forged announcement changes nothing and is refused and logged", () => {
     expect(section("forge-diff").trim()).toBe("exit 0");
     expect(section("forge-refused")).toMatch(/refused announcement of 10\.1\.0\.0\/16 .* by host h2: IPAM has not given/);
@@ -49,6 +56,8 @@ describe("lab: L3 route distribution across hosts and to an upstream", () => {
 
   it("removing the last container of a host withdraws its route everywhere", () => {
     expect(section("rm-c1")).toContain("exit 0");
-    expect(section("after-rm-c1")).not.toContain("via 192.168.1.11");
+    // h1 still serves d1 of the dual-stack network (10.2.0.0/16): only l3net's route is gone.
+    expect(section("after-rm-c1")).not.toMatch(/^10\.1\.\S+ via 192\.168\.1\.11 /m);
+    expect(section("after-rm-c1")).toMatch(/^10\.2\.\S+ via 192\.168\.1\.11 /m);
   });
 });

@@ -69,7 +69,7 @@ const desired = await openBucket(nc, Buckets.desired);
 const statuses = await openBucket(nc, Buckets.status);
 const desire = (endpoints) => desired.put(host, codecOf(HostDesiredState).encode(HostDesiredState.fromPartial({ host, networks: [network], endpoints })));
 await desire([endpoint]);
-const running = await startAgent(`nats://127.0.0.1:${port}`, { host, address: "192.0.2.1", role: "host", heartbeatMs: 1000, resyncMs: 100 });
+const running = await startAgent(`nats://127.0.0.1:${port}`, { host, addresses: ["192.0.2.1"], role: "host", heartbeatMs: 1000, resyncMs: 100 });
 await running.agent.settled();
 // Several resync passes, to show that the failure is reported once, not on every pass.
 await new Promise((resolve) => setTimeout(resolve, 1000));

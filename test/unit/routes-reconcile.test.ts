@@ -31,8 +31,8 @@ function ready(endpointId: string, addresses: string[]): EndpointStatus {
   return { endpointId, host: "h1", container: endpointId, state: EndpointState.ENDPOINT_STATE_READY, message: "", ifindex: 2, addresses, routes: [], updatedAt: "" };
 }
 
-function announcement(host: string, nextHop: string, prefixes: [string, string][]): RouteAnnouncement {
-  return { host, nextHop, prefixes: prefixes.map(([networkId, prefix]) => ({ networkId, prefix })), generation: 1, announcedAt: "" };
+function announcement(host: string, nextHops: string | string[], prefixes: [string, string][]): RouteAnnouncement {
+  return { host, nextHops: typeof nextHops === "string" ? [nextHops] : nextHops, prefixes: prefixes.map(([networkId, prefix]) => ({ networkId, prefix })), generation: 1, announcedAt: "" };
 }
 
 function input(overrides: Partial<BeliefInput>): BeliefInput {
@@ -70,11 +70,16 @@ describe("servedPrefixes", () => {
 
   it("announces host routes of READY endpoints of L3 networks, as the kernel reports their addresses", () => {
     const statuses = [ready("a", ["10.1.0.2/16", "fd00::2/64"]), ready("b", ["192.168.5.2/24"]), { ...ready("c", ["10.1.0.4/16"]), state: EndpointState.ENDPOINT_STATE_FAILED }];
-    expect(servedPrefixes(state, statuses, "192.168.1.11")).toEqual([{ networkId: "l3net", prefix: "10.1.0.2/32" }]);
+    expect(servedPrefixes(state, statuses, ["192.168.1.11"])).toEqual([{ networkId: "l3net", prefix: "10.1.0.2/32" }]);
   });
 
-  it("announces IPv6 prefixes only with an IPv6 next hop", () => {
-    expect(servedPrefixes(state, [ready("a", ["10.1.0.2/16", "fd00::2/64"])], "fd99::11")).toEqual([{ networkId: "l3net", prefix: "fd00::2/128" }]);
+  it("announces the prefixes of each family the host has a next hop of", () => {
+    const statuses = [ready("a", ["10.1.0.2/16", "fd00::2/64"])];
+    expect(servedPrefixes(state, statuses, ["fd99::11"])).toEqual([{ networkId: "l3net", prefix: "fd00::2/128" }]);
+    expect(servedPrefixes(state, statuses, ["192.168.1.11", "fd99::11"])).toEqual([
+      { networkId: "l3net", prefix: "10.1.0.2/32" },
+      { networkId: "l3net", prefix: "fd00::2/128" },
+    ]);
   });
 
   it("announces the granted block or borrowed address that covers a READY endpoint, and a block only while one is READY in it", () => {
@@ -84,12 +89,12 @@ describe("servedPrefixes", () => {
       [["l3net", "10.1.0.0/26"], ["l3net", "10.1.0.64/26"], ["l3net", "10.1.0.70/32"], ["l3net", "10.1.0.128/26"]],
     );
     const statuses = [ready("a", ["10.1.0.2/16"]), ready("c", ["10.1.0.4/16"]), ready("d", ["10.1.0.70/16"]), ready("e", ["10.1.0.200/16"])];
-    expect(servedPrefixes(blocks, statuses, "192.168.1.11")).toEqual([
+    expect(servedPrefixes(blocks, statuses, ["192.168.1.11"])).toEqual([
       { networkId: "l3net", prefix: "10.1.0.0/26" },
       { networkId: "l3net", prefix: "10.1.0.200/32" },
       { networkId: "l3net", prefix: "10.1.0.70/32" },
     ]);
-    expect(servedPrefixes(blocks, [], "192.168.1.11")).toEqual([]);
+    expect(servedPrefixes(blocks, [], ["192.168.1.11"])).toEqual([]);
   });
 });
 
@@ -123,11 +128,21 @@ describe("believe", () => {
     expect(belief.refused).toEqual([{ host: "h2", networkId: "l3net", prefix: "10.1.0.3/32", reason: "IPAM has not given 10.1.0.3/32 to host h2 in network l3net" }]);
   });
 
-  it("refuses malformed prefixes and next hops of the wrong family", () => {
+  it("refuses malformed prefixes and prefixes of a family the host announces no next hop of", () => {
     const bad = announcement("h2", "fd00::12", [["l3net", "10.1.0.2/32"], ["l3net", "banana"]]);
     const belief = believe(input({ announcements: [bad] }));
     expect(belief.routes.size).toBe(0);
-    expect(belief.refused.map((r) => r.reason)).toEqual(['next hop "fd00::12" is not an IPv4 address', "not a prefix"]);
+    expect(belief.refused.map((r) => r.reason)).toEqual(['host h2 announces no IPv4 next hop (it has ["fd00::12"])', "not a prefix"]);
+  });
+
+  it("routes each prefix via the announcing host's next hop of its family", () => {
+    const dual = announcement("h2", ["192.168.1.12", "fd99::12"], [["l3net", "10.1.0.2/32"], ["l3net", "fd00::2/128"]]);
+    const grants = new Map([["h2", new Set(["l3net 10.1.0.2/32", "l3net fd00::2/128"])]]);
+    const belief = believe(input({ announcements: [dual], grants }));
+    expect([...belief.routes]).toEqual([
+      ["10.1.0.2/32", "192.168.1.12"],
+      ["fd00::2/128", "fd99::12"],
+    ]);
   });
 
   it("sets aside every prefix of a host whose heartbeat is too old, or missing", () => {

@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import { networkInterfaces } from "node:os";
 import { startIpamService } from "../../ipam/main.js";
 import { startPlanner } from "../../planner/main.js";
@@ -45,12 +46,13 @@ export async function plannerCommand(argv: string[]): Promise<number> {
   return runUntilSignalled([planner]);
 }
 
-const AGENT_USAGE = "Usage: trellis agent [--host=NAME] [--address=UNDERLAY-IP] [--role=host|upstream] [--nats=URL]";
+const AGENT_USAGE = "Usage: trellis agent [--host=NAME] [--address=UNDERLAY-IP]... [--role=host|upstream] [--nats=URL]";
+const UP_USAGE = "Usage: trellis up [--nats=URL] [--host=NAME] [--address=UNDERLAY-IP]...";
 
 export async function agentCommand(argv: string[]): Promise<number> {
   const { values } = parseCommand(
     argv,
-    { nats: { type: "string" }, host: { type: "string" }, address: { type: "string" }, role: { type: "string" } },
+    { nats: { type: "string" }, host: { type: "string" }, address: { type: "string", multiple: true }, role: { type: "string" } },
     AGENT_USAGE,
   );
   const role = values.role ?? "host";
@@ -58,7 +60,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const host = values.host ?? settings.host();
   const agent = await startAgent(values.nats ?? settings.natsUrl(), {
     host,
-    address: values.address ?? underlayAddress(),
+    addresses: underlayAddresses(values.address, AGENT_USAGE),
     role,
     heartbeatMs: HEARTBEAT_MS,
     resyncMs: RESYNC_MS,
@@ -70,12 +72,13 @@ export async function agentCommand(argv: string[]): Promise<number> {
 
 /** `trellis up`: ipam, planner and this host's agent in one process. */
 export async function upCommand(argv: string[]): Promise<number> {
-  const { values } = parseCommand(argv, { nats: { type: "string" }, host: { type: "string" }, address: { type: "string" } }, "Usage: trellis up [--nats=URL] [--host=NAME] [--address=UNDERLAY-IP]");
+  const { values } = parseCommand(argv, { nats: { type: "string" }, host: { type: "string" }, address: { type: "string", multiple: true } }, UP_USAGE);
+  const addresses = underlayAddresses(values.address, UP_USAGE);
   const natsUrl = values.nats ?? settings.natsUrl();
   const ipam = await startIpamService({ natsUrl, listen: settings.ipamAddress(), collectLeaks: LEAK_COLLECTION });
   const planner = await startPlanner({ natsUrl, listen: settings.plannerAddress(), ipamAddress: ipam.address });
   const host = values.host ?? settings.host();
-  const agent = await startAgent(natsUrl, { host, address: values.address ?? underlayAddress(), role: "host", heartbeatMs: HEARTBEAT_MS, resyncMs: RESYNC_MS });
+  const agent = await startAgent(natsUrl, { host, addresses, role: "host", heartbeatMs: HEARTBEAT_MS, resyncMs: RESYNC_MS });
   console.log(`trellis ready: planner on ${planner.address}, agent for host ${host}`);
   return runUntilSignalled([agent, planner, ipam]);
 }
@@ -87,13 +90,27 @@ function cooldownMs(seconds: string | undefined): number {
   return Number(seconds) * 1000;
 }
 
-/** The first non-loopback IPv4 address: a sane default for a host with one underlay interface. */
-function underlayAddress(): string {
-  const address = Object.values(networkInterfaces())
-    .flat()
-    .find((a) => a && a.family === "IPv4" && !a.internal);
-  if (!address) throw new UsageError("failed to find this host's underlay address: pass --address=IP", AGENT_USAGE);
-  return address.address;
+/**
+ * `--address`, given once per family (an IPv4 and an IPv6 next hop for the host's L3 prefixes), or by
+ * default the first non-loopback IPv4 address: a sane default for a host with one underlay interface.
+ */
+function underlayAddresses(given: string[] | undefined, usage: string): string[] {
+  if (!given) {
+    const found = Object.values(networkInterfaces())
+      .flat()
+      .find((a) => a && a.family === "IPv4" && !a.internal);
+    if (!found) throw new UsageError("failed to find this host's underlay address: pass --address=IP", usage);
+    return [found.address];
+  }
+  const families = new Map<number, string>();
+  for (const address of given) {
+    const family = isIP(address);
+    if (family === 0) throw new UsageError(`invalid --address "${address}": expected an IPv4 or IPv6 address such as 192.168.1.11`, usage);
+    const other = families.get(family);
+    if (other) throw new UsageError(`--address ${other} and ${address} are both IPv${family}: give at most one per family`, usage);
+    families.set(family, address);
+  }
+  return given;
 }
 
 function runUntilSignalled(services: Stoppable[]): Promise<number> {

@@ -13,19 +13,19 @@ const announcementCodec = codecOf(RouteAnnouncement);
  * back from a READY endpoint of its L3/L3S networks, the most specific IPAM grant that covers it (its
  * block, or the host route of an address it borrowed) — so a block is announced only while at least one
  * READY endpoint sits in it — or the address's own host route when no grant covers it. Only prefixes of
- * the next hop's family: an IPv6 prefix needs an IPv6 next hop.
+ * a family the host has a next hop of: an IPv6 prefix needs an IPv6 next hop.
  */
-export function servedPrefixes(desired: HostDesiredState, statuses: EndpointStatus[], nextHop: string): AnnouncedPrefix[] {
+export function servedPrefixes(desired: HostDesiredState, statuses: EndpointStatus[], nextHops: string[]): AnnouncedPrefix[] {
   const routed = new Set(desired.networks.filter((network) => isRoutedMode(network.mode)).map((network) => network.id));
   const networkOf = new Map(desired.endpoints.map((endpoint) => [endpoint.id, endpoint.networkId]));
-  const family = familyOfAddress(nextHop);
+  const families = new Set(nextHops.map(familyOfAddress));
   const served = new Map<string, AnnouncedPrefix>();
   for (const status of statuses) {
     const networkId = networkOf.get(status.endpointId);
     if (status.state !== EndpointState.ENDPOINT_STATE_READY || !networkId || !routed.has(networkId)) continue;
     for (const address of status.addresses) {
       const prefix = coveringGrant(desired, networkId, address) ?? hostPrefix(address);
-      if (familyOfPrefix(prefix) === family) served.set(`${networkId} ${prefix}`, { networkId, prefix });
+      if (families.has(familyOfPrefix(prefix))) served.set(`${networkId} ${prefix}`, { networkId, prefix });
     }
   }
   return [...served.values()].sort((a, b) => a.networkId.localeCompare(b.networkId) || a.prefix.localeCompare(b.prefix));
@@ -48,6 +48,10 @@ function samePrefixes(a: AnnouncedPrefix[], b: AnnouncedPrefix[]): boolean {
   return a.length === b.length && a.every((prefix, i) => prefix.networkId === b[i].networkId && prefix.prefix === b[i].prefix);
 }
 
+function sameNextHops(a: string[], b: string[]): boolean {
+  return a.length === b.length && a.every((nextHop, i) => nextHop === b[i]);
+}
+
 /**
  * Keeps this host's key in the routes bucket equal to the set it serves. It compares with the stored
  * value, not with what it last wrote: a restarted agent that serves the same set writes nothing (no
@@ -57,20 +61,20 @@ export class Announcer {
   constructor(
     private readonly bucket: KV,
     private readonly host: string,
-    private readonly nextHop: string,
+    private readonly nextHops: string[],
   ) {}
 
   async announce(prefixes: AnnouncedPrefix[]): Promise<void> {
     try {
       const stored = (await getValue(this.bucket, announcementCodec, this.host))?.value;
-      if (stored && stored.nextHop === this.nextHop && samePrefixes(stored.prefixes, prefixes)) return;
+      if (stored && sameNextHops(stored.nextHops, this.nextHops) && samePrefixes(stored.prefixes, prefixes)) return;
       if (prefixes.length === 0) {
         if (stored) await this.bucket.delete(this.host);
         return;
       }
       const next: RouteAnnouncement = {
         host: this.host,
-        nextHop: this.nextHop,
+        nextHops: this.nextHops,
         prefixes,
         generation: (stored?.generation ?? 0) + 1,
         announcedAt: new Date().toISOString(),

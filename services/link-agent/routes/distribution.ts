@@ -7,8 +7,8 @@ import { DEFAULT_STALE_AFTER_MS, RouteInstaller } from "./install.js";
 
 export interface DistributionOptions {
   host: string;
-  /** The host's underlay address: the next hop of what it announces. */
-  address: string;
+  /** The host's underlay addresses, at most one per family: the next hops of what it announces. */
+  addresses: string[];
   role: "host" | "upstream";
   resyncMs: number;
 }
@@ -18,22 +18,22 @@ export class RouteDistribution {
   private constructor(
     private readonly announcer: Announcer,
     private readonly installer: RouteInstaller,
-    private readonly address: string,
+    private readonly addresses: string[],
   ) {}
 
   static async start(nc: NatsConnection, options: DistributionOptions): Promise<RouteDistribution> {
     const [routes, hosts, desired] = await Promise.all([Buckets.routes, Buckets.hosts, Buckets.desired].map((b) => openBucket(nc, b)));
-    const announcer = new Announcer(routes, options.host, options.address);
+    const announcer = new Announcer(routes, options.host, options.addresses);
     const installer = await RouteInstaller.start(
       { routes, hosts, desired },
       { host: options.host, role: options.role, staleAfterMs: DEFAULT_STALE_AFTER_MS, resyncMs: options.resyncMs, log: (line) => console.error(line) },
     );
-    return new RouteDistribution(announcer, installer, options.address);
+    return new RouteDistribution(announcer, installer, options.addresses);
   }
 
   /** Called after every converge pass with the statuses read back from the kernel. */
   announce(desired: HostDesiredState, statuses: EndpointStatus[]): Promise<void> {
-    return this.announcer.announce(servedPrefixes(desired, statuses, this.address));
+    return this.announcer.announce(servedPrefixes(desired, statuses, this.addresses));
   }
 
   stop(): Promise<void> {

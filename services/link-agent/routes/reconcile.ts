@@ -70,7 +70,7 @@ export function believe(input: BeliefInput): Belief {
       continue;
     }
     const granted = input.grants.get(announcement.host) ?? new Set<GrantKey>();
-    const nextHopFamily = familyOfAddress(announcement.nextHop);
+    const nextHops = new Map(announcement.nextHops.map((nextHop) => [familyOfAddress(nextHop), nextHop]));
     const forms = canonicalPrefixesOf(announcement);
     announcement.prefixes.forEach(({ networkId, prefix: announced }, i) => {
       if (input.role === "host" && !input.networks.has(networkId)) return;
@@ -80,12 +80,12 @@ export function believe(input: BeliefInput): Belief {
         reason = "not a prefix";
       } else if (!granted.has(grantKey(networkId, form.prefix))) {
         reason = `IPAM has not given ${form.prefix} to host ${announcement.host} in network ${networkId}`;
-      } else if (nextHopFamily !== form.family) {
-        reason = `next hop ${JSON.stringify(announcement.nextHop)} is not an IPv${form.family} address`;
+      } else if (!nextHops.has(form.family)) {
+        reason = `host ${announcement.host} announces no IPv${form.family} next hop (it has ${JSON.stringify(announcement.nextHops)})`;
       } else if (winners.has(form.prefix)) {
         reason = `also announced by host ${winners.get(form.prefix)}, which wins`;
       } else {
-        routes.set(form.prefix, announcement.nextHop);
+        routes.set(form.prefix, nextHops.get(form.family)!);
         winners.set(form.prefix, announcement.host);
       }
       if (reason) refused.push({ host: announcement.host, networkId, prefix: announced, reason });
