@@ -3,6 +3,8 @@ import { context } from "@opentelemetry/api";
 import { contextFromMetadata } from "../telemetry/grpc-context.js";
 import { toServiceError } from "./status-error.js";
 import { channelOptions } from "./unary.js";
+import { ServerHealth } from "./health.js";
+import { HealthService } from "../proto/gen/grpc/health/v1/health.js";
 
 /**
  * A unary handler from an async function: the caller's trace context is restored around it, and a thrown
@@ -30,6 +32,8 @@ export async function serveGrpc(
 ): Promise<ServingServer> {
   const server = new Server(channelOptions);
   server.addService(service, implementation);
+  const health = new ServerHealth([service]);
+  server.addService(HealthService, health.implementation());
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(listen, ServerCredentials.createInsecure(), (error, bound) =>
       error ? reject(new Error(`failed to listen on ${listen}: ${error.message}`)) : resolve(bound),
@@ -40,6 +44,7 @@ export async function serveGrpc(
     address: `${host}:${port}`,
     stop: () =>
       new Promise<void>((resolve) => {
+        health.stopServing();
         server.tryShutdown(() => resolve());
         // Calls still running after the grace period are cut; tryShutdown's callback then never comes.
         setTimeout(() => {

@@ -28,6 +28,8 @@ interface Container {
   ports?: { name: string; containerPort: number }[];
   volumeMounts?: { name: string; mountPath: string; mountPropagation?: string }[];
   securityContext?: { privileged?: boolean };
+  readinessProbe?: { grpc?: { port: number } };
+  livenessProbe?: { grpc?: { port: number } };
 }
 interface PodSpec {
   hostNetwork?: boolean;
@@ -201,8 +203,12 @@ describe("Kubernetes manifests (deploy/kubernetes)", () => {
       expect(servicePortTarget(service), `${serviceName}'s container port`).toBe(port);
     }
     for (const name of ["trellis-ipam", "trellis-planner"]) {
-      const listen = trellisArgv(podSpec("Deployment", name).containers[0]!).find((arg) => arg.startsWith("--listen="))!;
-      expect(hostAndPort(listen.slice("--listen=".length))[1], `${name} --listen`).toBe(servicePortTarget(find("Service", name)));
+      const container = podSpec("Deployment", name).containers[0]!;
+      const listen = trellisArgv(container).find((arg) => arg.startsWith("--listen="))!;
+      const port = hostAndPort(listen.slice("--listen=".length))[1];
+      expect(port, `${name} --listen`).toBe(servicePortTarget(find("Service", name)));
+      // gRPC probes ask the health service every Trellis gRPC server has (libs/grpc/health.ts).
+      expect([container.readinessProbe?.grpc?.port, container.livenessProbe?.grpc?.port], `${name} probes`).toEqual([port, port]);
     }
     const natsListen = /^listen: (\S+)$/m.exec(read("deploy/nats/trellis.conf"))![1]!;
     expect(hostAndPort(natsListen)[1]).toBe(servicePortTarget(find("Service", "nats")));
