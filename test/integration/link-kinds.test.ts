@@ -62,7 +62,9 @@ describe.skipIf(!missing.includes("ipvlan"))("a host whose kernel lacks ipvlan, 
 
   beforeAll(async () => {
     execFileSync("ip", ["-n", namespace, "link", "set", "lo", "up"]);
-    const child = spawn("ip", ["netns", "exec", namespace, process.execPath, inner, host], { stdio: ["ignore", "pipe", "pipe"] });
+    // Ended (SIGTERM, which the scenario passes on to its nats-server) before the hook's own timeout, so
+    // that a scenario that hangs leaves no process behind.
+    const child = spawn("ip", ["netns", "exec", namespace, process.execPath, inner, host], { stdio: ["ignore", "pipe", "pipe"], timeout: 45_000 });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));

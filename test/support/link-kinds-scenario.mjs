@@ -26,6 +26,8 @@ const NETWORKS = {
 };
 
 const nats = await startNatsServer();
+// The test ends a scenario that hangs with SIGTERM: the server, a process of its own, goes too.
+process.once("SIGTERM", () => void nats.stop().finally(() => process.exit(1)));
 const ipam = await startIpamService({ natsUrl: nats.url, listen: "127.0.0.1:0", log: () => undefined });
 const planner = await startPlanner({ natsUrl: nats.url, listen: "127.0.0.1:0", ipamAddress: ipam.address });
 const agent = await startAgent(nats.url, { host, address: "192.0.2.1", role: "host", heartbeatMs: 1000, resyncMs: 60_000 });
