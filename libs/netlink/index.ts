@@ -1,5 +1,6 @@
 export { openNetlink, type NetlinkHandle } from "./handle.js";
 export { NetlinkError } from "./errors.js";
+export { unsupportedLinkKinds } from "./kind-check.js";
 export type { RouteChangeFailure } from "./route-socket.js";
 export { describeRoute, type RouteChange } from "./routes.js";
 export { createNamespace, deleteNamespace, namespaceExists, namespacePath, NETNS_RUN_DIR } from "./netns.js";

@@ -1,6 +1,7 @@
 import { AttrStream, FlagsNew, ifla, putU16, putU32, getU16, getU32, rt, type RtNetlinkSocket, type StreamData } from "netlink";
 import { closeSync } from "node:fs";
 import { invalidArgument, request } from "./errors.js";
+import { moduleOf } from "./kinds.js";
 import { openNamespace } from "./netns.js";
 import type { IpvlanFlag, IpvlanMode, Link } from "./types.js";
 
@@ -127,10 +128,6 @@ export async function createLink(socket: RtNetlinkSocket, spec: NewLink, action:
   } finally {
     if (fd !== undefined) closeSync(fd);
   }
-}
-
-function moduleOf(kind: string): string {
-  return kind === "vlan" ? "8021q" : kind;
 }
 
 // IFNAMSIZ is 16 including the terminating NUL; the kernel's EINVAL would not say why.

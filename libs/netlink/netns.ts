@@ -12,15 +12,34 @@ export const NETNS_RUN_DIR = "/run/netns";
 const CLONE_NEWNET = 0x40000000;
 const run = promisify(execFile);
 
-let setnsCall: ((fd: number, nstype: number) => number) | undefined;
+interface Libc {
+  setns(fd: number, nstype: number): number;
+  unshare(flags: number): number;
+}
+
+let libc: Libc | undefined;
+
+function loadLibc(): Libc {
+  if (!libc) {
+    const library = koffi.load("libc.so.6");
+    libc = {
+      setns: library.func("int setns(int, int)") as Libc["setns"],
+      unshare: library.func("int unshare(int)") as Libc["unshare"],
+    };
+  }
+  return libc;
+}
+
+/** A libc call returns non-zero on failure, with the reason in errno. */
+function check(call: string, result: number): void {
+  if (result === 0) return;
+  const errno = koffi.errno();
+  const code = Object.entries(koffi.os.errno).find(([, value]) => value === errno)?.[0] ?? `errno ${errno}`;
+  throw Object.assign(new Error(`${call}: ${code}`), { code });
+}
 
 function setns(fd: number): void {
-  setnsCall ??= koffi.load("libc.so.6").func("int setns(int, int)") as (fd: number, nstype: number) => number;
-  if (setnsCall(fd, CLONE_NEWNET) !== 0) {
-    const errno = koffi.errno();
-    const code = Object.entries(koffi.os.errno).find(([, value]) => value === errno)?.[0] ?? `errno ${errno}`;
-    throw Object.assign(new Error(`setns: ${code}`), { code });
-  }
+  check("setns", loadLibc().setns(fd, CLONE_NEWNET));
 }
 
 /** A name resolves under /run/netns; an absolute path (e.g. /proc/<pid>/ns/net) is used as is. */
@@ -47,9 +66,7 @@ export function openNamespace(name: string): number {
  * in, and nothing else can run on the main thread while it is switched, so no other code is misplaced.
  */
 export function inNamespace<T>(name: string, fn: () => T): T {
-  // The thread's own namespace, not the process's: setns affects only the calling thread.
-  const home = openNamespace("/proc/thread-self/ns/net");
-  try {
+  return awayFromHome(() => {
     const target = openNamespace(name);
     try {
       setns(target);
@@ -58,6 +75,31 @@ export function inNamespace<T>(name: string, fn: () => T): T {
     } finally {
       closeSync(target);
     }
+  }, fn);
+}
+
+/**
+ * Runs `fn` with the calling thread inside a new, empty network namespace, then returns to the original
+ * one; synchronous work only, as for inNamespace. The namespace has no name under /run/netns: it lives
+ * as long as something made in it (a socket) is open, and the kernel removes it with all it holds once
+ * that is closed, even if the process dies first. Nothing is left behind to clean up.
+ */
+export function inNewNamespace<T>(fn: () => T): T {
+  return awayFromHome(() => {
+    try {
+      check("unshare", loadLibc().unshare(CLONE_NEWNET));
+    } catch (cause) {
+      throw netlinkError("create a network namespace", cause);
+    }
+  }, fn);
+}
+
+/** `enter` moves the calling thread to another namespace; `fn` runs there, and the thread comes back. */
+function awayFromHome<T>(enter: () => void, fn: () => T): T {
+  // The thread's own namespace, not the process's: setns and unshare affect only the calling thread.
+  const home = openNamespace("/proc/thread-self/ns/net");
+  try {
+    enter();
     try {
       return fn();
     } finally {

@@ -13,6 +13,7 @@ import type { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.
 import { ensureEndpoint, failedStatus, removeStaleNamespaces } from "./endpoints.js";
 import { writeHeartbeat } from "./heartbeat.js";
 import { ensureHostsFile, NETNS_ETC_DIR, removeStaleHostsFiles } from "./hosts-file.js";
+import { findMissingLinkKinds, NEEDED_LINK_KINDS } from "./link-kinds.js";
 import { ensureParent, removeUnusedParents, type ParentResult } from "./parents.js";
 import { RouteDistribution } from "./routes/distribution.js";
 import { StatusPublisher } from "./status.js";
@@ -43,6 +44,7 @@ export class LinkAgent {
   private readonly converged = new Set<string>();
   private timers: NodeJS.Timeout[] = [];
   private stopWatch: (() => void) | undefined;
+  private missingKinds: readonly string[] = [];
 
   private constructor(
     private readonly options: AgentOptions,
@@ -53,15 +55,19 @@ export class LinkAgent {
   ) {}
 
   static async start(nc: NatsConnection, options: AgentOptions): Promise<LinkAgent> {
+    // Under way while the buckets open: the first heartbeat already carries the answer.
+    const missingKinds = findMissingLinkKinds(NEEDED_LINK_KINDS);
     const [hosts, desired, status] = await Promise.all([Buckets.hosts, Buckets.desired, Buckets.status].map((b) => openBucket(nc, b)));
     const agent = new LinkAgent(options, hosts, desired, new StatusPublisher(status, options.host), await RouteDistribution.start(nc, options));
     await agent.statuses.load();
+    agent.missingKinds = (await missingKinds) ?? [];
     await agent.heartbeat();
     await agent.loadDesired();
     await agent.watchDesired();
     agent.timers = [
       setInterval(() => void agent.heartbeat().catch(logError("heartbeat")), options.heartbeatMs),
       setInterval(() => agent.schedule(), options.resyncMs),
+      setInterval(() => void agent.recheckLinkKinds().catch(logError("heartbeat")), options.resyncMs),
     ];
     return agent;
   }
@@ -96,8 +102,22 @@ export class LinkAgent {
     while (this.running) await this.running;
   }
 
+  /** Link kinds the agent needs that the kernel lacks, as its heartbeat reports them. */
+  get missingLinkKinds(): readonly string[] {
+    return this.missingKinds;
+  }
+
   private heartbeat(): Promise<void> {
-    return writeHeartbeat(this.hosts, this.options);
+    return writeHeartbeat(this.hosts, { ...this.options, missingLinkKinds: this.missingKinds });
+  }
+
+  /** Kinds found missing are asked for again now and then, so that loading a module needs no agent restart. */
+  private async recheckLinkKinds(): Promise<void> {
+    if (this.missingKinds.length === 0) return;
+    const missing = await findMissingLinkKinds(this.missingKinds);
+    if (!missing || missing.length === this.missingKinds.length) return;
+    this.missingKinds = missing;
+    await this.heartbeat();
   }
 
   /** Read before watching, so that the first pass (and `settled`) already works on the stored state. */

@@ -9,10 +9,21 @@ export interface HeartbeatOf {
   /** The host's underlay addresses, at most one per family. */
   addresses: string[];
   role: "host" | "upstream";
+  /** Link kinds the agent needs that the kernel lacks. */
+  missingLinkKinds: readonly string[];
 }
 
-/** Registers the host, or refreshes its record: the planner writes a new host's desired state, and a silent host's routes are withdrawn. */
+/**
+ * Registers the host, or refreshes its record: the planner writes a new host's desired state, refuses
+ * containers that need link kinds the host lacks, and a silent host's routes are withdrawn.
+ */
 export async function writeHeartbeat(hosts: KV, of: HeartbeatOf): Promise<void> {
-  const record: HostRecord = { host: of.host, address: of.addresses[0] ?? "", role: of.role, heartbeatAt: new Date().toISOString(), missingLinkKinds: [] };
+  const record: HostRecord = {
+    host: of.host,
+    address: of.addresses[0] ?? "",
+    role: of.role,
+    heartbeatAt: new Date().toISOString(),
+    missingLinkKinds: [...of.missingLinkKinds],
+  };
   await hosts.put(of.host, hostCodec.encode(record));
 }

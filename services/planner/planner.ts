@@ -4,9 +4,11 @@ import { contains, formatAddress, overlaps, parseAddress, parseCidr, parsePrefix
 import { ParentKind, type Endpoint, type EndpointSpec, type Network, type NetworkSpec, type Subnet } from "../../libs/proto/gen/trellis/v1/network.js";
 import type { IpamCalls } from "../ipam/client.js";
 import type { AllocatedSubnet, ListBlocksResponse } from "../../libs/proto/gen/trellis/v1/ipam.js";
+import type { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../../libs/grpc/status-error.js";
 import { traceparentOf } from "../../libs/bus/trace.js";
 import { withSpan } from "../../libs/telemetry/tracing.js";
+import { checkHostSupports } from "./host-support.js";
 import { containerNetns, containerRoutes, CONTAINER_IFNAME, desiredStateFor, dummyParentName, grantedPrefixesOf, hostsOnNetwork } from "./plan.js";
 import { validateName, validateNetworkSpec, type ValidatedNetwork } from "./validate.js";
 import type { PlannerStore } from "./store.js";
@@ -101,7 +103,7 @@ export class Planner {
           `container name "${spec.container}" is already in use (network ${existing.networkName}, host ${existing.host}); remove it first (trellis rm ${spec.container}) or choose another name`,
         );
       }
-      await this.requireHost(spec.host);
+      checkHostSupports(await this.requireHost(spec.host), network);
       checkStaticAddresses(network, spec);
       checkAddressesFree(network, spec, await this.store.listEndpoints());
       const id = randomBytes(16).toString("hex");
@@ -205,8 +207,9 @@ export class Planner {
     return network;
   }
 
-  private async requireHost(host: string): Promise<void> {
-    if (await this.store.getHost(host)) return;
+  private async requireHost(host: string): Promise<HostRecord> {
+    const record = await this.store.getHost(host);
+    if (record) return record;
     const known = (await this.store.listHosts()).map((h) => h.host).sort();
     throw notFound(
       `host ${host} is not known: ${known.length > 0 ? `known hosts are ${known.join(", ")}` : "no agent has registered yet"} (start trellis agent --host=${host} there)`,

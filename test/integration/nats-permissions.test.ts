@@ -28,9 +28,9 @@ const CONFIG_FILE = fileURLToPath(new URL("../../deploy/nats/trellis.conf", impo
 const CLI = fileURLToPath(new URL("../../dist/bundle/trellis.js", import.meta.url));
 
 const AGENTS: HeartbeatOf[] = [
-  { host: "h1", addresses: ["192.0.2.11"], role: "host" },
-  { host: "h2", addresses: ["192.0.2.12"], role: "host" },
-  { host: "u1", addresses: ["192.0.2.201"], role: "upstream" },
+  { host: "h1", addresses: ["192.0.2.11"], role: "host", missingLinkKinds: [] },
+  { host: "h2", addresses: ["192.0.2.12"], role: "host", missingLinkKinds: [] },
+  { host: "u1", addresses: ["192.0.2.201"], role: "upstream", missingLinkKinds: [] },
 ];
 const [H1, H2] = AGENTS;
 const USERS = ["planner", "ipam", "controller", ...AGENTS.map(agentUser)];

@@ -3,6 +3,7 @@ import { networkInterfaces } from "node:os";
 import { startIpamService } from "../../ipam/main.js";
 import { startPlanner } from "../../planner/main.js";
 import { startAgent } from "../../link-agent/main.js";
+import { moduleOf } from "../../../libs/netlink/kinds.js";
 import { parseCommand, UsageError } from "../parse.js";
 import { settings } from "../settings.js";
 
@@ -67,6 +68,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   });
   await agent.agent.settled();
   console.log(`agent ready for host ${host}`);
+  warnMissingLinkKinds(host, agent.agent.missingLinkKinds);
   return runUntilSignalled([agent]);
 }
 
@@ -80,7 +82,16 @@ export async function upCommand(argv: string[]): Promise<number> {
   const host = values.host ?? settings.host();
   const agent = await startAgent(natsUrl, { host, addresses, role: "host", heartbeatMs: HEARTBEAT_MS, resyncMs: RESYNC_MS });
   console.log(`trellis ready: planner on ${planner.address}, agent for host ${host}`);
+  warnMissingLinkKinds(host, agent.agent.missingLinkKinds);
   return runUntilSignalled([agent, planner, ipam]);
+}
+
+/** Said when the agent starts: the operator learns at once what the planner will refuse on this host, and why. */
+function warnMissingLinkKinds(host: string, kinds: readonly string[]): void {
+  if (kinds.length === 0) return;
+  console.error(
+    `Warning: the kernel of host ${host} cannot create ${kinds.join(", ")} links (modprobe ${kinds.map(moduleOf).join(" ")}): the planner refuses containers here that need them`,
+  );
 }
 
 /** `--release-cooldown`: whole seconds, 0 (the default) for none. */
