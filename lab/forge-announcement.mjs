@@ -1,5 +1,5 @@
 // Writes a forged route announcement straight into the routes bucket, as a rogue agent would: what HOST
-// announces now, plus PREFIX... (so that only the forged prefixes are new).
+// announces now, plus PREFIX... via NEXT_HOP (so that only the forged prefixes are new).
 // node lab/forge-announcement.mjs HOST NEXT_HOP NETWORK_ID PREFIX...  (NATS at $TRELLIS_NATS_URL)
 // Run from the repo root after `npm run build`; the lab's agents must refuse every prefix not given to HOST.
 import { connectBus, openBucket } from "../dist/libs/bus/connection.js";
@@ -16,9 +16,11 @@ if (!host || !nextHop || !networkId || prefixes.length === 0) {
 const nc = await connectBus({ servers: process.env.TRELLIS_NATS_URL, name: "forger" });
 const bucket = await openBucket(nc, Buckets.routes);
 const codec = codecOf(RouteAnnouncement);
-const current = (await getValue(bucket, codec, host))?.value?.prefixes ?? [];
-const forged = [...current, ...prefixes.map((prefix) => ({ networkId, prefix }))];
-const announcement = { host, nextHops: [nextHop], prefixes: forged, generation: 1_000_000, announcedAt: new Date().toISOString() };
+const current = (await getValue(bucket, codec, host))?.value;
+const forged = [...(current?.prefixes ?? []), ...prefixes.map((prefix) => ({ networkId, prefix }))];
+// The host's own next hops stay (its IPv6 one included), so that only the forged prefixes are new.
+const nextHops = [...new Set([...(current?.nextHops ?? []), nextHop])];
+const announcement = { host, nextHops, prefixes: forged, generation: 1_000_000, announcedAt: new Date().toISOString() };
 await bucket.put(host, codec.encode(announcement));
 console.log(`forged: ${host} announces ${prefixes.join(" ")} via ${nextHop}`);
 await nc.drain();
