@@ -6,6 +6,7 @@ import { INTENT_STREAM, INTENT_SUBJECT } from "./subjects.js";
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
 
 export interface BusOptions {
+  /** One server or several: a list, or one string with the URLs separated by commas (TRELLIS_NATS_URL). */
   servers: string | string[];
   /** Shown by the server in connection listings: which service this is. */
   name: string;
@@ -27,7 +28,7 @@ export async function connectBus(options: BusOptions): Promise<NatsConnection> {
   const credentials = options.credentials ?? credentialsFromEnvironment();
   try {
     return await connect({
-      servers: options.servers,
+      servers: serverList(options.servers),
       name: options.name,
       ...(credentials && { user: credentials.user, pass: credentials.password, inboxPrefix: `_INBOX.${credentials.user}` }),
       maxReconnectAttempts: -1,
@@ -40,6 +41,11 @@ export async function connectBus(options: BusOptions): Promise<NatsConnection> {
   } catch (error) {
     throw new Error(`failed to connect to NATS at ${String(options.servers)}: ${(error as Error).message}`);
   }
+}
+
+function serverList(servers: string | string[]): string[] {
+  const urls = typeof servers === "string" ? servers.split(",") : servers;
+  return urls.map((url) => url.trim()).filter((url) => url !== "");
 }
 
 /** The prefix of the connection's reply subjects, which connectBus sets per user. */
