@@ -1,9 +1,20 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+import {
+  JetStreamApiCodes,
+  JetStreamApiError,
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+  type JetStreamManager,
+  type StreamInfo,
+} from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
-import { INTENT_STREAM, INTENT_SUBJECT } from "./subjects.js";
+import { Buckets, INTENT_STREAM, INTENT_SUBJECT } from "./subjects.js";
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
+
+/** JetStream keeps at most five copies of a stream. */
+const MAX_REPLICAS = 5;
 
 export interface BusOptions {
   /** One server or several: a list, or one string with the URLs separated by commas (TRELLIS_NATS_URL). */
@@ -58,22 +69,119 @@ function credentialsFromEnvironment(): BusCredentials | undefined {
   return user ? { user, password: process.env.TRELLIS_NATS_PASSWORD ?? "" } : undefined;
 }
 
+/**
+ * How many servers keep a copy of each bucket and of the intent stream: TRELLIS_NATS_REPLICAS, 1 by default,
+ * 3 on the three-node cluster of deploy/nats/cluster. Whichever service starts first creates a bucket, so
+ * every service must have the same; openBucket and ensureIntentStream refuse a stream that has another.
+ */
+export function replicasFromEnvironment(): number {
+  return parseReplicas(process.env.TRELLIS_NATS_REPLICAS || "1", "TRELLIS_NATS_REPLICAS");
+}
+
+/** A replica count as written by a person; `what` names where it was written, for the error. */
+export function parseReplicas(text: string, what: string): number {
+  const replicas = Number(text);
+  if (!/^\d+$/.test(text) || replicas < 1 || replicas > MAX_REPLICAS) {
+    throw new Error(`invalid ${what} "${text}": must be a whole number from 1 to ${MAX_REPLICAS}, the number of servers that keep each stream`);
+  }
+  return replicas;
+}
+
 /** Opens a KV bucket, creating it on first use; every service calls this with the same settings. */
 export async function openBucket(nc: NatsConnection, bucket: string): Promise<KV> {
-  return new Kvm(nc).create(bucket, { history: 1, storage: StorageType.File });
+  const replicas = replicasFromEnvironment();
+  // Kvm.create takes an existing bucket as it is, whatever its replicas: the check is ours.
+  const kv = await new Kvm(nc).create(bucket, { history: 1, storage: StorageType.File, replicas });
+  checkReplicas((await kv.status()).streamInfo, replicas);
+  return kv;
 }
 
 export async function ensureIntentStream(nc: NatsConnection): Promise<void> {
+  const replicas = replicasFromEnvironment();
   const jsm = await jetstreamManager(nc);
+  const existing = await streamInfoIfAny(jsm, INTENT_STREAM);
+  if (existing) {
+    checkReplicas(existing, replicas);
+    return;
+  }
+  await jsm.streams.add({
+    name: INTENT_STREAM,
+    subjects: [INTENT_SUBJECT],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    duplicate_window: 2 * 60 * 1_000_000_000,
+    num_replicas: replicas,
+  });
+}
+
+/** The stream's information, or undefined when there is no such stream; any other failure is thrown. */
+async function streamInfoIfAny(jsm: JetStreamManager, stream: string): Promise<StreamInfo | undefined> {
   try {
-    await jsm.streams.info(INTENT_STREAM);
-  } catch {
-    await jsm.streams.add({
-      name: INTENT_STREAM,
-      subjects: [INTENT_SUBJECT],
-      retention: RetentionPolicy.Limits,
-      storage: StorageType.File,
-      duplicate_window: 2 * 60 * 1_000_000_000,
-    });
+    return await jsm.streams.info(stream);
+  } catch (error) {
+    if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound) return undefined;
+    throw error;
+  }
+}
+
+/**
+ * A service does not change a stream's replicas itself: its NATS user may not (deploy/nats/trellis.conf), and
+ * one service started with a wrong setting must not take the copies away from all the others.
+ */
+function checkReplicas(info: StreamInfo, replicas: number): void {
+  const actual = replicasOf(info);
+  if (actual === replicas) return;
+  throw new Error(
+    `failed to open stream ${info.config.name}: it has ${actual} replica(s) and TRELLIS_NATS_REPLICAS asks for ${replicas}; ` +
+      `give every service the same TRELLIS_NATS_REPLICAS, or change the streams to it with "trellis nats replicas ${replicas}" ` +
+      "(logged in as the planner's NATS user)",
+  );
+}
+
+function replicasOf(info: StreamInfo): number {
+  // The server leaves num_replicas out of a one-replica stream's configuration when it was created without it.
+  return info.config.num_replicas || 1;
+}
+
+/** Every stream Trellis makes: the intent stream, and one per KV bucket. */
+export function trellisStreams(): string[] {
+  return [INTENT_STREAM, ...Object.values(Buckets).map((bucket) => `KV_${bucket}`)];
+}
+
+export interface ReplicaChange {
+  stream: string;
+  from: number;
+  to: number;
+}
+
+/**
+ * Gives every existing Trellis stream `replicas` copies and waits until the new copies have caught up: for streams
+ * made on a cluster by services started without TRELLIS_NATS_REPLICAS, say. Streams not made yet are left to
+ * openBucket and ensureIntentStream.
+ */
+export async function changeReplicas(nc: NatsConnection, replicas: number, timeoutMs: number): Promise<ReplicaChange[]> {
+  const jsm = await jetstreamManager(nc);
+  const changes: ReplicaChange[] = [];
+  for (const stream of trellisStreams()) {
+    const info = await streamInfoIfAny(jsm, stream);
+    if (!info || replicasOf(info) === replicas) continue;
+    try {
+      await jsm.streams.update(stream, { ...info.config, num_replicas: replicas });
+      await waitUntilReplicasCurrent(jsm, stream, replicas, timeoutMs);
+    } catch (error) {
+      throw new Error(`failed to change stream ${stream} from ${replicasOf(info)} to ${replicas} replica(s): ${(error as Error).message}`);
+    }
+    changes.push({ stream, from: replicasOf(info), to: replicas });
+  }
+  return changes;
+}
+
+async function waitUntilReplicasCurrent(jsm: JetStreamManager, stream: string, replicas: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const followers = (await jsm.streams.info(stream)).cluster?.replicas ?? [];
+    if (followers.length === replicas - 1 && followers.every((follower) => follower.current)) return;
+    if (Date.now() > deadline) throw new Error(`its copies were not all current after ${timeoutMs / 1000} s`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
   }
 }
