@@ -1,5 +1,6 @@
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { connect, errors, type NatsConnection } from "@nats-io/transport-node";
 import {
+  jetstream,
   JetStreamApiCodes,
   JetStreamApiError,
   jetstreamManager,
@@ -15,6 +16,10 @@ export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
 
 /** JetStream keeps at most five copies of a stream. */
 const MAX_REPLICAS = 5;
+
+/** Creating a consumer takes milliseconds; one that takes longer was placed on a server that is down (below). */
+const CONSUMER_CREATE_TIMEOUT_MS = 1_000;
+const CONSUMER_CREATE_ATTEMPTS = 8;
 
 export interface BusOptions {
   /** One server or several: a list, or one string with the URLs separated by commas (TRELLIS_NATS_URL). */
@@ -93,7 +98,36 @@ export async function openBucket(nc: NatsConnection, bucket: string): Promise<KV
   // Kvm.create takes an existing bucket as it is, whatever its replicas: the check is ours.
   const kv = await new Kvm(nc).create(bucket, { history: 1, storage: StorageType.File, replicas });
   checkReplicas((await kv.status()).streamInfo, replicas);
-  return kv;
+  if (replicas === 1) return kv;
+  const forConsumers = await new Kvm(jetstream(nc, { timeout: CONSUMER_CREATE_TIMEOUT_MS })).open(bucket);
+  return withRetriedConsumers(kv, forConsumers);
+}
+
+/**
+ * nats-server 2.9.10 may place the ephemeral consumer behind kv.keys() and kv.watch() on any server that keeps a
+ * copy of the stream, one that is down included, and the creation then goes unanswered: while one node of three is
+ * down, about a third of those calls would fail, each after 5 s (nats-io/nats-server#7165 fixed it, in 2025).
+ * So on a cluster they are made through a handle that gives up on a creation after a second, and tried again.
+ */
+function withRetriedConsumers(kv: KV, forConsumers: KV): KV {
+  return new Proxy(kv, {
+    get(target, property) {
+      if (property === "keys") return (...args: Parameters<KV["keys"]>) => retryTimedOut(() => forConsumers.keys(...args));
+      if (property === "watch") return (...args: Parameters<KV["watch"]>) => retryTimedOut(() => forConsumers.watch(...args));
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+async function retryTimedOut<T>(create: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await create();
+    } catch (error) {
+      if (!(error instanceof errors.TimeoutError) || attempt === CONSUMER_CREATE_ATTEMPTS) throw error;
+    }
+  }
 }
 
 export async function ensureIntentStream(nc: NatsConnection): Promise<void> {
