@@ -1,11 +1,28 @@
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+import { connect, errors, type NatsConnection } from "@nats-io/transport-node";
+import {
+  jetstream,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+  type JetStreamManager,
+  type StreamInfo,
+} from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
-import { INTENT_STREAM, INTENT_SUBJECT } from "./subjects.js";
+import { Buckets, INTENT_STREAM, INTENT_SUBJECT } from "./subjects.js";
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
 
+/** JetStream keeps at most five copies of a stream. */
+const MAX_REPLICAS = 5;
+
+/** Creating a consumer takes milliseconds; one that takes longer was placed on a server that is down (below). */
+const CONSUMER_CREATE_TIMEOUT_MS = 1_000;
+const CONSUMER_CREATE_ATTEMPTS = 8;
+
 export interface BusOptions {
+  /** One server or several: a list, or one string with the URLs separated by commas (TRELLIS_NATS_URL). */
   servers: string | string[];
   /** Shown by the server in connection listings: which service this is. */
   name: string;
@@ -27,7 +44,7 @@ export async function connectBus(options: BusOptions): Promise<NatsConnection> {
   const credentials = options.credentials ?? credentialsFromEnvironment();
   try {
     return await connect({
-      servers: options.servers,
+      servers: serverList(options.servers),
       name: options.name,
       ...(credentials && { user: credentials.user, pass: credentials.password, inboxPrefix: `_INBOX.${credentials.user}` }),
       maxReconnectAttempts: -1,
@@ -42,6 +59,11 @@ export async function connectBus(options: BusOptions): Promise<NatsConnection> {
   }
 }
 
+function serverList(servers: string | string[]): string[] {
+  const urls = typeof servers === "string" ? servers.split(",") : servers;
+  return urls.map((url) => url.trim()).filter((url) => url !== "");
+}
+
 /** The prefix of the connection's reply subjects, which connectBus sets per user. */
 export function inboxPrefixOf(nc: NatsConnection): string {
   return (nc as NatsConnection & { options?: { inboxPrefix?: string } }).options?.inboxPrefix || "_INBOX";
@@ -52,22 +74,148 @@ function credentialsFromEnvironment(): BusCredentials | undefined {
   return user ? { user, password: process.env.TRELLIS_NATS_PASSWORD ?? "" } : undefined;
 }
 
+/**
+ * How many servers keep a copy of each bucket and of the intent stream: TRELLIS_NATS_REPLICAS, 1 by default,
+ * 3 on the three-node cluster of deploy/nats/cluster. Whichever service starts first creates a bucket, so
+ * every service must have the same; openBucket and ensureIntentStream refuse a stream that has another.
+ */
+export function replicasFromEnvironment(): number {
+  return parseReplicas(process.env.TRELLIS_NATS_REPLICAS || "1", "TRELLIS_NATS_REPLICAS");
+}
+
+/** A replica count as written by a person; `what` names where it was written, for the error. */
+export function parseReplicas(text: string, what: string): number {
+  const replicas = Number(text);
+  if (!/^\d+$/.test(text) || replicas < 1 || replicas > MAX_REPLICAS) {
+    throw new Error(`invalid ${what} "${text}": must be a whole number from 1 to ${MAX_REPLICAS}, the number of servers that keep each stream`);
+  }
+  return replicas;
+}
+
 /** Opens a KV bucket, creating it on first use; every service calls this with the same settings. */
 export async function openBucket(nc: NatsConnection, bucket: string): Promise<KV> {
-  return new Kvm(nc).create(bucket, { history: 1, storage: StorageType.File });
+  const replicas = replicasFromEnvironment();
+  // Kvm.create takes an existing bucket as it is, whatever its replicas: the check is ours.
+  const kv = await new Kvm(nc).create(bucket, { history: 1, storage: StorageType.File, replicas });
+  checkReplicas((await kv.status()).streamInfo, replicas);
+  if (replicas === 1) return kv;
+  const forConsumers = await new Kvm(jetstream(nc, { timeout: CONSUMER_CREATE_TIMEOUT_MS })).open(bucket);
+  return withRetriedConsumers(kv, forConsumers);
+}
+
+/**
+ * nats-server 2.9.10 may place the ephemeral consumer behind kv.keys() and kv.watch() on any server that keeps a
+ * copy of the stream, one that is down included, and the creation then goes unanswered: while one node of three is
+ * down, about a third of those calls would fail, each after 5 s (nats-io/nats-server#7165 fixed it, in 2025).
+ * So on a cluster they are made through a handle that gives up on a creation after a second, and tried again.
+ */
+function withRetriedConsumers(kv: KV, forConsumers: KV): KV {
+  return new Proxy(kv, {
+    get(target, property) {
+      if (property === "keys") return (...args: Parameters<KV["keys"]>) => retryTimedOut(() => forConsumers.keys(...args));
+      if (property === "watch") return (...args: Parameters<KV["watch"]>) => retryTimedOut(() => forConsumers.watch(...args));
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+async function retryTimedOut<T>(create: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await create();
+    } catch (error) {
+      if (!(error instanceof errors.TimeoutError) || attempt === CONSUMER_CREATE_ATTEMPTS) throw error;
+    }
+  }
 }
 
 export async function ensureIntentStream(nc: NatsConnection): Promise<void> {
+  const replicas = replicasFromEnvironment();
   const jsm = await jetstreamManager(nc);
+  const existing = await streamInfoIfAny(jsm, INTENT_STREAM);
+  if (existing) {
+    checkReplicas(existing, replicas);
+    return;
+  }
+  await jsm.streams.add({
+    name: INTENT_STREAM,
+    subjects: [INTENT_SUBJECT],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    duplicate_window: 2 * 60 * 1_000_000_000,
+    num_replicas: replicas,
+  });
+}
+
+/** The stream's information, or undefined when there is no such stream; any other failure is thrown. */
+async function streamInfoIfAny(jsm: JetStreamManager, stream: string): Promise<StreamInfo | undefined> {
   try {
-    await jsm.streams.info(INTENT_STREAM);
-  } catch {
-    await jsm.streams.add({
-      name: INTENT_STREAM,
-      subjects: [INTENT_SUBJECT],
-      retention: RetentionPolicy.Limits,
-      storage: StorageType.File,
-      duplicate_window: 2 * 60 * 1_000_000_000,
-    });
+    return await jsm.streams.info(stream);
+  } catch (error) {
+    if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound) return undefined;
+    throw error;
+  }
+}
+
+/**
+ * A service does not change a stream's replicas itself: its NATS user may not (deploy/nats/trellis.conf), and
+ * one service started with a wrong setting must not take the copies away from all the others.
+ */
+function checkReplicas(info: StreamInfo, replicas: number): void {
+  const actual = replicasOf(info);
+  if (actual === replicas) return;
+  throw new Error(
+    `failed to open stream ${info.config.name}: it has ${actual} replica(s) and TRELLIS_NATS_REPLICAS asks for ${replicas}; ` +
+      `give every service the same TRELLIS_NATS_REPLICAS, or change the streams to it with "trellis nats replicas ${replicas}" ` +
+      "(logged in as the planner's NATS user)",
+  );
+}
+
+function replicasOf(info: StreamInfo): number {
+  // The server leaves num_replicas out of a one-replica stream's configuration when it was created without it.
+  return info.config.num_replicas || 1;
+}
+
+/** Every stream Trellis makes: the intent stream, and one per KV bucket. */
+export function trellisStreams(): string[] {
+  return [INTENT_STREAM, ...Object.values(Buckets).map((bucket) => `KV_${bucket}`)];
+}
+
+export interface ReplicaChange {
+  stream: string;
+  from: number;
+  to: number;
+}
+
+/**
+ * Gives every existing Trellis stream `replicas` copies and waits until the new copies have caught up: for streams
+ * made on a cluster by services started without TRELLIS_NATS_REPLICAS, say. Streams not made yet are left to
+ * openBucket and ensureIntentStream.
+ */
+export async function changeReplicas(nc: NatsConnection, replicas: number, timeoutMs: number): Promise<ReplicaChange[]> {
+  const jsm = await jetstreamManager(nc);
+  const changes: ReplicaChange[] = [];
+  for (const stream of trellisStreams()) {
+    const info = await streamInfoIfAny(jsm, stream);
+    if (!info || replicasOf(info) === replicas) continue;
+    try {
+      await jsm.streams.update(stream, { ...info.config, num_replicas: replicas });
+      await waitUntilReplicasCurrent(jsm, stream, replicas, timeoutMs);
+    } catch (error) {
+      throw new Error(`failed to change stream ${stream} from ${replicasOf(info)} to ${replicas} replica(s): ${(error as Error).message}`);
+    }
+    changes.push({ stream, from: replicasOf(info), to: replicas });
+  }
+  return changes;
+}
+
+async function waitUntilReplicasCurrent(jsm: JetStreamManager, stream: string, replicas: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const followers = (await jsm.streams.info(stream)).cluster?.replicas ?? [];
+    if (followers.length === replicas - 1 && followers.every((follower) => follower.current)) return;
+    if (Date.now() > deadline) throw new Error(`its copies were not all current after ${timeoutMs / 1000} s`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
   }
 }

@@ -15,11 +15,14 @@ Client commands:
 Services:
   ipam | planner | agent | up    start one service, or all of one host (up)
 
+NATS:
+  nats replicas N                give every Trellis stream and bucket N copies (TRELLIS_NATS_REPLICAS)
+
 Lab:
   lab run [--hosts N] SCRIPT     run SCRIPT in a kernel with ipvlan, 802.1Q and dummy
   host exec HOST CMD...          run a command in a lab host's namespace
 
-Connection settings: TRELLIS_NATS_URL, TRELLIS_PLANNER_ADDR, TRELLIS_IPAM_ADDR, TRELLIS_HOST.`;
+Connection settings: TRELLIS_NATS_URL, TRELLIS_NATS_REPLICAS, TRELLIS_PLANNER_ADDR, TRELLIS_IPAM_ADDR, TRELLIS_HOST.`;
 
 type Command = (argv: string[]) => Promise<number>;
 
@@ -49,6 +52,7 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return name ? 0 : 2;
   }
+  if (name === "nats") return (await import("./commands/nats.js")).natsCommand(rest);
   if (name === "lab") return (await import("../lab/cli.js")).runLabCommand(rest);
   if (name === "host") return (await import("../lab/cli.js")).runHostCommand(rest);
   const loadClient = clientCommands[name];

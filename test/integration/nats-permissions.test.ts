@@ -1,5 +1,4 @@
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
@@ -17,6 +16,7 @@ import { writeHeartbeat, type HeartbeatOf } from "../../services/link-agent/hear
 import { Announcer, servedPrefixes } from "../../services/link-agent/routes/announce.js";
 import { RouteInstaller } from "../../services/link-agent/routes/install.js";
 import { StatusPublisher } from "../../services/link-agent/status.js";
+import { freshPasswords, passwordEnvironment, passwordVariable, startTrellisService, type TrellisService } from "../support/deployed-nats.js";
 import { startNatsServer, type NatsServer } from "../support/nats-server.js";
 
 // deploy/nats/trellis.conf, the production NATS configuration, run as it is: the support code moves only its
@@ -25,7 +25,6 @@ import { startNatsServer, type NatsServer } from "../support/nats-server.js";
 // TRELLIS_NATS_PASSWORD); an agent through its own writers and route installer; the rest with plain KV calls.
 
 const CONFIG_FILE = fileURLToPath(new URL("../../deploy/nats/trellis.conf", import.meta.url));
-const CLI = fileURLToPath(new URL("../../dist/bundle/trellis.js", import.meta.url));
 
 const AGENTS: HeartbeatOf[] = [
   { host: "h1", addresses: ["192.0.2.11"], role: "host", missingLinkKinds: [] },
@@ -34,7 +33,7 @@ const AGENTS: HeartbeatOf[] = [
 ];
 const [H1, H2] = AGENTS;
 const USERS = ["planner", "ipam", "controller", ...AGENTS.map(agentUser)];
-const passwords = new Map(USERS.map((user) => [user, `p${randomBytes(16).toString("hex")}`]));
+const passwords = freshPasswords(USERS);
 
 /** The buckets each user may read, as the configuration's comments say; every other bucket is refused. */
 const READS: Record<"ipam" | "controller" | "agent", string[]> = {
@@ -49,7 +48,7 @@ const resultCodec = codecOf(IntentResult);
 
 let nats: NatsServer;
 const buses = new Map<string, NatsConnection>();
-const services: ChildProcess[] = [];
+const services: TrellisService[] = [];
 
 function agentUser(agent: HeartbeatOf): string {
   return `agent-${agent.host}`;
@@ -57,15 +56,6 @@ function agentUser(agent: HeartbeatOf): string {
 
 function bucketsBut(names: string[]): string[] {
   return Object.values(Buckets).filter((name) => !names.includes(name));
-}
-
-/** agent-h1 → TRELLIS_AGENT_H1_PASSWORD, the rule the configuration's comments give. */
-function passwordVariable(user: string): string {
-  return `TRELLIS_${user.toUpperCase().replaceAll("-", "_")}_PASSWORD`;
-}
-
-function passwordEnvironment(): Record<string, string> {
-  return Object.fromEntries(USERS.map((user) => [passwordVariable(user), passwords.get(user)!]));
 }
 
 async function bus(user: string): Promise<NatsConnection> {
@@ -81,32 +71,11 @@ async function bucket(user: string, name: string): Promise<KV> {
   return openBucket(await bus(user), name);
 }
 
-/** A Trellis service as production runs it: the CLI, logged in by its environment. Resolves with the address it serves on. */
+/** A Trellis service as production runs it, logged in as `user`. Resolves with the address it serves on. */
 async function startService(user: string, args: string[]): Promise<string> {
-  const child = spawn(process.execPath, [CLI, ...args, `--nats=${nats.url}`], {
-    env: { ...process.env, TRELLIS_NATS_USER: user, TRELLIS_NATS_PASSWORD: passwords.get(user) },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  services.push(child);
-  let output = "";
-  return new Promise((resolve, reject) => {
-    const take = (chunk: Buffer) => {
-      output += chunk.toString();
-      const ready = / ready on (\S+)/.exec(output);
-      if (ready) resolve(ready[1]);
-    };
-    child.stdout.on("data", take);
-    child.stderr.on("data", take);
-    child.on("exit", (code) => reject(new Error(`trellis ${args[0]} exited (${code}) before it was ready:\n${output}`)));
-  });
-}
-
-async function stopService(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  await new Promise((resolve) => {
-    child.once("exit", resolve);
-    child.kill("SIGTERM");
-  });
+  const service = await startTrellisService([...args, `--nats=${nats.url}`], { TRELLIS_NATS_USER: user, TRELLIS_NATS_PASSWORD: passwords.get(user)! });
+  services.push(service);
+  return service.address;
 }
 
 async function eventually<T>(what: string, read: () => Promise<T>, ok: (value: T) => boolean): Promise<T> {
@@ -231,22 +200,22 @@ async function desiredWith(agent: HeartbeatOf, container: string): Promise<HostD
 }
 
 beforeAll(async () => {
-  nats = await startNatsServer({ configFile: CONFIG_FILE, environment: passwordEnvironment() });
+  nats = await startNatsServer({ configFile: CONFIG_FILE, environment: passwordEnvironment(passwords) });
   for (const agent of AGENTS) await writeHeartbeat(await bucket(agentUser(agent), Buckets.hosts), agent);
   const ipamAddress = await startService("ipam", ["ipam", "--listen=127.0.0.1:0"]);
   await startService("planner", ["planner", "--listen=127.0.0.1:0", `--ipam=${ipamAddress}`]);
 });
 
 afterAll(async () => {
-  await Promise.all(services.map(stopService));
+  await Promise.all(services.map((service) => service.stop()));
   for (const nc of buses.values()) await nc.close();
   await nats?.stop();
 });
 
 describe("the deployed file", () => {
   it("passes nats-server's check with the password variables set, and is refused with a password that reads as a number", () => {
-    expect(() => execFileSync("nats-server", ["-t", "-c", CONFIG_FILE], { env: { ...process.env, ...passwordEnvironment() }, stdio: "pipe" })).not.toThrow();
-    const numeric = { ...process.env, ...passwordEnvironment(), [passwordVariable("ipam")]: "0123" };
+    expect(() => execFileSync("nats-server", ["-t", "-c", CONFIG_FILE], { env: { ...process.env, ...passwordEnvironment(passwords) }, stdio: "pipe" })).not.toThrow();
+    const numeric = { ...process.env, ...passwordEnvironment(passwords), [passwordVariable("ipam")]: "0123" };
     expect(() => execFileSync("nats-server", ["-t", "-c", CONFIG_FILE], { env: numeric, stdio: "pipe" })).toThrow();
   });
 
