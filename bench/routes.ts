@@ -56,9 +56,9 @@ async function underlayNamespace(tag: string): Promise<string> {
 function desiredOf(host: string, addresses: string[]): HostDesiredState {
   return {
     host,
-    networks: [{ id: NETWORK, name: NETWORK, driver: "ipvlan", mode: "l3", flag: "bridge", subnets: [], internal: false, ipv6: false, notes: [], createdAt: "", traceparent: "" }],
+    networks: [{ id: NETWORK, name: NETWORK, driver: "ipvlan", mode: "l3", flag: "bridge", subnets: [], internal: false, ipv6: false, notes: [], createdAt: "", traceparent: "", intentId: "" }],
     endpoints: addresses.map((address, i) => ({
-      id: `${host}-${i}`, networkId: NETWORK, networkName: NETWORK, container: `${host}-${i}`, host, netns: "", ifname: "eth0", addresses: [address], routes: [], createdAt: "", traceparent: "",
+      id: `${host}-${i}`, networkId: NETWORK, networkName: NETWORK, container: `${host}-${i}`, host, netns: "", ifname: "eth0", addresses: [address], routes: [], createdAt: "", traceparent: "", intentId: "",
     })),
     names: [],
     grantedPrefixes: [],

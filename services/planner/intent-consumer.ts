@@ -48,12 +48,12 @@ async function applyIntent(planner: Planner, intent: Intent): Promise<IntentOutc
   const action = intent.action;
   switch (action?.$case) {
     case "createNetwork":
-      return { network: await planner.createNetwork(action.value) };
+      return { network: await planner.createNetwork(action.value, intent.id) };
     case "deleteNetwork":
       await planner.deleteNetwork(action.value);
       return {};
     case "attachEndpoint":
-      return { endpoint: await planner.attachEndpoint(action.value) };
+      return { endpoint: await planner.attachEndpoint(action.value, intent.id) };
     case "detachEndpoint":
       await planner.detachEndpoint(action.value);
       return {};

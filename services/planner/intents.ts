@@ -19,29 +19,35 @@ export interface IntentOutcome {
   endpoint?: Endpoint;
 }
 
+/** Intents being applied in this process: a replay that arrives meanwhile waits for the first outcome. */
+const applying = new Map<string, Promise<IntentOutcome>>();
+
 /**
  * Runs an intent once: the first run's outcome is kept under the intent id, and a replay of the same id
- * answers with it (or throws the same error) without touching any state.
+ * answers with it (or throws the same error) without touching any state. A replay while the first run is
+ * still going waits for it rather than running again (and finding its own container "already in use").
  */
-export async function applyOnce(
-  store: PlannerStore,
-  intentId: string,
-  apply: () => Promise<IntentOutcome>,
-): Promise<IntentOutcome> {
+export function applyOnce(store: PlannerStore, intentId: string, apply: () => Promise<IntentOutcome>): Promise<IntentOutcome> {
   if (intentId === "") return apply();
+  const running = applying.get(intentId);
+  if (running) return running;
+  const run = applyAndRecord(store, intentId, apply).finally(() => applying.delete(intentId));
+  applying.set(intentId, run);
+  return run;
+}
+
+async function applyAndRecord(store: PlannerStore, intentId: string, apply: () => Promise<IntentOutcome>): Promise<IntentOutcome> {
   const previous = await store.getIntentResult(intentId);
   if (previous) return replay(previous);
+  let outcome: IntentOutcome;
   try {
-    const outcome = await apply();
-    await store.putIntentResult({ intentId, code: status.OK, message: "", network: outcome.network, endpoint: outcome.endpoint });
-    return outcome;
+    outcome = await apply();
   } catch (error) {
     const code = errorCode(error);
-    if (FINAL_CODES.has(code)) {
-      await store.putIntentResult({ intentId, code, message: describeError(error), network: undefined, endpoint: undefined });
-    }
-    throw error;
+    if (!FINAL_CODES.has(code)) throw error;
+    return replay(await store.recordIntentResult({ intentId, code, message: describeError(error), network: undefined, endpoint: undefined }));
   }
+  return replay(await store.recordIntentResult({ intentId, code: status.OK, message: "", network: outcome.network, endpoint: outcome.endpoint }));
 }
 
 function replay(result: IntentResult): IntentOutcome {

@@ -26,11 +26,14 @@ export class Planner {
     private readonly ipam: IpamCalls,
   ) {}
 
-  createNetwork(spec: NetworkSpec): Promise<Network> {
+  /** `intentId`: the intent this is; a network that intent already created is the answer (a replay). */
+  createNetwork(spec: NetworkSpec, intentId = ""): Promise<Network> {
     return this.serialised("planner.network.create", { "trellis.network": spec.name }, async () => {
       const validated = validateNetworkSpec(spec);
       const networks = await this.store.listNetworks();
-      if (networks.some((n) => n.name === spec.name)) throw alreadyExists(`network with name ${spec.name} already exists`);
+      const existing = networks.find((n) => n.name === spec.name);
+      if (existing && isCreatedBy(existing, intentId)) return existing;
+      if (existing) throw alreadyExists(`network with name ${spec.name} already exists`);
       checkSharedParent(validated, networks);
       checkSubnetsFree(validated, networks);
       const id = randomBytes(16).toString("hex");
@@ -58,6 +61,7 @@ export class Planner {
         traceparent: traceparentOf(),
         ipv4BlockPrefix: validated.hostBlocks?.ipv4PrefixLength,
         ipv6BlockPrefix: validated.hostBlocks?.ipv6PrefixLength,
+        intentId,
       };
       if (!(await this.store.createNetwork(network))) {
         await this.ipam.releaseSubnets(id);
@@ -91,13 +95,15 @@ export class Planner {
     return (await this.store.listNetworks()).sort((a, b) => a.name.localeCompare(b.name));
   }
 
-  attachEndpoint(spec: EndpointSpec): Promise<Endpoint> {
+  /** `intentId`: the intent this is; a container that intent already attached is the answer (a replay). */
+  attachEndpoint(spec: EndpointSpec, intentId = ""): Promise<Endpoint> {
     const attributes = { "trellis.network": spec.network, "trellis.container": spec.container, "trellis.host": spec.host };
     return this.serialised("planner.endpoint.attach", attributes, async () => {
       validateName("container", spec.container);
       const network = await this.store.getNetwork(spec.network);
       if (!network) throw notFound(`network ${spec.network} not found: create it with trellis network create, or see trellis network ls`);
       const existing = await this.store.getEndpoint(spec.container);
+      if (existing && isCreatedBy(existing, intentId)) return existing;
       if (existing) {
         throw alreadyExists(
           `container name "${spec.container}" is already in use (network ${existing.networkName}, host ${existing.host}); remove it first (trellis rm ${spec.container}) or choose another name`,
@@ -120,6 +126,7 @@ export class Planner {
         routes: containerRoutes(network, addresses),
         createdAt: new Date().toISOString(),
         traceparent: traceparentOf(),
+        intentId,
       };
       if (!(await this.store.createEndpoint(endpoint))) {
         await this.ipam.releaseAddresses(network.id, id);
@@ -313,4 +320,9 @@ function checkAddressesFree(network: Network, spec: EndpointSpec, endpoints: End
       );
     }
   }
+}
+
+/** Whether `intentId` (not empty) made the record: its replay may answer it instead of refusing the name. */
+function isCreatedBy(record: { intentId: string }, intentId: string): boolean {
+  return intentId !== "" && record.intentId === intentId;
 }

@@ -12,7 +12,7 @@ export function controlImplementation(planner: Planner, store: PlannerStore): Co
   return {
     createNetwork: unaryHandler(async (request) => {
       const outcome = await applyOnce(store, request.intentId, async () => ({
-        network: await planner.createNetwork(request.spec ?? NetworkSpec.fromPartial({})),
+        network: await planner.createNetwork(request.spec ?? NetworkSpec.fromPartial({}), request.intentId),
       }));
       return outcome.network!;
     }),
@@ -27,7 +27,7 @@ export function controlImplementation(planner: Planner, store: PlannerStore): Co
     listNetworks: unaryHandler(async () => ({ networks: await planner.listNetworks() })),
     attachEndpoint: unaryHandler(async (request) => {
       const outcome = await applyOnce(store, request.intentId, async () => ({
-        endpoint: await planner.attachEndpoint(request.spec ?? { network: "", container: "", host: "", ipv4: "", ipv6: "" }),
+        endpoint: await planner.attachEndpoint(request.spec ?? { network: "", container: "", host: "", ipv4: "", ipv6: "" }, request.intentId),
       }));
       return outcome.endpoint!;
     }),

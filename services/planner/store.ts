@@ -80,8 +80,12 @@ export class PlannerStore {
     return (await getValue(this.intents, intentCodec, intentId))?.value;
   }
 
-  async putIntentResult(result: IntentResult): Promise<void> {
-    await this.intents.put(result.intentId, intentCodec.encode(result));
+  /** Keeps an intent's first outcome: the result already kept, if another attempt of the intent was first. */
+  async recordIntentResult(result: IntentResult): Promise<IntentResult> {
+    if (await createOnly(this.intents, result.intentId, intentCodec.encode(result))) return result;
+    const kept = await this.getIntentResult(result.intentId);
+    if (!kept) throw new Error(`failed to record the outcome of intent ${result.intentId}: its key exists but holds no result`);
+    return kept;
   }
 }
 

@@ -113,6 +113,34 @@ describe("Control API over gRPC, with IPAM and NATS", () => {
     expect((await listNames()).filter((name) => name === "replayed")).toHaveLength(1);
   });
 
+  it("answers a replay whose first outcome was never recorded (a planner cut off mid-intent) with what that intent made", async () => {
+    const attachAs = (intentId: string) =>
+      callUnary(control.attachEndpoint.bind(control), { intentId, spec: { network: "replayed", container: "lost", host: "h1", ipv4: "", ipv6: "" } });
+    const network = await createNetwork(spec("lost_net", { subnets: ["10.21.0.0/24"] }), "intent-lost-net");
+    const endpoint = await attachAs("intent-lost-attach");
+    const intents = await openBucket(nc, Buckets.intents);
+    for (const id of ["intent-lost-net", "intent-lost-attach"]) await intents.delete(id);
+
+    expect((await createNetwork(spec("lost_net", { subnets: ["10.21.0.0/24"] }), "intent-lost-net")).id).toBe(network.id);
+    expect(await attachAs("intent-lost-attach")).toEqual(endpoint);
+    // Another intent for the same names is still refused.
+    await expect(createNetwork(spec("lost_net", { subnets: ["10.21.0.0/24"] }), "intent-other")).rejects.toMatchObject({ code: status.ALREADY_EXISTS });
+    await expect(attachAs("intent-other-attach")).rejects.toMatchObject({ code: status.ALREADY_EXISTS });
+    const listed = await callUnary(control.listEndpoints.bind(control), { network: "replayed" });
+    expect(listed.endpoints.filter((e) => e.container === "lost").map((e) => e.id)).toEqual([endpoint.id]);
+    await detach("lost");
+  });
+
+  it("runs concurrent replays of one intent once, and answers each with its outcome", async () => {
+    const attachOnce = () =>
+      callUnary(control.attachEndpoint.bind(control), { intentId: "intent-concurrent", spec: { network: "replayed", container: "twice", host: "h1", ipv4: "", ipv6: "" } });
+    const answers = await Promise.all([attachOnce(), attachOnce(), attachOnce()]);
+    expect(new Set(answers.map((answer) => answer.id)).size).toBe(1);
+    const listed = await callUnary(control.listEndpoints.bind(control), { network: "replayed" });
+    expect(listed.endpoints.filter((e) => e.container === "twice")).toHaveLength(1);
+    await detach("twice");
+  });
+
   it("takes intents from the durable NATS stream too, once per id", async () => {
     await ensureIntentStream(nc);
     const js = jetstream(nc);

@@ -71,9 +71,9 @@ async function startHost(host: string, role: "host" | "upstream" = "host", netns
 async function desire(host: string, addresses: string[]): Promise<void> {
   const state: HostDesiredState = {
     host,
-    networks: [{ id: L3NET, name: L3NET, driver: "ipvlan", mode: "l3", flag: "bridge", subnets: [], internal: false, ipv6: false, notes: [], createdAt: "", traceparent: "" }],
+    networks: [{ id: L3NET, name: L3NET, driver: "ipvlan", mode: "l3", flag: "bridge", subnets: [], internal: false, ipv6: false, notes: [], createdAt: "", traceparent: "", intentId: "" }],
     endpoints: addresses.map((address, i) => ({
-      id: `${host}-c${i}`, networkId: L3NET, networkName: L3NET, container: `${host}-c${i}`, host, netns: "", ifname: "eth0", addresses: [address], routes: [], createdAt: "", traceparent: "",
+      id: `${host}-c${i}`, networkId: L3NET, networkName: L3NET, container: `${host}-c${i}`, host, netns: "", ifname: "eth0", addresses: [address], routes: [], createdAt: "", traceparent: "", intentId: "",
     })),
     names: [],
     grantedPrefixes: [],

@@ -16,6 +16,7 @@ function endpoint(container: string, host: string, networkId: string, addresses:
     routes: [],
     createdAt: "",
     traceparent: "",
+    intentId: "",
   };
 }
 

@@ -20,6 +20,7 @@ function network(overrides: Partial<Network>): Network {
     notes: [],
     createdAt: "",
     traceparent: "",
+    intentId: "",
     ...overrides,
   };
 }

@@ -10,11 +10,11 @@ import { believe, routeChanges, type BeliefInput } from "../../services/link-age
 const NOW = 1_000_000;
 
 function network(id: string, mode: string): Network {
-  return { id, name: id, driver: "ipvlan", mode, flag: "bridge", subnets: [], internal: false, ipv6: false, notes: [], createdAt: "", traceparent: "" };
+  return { id, name: id, driver: "ipvlan", mode, flag: "bridge", subnets: [], internal: false, ipv6: false, notes: [], createdAt: "", traceparent: "", intentId: "" };
 }
 
 function endpoint(id: string, host: string, networkId: string, addresses: string[]): Endpoint {
-  return { id, networkId, networkName: networkId, container: id, host, netns: `${id}@${host}`, ifname: "eth0", addresses, routes: [], createdAt: "", traceparent: "" };
+  return { id, networkId, networkName: networkId, container: id, host, netns: `${id}@${host}`, ifname: "eth0", addresses, routes: [], createdAt: "", traceparent: "", intentId: "" };
 }
 
 function desired(host: string, endpoints: Endpoint[], grantedPrefixes: [string, string][] = []): HostDesiredState {
