@@ -8,6 +8,6 @@ npm run build
 report=$(mktemp)
 status=0
 npx vitest run --reporter=default --reporter=json --outputFile="$report" "$@" || status=$?
-node scripts/test-summary.mjs "$report"
+node scripts/test-summary.mjs "$report" || status=$?
 rm -f "$report"
 exit "$status"
