@@ -91,6 +91,17 @@ async function announce(host: string, nextHop: string, prefixes: string[]): Prom
 }
 
 /** Trellis's routes in a namespace, as `ip` prints them. */
+/** h1's installer, once it has the route to 10.1.0.2/32 that a heartbeating h2 announces. */
+async function h1WithRouteFromH2(): Promise<{ netns: string; installer: RouteInstaller }> {
+  await desire("h1", []);
+  await desire("h2", ["10.1.0.2/16"]);
+  await heartbeat("h2");
+  const h1 = await startHost("h1");
+  await announce("h2", "192.168.77.12", ["10.1.0.2/32"]);
+  await eventually(() => expect(trellisRoutes(h1.netns)).toHaveLength(1));
+  return h1;
+}
+
 function trellisRoutes(netns: string): string[] {
   return ip(netns, "route", "show", "proto", "210").trim().split("\n").filter(Boolean).map((line) => line.trim());
 }
@@ -130,12 +141,7 @@ describe("route installer", () => {
   });
 
   it("withdraws the routes of a host whose heartbeat is stale, and restores them when it returns", async () => {
-    await desire("h1", []);
-    await desire("h2", ["10.1.0.2/16"]);
-    await heartbeat("h2");
-    const h1 = await startHost("h1");
-    await announce("h2", "192.168.77.12", ["10.1.0.2/32"]);
-    await eventually(() => expect(trellisRoutes(h1.netns)).toHaveLength(1));
+    const h1 = await h1WithRouteFromH2();
 
     const silentFrom = Date.now();
     await eventually(() => expect(trellisRoutes(h1.netns)).toEqual([]), 3 * STALE_AFTER_MS);
@@ -184,12 +190,7 @@ describe("route installer", () => {
   });
 
   it("a restarted installer changes no route that is already right", async () => {
-    await desire("h1", []);
-    await desire("h2", ["10.1.0.2/16"]);
-    await heartbeat("h2");
-    const h1 = await startHost("h1");
-    await announce("h2", "192.168.77.12", ["10.1.0.2/32"]);
-    await eventually(() => expect(trellisRoutes(h1.netns)).toHaveLength(1));
+    const h1 = await h1WithRouteFromH2();
 
     const monitor = spawn("ip", ["-n", h1.netns, "monitor", "route"], { stdio: ["ignore", "pipe", "ignore"] });
     let changes = "";
