@@ -61,7 +61,7 @@ export class AddressManager {
   constructor(
     private readonly store: IpamStore,
     private readonly view: AllocationView,
-    private readonly options: AddressManagerOptions = { releaseCooldownMs: 0 },
+    private readonly options: AddressManagerOptions,
   ) {}
 
   async allocateSubnets(request: AllocateSubnetsRequest): Promise<AllocatedSubnet[]> {
