@@ -17,7 +17,7 @@ interface ResultEnvelope extends Envelope {
 }
 
 /** How a failed call is written on the stream: its gRPC status. */
-export interface StatusOutcome {
+interface StatusOutcome {
   $case: "status";
   value: { code: number; message: string };
 }
