@@ -11,14 +11,15 @@ import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import type { KV } from "@nats-io/kv";
 import { connectBus, openBucket } from "../libs/bus/connection.js";
 import { codecOf } from "../libs/bus/codec.js";
 import { Buckets } from "../libs/bus/subjects.js";
 import { createNamespace, deleteNamespace } from "../libs/netlink/index.js";
 import { RouteAnnouncement } from "../libs/proto/gen/trellis/v1/routes.js";
-import { HostDesiredState, HostRecord } from "../libs/proto/gen/trellis/v1/state.js";
-import { RouteInstaller } from "../services/link-agent/routes/install.js";
+import { HostRecord } from "../libs/proto/gen/trellis/v1/state.js";
+import { BlockRecord } from "../libs/proto/gen/trellis/v1/ipam.js";
+import { Network } from "../libs/proto/gen/trellis/v1/network.js";
+import { RouteInstaller, type InstallerBuckets } from "../services/link-agent/routes/install.js";
 import { startNatsServer } from "../test/support/nats-server.js";
 
 const NETWORK = "l3net";
@@ -27,13 +28,10 @@ const NEXT_HOP = "192.168.77.12";
 const LEVELS = [10, 100];
 const RATE_ROUNDS = 5;
 
-interface Buckets3 {
-  routes: KV;
-  hosts: KV;
-  desired: KV;
-}
+type Buckets3 = InstallerBuckets;
 
-const desiredCodec = codecOf(HostDesiredState);
+const networkCodec = codecOf(Network);
+const blockCodec = codecOf(BlockRecord);
 const announcementCodec = codecOf(RouteAnnouncement);
 const hostCodec = codecOf(HostRecord);
 const namespaces: string[] = [];
@@ -53,16 +51,14 @@ async function underlayNamespace(tag: string): Promise<string> {
   return name;
 }
 
-function desiredOf(host: string, addresses: string[]): HostDesiredState {
-  return {
-    host,
-    networks: [{ id: NETWORK, name: NETWORK, driver: "ipvlan", mode: "l3", flag: "bridge", subnets: [], internal: false, ipv6: false, notes: [], createdAt: "", traceparent: "", intentId: "" }],
-    endpoints: addresses.map((address, i) => ({
-      id: `${host}-${i}`, networkId: NETWORK, networkName: NETWORK, container: `${host}-${i}`, host, netns: "", ifname: "eth0", addresses: [address], routes: [], createdAt: "", traceparent: "", intentId: "",
-    })),
-    names: [],
-    grantedPrefixes: [],
-  };
+/** The L3 network every installer has, and what IPAM gave the announcer in it: each prefix, as a borrowed address. */
+async function grantToAnnouncer(buckets: Buckets3, prefixes: string[]): Promise<void> {
+  const network = Network.fromPartial({ id: NETWORK, name: NETWORK, driver: "ipvlan", mode: "l3", flag: "bridge" });
+  await buckets.networks.put(NETWORK, networkCodec.encode(network));
+  for (const [i, cidr] of prefixes.entries()) {
+    const record = { networkId: NETWORK, incarnation: "", host: ANNOUNCER, cidr, ipv6: false, borrowed: true };
+    await buckets.ipam.put(`block.${NETWORK}.${i}`, blockCodec.encode(record));
+  }
 }
 
 function encodeAnnouncement(prefixes: string[]): Uint8Array {
@@ -75,7 +71,7 @@ async function announce(buckets: Buckets3, prefixes: string[]): Promise<void> {
 }
 
 async function heartbeat(buckets: Buckets3): Promise<void> {
-  await buckets.hosts.put(ANNOUNCER, hostCodec.encode({ host: ANNOUNCER, address: NEXT_HOP, role: "host", heartbeatAt: new Date().toISOString(), missingLinkKinds: [] }));
+  await buckets.hosts.put(ANNOUNCER, hostCodec.encode({ host: ANNOUNCER, address: NEXT_HOP, role: "host", heartbeatAt: new Date().toISOString(), missingLinkKinds: [], interfaces: [] }));
 }
 
 function startInstaller(buckets: Buckets3, host: string, netns: string): Promise<RouteInstaller> {
@@ -91,9 +87,6 @@ async function programmingRate(buckets: Buckets3, count: number, round: number):
   const prefixes = Array.from({ length: count }, (_, i) => prefix(i));
   const host = `rate${round}`;
   const trellisNs = await underlayNamespace(host);
-  // The host's own desired state is in place before its installer starts: the timed window holds the
-  // announcement alone.
-  await buckets.desired.put(host, desiredCodec.encode(desiredOf(host, [])));
   const installer = await startInstaller(buckets, host, trellisNs);
   // As in (b): let the start's own work (initial watch deliveries, their garbage) finish before timing.
   await new Promise((resolve) => setTimeout(resolve, 500));
@@ -144,7 +137,6 @@ function monitorRoutes(netns: string, seen: (dst: string, atMs: number) => void)
 async function convergence(buckets: Buckets3, agents: number, announcements: number): Promise<{ p50: number; p99: number }> {
   const hosts = Array.from({ length: agents }, (_, i) => `n${agents}-${i}`);
   const nets = await Promise.all(hosts.map((host) => underlayNamespace(host.replace("-", ""))));
-  await Promise.all(hosts.map((host) => buckets.desired.put(host, desiredCodec.encode(desiredOf(host, [])))));
   await announce(buckets, []);
   const installers = await Promise.all(hosts.map((host, i) => startInstaller(buckets, host, nets[i])));
   const arrivals = new Map<string, number[]>();
@@ -187,11 +179,11 @@ async function main(): Promise<void> {
   const nats = await startNatsServer();
   const nc = await connectBus({ servers: nats.url, name: "bench-routes" });
   try {
-    const [routes, hosts, desired] = await Promise.all([Buckets.routes, Buckets.hosts, Buckets.desired].map((b) => openBucket(nc, b)));
-    const buckets = { routes, hosts, desired };
+    const [routes, hosts, ipam, networks] = await Promise.all([Buckets.routes, Buckets.hosts, Buckets.ipam, Buckets.networks].map((b) => openBucket(nc, b)));
+    const buckets = { routes, hosts, ipam, networks };
     // What IPAM gave the announcer: every prefix either part announces.
     const granted = [...Array.from({ length: routeCount }, (_, i) => prefix(i)), ...LEVELS.flatMap((n) => Array.from({ length: announcements }, (_, k) => prefix(50_000 * n + k)))];
-    await buckets.desired.put(ANNOUNCER, desiredCodec.encode(desiredOf(ANNOUNCER, granted)));
+    await grantToAnnouncer(buckets, granted);
     await heartbeat(buckets);
     const heartbeats = setInterval(() => heartbeat(buckets).catch((error: Error) => console.error(`failed to heartbeat: ${error.message}`)), 2000);
 

@@ -92,15 +92,37 @@ export function parseReplicas(text: string, what: string): number {
   return replicas;
 }
 
+export interface BucketOptions {
+  /**
+   * How long a value is kept (the bucket's stream max_age); forever when absent. Its one writer (the planner
+   * for intent results) passes it, and a bucket made with another is changed to it.
+   */
+  ttlMs?: number;
+}
+
 /** Opens a KV bucket, creating it on first use; every service calls this with the same settings. */
-export async function openBucket(nc: NatsConnection, bucket: string): Promise<KV> {
+export async function openBucket(nc: NatsConnection, bucket: string, options: BucketOptions = {}): Promise<KV> {
   const replicas = replicasFromEnvironment();
   // Kvm.create takes an existing bucket as it is, whatever its replicas: the check is ours.
-  const kv = await new Kvm(nc).create(bucket, { history: 1, storage: StorageType.File, replicas });
-  checkReplicas((await kv.status()).streamInfo, replicas);
+  const kv = await new Kvm(nc).create(bucket, { history: 1, storage: StorageType.File, replicas, ...(options.ttlMs && { ttl: options.ttlMs }) });
+  const info = (await kv.status()).streamInfo;
+  checkReplicas(info, replicas);
+  if (options.ttlMs !== undefined) await ensureMaxAge(nc, info, options.ttlMs);
   if (replicas === 1) return kv;
   const forConsumers = await new Kvm(jetstream(nc, { timeout: CONSUMER_CREATE_TIMEOUT_MS })).open(bucket);
   return withRetriedConsumers(kv, forConsumers);
+}
+
+/** JetStream counts a stream's max_age in nanoseconds. */
+const NANOS_PER_MS = 1_000_000;
+
+async function ensureMaxAge(nc: NatsConnection, info: StreamInfo, maxAgeMs: number): Promise<void> {
+  if (info.config.max_age === maxAgeMs * NANOS_PER_MS) return;
+  try {
+    await (await jetstreamManager(nc)).streams.update(info.config.name, { ...info.config, max_age: maxAgeMs * NANOS_PER_MS });
+  } catch (error) {
+    throw new Error(`failed to keep stream ${info.config.name}'s values for ${maxAgeMs / 1000} s: ${(error as Error).message}`);
+  }
 }
 
 /**
@@ -130,12 +152,14 @@ async function retryTimedOut<T>(create: () => Promise<T>): Promise<T> {
   }
 }
 
-export async function ensureIntentStream(nc: NatsConnection): Promise<void> {
+/** The intent stream keeps intents for `retentionMs`, as long as their results are kept for replays. */
+export async function ensureIntentStream(nc: NatsConnection, retentionMs: number): Promise<void> {
   const replicas = replicasFromEnvironment();
   const jsm = await jetstreamManager(nc);
   const existing = await streamInfoIfAny(jsm, INTENT_STREAM);
   if (existing) {
     checkReplicas(existing, replicas);
+    await ensureMaxAge(nc, existing, retentionMs);
     return;
   }
   await jsm.streams.add({
@@ -143,7 +167,9 @@ export async function ensureIntentStream(nc: NatsConnection): Promise<void> {
     subjects: [INTENT_SUBJECT],
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
-    duplicate_window: 2 * 60 * 1_000_000_000,
+    // JetStream wants the duplicate window within max_age.
+    duplicate_window: Math.min(2 * 60 * 1_000, retentionMs) * NANOS_PER_MS,
+    max_age: retentionMs * NANOS_PER_MS,
     num_replicas: replicas,
   });
 }

@@ -1,4 +1,5 @@
 import { formatAddress, type Address, type Prefix } from "../../libs/ipmath/index.js";
+import { IPAM_BLOCK_KEY_PREFIX, keyToken } from "../../libs/bus/subjects.js";
 import type { AddressRecord } from "../../libs/proto/gen/trellis/v1/ipam.js";
 
 // Key layout of the IPAM bucket. KV keys allow only [-/_=.a-zA-Z0-9] and "." separates tokens,
@@ -6,23 +7,13 @@ import type { AddressRecord } from "../../libs/proto/gen/trellis/v1/ipam.js";
 
 export const REGISTRY_KEY = "registry";
 
-/** Ids become one key token: [A-Za-z0-9_-] stay, every other byte becomes =XX. */
-export function encodeToken(id: string): string {
-  let token = "";
-  for (const byte of new TextEncoder().encode(id)) {
-    const char = String.fromCharCode(byte);
-    token += /[A-Za-z0-9_-]/.test(char) ? char : `=${byte.toString(16).padStart(2, "0")}`;
-  }
-  return token;
-}
-
 export function addressToken(address: Address): string {
   return formatAddress(address).replace(/[.:]/g, "-");
 }
 
 /** The one key per allocated address: created only, so the server arbitrates between replicas. */
 export function addressKey(networkId: string, address: Address): string {
-  return `addr.${encodeToken(networkId)}.${addressToken(address)}`;
+  return `addr.${keyToken(networkId)}.${addressToken(address)}`;
 }
 
 /**
@@ -30,20 +21,20 @@ export function addressKey(networkId: string, address: Address): string {
  * the server refuses a second write with it, which is what keeps an endpoint to one address per family.
  */
 export function allocationMessageId(record: AddressRecord): string {
-  return `alloc.${encodeToken(record.networkId)}.${record.incarnation}.${record.ipv6 ? 6 : 4}.${encodeToken(record.endpointId)}`;
+  return `alloc.${keyToken(record.networkId)}.${record.incarnation}.${record.ipv6 ? 6 : 4}.${keyToken(record.endpointId)}`;
 }
 
 /** The one key per block of an L3 network: created only, so that one block never has two owners. */
 export function blockKey(networkId: string, block: Prefix): string {
-  return `block.${encodeToken(networkId)}.${addressToken({ family: block.family, value: block.network })}-${block.length}`;
+  return `${IPAM_BLOCK_KEY_PREFIX}${keyToken(networkId)}.${addressToken({ family: block.family, value: block.network })}-${block.length}`;
 }
 
 export function networkBlocksFilter(networkId: string): string {
-  return `block.${encodeToken(networkId)}.>`;
+  return `${IPAM_BLOCK_KEY_PREFIX}${keyToken(networkId)}.>`;
 }
 
 export function isBlockKey(key: string): boolean {
-  return key.startsWith("block.");
+  return key.startsWith(IPAM_BLOCK_KEY_PREFIX);
 }
 
 /**
@@ -54,7 +45,7 @@ export function isBlockKey(key: string): boolean {
 export const VIEWED_KEYS = ">";
 
 export function networkAddressesPrefix(networkId: string): string {
-  return `addr.${encodeToken(networkId)}.`;
+  return `addr.${keyToken(networkId)}.`;
 }
 
 export function networkAddressesFilter(networkId: string): string {

@@ -100,6 +100,7 @@ export class AddressManager {
     const held = await this.heldByEndpoint(network, request.endpointId, family);
     if (held) return answerFor(refuseOtherStatic(held, wanted, request.endpointId));
     const claimed = wanted ? await this.claimStatic(network, request, wanted) : await this.claimAutomatic(network, request, family);
+    if (network.hostBlocks) await this.recordIfBorrowed(network, claimed);
     return answerFor(claimed);
   }
 
@@ -219,7 +220,7 @@ export class AddressManager {
    */
   private async hostBlockCandidate(network: IpamNetwork, family: Family, request: AllocateAddressRequest): Promise<ResolvedAddress | undefined> {
     for (let attempt = 0; attempt < MAX_ATTEMPTS * 10; attempt++) {
-      const own = this.view.blocksOf(network, family).filter((block) => block.record.host === request.host);
+      const own = this.view.blocksOf(network, family).filter((block) => block.record.host === request.host && !block.record.borrowed);
       const candidate = this.candidateIn(network, family, own.map((block) => block.prefix));
       if (candidate) return candidate;
       if (!(await this.claimFreeBlock(network, family, request.host))) return this.nextCandidate(network, family);
@@ -317,10 +318,41 @@ export class AddressManager {
     return claiming;
   }
 
+  /**
+   * An address outside every block of its endpoint's host (borrowed from another host's block, as a static one
+   * may be) gets a block record of its own, a /32 or /128 marked borrowed: block records are what agents believe
+   * a host may announce. A retry finds the record already there.
+   */
+  private async recordIfBorrowed(network: IpamNetwork, record: AddressRecord): Promise<void> {
+    const { address } = parseCidr(record.address);
+    const home = subnetsOfFamily(network, address.family).find(({ prefix }) => contains(prefix, address));
+    const block = home && blockOf(network, home.subnet, home.prefix, address);
+    if (!block || this.view.blockHolder(blockKey(network.networkId, block))?.record.host === record.host) return;
+    const single: Prefix = { family: address.family, network: address.value, length: address.family === 4 ? 32 : 128 };
+    if (this.view.blockHolder(blockKey(network.networkId, single))?.record.host === record.host) return;
+    await this.claimBlock(network, single, record.host, true);
+  }
+
+  /** A released borrowed address's own block record goes with it. */
+  private async forgetBorrowed(network: IpamNetwork, address: Address): Promise<void> {
+    const key = blockKey(network.networkId, { family: address.family, network: address.value, length: address.family === 4 ? 32 : 128 });
+    const owned = this.view.blockHolder(key);
+    if (!owned?.record.borrowed) return;
+    const marker = await this.store.deleteRecord(key, owned.revision);
+    if (marker !== undefined) this.view.noteBlockFreed(key, marker);
+  }
+
   /** Create-only on the block's key: two replicas never give one block to two hosts. */
-  private async claimBlock(network: IpamNetwork, block: Prefix, host: string): Promise<boolean> {
+  private async claimBlock(network: IpamNetwork, block: Prefix, host: string, borrowed = false): Promise<boolean> {
     const key = blockKey(network.networkId, block);
-    const record: BlockRecord = { networkId: network.networkId, incarnation: network.incarnation, host, cidr: formatPrefix(block), ipv6: block.family === 6 };
+    const record: BlockRecord = {
+      networkId: network.networkId,
+      incarnation: network.incarnation,
+      host,
+      cidr: formatPrefix(block),
+      ipv6: block.family === 6,
+      borrowed,
+    };
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const result = await this.store.claimBlock(key, record, this.view.freedRevision(key));
       if (result.outcome === "freed") {
@@ -430,6 +462,7 @@ export class AddressManager {
         this.view.noteFreed(key, marker);
         const network = this.view.network(holder.value.networkId);
         if (network?.hostBlocks && network.incarnation === holder.value.incarnation) {
+          await this.forgetBorrowed(network, parseCidr(holder.value.address).address);
           await this.returnBlockIfEmpty(network, parseCidr(holder.value.address).address);
         }
         return;
@@ -559,7 +592,8 @@ function toVersioned<T>(held: Held<T> | undefined): Versioned<T> | undefined {
 
 /** Blocks with their owners, and the endpoints' addresses that no block of their own host covers. */
 export function listBlocksAnswer(blocks: BlockRecord[], endpoints: AddressRecord[], host: string): ListBlocksResponse {
-  const owned = blocks.map((block) => ({ block, prefix: parsePrefix(block.cidr) }));
+  // A borrowed address's record is listed as the borrowed address it is, not as a block.
+  const owned = blocks.filter((block) => !block.borrowed).map((block) => ({ block, prefix: parsePrefix(block.cidr) }));
   const borrowed = endpoints.flatMap((record) => {
     const { address } = parseCidr(record.address);
     const covered = owned.some(({ block, prefix }) => block.host === record.host && contains(prefix, address));

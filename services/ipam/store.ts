@@ -1,8 +1,7 @@
-import { JetStreamApiError } from "@nats-io/jetstream";
 import { Bucket, type KV } from "@nats-io/kv";
-import { Empty, headers } from "@nats-io/transport-node";
 import { codecOf } from "../../libs/bus/codec.js";
-import { getValue, isExistsError, isConflict, updateValue, type Versioned } from "../../libs/bus/kv.js";
+import { getValue, updateValue, type Versioned } from "../../libs/bus/kv.js";
+import { KV_OPERATION_HEADER, KvWriter } from "../../libs/bus/kv-writer.js";
 import type { MessageCodec } from "../../libs/bus/codec.js";
 import type { JetStreamPublisher } from "../../libs/bus/jetstream-publisher.js";
 import { AddressRecord, BlockRecord, IpamRegistry } from "../../libs/proto/gen/trellis/v1/ipam.js";
@@ -11,18 +10,6 @@ import { REGISTRY_KEY } from "./keys.js";
 const registryCodec = codecOf(IpamRegistry);
 export const addressCodec = codecOf(AddressRecord);
 export const blockCodec = codecOf(BlockRecord);
-
-/** The headers of KV writes: a delete marker's, the revision a write expects, and JetStream's deduplication id. */
-const KV_OPERATION_HEADER = "KV-Operation";
-const EXPECTED_LAST_SUBJECT_SEQUENCE_HEADER = "Nats-Expected-Last-Subject-Sequence";
-const MESSAGE_ID_HEADER = "Nats-Msg-Id";
-
-/** JetStream's "wrong last sequence" and its variant for a subject it cannot look up. */
-const WRONG_LAST_SEQUENCE_UNKNOWN = 10164;
-
-function isWrongRevision(error: unknown): boolean {
-  return isExistsError(error) || (error instanceof JetStreamApiError && error.code === WRONG_LAST_SEQUENCE_UNKNOWN);
-}
 
 /**
  * A create-only write's outcome: the new revision; or the live holder that made it fail; or, for a
@@ -46,13 +33,15 @@ export interface KeyedRecord extends Versioned<AddressRecord> {
  */
 export class IpamStore {
   private readonly bucket: Bucket;
+  private readonly writer: KvWriter;
 
   constructor(
     readonly kv: KV,
-    private readonly publisher: JetStreamPublisher,
+    publisher: JetStreamPublisher,
   ) {
     if (!(kv instanceof Bucket)) throw new Error("failed to open the ipam store: its KV is not a JetStream bucket");
     this.bucket = kv;
+    this.writer = new KvWriter(kv, publisher);
   }
 
   async readRegistry(): Promise<IpamRegistry> {
@@ -119,22 +108,8 @@ export class IpamStore {
     return written.outcome === "conflict" ? { outcome: "held", holder: undefined } : written;
   }
 
-  private async write(
-    key: string,
-    data: Uint8Array,
-    expected: number,
-    messageId: string | undefined,
-  ): Promise<{ outcome: "won" | "duplicate"; revision: number } | { outcome: "conflict" }> {
-    const conditions = headers();
-    conditions.set(EXPECTED_LAST_SUBJECT_SEQUENCE_HEADER, String(expected));
-    if (messageId) conditions.set(MESSAGE_ID_HEADER, messageId);
-    try {
-      const ack = await this.publisher.publish(this.bucket.subjectForKey(key, true), data, conditions);
-      return { outcome: ack.duplicate ? "duplicate" : "won", revision: ack.seq };
-    } catch (error) {
-      if (isWrongRevision(error)) return { outcome: "conflict" };
-      throw new Error(`failed to write ${key}: ${(error as Error).message}`);
-    }
+  private write(key: string, data: Uint8Array, expected: number, messageId: string | undefined) {
+    return this.writer.write(key, data, { expected, messageId });
   }
 
   /**
@@ -142,16 +117,8 @@ export class IpamStore {
    * `kv.delete` drops the marker's revision; without it the next claim of the key (lowest-free
    * reuses a released address at once) would expect a stale revision and cost a failed write and a read.
    */
-  async deleteRecord(key: string, revision: number): Promise<number | undefined> {
-    const marker = headers();
-    marker.set(KV_OPERATION_HEADER, "DEL");
-    marker.set(EXPECTED_LAST_SUBJECT_SEQUENCE_HEADER, String(revision));
-    try {
-      return (await this.publisher.publish(this.bucket.subjectForKey(key, true), Empty, marker)).seq;
-    } catch (error) {
-      if (isConflict(error)) return undefined;
-      throw new Error(`failed to delete ${key}: ${(error as Error).message}`);
-    }
+  deleteRecord(key: string, revision: number): Promise<number | undefined> {
+    return this.writer.delete(key, revision);
   }
 
   async listKeys(filter: string): Promise<string[]> {

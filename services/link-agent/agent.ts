@@ -3,13 +3,13 @@ import type { KV } from "@nats-io/kv";
 import { context, ROOT_CONTEXT } from "@opentelemetry/api";
 import { suppressTracing } from "@opentelemetry/core";
 import { openBucket } from "../../libs/bus/connection.js";
-import { codecOf } from "../../libs/bus/codec.js";
-import { Buckets } from "../../libs/bus/subjects.js";
+import { Buckets, MAX_REPORTED_INTERFACES } from "../../libs/bus/subjects.js";
 import { contextFromTraceparent } from "../../libs/bus/trace.js";
 import { withSpan } from "../../libs/telemetry/tracing.js";
 import { openNetlink, type NetlinkHandle } from "../../libs/netlink/index.js";
-import { HostDesiredState, type EndpointStatus, type NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
+import type { EndpointStatus, NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
 import type { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
+import { DesiredState } from "./desired.js";
 import { ensureEndpoint, failedStatus, removeStaleNamespaces } from "./endpoints.js";
 import { writeHeartbeat } from "./heartbeat.js";
 import { ensureHostsFile, NETNS_ETC_DIR, removeStaleHostsFiles } from "./hosts-file.js";
@@ -17,8 +17,6 @@ import { findMissingLinkKinds, NEEDED_LINK_KINDS } from "./link-kinds.js";
 import { ensureParent, removeUnusedParents, type ParentResult } from "./parents.js";
 import { RouteDistribution } from "./routes/distribution.js";
 import { StatusPublisher } from "./status.js";
-
-const desiredCodec = codecOf(HostDesiredState);
 
 export interface AgentOptions {
   host: string;
@@ -37,19 +35,19 @@ export interface AgentOptions {
  * kernel really has. Every pass reads both sides afresh, so the agent may be killed at any instant.
  */
 export class LinkAgent {
-  private desired: HostDesiredState | undefined;
+  private desired!: DesiredState;
   private running: Promise<void> | undefined;
   private again = false;
   /** Spec fingerprints already converged in this process: their work no longer joins the intent's trace. */
   private readonly converged = new Set<string>();
   private timers: NodeJS.Timeout[] = [];
-  private stopWatch: (() => void) | undefined;
   private missingKinds: readonly string[] = [];
+  /** No pass before the stored desired state is in: a pass on none of it would remove every container. */
+  private loaded = false;
 
   private constructor(
     private readonly options: AgentOptions,
     private readonly hosts: KV,
-    private readonly desiredBucket: KV,
     private readonly statuses: StatusPublisher,
     private readonly routes: RouteDistribution,
   ) {}
@@ -57,13 +55,15 @@ export class LinkAgent {
   static async start(nc: NatsConnection, options: AgentOptions): Promise<LinkAgent> {
     // Under way while the buckets open: the first heartbeat already carries the answer.
     const missingKinds = findMissingLinkKinds(NEEDED_LINK_KINDS);
-    const [hosts, desired, status] = await Promise.all([Buckets.hosts, Buckets.desired, Buckets.status].map((b) => openBucket(nc, b)));
-    const agent = new LinkAgent(options, hosts, desired, new StatusPublisher(status, options.host), await RouteDistribution.start(nc, options));
+    const [hosts, status, networks, desired, names] = await Promise.all(
+      [Buckets.hosts, Buckets.status, Buckets.networks, Buckets.desired, Buckets.names].map((b) => openBucket(nc, b)),
+    );
+    const agent = new LinkAgent(options, hosts, new StatusPublisher(status, options.host), await RouteDistribution.start(nc, options));
     await agent.statuses.load();
     agent.missingKinds = (await missingKinds) ?? [];
     await agent.heartbeat();
-    await agent.loadDesired();
-    await agent.watchDesired();
+    agent.desired = await DesiredState.start({ networks, desired, names }, options.host, () => agent.schedule(), (line) => console.error(line));
+    agent.loaded = true;
     agent.timers = [
       setInterval(() => void agent.heartbeat().catch(logError("heartbeat")), options.heartbeatMs),
       setInterval(() => agent.schedule(), options.resyncMs),
@@ -74,13 +74,14 @@ export class LinkAgent {
 
   async stop(): Promise<void> {
     this.timers.forEach(clearInterval);
-    this.stopWatch?.();
+    this.desired?.stop();
     await this.running;
     await this.routes.stop();
   }
 
   /** Runs a pass now, or right after the one under way: never two at once, never a change missed. */
   schedule(): void {
+    if (!this.loaded) return;
     if (this.running) {
       this.again = true;
       return;
@@ -107,8 +108,8 @@ export class LinkAgent {
     return this.missingKinds;
   }
 
-  private heartbeat(): Promise<void> {
-    return writeHeartbeat(this.hosts, { ...this.options, missingLinkKinds: this.missingKinds });
+  private async heartbeat(): Promise<void> {
+    await writeHeartbeat(this.hosts, { ...this.options, missingLinkKinds: this.missingKinds, interfaces: await interfaceNames() });
   }
 
   /** Kinds found missing are asked for again now and then, so that loading a module needs no agent restart. */
@@ -120,45 +121,30 @@ export class LinkAgent {
     await this.heartbeat();
   }
 
-  /** Read before watching, so that the first pass (and `settled`) already works on the stored state. */
-  private async loadDesired(): Promise<void> {
-    const entry = await this.desiredBucket.get(this.options.host);
-    if (entry?.operation === "PUT") this.desired = desiredCodec.decode(entry.value);
-  }
-
-  private async watchDesired(): Promise<void> {
-    const watch = await this.desiredBucket.watch({ key: this.options.host });
-    this.stopWatch = () => watch.stop();
-    void (async () => {
-      for await (const entry of watch) {
-        this.desired = entry.operation === "PUT" ? desiredCodec.decode(entry.value) : undefined;
-        this.schedule();
-      }
-    })();
-  }
-
   private async converge(): Promise<void> {
-    const desired = this.desired;
-    if (!desired) return;
+    const networks = this.desired.networks().sort((a, b) => a.name.localeCompare(b.name));
+    const endpoints = this.desired.endpoints().sort((a, b) => a.container.localeCompare(b.container));
     const root = await openNetlink();
     try {
       const links = await root.listLinks();
       const parents = new Map<string, ParentResult>();
-      for (const network of desired.networks) {
+      for (const network of networks) {
         parents.set(network.id, await this.traced(`network:${network.id}`, network.traceparent, "agent.parent.ensure", { "trellis.network": network.name }, () =>
           ensureParent(this.options.host, root, links, network),
         ));
       }
+      const networksById = new Map(networks.map((network) => [network.id, network]));
       const statuses = new Map<string, EndpointStatus>();
-      for (const endpoint of desired.endpoints) {
-        const network = desired.networks.find((n) => n.id === endpoint.networkId);
-        statuses.set(endpoint.id, await this.endpointStatus(root, endpoint, network, network && parents.get(network.id), desired.names));
+      for (const endpoint of endpoints) {
+        const network = networksById.get(endpoint.networkId);
+        const names = this.desired.namesOf(endpoint.networkId);
+        statuses.set(endpoint.id, await this.endpointStatus(root, endpoint, network, network && parents.get(network.id), names));
       }
-      await removeStaleNamespaces(this.options.host, desired.endpoints);
-      await removeStaleHostsFiles(this.etcDir, this.options.host, desired.endpoints);
-      await removeUnusedParents(root, await root.listLinks(), desired.networks);
+      await removeStaleNamespaces(this.options.host, endpoints);
+      await removeStaleHostsFiles(this.etcDir, this.options.host, endpoints);
+      await removeUnusedParents(root, await root.listLinks(), networks);
       await this.statuses.publish(statuses);
-      await this.routes.announce(desired, [...statuses.values()]);
+      await this.routes.announce(networks, endpoints, [...statuses.values()]);
     } finally {
       root.close();
     }
@@ -169,7 +155,7 @@ export class LinkAgent {
     endpoint: Endpoint,
     network: Network | undefined,
     parent: ParentResult | undefined,
-    names: NameEntry[],
+    names: NameEntry[] | undefined,
   ): Promise<EndpointStatus> {
     if (!network || !parent) return failedStatus(endpoint, `network ${endpoint.networkName} is not known on host ${this.options.host}`);
     if ("error" in parent) return failedStatus(endpoint, parent.error);
@@ -178,7 +164,7 @@ export class LinkAgent {
     try {
       return await this.traced(fingerprint, endpoint.traceparent, "agent.endpoint.ensure", attributes, async () => {
         const status = await ensureEndpoint(root, endpoint, network, parent.index);
-        await ensureHostsFile(this.etcDir, endpoint, names);
+        if (names) await ensureHostsFile(this.etcDir, endpoint, names);
         return status;
       });
     } catch (error) {
@@ -208,6 +194,16 @@ function describeKernelError(host: string, error: Error & { code?: string }): st
     return `host ${host}'s kernel has no ipvlan support (CONFIG_IPVLAN); load the ipvlan module or use a kernel that has it: ${error.message}`;
   }
   return error.message;
+}
+
+/** The host's own interfaces, as its heartbeat reports them to the planner. */
+async function interfaceNames(): Promise<string[]> {
+  const nl = await openNetlink();
+  try {
+    return (await nl.listLinks()).map((link) => link.name).sort().slice(0, MAX_REPORTED_INTERFACES);
+  } finally {
+    nl.close();
+  }
 }
 
 function logError(what: string) {

@@ -11,6 +11,8 @@ export interface HeartbeatOf {
   role: "host" | "upstream";
   /** Link kinds the agent needs that the kernel lacks. */
   missingLinkKinds: readonly string[];
+  /** The names of the host's own interfaces. */
+  interfaces: readonly string[];
 }
 
 /**
@@ -24,6 +26,7 @@ export async function writeHeartbeat(hosts: KV, of: HeartbeatOf): Promise<void> 
     role: of.role,
     heartbeatAt: new Date().toISOString(),
     missingLinkKinds: [...of.missingLinkKinds],
+    interfaces: [...of.interfaces],
   };
   await hosts.put(of.host, hostCodec.encode(record));
 }

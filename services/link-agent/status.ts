@@ -1,6 +1,6 @@
 import type { KV } from "@nats-io/kv";
 import { codecOf } from "../../libs/bus/codec.js";
-import { statusKey } from "../../libs/bus/subjects.js";
+import { endpointIdOfKey, hostKeysFilter, statusKey } from "../../libs/bus/subjects.js";
 import { EndpointStatus } from "../../libs/proto/gen/trellis/v1/state.js";
 
 const statusCodec = codecOf(EndpointStatus);
@@ -19,7 +19,7 @@ export class StatusPublisher {
 
   /** Reads what an earlier run of the agent published, so that a restart rewrites nothing that is right. */
   async load(): Promise<void> {
-    for await (const key of await this.bucket.keys(`${this.host}.>`)) {
+    for await (const key of await this.bucket.keys(hostKeysFilter(this.host))) {
       const entry = await this.bucket.get(key);
       if (entry?.operation === "PUT") this.published.set(key, statusCodec.encode({ ...statusCodec.decode(entry.value), updatedAt: "" }));
     }
@@ -36,7 +36,7 @@ export class StatusPublisher {
       this.published.set(key, bytes);
     }
     for (const key of [...this.published.keys()]) {
-      if (statuses.has(key.slice(this.host.length + 1))) continue;
+      if (statuses.has(endpointIdOfKey(key))) continue;
       await this.bucket.delete(key);
       this.published.delete(key);
     }

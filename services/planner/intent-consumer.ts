@@ -15,12 +15,13 @@ const intentCodec = codecOf(Intent);
 const RETRY_DELAY_MS = 1000;
 
 /**
- * Works off the durable intent stream that controllers publish to. Each intent is applied once per id
+ * Works off the durable intent stream that controllers publish to; every planner replica consumes through the
+ * same durable consumer, so each intent goes to one of them. Each intent is applied once per id
  * (the result is kept in the intents bucket for the controller to read); an intent that failed for a
  * passing reason is redelivered.
  */
-export async function consumeIntents(nc: NatsConnection, planner: Planner, store: PlannerStore): Promise<ConsumerMessages> {
-  await ensureIntentStream(nc);
+export async function consumeIntents(nc: NatsConnection, planner: Planner, store: PlannerStore, retentionMs: number): Promise<ConsumerMessages> {
+  await ensureIntentStream(nc, retentionMs);
   const jsm = await jetstreamManager(nc);
   await jsm.consumers.add(INTENT_STREAM, {
     durable_name: INTENT_CONSUMER,

@@ -4,8 +4,14 @@ import { connectIpam } from "../ipam/client.js";
 import { serveGrpc } from "../../libs/grpc/serve.js";
 import { consumeIntents } from "./intent-consumer.js";
 import { Planner } from "./planner.js";
+import { scheduleRepair } from "./repair.js";
 import { ControlService, controlImplementation } from "./server.js";
 import { PlannerStore } from "./store.js";
+
+/** How long an intent's result is kept for its replays (and the intent stream keeps intents), by default. */
+export const DEFAULT_INTENT_RETENTION_MS = 24 * 60 * 60 * 1000;
+/** How often desired state is compared with what it should be, by default. */
+export const DEFAULT_REPAIR_INTERVAL_MS = 60 * 1000;
 
 export interface PlannerOptions {
   natsUrl: string;
@@ -13,6 +19,8 @@ export interface PlannerOptions {
   listen: string;
   /** host:port of the IPAM service. */
   ipamAddress: string;
+  intentRetentionMs?: number;
+  repairIntervalMs?: number;
 }
 
 export interface RunningPlanner {
@@ -20,41 +28,30 @@ export interface RunningPlanner {
   stop(): Promise<void>;
 }
 
+/**
+ * One planner replica. Any number may run against the same NATS: each answers any intent from its own view,
+ * they share the intent stream's consumer, and the stores' conditional writes keep them from both winning.
+ */
 export async function startPlanner(options: PlannerOptions): Promise<RunningPlanner> {
+  const retentionMs = options.intentRetentionMs ?? DEFAULT_INTENT_RETENTION_MS;
   const nc = await connectBus({ servers: options.natsUrl, name: "trellis-planner" });
-  const store = await PlannerStore.open(nc);
+  const store = await PlannerStore.open(nc, { intentRetentionMs: retentionMs });
   const ipam = connectIpam(options.ipamAddress);
   const planner = new Planner(store, ipam);
-  const intents = await consumeIntents(nc, planner, store);
-  const stopWatchingHosts = await publishToNewHosts(store, planner);
+  const intents = await consumeIntents(nc, planner, store, retentionMs);
+  const stopRepair = scheduleRepair(store, options.repairIntervalMs ?? DEFAULT_REPAIR_INTERVAL_MS, (line) => console.error(line));
   const server = await serveGrpc(ControlService, controlImplementation(planner, store), options.listen);
   return {
     address: server.address,
     async stop() {
       await server.stop();
-      stopWatchingHosts();
+      stopRepair();
       intents.stop();
       ipam.close();
+      store.close();
       await drain(nc);
     },
   };
-}
-
-/** A host that registers (or re-registers after a planner restart) gets its desired state written. */
-async function publishToNewHosts(store: PlannerStore, planner: Planner): Promise<() => void> {
-  const seen = new Set<string>();
-  const watch = await store.hosts.watch();
-  void (async () => {
-    for await (const entry of watch) {
-      if (entry.operation !== "PUT" || seen.has(entry.key)) continue;
-      seen.add(entry.key);
-      await planner.publishHost(entry.key).catch((error: Error) => {
-        seen.delete(entry.key);
-        console.error(`failed to publish desired state to host ${entry.key}: ${error.message}`);
-      });
-    }
-  })();
-  return () => watch.stop();
 }
 
 async function drain(nc: NatsConnection): Promise<void> {

@@ -1,7 +1,5 @@
 import ipaddr from "ipaddr.js";
-import { type Endpoint, type Network, type Route } from "../../libs/proto/gen/trellis/v1/network.js";
-import type { ListBlocksResponse } from "../../libs/proto/gen/trellis/v1/ipam.js";
-import type { GrantedPrefix, HostDesiredState, NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
+import { type Network, type Route } from "../../libs/proto/gen/trellis/v1/network.js";
 
 // Pure decisions about what hosts and containers must have; no I/O.
 
@@ -38,47 +36,4 @@ export function containerRoutes(network: Network, addresses: string[]): Route[] 
     });
     return home && home.gateway !== "" ? [{ dst: "default", via: home.gateway, ipv6: home.ipv6 }] : [];
   });
-}
-
-/**
- * Every host has every network's parent (so a VLAN exists cluster-wide), its own endpoints, and the
- * names of every container, wherever it runs, on the networks its endpoints are on.
- */
-export function desiredStateFor(host: string, networks: Network[], endpoints: Endpoint[], granted: GrantedPrefix[] = []): HostDesiredState {
-  const local = endpoints.filter((endpoint) => endpoint.host === host).sort(byContainer);
-  return {
-    host,
-    networks: [...networks].sort((a, b) => a.name.localeCompare(b.name)),
-    endpoints: local,
-    names: namesOn(new Set(local.map((endpoint) => endpoint.networkId)), endpoints),
-    grantedPrefixes: granted,
-  };
-}
-
-/** What IPAM's ListBlocks answers for L3/L3S networks give `host`: its blocks, and host routes for its borrowed addresses. */
-export function grantedPrefixesOf(host: string, answers: { networkId: string; blocks: ListBlocksResponse }[]): GrantedPrefix[] {
-  return answers.flatMap(({ networkId, blocks }) => [
-    ...blocks.blocks.filter((block) => block.host === host).map((block) => ({ networkId, prefix: block.cidr })),
-    ...blocks.borrowed.filter((address) => address.host === host).map((address) => ({ networkId, prefix: `${address.address}/${address.ipv6 ? 128 : 32}` })),
-  ]);
-}
-
-function namesOn(networkIds: Set<string>, endpoints: Endpoint[]): NameEntry[] {
-  return endpoints
-    .filter((endpoint) => networkIds.has(endpoint.networkId))
-    .sort(byContainer)
-    .map((endpoint) => ({
-      networkId: endpoint.networkId,
-      name: endpoint.container,
-      addresses: endpoint.addresses.map((cidr) => cidr.slice(0, cidr.indexOf("/"))),
-    }));
-}
-
-/** Hosts whose desired state names the containers of a network: those with an endpoint on it. */
-export function hostsOnNetwork(networkId: string, endpoints: Endpoint[]): string[] {
-  return [...new Set(endpoints.filter((endpoint) => endpoint.networkId === networkId).map((endpoint) => endpoint.host))];
-}
-
-function byContainer(a: Endpoint, b: Endpoint): number {
-  return a.container.localeCompare(b.container);
 }

@@ -1,25 +1,34 @@
 import { randomBytes } from "node:crypto";
+import { status } from "@grpc/grpc-js";
 import ipaddr from "ipaddr.js";
-import { contains, formatAddress, overlaps, parseAddress, parseCidr, parsePrefix } from "../../libs/ipmath/index.js";
+import { contains, formatAddress, overlaps, parseAddress, parsePrefix } from "../../libs/ipmath/index.js";
 import { ParentKind, type Endpoint, type EndpointSpec, type Network, type NetworkSpec, type Subnet } from "../../libs/proto/gen/trellis/v1/network.js";
 import type { IpamCalls } from "../ipam/client.js";
-import type { AllocatedSubnet, ListBlocksResponse } from "../../libs/proto/gen/trellis/v1/ipam.js";
+import type { AllocatedSubnet } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import type { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
-import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../../libs/grpc/status-error.js";
+import { aborted, alreadyExists, failedPrecondition, invalidArgument, notFound, type StatusError } from "../../libs/grpc/status-error.js";
+import type { Versioned } from "../../libs/bus/kv.js";
 import { traceparentOf } from "../../libs/bus/trace.js";
 import { withSpan } from "../../libs/telemetry/tracing.js";
 import { checkHostSupports } from "./host-support.js";
-import { containerNetns, containerRoutes, CONTAINER_IFNAME, desiredStateFor, dummyParentName, grantedPrefixesOf, hostsOnNetwork } from "./plan.js";
+import { errorCode } from "./intents.js";
+import { KeyedLock } from "./keyed-lock.js";
+import { checkHostHasParent, checkParentExistsSomewhere } from "./parent-presence.js";
+import { containerNetns, containerRoutes, CONTAINER_IFNAME, dummyParentName } from "./plan.js";
 import { validateName, validateNetworkSpec, type ValidatedNetwork } from "./validate.js";
 import type { PlannerStore } from "./store.js";
 
+/** A refusal names at most this many of a network's containers. */
+const NAMED_CONTAINERS = 10;
+
 /**
- * Turns intents into stored networks and endpoints, asks IPAM for addresses, and rewrites the desired
- * state of every host concerned. Intents are applied one at a time: the planner is the single writer
- * of desired state, and serialising makes each read-check-write free of races within a replica.
+ * Turns intents into stored networks and endpoints, asks IPAM for addresses, and writes the keys of desired
+ * state that changed: an attach writes its endpoint, its host's key for it and its name, whatever the size of
+ * the cluster. Decisions read the in-memory view; intents on different names run concurrently (a lock per
+ * name within this replica), and the stores' conditional writes keep replicas from both winning.
  */
 export class Planner {
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly locks = new KeyedLock();
 
   constructor(
     private readonly store: PlannerStore,
@@ -28,211 +37,275 @@ export class Planner {
 
   /** `intentId`: the intent this is; a network that intent already created is the answer (a replay). */
   createNetwork(spec: NetworkSpec, intentId = ""): Promise<Network> {
-    return this.serialised("planner.network.create", { "trellis.network": spec.name }, async () => {
+    return withSpan("planner.network.create", { "trellis.network": spec.name }, async () => {
       const validated = validateNetworkSpec(spec);
-      const networks = await this.store.listNetworks();
-      const existing = networks.find((n) => n.name === spec.name);
-      if (existing && isCreatedBy(existing, intentId)) return existing;
-      if (existing) throw alreadyExists(`network with name ${spec.name} already exists`);
-      checkSharedParent(validated, networks);
-      checkSubnetsFree(validated, networks);
-      const id = randomBytes(16).toString("hex");
-      const allocated = await this.ipam.allocateSubnets({
-        networkId: id,
-        subnets: validated.subnets,
-        withGateway: validated.mode === "l2",
-        // L3 networks are routed per host: each host takes blocks of the subnet, one route per block.
-        hostBlocks: validated.hostBlocks,
+      // The parent's lock keeps two creates on one parent from both passing the mode check.
+      return this.locks.run([`network:${spec.name}`, `parent:${validated.parent.name}`], async () => {
+        const existing = await this.findNetwork(spec.name);
+        if (existing && isCreatedBy(existing.value, intentId)) return existing.value;
+        if (existing) throw alreadyExists(`network with name ${spec.name} already exists`);
+        const networks = this.store.view.allNetworks();
+        checkSharedParent(validated, networks);
+        checkSubnetsFree(validated, networks);
+        checkParentExistsSomewhere(validated.parent, this.store.view, Date.now());
+        const id = randomBytes(16).toString("hex");
+        const allocated = await this.ipam.allocateSubnets({
+          networkId: id,
+          subnets: validated.subnets,
+          withGateway: validated.mode === "l2",
+          // L3 networks are routed per host: each host takes blocks of the subnet, one route per block.
+          hostBlocks: validated.hostBlocks,
+        });
+        const network = networkOf(id, validated, allocated.subnets, intentId);
+        if ((await this.store.createNetwork(network)) === undefined) {
+          await this.ipam.releaseSubnets(id);
+          const winner = await this.store.readNetwork(spec.name);
+          if (winner && isCreatedBy(winner.value, intentId)) return winner.value;
+          throw alreadyExists(`network with name ${spec.name} already exists`);
+        }
+        return network;
       });
-      const parent =
-        validated.parent.kind === ParentKind.PARENT_KIND_DUMMY ? { ...validated.parent, name: dummyParentName(id) } : validated.parent;
-      const network: Network = {
-        id,
-        name: validated.name,
-        driver: "ipvlan",
-        mode: validated.mode,
-        flag: validated.flag,
-        parent,
-        subnets: allocated.subnets.map(storedSubnet),
-        internal: validated.internal,
-        ipv6: validated.ipv6,
-        notes: validated.notes,
-        createdAt: new Date().toISOString(),
-        traceparent: traceparentOf(),
-        ipv4BlockPrefix: validated.hostBlocks?.ipv4PrefixLength,
-        ipv6BlockPrefix: validated.hostBlocks?.ipv6PrefixLength,
-        intentId,
-      };
-      if (!(await this.store.createNetwork(network))) {
-        await this.ipam.releaseSubnets(id);
-        throw alreadyExists(`network with name ${spec.name} already exists`);
-      }
-      await this.publishAllHosts();
-      return network;
     });
   }
 
+  /**
+   * Marks the network as being deleted before it looks for containers, so that an attach through another
+   * replica either is seen here or sees the mark and undoes itself.
+   */
   deleteNetwork(name: string): Promise<void> {
-    return this.serialised("planner.network.delete", { "trellis.network": name }, async () => {
-      const network = await this.requireNetwork(name);
-      const attached = (await this.store.listEndpoints()).filter((e) => e.networkId === network.id);
-      if (attached.length > 0) {
-        throw failedPrecondition(
-          `network ${name} has active endpoints: ${attached.map((e) => e.container).join(", ")}; remove them first (trellis rm)`,
-        );
-      }
-      await this.store.deleteNetwork(name);
-      await this.ipam.releaseSubnets(network.id);
-      await this.publishAllHosts();
-    });
+    return withSpan("planner.network.delete", { "trellis.network": name }, () =>
+      this.locks.run([`network:${name}`], async () => {
+        const found = await this.requireNetwork(name);
+        refuseIfAttached(found.value, this.store.view.containersOn(found.value.id));
+        const marked = await this.store.updateNetwork({ ...found.value, deleting: true }, found.revision);
+        if (marked === undefined) throw aborted(`network ${name} changed while it was being deleted; try again`);
+        await this.store.view.catchUp();
+        const attached = this.store.view.containersOn(found.value.id);
+        if (attached.length > 0) {
+          await this.store.updateNetwork({ ...found.value, deleting: false }, marked);
+          refuseIfAttached(found.value, attached);
+        }
+        if (!(await this.store.deleteNetwork(name, marked))) throw aborted(`network ${name} changed while it was being deleted; try again`);
+        await this.ipam.releaseSubnets(found.value.id);
+      }),
+    );
   }
 
   async inspectNetwork(name: string): Promise<Network> {
-    return this.requireNetwork(name);
+    return (await this.requireNetwork(name)).value;
   }
 
   async listNetworks(): Promise<Network[]> {
-    return (await this.store.listNetworks()).sort((a, b) => a.name.localeCompare(b.name));
+    return this.store.view.allNetworks().sort((a, b) => a.name.localeCompare(b.name));
   }
 
   /** `intentId`: the intent this is; a container that intent already attached is the answer (a replay). */
   attachEndpoint(spec: EndpointSpec, intentId = ""): Promise<Endpoint> {
     const attributes = { "trellis.network": spec.network, "trellis.container": spec.container, "trellis.host": spec.host };
-    return this.serialised("planner.endpoint.attach", attributes, async () => {
-      validateName("container", spec.container);
-      const network = await this.store.getNetwork(spec.network);
-      if (!network) throw notFound(`network ${spec.network} not found: create it with trellis network create, or see trellis network ls`);
-      const existing = await this.store.getEndpoint(spec.container);
-      if (existing && isCreatedBy(existing, intentId)) return existing;
-      if (existing) {
-        throw alreadyExists(
-          `container name "${spec.container}" is already in use (network ${existing.networkName}, host ${existing.host}); remove it first (trellis rm ${spec.container}) or choose another name`,
-        );
-      }
-      checkHostSupports(await this.requireHost(spec.host), network);
-      checkStaticAddresses(network, spec);
-      checkAddressesFree(network, spec, await this.store.listEndpoints());
-      const id = randomBytes(16).toString("hex");
-      const addresses = await this.allocateAddresses(network, id, spec);
-      const endpoint: Endpoint = {
-        id,
-        networkId: network.id,
-        networkName: network.name,
-        container: spec.container,
-        host: spec.host,
-        netns: containerNetns(spec.container, spec.host),
-        ifname: CONTAINER_IFNAME,
-        addresses,
-        routes: containerRoutes(network, addresses),
-        createdAt: new Date().toISOString(),
-        traceparent: traceparentOf(),
-        intentId,
-      };
-      if (!(await this.store.createEndpoint(endpoint))) {
-        await this.ipam.releaseAddresses(network.id, id);
-        throw alreadyExists(`container name "${spec.container}" is already in use`);
-      }
-      await this.publishNetworkHosts(network.id, spec.host);
-      return endpoint;
-    });
-  }
-
-  detachEndpoint(container: string): Promise<void> {
-    return this.serialised("planner.endpoint.detach", { "trellis.container": container }, async () => {
-      const endpoint = await this.store.getEndpoint(container);
-      if (!endpoint) throw notFound(`no such container: ${container} (see trellis ps)`);
-      await this.store.deleteEndpoint(container);
-      await this.ipam.releaseAddresses(endpoint.networkId, endpoint.id);
-      await this.publishNetworkHosts(endpoint.networkId, endpoint.host);
-    });
-  }
-
-  async listEndpoints(network: string): Promise<Endpoint[]> {
-    const endpoints = await this.store.listEndpoints();
-    return endpoints.filter((e) => network === "" || e.networkName === network).sort((a, b) => a.container.localeCompare(b.container));
-  }
-
-  /** Rewrites one host's desired state from the stored networks and endpoints (a host that just registered). */
-  publishHost(host: string): Promise<void> {
-    return this.writeDesiredStates([host]);
-  }
-
-  /** The endpoint's host, and every host whose containers resolve the names of the endpoint's network. */
-  private async publishNetworkHosts(networkId: string, host: string): Promise<void> {
-    const endpoints = await this.store.listEndpoints();
-    await this.writeDesiredStates([...new Set([host, ...hostsOnNetwork(networkId, endpoints)])]);
-  }
-
-  private async publishAllHosts(): Promise<void> {
-    await this.writeDesiredStates((await this.store.listHosts()).map((h) => h.host));
-  }
-
-  private async writeDesiredStates(hosts: string[]): Promise<void> {
-    const [networks, endpoints] = await Promise.all([this.store.listNetworks(), this.store.listEndpoints()]);
-    const blocks = await this.routedBlocks(networks);
-    await Promise.all(hosts.map((host) => this.store.putDesiredState(desiredStateFor(host, networks, endpoints, grantedPrefixesOf(host, blocks)))));
-  }
-
-  /** IPAM's blocks and borrowed addresses of every L3/L3S network: what each host may announce. */
-  private routedBlocks(networks: Network[]): Promise<{ networkId: string; blocks: ListBlocksResponse }[]> {
-    const routed = networks.filter((network) => network.mode === "l3" || network.mode === "l3s");
-    return Promise.all(
-      routed.map(async (network) => {
-        try {
-          return { networkId: network.id, blocks: await this.ipam.listBlocks(network.id) };
-        } catch (error) {
-          throw new Error(`failed to read the blocks of network ${network.name} from IPAM: ${(error as Error).message}`);
+    return withSpan("planner.endpoint.attach", attributes, () =>
+      this.locks.run([`container:${spec.container}`], async () => {
+        validateName("container", spec.container);
+        const found = await this.findNetwork(spec.network);
+        if (!found || found.value.deleting) {
+          throw notFound(`network ${spec.network} not found: create it with trellis network create, or see trellis network ls`);
         }
+        const network = found.value;
+        const existing = this.store.view.endpoint(spec.container)?.value;
+        if (existing && isCreatedBy(existing, intentId)) return this.republished(existing);
+        if (existing) throw nameInUse(spec.container, existing);
+        const host = await this.requireHost(spec.host);
+        checkHostSupports(host, network);
+        checkHostHasParent(host, network, this.store.view);
+        checkStaticAddresses(network, spec);
+        this.checkAddressesFree(network, spec);
+        const endpoint = endpointOf(network, spec, await this.allocateAddresses(network, spec), intentId);
+        const revision = await this.store.createEndpoint(endpoint);
+        if (revision === undefined) return this.lostNameRace(network, endpoint, intentId);
+        await this.undoIfNetworkGone(network, endpoint, revision);
+        await this.store.publishEndpoint(endpoint);
+        return endpoint;
       }),
     );
   }
 
-  private async allocateAddresses(network: Network, endpointId: string, spec: EndpointSpec): Promise<string[]> {
+  detachEndpoint(container: string): Promise<void> {
+    return withSpan("planner.endpoint.detach", { "trellis.container": container }, () =>
+      this.locks.run([`container:${container}`], async () => {
+        const found = await this.findEndpoint(container);
+        if (!found) throw notFound(`no such container: ${container} (see trellis ps)`);
+        if (!(await this.store.deleteEndpoint(container, found.revision))) {
+          throw aborted(`container ${container} changed while it was being removed; try again`);
+        }
+        await this.store.unpublishEndpoint(found.value);
+        await this.ipam.releaseAddresses(found.value.networkId, found.value.id);
+      }),
+    );
+  }
+
+  async listEndpoints(network: string): Promise<Endpoint[]> {
+    if (network === "") return this.store.view.allEndpoints().sort((a, b) => a.container.localeCompare(b.container));
+    const found = this.store.view.network(network);
+    return found ? this.store.view.endpointsOn(found.value.id) : [];
+  }
+
+  /** A replay of an attach publishes again what its first run may not have got to (it failed while publishing). */
+  private async republished(endpoint: Endpoint): Promise<Endpoint> {
+    await this.store.publishEndpoint(endpoint);
+    return endpoint;
+  }
+
+  /**
+   * Another attach took the name between the view's look and our write. Ours is undone; if the winner is
+   * the same intent (a replay through another replica), it is the answer.
+   */
+  private async lostNameRace(network: Network, mine: Endpoint, intentId: string): Promise<Endpoint> {
+    await this.ipam.releaseAddresses(network.id, mine.id);
+    const winner = await this.findEndpoint(mine.container);
+    if (winner && isCreatedBy(winner.value, intentId)) return this.republished(winner.value);
+    throw winner ? nameInUse(mine.container, winner.value) : alreadyExists(`container name "${mine.container}" is already in use`);
+  }
+
+  /** An attach that raced with the network's delete (through another replica) takes itself back. */
+  private async undoIfNetworkGone(network: Network, endpoint: Endpoint, revision: number): Promise<void> {
+    const stored = await this.store.readNetwork(network.name);
+    if (stored && stored.value.id === network.id && !stored.value.deleting) return;
+    await this.store.deleteEndpoint(endpoint.container, revision);
+    await this.ipam.releaseAddresses(network.id, endpoint.id);
+    throw notFound(`network ${network.name} was deleted while ${endpoint.container} was being attached to it`);
+  }
+
+  private async allocateAddresses(network: Network, spec: EndpointSpec): Promise<{ id: string; addresses: string[] }> {
+    const id = randomBytes(16).toString("hex");
     const families = [{ ipv6: false, address: spec.ipv4 }, ...(network.ipv6 ? [{ ipv6: true, address: spec.ipv6 }] : [])];
     const addresses: string[] = [];
     try {
       for (const family of families) {
-        const allocated = await this.ipam.allocateAddress({
-          networkId: network.id,
-          endpointId,
-          host: spec.host,
-          ipv6: family.ipv6,
-          address: family.address,
-        });
+        const allocated = await this.ipam.allocateAddress({ networkId: network.id, endpointId: id, host: spec.host, ipv6: family.ipv6, address: family.address });
         addresses.push(allocated.address);
       }
-      return addresses;
+      return { id, addresses };
     } catch (error) {
-      await this.ipam.releaseAddresses(network.id, endpointId);
+      await this.ipam.releaseAddresses(network.id, id);
+      if (errorCode(error) === status.ALREADY_EXISTS && (spec.ipv4 || spec.ipv6)) {
+        // Taken through another replica, which the view had not seen: name the holder as the view would.
+        await this.store.view.catchUp();
+        this.checkAddressesFree(network, spec);
+      }
       throw error;
     }
   }
 
-  private async requireNetwork(name: string): Promise<Network> {
-    const network = await this.store.getNetwork(name);
-    if (!network) throw notFound(`network ${name} not found`);
-    return network;
+  /**
+   * IPAM would refuse an address in use too, but by endpoint id and subnet; the user knows containers
+   * and networks by name.
+   */
+  private checkAddressesFree(network: Network, spec: EndpointSpec): void {
+    for (const [flag, text] of [["--ip", spec.ipv4], ["--ip6", spec.ipv6]] as const) {
+      if (!text) continue;
+      const wanted = formatAddress(parseAddress(text));
+      const aux = network.subnets.flatMap((s) => Object.entries(s.auxAddresses)).find(([, address]) => address === wanted);
+      if (aux) {
+        throw alreadyExists(
+          `${flag} ${wanted} is aux address ${aux[0]} of network ${network.name}, which no container gets; choose another address, or leave ${flag} out to get a free one`,
+        );
+      }
+      const holder = this.store.view.holderOf(network.id, wanted);
+      if (holder) {
+        throw alreadyExists(
+          `${flag} ${wanted} is already in use by container ${holder} on network ${network.name}; choose another address, or leave ${flag} out to get a free one`,
+        );
+      }
+    }
+  }
+
+  /** The view's network, or the bucket's when the view has not seen it (made through another replica just now). */
+  private async findNetwork(name: string): Promise<Versioned<Network> | undefined> {
+    return this.store.view.network(name) ?? (await this.store.readNetwork(name));
+  }
+
+  private async findEndpoint(container: string): Promise<Versioned<Endpoint> | undefined> {
+    const known = this.store.view.endpoint(container);
+    if (known) return known;
+    await this.store.view.catchUp();
+    return this.store.view.endpoint(container);
+  }
+
+  private async requireNetwork(name: string): Promise<Versioned<Network>> {
+    const found = await this.findNetwork(name);
+    if (!found) throw notFound(`network ${name} not found`);
+    return found;
   }
 
   private async requireHost(host: string): Promise<HostRecord> {
-    const record = await this.store.getHost(host);
+    let record = this.store.view.host(host);
+    if (!record) {
+      await this.store.view.catchUp();
+      record = this.store.view.host(host);
+    }
     if (record) return record;
-    const known = (await this.store.listHosts()).map((h) => h.host).sort();
+    const known = this.store.view.hostNames().sort();
+    const named = known.length > NAMED_CONTAINERS ? `${known.slice(0, NAMED_CONTAINERS).join(", ")} and ${known.length - NAMED_CONTAINERS} more` : known.join(", ");
     throw notFound(
-      `host ${host} is not known: ${known.length > 0 ? `known hosts are ${known.join(", ")}` : "no agent has registered yet"} (start trellis agent --host=${host} there)`,
+      `host ${host} is not known: ${known.length > 0 ? `known hosts are ${named}` : "no agent has registered yet"} (start trellis agent --host=${host} there)`,
     );
   }
+}
 
-  private serialised<T>(name: string, attributes: Record<string, string>, work: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(() => withSpan(name, attributes, work));
-    this.queue = run.catch(() => undefined);
-    return run;
-  }
+function networkOf(id: string, validated: ValidatedNetwork, subnets: AllocatedSubnet[], intentId: string): Network {
+  const parent = validated.parent.kind === ParentKind.PARENT_KIND_DUMMY ? { ...validated.parent, name: dummyParentName(id) } : validated.parent;
+  return {
+    id,
+    name: validated.name,
+    driver: "ipvlan",
+    mode: validated.mode,
+    flag: validated.flag,
+    parent,
+    subnets: subnets.map(storedSubnet),
+    internal: validated.internal,
+    ipv6: validated.ipv6,
+    notes: validated.notes,
+    createdAt: new Date().toISOString(),
+    traceparent: traceparentOf(),
+    ipv4BlockPrefix: validated.hostBlocks?.ipv4PrefixLength,
+    ipv6BlockPrefix: validated.hostBlocks?.ipv6PrefixLength,
+    intentId,
+    deleting: false,
+  };
+}
+
+function endpointOf(network: Network, spec: EndpointSpec, allocated: { id: string; addresses: string[] }, intentId: string): Endpoint {
+  return {
+    id: allocated.id,
+    networkId: network.id,
+    networkName: network.name,
+    container: spec.container,
+    host: spec.host,
+    netns: containerNetns(spec.container, spec.host),
+    ifname: CONTAINER_IFNAME,
+    addresses: allocated.addresses,
+    routes: containerRoutes(network, allocated.addresses),
+    createdAt: new Date().toISOString(),
+    traceparent: traceparentOf(),
+    intentId,
+  };
 }
 
 function storedSubnet(subnet: AllocatedSubnet): Subnet {
   const { cidr, gateway, ipv6, pool } = subnet;
   return { cidr, gateway, ipv6, ipRange: pool?.ipRange ?? "", auxAddresses: pool?.auxAddresses ?? {} };
+}
+
+function nameInUse(container: string, holder: Endpoint): StatusError {
+  return alreadyExists(
+    `container name "${container}" is already in use (network ${holder.networkName}, host ${holder.host}); remove it first (trellis rm ${container}) or choose another name`,
+  );
+}
+
+function refuseIfAttached(network: Network, containers: string[]): void {
+  if (containers.length === 0) return;
+  const named = containers.slice(0, NAMED_CONTAINERS).join(", ");
+  const more = containers.length > NAMED_CONTAINERS ? ` and ${containers.length - NAMED_CONTAINERS} more` : "";
+  throw failedPrecondition(`network ${network.name} has active endpoints: ${named}${more}; remove them first (trellis rm)`);
 }
 
 /**
@@ -294,31 +367,6 @@ function checkInSubnet(network: Network, flag: string, text: string, ipv6: boole
     throw invalidArgument(
       `${flag} ${text} is outside every ${ipv6 ? "IPv6" : "IPv4"} subnet of network ${network.name} (${subnets.join(", ")}): choose an address in one of them`,
     );
-  }
-}
-
-/**
- * IPAM would refuse an address in use too, but by endpoint id and subnet; the user knows containers
- * and networks by name.
- */
-function checkAddressesFree(network: Network, spec: EndpointSpec, endpoints: Endpoint[]): void {
-  for (const [flag, text] of [["--ip", spec.ipv4], ["--ip6", spec.ipv6]] as const) {
-    if (!text) continue;
-    const wanted = formatAddress(parseAddress(text));
-    const aux = network.subnets.flatMap((s) => Object.entries(s.auxAddresses)).find(([, address]) => address === wanted);
-    if (aux) {
-      throw alreadyExists(
-        `${flag} ${wanted} is aux address ${aux[0]} of network ${network.name}, which no container gets; choose another address, or leave ${flag} out to get a free one`,
-      );
-    }
-    const holder = endpoints.find(
-      (e) => e.networkId === network.id && e.addresses.some((cidr) => formatAddress(parseCidr(cidr).address) === wanted),
-    );
-    if (holder) {
-      throw alreadyExists(
-        `${flag} ${wanted} is already in use by container ${holder.container} on network ${network.name}; choose another address, or leave ${flag} out to get a free one`,
-      );
-    }
   }
 }
 

@@ -2,99 +2,141 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { KV } from "@nats-io/kv";
 import { openBucket } from "../../libs/bus/connection.js";
 import { codecOf } from "../../libs/bus/codec.js";
-import { getValue, isExistsError, listValues } from "../../libs/bus/kv.js";
-import { Buckets } from "../../libs/bus/subjects.js";
+import { JetStreamPublisher } from "../../libs/bus/jetstream-publisher.js";
+import { getValue, type Versioned } from "../../libs/bus/kv.js";
+import { KvWriter } from "../../libs/bus/kv-writer.js";
+import { Buckets, desiredKey, nameKey } from "../../libs/bus/subjects.js";
 import { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
-import { HostDesiredState, HostRecord, IntentResult } from "../../libs/proto/gen/trellis/v1/state.js";
+import { IntentResult, NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
+import { PlannerView } from "./view.js";
 
-const networkCodec = codecOf(Network);
-const endpointCodec = codecOf(Endpoint);
-const desiredCodec = codecOf(HostDesiredState);
-const hostCodec = codecOf(HostRecord);
+export const networkCodec = codecOf(Network);
+export const endpointCodec = codecOf(Endpoint);
+export const nameCodec = codecOf(NameEntry);
 const intentCodec = codecOf(IntentResult);
 
-/** The planner's view of its KV buckets. Networks and endpoints are the truth; desired state derives from them. */
+export interface StoreOptions {
+  /** How long an intent's result is kept for its replays; the intent stream keeps intents as long. */
+  intentRetentionMs: number;
+}
+
+/**
+ * The planner's buckets. Networks and endpoints are the truth, written by create-only and compare-and-set
+ * writes so that replicas never both win; desired state and names derive from them, one small key per
+ * endpoint. Every write is one publish (answering its revision), and the view follows the buckets.
+ */
 export class PlannerStore {
   private constructor(
-    private readonly networks: KV,
-    private readonly endpoints: KV,
-    private readonly desired: KV,
-    readonly hosts: KV,
-    private readonly intents: KV,
+    readonly view: PlannerView,
+    readonly buckets: { networks: KV; endpoints: KV; desired: KV; names: KV; hosts: KV; intents: KV },
+    private readonly writers: { networks: KvWriter; endpoints: KvWriter; desired: KvWriter; names: KvWriter; intents: KvWriter },
+    private readonly publisher: JetStreamPublisher,
   ) {}
 
-  static async open(nc: NatsConnection): Promise<PlannerStore> {
-    const [networks, endpoints, desired, hosts, intents] = await Promise.all(
-      [Buckets.networks, Buckets.endpoints, Buckets.desired, Buckets.hosts, Buckets.intents].map((b) => openBucket(nc, b)),
+  static async open(nc: NatsConnection, options: StoreOptions): Promise<PlannerStore> {
+    const [networks, endpoints, desired, names, hosts, intents] = await Promise.all([
+      openBucket(nc, Buckets.networks),
+      openBucket(nc, Buckets.endpoints),
+      openBucket(nc, Buckets.desired),
+      openBucket(nc, Buckets.names),
+      openBucket(nc, Buckets.hosts),
+      openBucket(nc, Buckets.intents, { ttlMs: options.intentRetentionMs }),
+    ]);
+    const publisher = new JetStreamPublisher(nc);
+    const writer = (kv: KV) => new KvWriter(kv, publisher);
+    const view = await PlannerView.start({ networks, endpoints, hosts });
+    return new PlannerStore(
+      view,
+      { networks, endpoints, desired, names, hosts, intents },
+      { networks: writer(networks), endpoints: writer(endpoints), desired: writer(desired), names: writer(names), intents: writer(intents) },
+      publisher,
     );
-    return new PlannerStore(networks, endpoints, desired, hosts, intents);
   }
 
-  async getNetwork(name: string): Promise<Network | undefined> {
-    return (await getValue(this.networks, networkCodec, name))?.value;
+  close(): void {
+    this.view.stop();
+    this.publisher.close();
   }
 
-  listNetworks(): Promise<Network[]> {
-    return listValues(this.networks, networkCodec);
+  /** The stored network, read from the bucket rather than the view: what an attach checks after its own write. */
+  readNetwork(name: string): Promise<Versioned<Network> | undefined> {
+    return getValue(this.buckets.networks, networkCodec, name);
   }
 
-  /** False when a network of that name exists already. */
-  async createNetwork(network: Network): Promise<boolean> {
-    return createOnly(this.networks, network.name, networkCodec.encode(network));
+  /** The new revision, or undefined when a network of that name exists already. */
+  async createNetwork(network: Network): Promise<number | undefined> {
+    const revision = await this.writers.networks.create(network.name, networkCodec.encode(network));
+    if (revision !== undefined) this.view.noteNetwork(network, revision);
+    return revision;
   }
 
-  async deleteNetwork(name: string): Promise<void> {
-    await this.networks.delete(name);
+  /** The new revision, or undefined when the network changed since `revision`. */
+  async updateNetwork(network: Network, revision: number): Promise<number | undefined> {
+    const written = await this.writers.networks.write(network.name, networkCodec.encode(network), { expected: revision });
+    if (written.outcome === "conflict") return undefined;
+    this.view.noteNetwork(network, written.revision);
+    return written.revision;
   }
 
-  async getEndpoint(container: string): Promise<Endpoint | undefined> {
-    return (await getValue(this.endpoints, endpointCodec, container))?.value;
+  async deleteNetwork(name: string, revision: number): Promise<boolean> {
+    const marker = await this.writers.networks.delete(name, revision);
+    if (marker !== undefined) this.view.noteNetworkGone(name, marker);
+    return marker !== undefined;
   }
 
-  listEndpoints(): Promise<Endpoint[]> {
-    return listValues(this.endpoints, endpointCodec);
+  /** The new revision, or undefined when a container of that name exists already. */
+  async createEndpoint(endpoint: Endpoint): Promise<number | undefined> {
+    const revision = await this.writers.endpoints.create(endpoint.container, endpointCodec.encode(endpoint));
+    if (revision !== undefined) this.view.noteEndpoint(endpoint, revision);
+    return revision;
   }
 
-  /** False when a container of that name exists already. */
-  async createEndpoint(endpoint: Endpoint): Promise<boolean> {
-    return createOnly(this.endpoints, endpoint.container, endpointCodec.encode(endpoint));
+  /** False when the endpoint changed since `revision` (another replica removed it first). */
+  async deleteEndpoint(container: string, revision: number): Promise<boolean> {
+    const marker = await this.writers.endpoints.delete(container, revision);
+    if (marker !== undefined) this.view.noteEndpointGone(container, marker);
+    return marker !== undefined;
   }
 
-  async deleteEndpoint(container: string): Promise<void> {
-    await this.endpoints.delete(container);
+  /** What the endpoint's host and the containers of its network need: its desired key and its name. */
+  async publishEndpoint(endpoint: Endpoint): Promise<void> {
+    await Promise.all([
+      this.writers.desired.write(desiredKey(endpoint.host, endpoint.id), endpointCodec.encode(endpoint)),
+      this.writers.names.write(nameKey(endpoint.networkId, endpoint.container), nameCodec.encode(nameEntryOf(endpoint))),
+    ]);
   }
 
-  async listHosts(): Promise<HostRecord[]> {
-    return listValues(this.hosts, hostCodec);
+  async unpublishEndpoint(endpoint: Endpoint): Promise<void> {
+    await Promise.all([
+      this.writers.desired.delete(desiredKey(endpoint.host, endpoint.id)),
+      this.writers.names.delete(nameKey(endpoint.networkId, endpoint.container)),
+    ]);
   }
 
-  async getHost(host: string): Promise<HostRecord | undefined> {
-    return (await getValue(this.hosts, hostCodec, host))?.value;
-  }
-
-  async putDesiredState(state: HostDesiredState): Promise<void> {
-    await this.desired.put(state.host, desiredCodec.encode(state));
+  /** Repair: one key of the desired or names bucket put right, to `value` or (undefined) removed. */
+  async repairKey(bucket: "desired" | "names", key: string, value: Uint8Array | undefined): Promise<void> {
+    if (value) await this.writers[bucket].write(key, value);
+    else await this.writers[bucket].delete(key);
   }
 
   async getIntentResult(intentId: string): Promise<IntentResult | undefined> {
-    return (await getValue(this.intents, intentCodec, intentId))?.value;
+    return (await getValue(this.buckets.intents, intentCodec, intentId))?.value;
   }
 
   /** Keeps an intent's first outcome: the result already kept, if another attempt of the intent was first. */
   async recordIntentResult(result: IntentResult): Promise<IntentResult> {
-    if (await createOnly(this.intents, result.intentId, intentCodec.encode(result))) return result;
+    if ((await this.writers.intents.create(result.intentId, intentCodec.encode(result))) !== undefined) return result;
     const kept = await this.getIntentResult(result.intentId);
     if (!kept) throw new Error(`failed to record the outcome of intent ${result.intentId}: its key exists but holds no result`);
     return kept;
   }
 }
 
-async function createOnly(kv: KV, key: string, value: Uint8Array): Promise<boolean> {
-  try {
-    await kv.create(key, value);
-    return true;
-  } catch (error) {
-    if (isExistsError(error)) return false;
-    throw error;
-  }
+/** A container's entry in the names bucket: its name and addresses without prefix length. */
+export function nameEntryOf(endpoint: Endpoint): NameEntry {
+  return {
+    networkId: endpoint.networkId,
+    name: endpoint.container,
+    addresses: endpoint.addresses.map((cidr) => cidr.slice(0, cidr.indexOf("/"))),
+  };
 }

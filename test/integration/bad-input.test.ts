@@ -1,25 +1,23 @@
 import { status } from "@grpc/grpc-js";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { codecOf } from "../../libs/bus/codec.js";
-import { connectBus, openBucket } from "../../libs/bus/connection.js";
+import { openBucket } from "../../libs/bus/connection.js";
 import { Buckets } from "../../libs/bus/subjects.js";
 import { callUnary, clientOptions, insecure } from "../../libs/grpc/unary.js";
-import { ControlClient } from "../../libs/proto/gen/trellis/v1/control.js";
+import type { ControlClient } from "../../libs/proto/gen/trellis/v1/control.js";
 import { IpamClient } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { Endpoint, Network, NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
-import { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
-import { startIpamService, type RunningIpamService } from "../../services/ipam/main.js";
-import { startPlanner, type RunningPlanner } from "../../services/planner/main.js";
-import { startNatsServer, type NatsServer } from "../support/nats-server.js";
+import type { RunningPlanner } from "../../services/planner/main.js";
+import { startControlPlane, type ControlPlane } from "../support/control-plane.js";
+import type { NatsServer } from "../support/nats-server.js";
 import { runTrellis } from "../support/trellis-cli.js";
 
 // Principle 5: bad input gets a clear error and changes nothing. Each case asserts the message (what was
 // wrong, what would be right) and that networks, containers, IPAM and every stored key are as before.
 
+let plane: ControlPlane;
 let nats: NatsServer;
 let nc: NatsConnection;
-let ipamService: RunningIpamService;
 let planner: RunningPlanner;
 let control: ControlClient;
 let ipam: IpamClient;
@@ -30,8 +28,8 @@ function spec(name: string, overrides: Partial<NetworkSpec> = {}): NetworkSpec {
 
 const createNetwork = (s: NetworkSpec) => callUnary(control.createNetwork.bind(control), { intentId: "", spec: s });
 const deleteNetwork = (name: string) => callUnary(control.deleteNetwork.bind(control), { intentId: "", name });
-const attach = (container: string, network: string, ipv4 = "", ipv6 = "") =>
-  callUnary(control.attachEndpoint.bind(control), { intentId: "", spec: { network, container, host: "h1", ipv4, ipv6 } });
+const attach = (container: string, network: string, ipv4 = "", ipv6 = "", host = "h1") =>
+  callUnary(control.attachEndpoint.bind(control), { intentId: "", spec: { network, container, host, ipv4, ipv6 } });
 
 /** What a user sees (network ls, ps, IPAM allocations) and every stored key, to compare before and after. */
 async function world(): Promise<unknown> {
@@ -51,7 +49,7 @@ async function world(): Promise<unknown> {
 
 async function storedKeys(): Promise<Record<string, string>> {
   const stored: Record<string, string> = {};
-  for (const bucket of [Buckets.networks, Buckets.endpoints, Buckets.desired, Buckets.ipam]) {
+  for (const bucket of [Buckets.networks, Buckets.endpoints, Buckets.desired, Buckets.names, Buckets.ipam]) {
     const kv = await openBucket(nc, bucket);
     for await (const key of await kv.keys()) {
       const entry = await kv.get(key);
@@ -76,15 +74,20 @@ async function refused(call: () => Promise<unknown>, code: status, details: stri
   expect(await world()).toEqual(before);
 }
 
+/** Hosts' heartbeats age: refreshed, so that the parent checks see them live. */
+let heartbeats: NodeJS.Timeout;
+const registerHosts = () =>
+  Promise.all([
+    plane.registerHost("h1", "192.168.1.11", { interfaces: ["eth0", "eth1", "lo"] }),
+    plane.registerHost("h2", "192.168.1.12", { interfaces: ["eth1", "lo"] }),
+  ]);
+
 beforeAll(async () => {
-  nats = await startNatsServer();
-  nc = await connectBus({ servers: nats.url, name: "test" });
-  ipamService = await startIpamService({ natsUrl: nats.url, listen: "127.0.0.1:0", log: () => undefined });
-  planner = await startPlanner({ natsUrl: nats.url, listen: "127.0.0.1:0", ipamAddress: ipamService.address });
-  control = new ControlClient(planner.address, insecure(), clientOptions);
-  ipam = new IpamClient(ipamService.address, insecure(), clientOptions);
-  const record: HostRecord = { host: "h1", address: "192.168.1.11", role: "host", heartbeatAt: new Date().toISOString(), missingLinkKinds: [] };
-  await (await openBucket(nc, Buckets.hosts)).put("h1", codecOf(HostRecord).encode(record));
+  plane = await startControlPlane();
+  ({ nats, nc, planner, control } = plane);
+  ipam = new IpamClient(plane.ipam.address, insecure(), clientOptions);
+  await registerHosts();
+  heartbeats = setInterval(() => void registerHosts(), 2000);
   await createNetwork(spec("db_net", { subnets: ["192.168.1.0/24"], options: { parent: "eth0" } }));
   await createNetwork(spec("v6net", { ipv6: true, subnets: ["10.60.0.0/24", "2001:db8:abc9::/64"], options: { parent: "eth0.140" } }));
   await createNetwork(spec("aux_net", { subnets: ["10.70.0.0/24"], ipRanges: ["10.70.0.128/25"], auxAddresses: { router: "10.70.0.5" } }));
@@ -94,12 +97,9 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  control?.close();
+  clearInterval(heartbeats);
   ipam?.close();
-  await planner?.stop();
-  await ipamService?.stop();
-  await nc?.close();
-  await nats?.stop();
+  await plane?.stop();
 });
 
 describe("network create refuses bad input and changes nothing", () => {
@@ -172,6 +172,27 @@ describe("network create refuses bad input and changes nothing", () => {
       () => createNetwork(spec("bad", { options: { parent: "enp0s31f6verylong.20" } })),
       status.INVALID_ARGUMENT,
       'invalid parent "enp0s31f6verylong.20": interface names are at most 15 characters, this one has 20',
+    );
+  });
+
+  it("a parent that no live host has, naming the hosts and the interfaces they do have", async () => {
+    await refused(
+      () => createNetwork(spec("b7", { subnets: ["10.80.0.0/24"], options: { parent: "nosuchif" } })),
+      status.FAILED_PRECONDITION,
+      "parent interface nosuchif exists on no live host: h1 has eth0, eth1, lo; h2 has eth1, lo; create it there first, or choose an interface they have with -o parent=",
+    );
+    await refused(
+      () => createNetwork(spec("b7", { subnets: ["10.80.0.0/24"], options: { parent: "nosuchif.20" } })),
+      status.FAILED_PRECONDITION,
+      /^interface nosuchif, the base of parent nosuchif\.20, exists on no live host: h1 has eth0, eth1, lo; h2 has eth1, lo;/,
+    );
+  });
+
+  it("a container on a host that lacks the network's parent, naming the hosts that have it", async () => {
+    await refused(
+      () => attach("elsewhere", "db_net", "", "", "h2"),
+      status.FAILED_PRECONDITION,
+      "host h2 has no interface eth0, the parent of network db_net (its interfaces: eth1, lo); choose a host that has it: h1",
     );
   });
 
@@ -330,7 +351,7 @@ describe("run refuses bad input and changes nothing", () => {
 
   it("an unknown host, naming the known ones", async () => {
     const call = () => callUnary(control.attachEndpoint.bind(control), { intentId: "", spec: { network: "db_net", container: "x", host: "h9", ipv4: "", ipv6: "" } });
-    await refused(call, status.NOT_FOUND, "host h9 is not known: known hosts are h1 (start trellis agent --host=h9 there)");
+    await refused(call, status.NOT_FOUND, "host h9 is not known: known hosts are h1, h2 (start trellis agent --host=h9 there)");
   });
 });
 

@@ -4,22 +4,25 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { codecOf } from "../../libs/bus/codec.js";
-import { connectBus, ensureIntentStream, openBucket } from "../../libs/bus/connection.js";
+import { ensureIntentStream, openBucket } from "../../libs/bus/connection.js";
 import { getValue } from "../../libs/bus/kv.js";
-import { Buckets, INTENT_SUBJECT } from "../../libs/bus/subjects.js";
+import { Buckets, desiredKey, INTENT_SUBJECT, nameKey } from "../../libs/bus/subjects.js";
 import { headersWithTrace } from "../../libs/bus/trace.js";
 import { callUnary, clientOptions, insecure } from "../../libs/grpc/unary.js";
-import { ControlClient } from "../../libs/proto/gen/trellis/v1/control.js";
+import type { ControlClient } from "../../libs/proto/gen/trellis/v1/control.js";
 import { IpamClient } from "../../libs/proto/gen/trellis/v1/ipam.js";
-import { NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
-import { HostDesiredState, HostRecord, Intent, IntentResult } from "../../libs/proto/gen/trellis/v1/state.js";
+import { Endpoint, Network, NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
+import { Intent, IntentResult, NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
 import { startTracing, stopTracing, withSpan } from "../../libs/telemetry/tracing.js";
-import { startIpamService, type RunningIpamService } from "../../services/ipam/main.js";
-import { startPlanner, type RunningPlanner } from "../../services/planner/main.js";
-import { startNatsServer, type NatsServer } from "../support/nats-server.js";
+import type { RunningIpamService } from "../../services/ipam/main.js";
+import { DEFAULT_INTENT_RETENTION_MS, type RunningPlanner } from "../../services/planner/main.js";
+import { startControlPlane, type ControlPlane } from "../support/control-plane.js";
+import { eventually } from "../support/eventually.js";
+import type { NatsServer } from "../support/nats-server.js";
 import { runTrellis } from "../support/trellis-cli.js";
 
 const spans = new InMemorySpanExporter();
+let plane: ControlPlane;
 let nats: NatsServer;
 let nc: NatsConnection;
 let ipam: RunningIpamService;
@@ -36,41 +39,23 @@ const attach = (container: string, network: string, host = "h1", ipv4 = "", ipv6
   callUnary(control.attachEndpoint.bind(control), { intentId: "", spec: { network, container, host, ipv4, ipv6 } });
 const detach = (container: string) => callUnary(control.detachEndpoint.bind(control), { intentId: "", container });
 
-async function desiredState(host: string): Promise<HostDesiredState | undefined> {
-  return (await getValue(await openBucket(nc, Buckets.desired), codecOf(HostDesiredState), host))?.value;
-}
-
-async function registerHost(host: string, address: string): Promise<void> {
-  const record: HostRecord = { host, address, role: "host", heartbeatAt: new Date().toISOString(), missingLinkKinds: [] };
-  await (await openBucket(nc, Buckets.hosts)).put(host, codecOf(HostRecord).encode(record));
-}
-
-async function eventually<T>(read: () => Promise<T>, ok: (value: T) => boolean): Promise<T> {
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const value = await read();
-    if (ok(value)) return value;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return read();
+/** The keys of one bucket that match a filter. */
+async function keysOf(bucket: string, filter = ">"): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const key of await (await openBucket(nc, bucket)).keys(filter)) keys.push(key);
+  return keys.sort();
 }
 
 beforeAll(async () => {
   await startTracing({ serviceName: "control-api-test", exporter: spans });
-  nats = await startNatsServer();
-  nc = await connectBus({ servers: nats.url, name: "test" });
-  ipam = await startIpamService({ natsUrl: nats.url, listen: "127.0.0.1:0", log: () => undefined });
-  planner = await startPlanner({ natsUrl: nats.url, listen: "127.0.0.1:0", ipamAddress: ipam.address });
-  control = new ControlClient(planner.address, insecure(), clientOptions);
-  await registerHost("h1", "192.168.1.11");
-  await registerHost("h2", "192.168.1.12");
+  plane = await startControlPlane();
+  ({ nats, nc, ipam, planner, control } = plane);
+  await plane.registerHost("h1", "192.168.1.11");
+  await plane.registerHost("h2", "192.168.1.12");
 });
 
 afterAll(async () => {
-  control?.close();
-  await planner?.stop();
-  await ipam?.stop();
-  await nc?.close();
-  await nats?.stop();
+  await plane?.stop();
   await stopTracing();
 });
 
@@ -83,11 +68,10 @@ describe("Control API over gRPC, with IPAM and NATS", () => {
     expect(inspected.id).toBe(network.id);
   });
 
-  it("gives every registered host the network in its desired state", async () => {
-    for (const host of ["h1", "h2"]) {
-      const state = await eventually(() => desiredState(host), (s) => s?.networks.some((n) => n.name === "db_net") ?? false);
-      expect(state?.networks.map((n) => n.name)).toContain("db_net");
-    }
+  it("writes a network as one key, which every host's agent follows, and no host's desired state", async () => {
+    const stored = await getValue(await openBucket(nc, Buckets.networks), codecOf(Network), "db_net");
+    expect(stored?.value).toMatchObject({ name: "db_net", parent: { name: "eth0" }, deleting: false });
+    expect(await keysOf(Buckets.desired)).toEqual([]);
   });
 
   it("refuses -o parent=eth0.5000 with a clear error and leaves the network list as it was", async () => {
@@ -142,12 +126,12 @@ describe("Control API over gRPC, with IPAM and NATS", () => {
   });
 
   it("takes intents from the durable NATS stream too, once per id", async () => {
-    await ensureIntentStream(nc);
+    await ensureIntentStream(nc, DEFAULT_INTENT_RETENTION_MS);
     const js = jetstream(nc);
     const intent: Intent = { id: "intent-nats-1", action: { $case: "createNetwork", value: spec("from_nats", { subnets: ["10.30.0.0/24"] }) } };
     for (let i = 0; i < 2; i++) await js.publish(INTENT_SUBJECT, codecOf(Intent).encode(intent), { headers: headersWithTrace() });
     const intents = await openBucket(nc, Buckets.intents);
-    const result = await eventually(() => getValue(intents, codecOf(IntentResult), "intent-nats-1"), (r) => r !== undefined);
+    const result = await eventually("the result of intent-nats-1", () => getValue(intents, codecOf(IntentResult), "intent-nats-1"), (r) => r !== undefined);
     expect(result?.value).toMatchObject({ code: status.OK, network: { name: "from_nats" } });
     expect((await listNames()).filter((name) => name === "from_nats")).toHaveLength(1);
   });
@@ -156,9 +140,12 @@ describe("Control API over gRPC, with IPAM and NATS", () => {
     const endpoint = await attach("ipv1", "db_net", "h1");
     expect(endpoint).toMatchObject({ host: "h1", netns: "ipv1@h1", ifname: "eth0", addresses: ["192.168.1.2/24"] });
     expect(endpoint.routes).toEqual([{ dst: "default", via: "192.168.1.1", ipv6: false }]);
-    const h1 = await eventually(() => desiredState("h1"), (s) => s?.endpoints.length === 1);
-    expect(h1?.endpoints.map((e) => e.container)).toEqual(["ipv1"]);
-    expect((await desiredState("h2"))?.endpoints).toEqual([]);
+    // One key under its host in the desired bucket, one name; nothing under any other host.
+    expect(await keysOf(Buckets.desired)).toEqual([desiredKey("h1", endpoint.id)]);
+    const stored = await getValue(await openBucket(nc, Buckets.desired), codecOf(Endpoint), desiredKey("h1", endpoint.id));
+    expect(stored?.value).toEqual(endpoint);
+    const name = await getValue(await openBucket(nc, Buckets.names), codecOf(NameEntry), nameKey(endpoint.networkId, "ipv1"));
+    expect(name?.value).toEqual({ networkId: endpoint.networkId, name: "ipv1", addresses: ["192.168.1.2"] });
   });
 
   it("refuses bad attachments with what would be right", async () => {

@@ -10,7 +10,8 @@ import {
   ulaPrefixFromRandom,
 } from "../../services/ipam/allocator.js";
 import { StatusError } from "../../libs/grpc/status-error.js";
-import { encodeToken, addressKey, allocationMessageId } from "../../services/ipam/keys.js";
+import { addressKey, allocationMessageId } from "../../services/ipam/keys.js";
+import { keyToken } from "../../libs/bus/subjects.js";
 import { formatPrefix, parseAddress, parsePrefix } from "../../libs/ipmath/index.js";
 import type { IpamNetwork, IpamRegistry, SubnetRequest } from "../../libs/proto/gen/trellis/v1/ipam.js";
 
@@ -200,8 +201,8 @@ describe("addresses", () => {
 
 describe("keys", () => {
   it("keeps ids readable and escapes what KV keys do not allow", () => {
-    expect(encodeToken("web_1-a")).toBe("web_1-a");
-    expect(encodeToken("a.b:c/d")).toBe("a=2eb=3ac=2fd");
+    expect(keyToken("web_1-a")).toBe("web_1-a");
+    expect(keyToken("a.b:c/d")).toBe("a=2eb=3ac=2fd");
     expect(addressKey("n.1", parseAddress("2001:db8::5"))).toBe("addr.n=2e1.2001-db8--5");
   });
 

@@ -65,8 +65,10 @@ describe("per-host blocks", () => {
 
   it("lists as borrowed exactly the addresses outside their own host's blocks", () => {
     const blocks = [
-      { networkId: "n", incarnation: "i", host: "a", cidr: "10.0.0.0/26", ipv6: false },
-      { networkId: "n", incarnation: "i", host: "b", cidr: "10.0.0.64/26", ipv6: false },
+      { networkId: "n", incarnation: "i", host: "a", cidr: "10.0.0.0/26", ipv6: false, borrowed: false },
+      { networkId: "n", incarnation: "i", host: "b", cidr: "10.0.0.64/26", ipv6: false, borrowed: false },
+      // The record of a's borrowed address lists it as borrowed, not as a block.
+      { networkId: "n", incarnation: "i", host: "a", cidr: "10.0.0.70/32", ipv6: false, borrowed: true },
     ];
     const records = [endpoint("10.0.0.2/24", "a", "e1"), endpoint("10.0.0.70/24", "a", "e2"), endpoint("10.0.0.200/24", "b", "e3")];
     expect(listBlocksAnswer(blocks, records, "")).toEqual({

@@ -21,6 +21,7 @@ function network(overrides: Partial<Network>): Network {
     createdAt: "",
     traceparent: "",
     intentId: "",
+    deleting: false,
     ...overrides,
   };
 }

@@ -1,30 +1,36 @@
 import { describe, expect, it } from "vitest";
 import { TRELLIS_ROUTE_PROTOCOL, type Route } from "../../libs/netlink/index.js";
-import type { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
+import type { KvWatchEntry } from "@nats-io/kv";
+import { Network, type Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
+import { BlockRecord } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import type { RouteAnnouncement } from "../../libs/proto/gen/trellis/v1/routes.js";
-import { EndpointState, type EndpointStatus, type HostDesiredState } from "../../libs/proto/gen/trellis/v1/state.js";
-import { servedPrefixes } from "../../services/link-agent/routes/announce.js";
-import { grantsOf, routedNetworksOf, type GrantKey } from "../../services/link-agent/routes/grants.js";
+import { EndpointState, type EndpointStatus } from "../../libs/proto/gen/trellis/v1/state.js";
+import { servedPrefixes, type HostServing } from "../../services/link-agent/routes/announce.js";
+import { Grants, routedNetworkIds, type GrantKey } from "../../services/link-agent/routes/grants.js";
 import { believe, routeChanges, type BeliefInput } from "../../services/link-agent/routes/reconcile.js";
 
 const NOW = 1_000_000;
 
 function network(id: string, mode: string): Network {
-  return { id, name: id, driver: "ipvlan", mode, flag: "bridge", subnets: [], internal: false, ipv6: false, notes: [], createdAt: "", traceparent: "", intentId: "" };
+  return Network.fromPartial({ id, name: id, driver: "ipvlan", mode, flag: "bridge" });
 }
 
 function endpoint(id: string, host: string, networkId: string, addresses: string[]): Endpoint {
   return { id, networkId, networkName: networkId, container: id, host, netns: `${id}@${host}`, ifname: "eth0", addresses, routes: [], createdAt: "", traceparent: "", intentId: "" };
 }
 
-function desired(host: string, endpoints: Endpoint[], grantedPrefixes: [string, string][] = []): HostDesiredState {
+function desired(endpoints: Endpoint[], grants: [string, string][] = []): HostServing {
   return {
-    host,
     networks: [network("l3net", "l3"), network("l2net", "l2")],
     endpoints,
-    names: [],
-    grantedPrefixes: grantedPrefixes.map(([networkId, prefix]) => ({ networkId, prefix })),
+    grants: grants.map(([networkId, prefix]) => ({ networkId, prefix })),
   };
+}
+
+/** An entry of IPAM's block keys, as a watch delivers it. */
+function blockEntry(key: string, record: Partial<BlockRecord> | undefined): KvWatchEntry {
+  const value = record ? BlockRecord.encode(BlockRecord.fromPartial(record)).finish() : new Uint8Array();
+  return { key, value, operation: record ? "PUT" : "DEL" } as KvWatchEntry;
 }
 
 function ready(endpointId: string, addresses: string[]): EndpointStatus {
@@ -36,16 +42,14 @@ function announcement(host: string, nextHops: string | string[], prefixes: [stri
 }
 
 function input(overrides: Partial<BeliefInput>): BeliefInput {
-  const h2 = desired("h2", [endpoint("c2", "h2", "l3net", ["10.1.0.2/16"])]);
-  const h3 = desired("h3", [endpoint("c3", "h3", "l3net", ["10.1.0.3/16"])]);
   return {
     self: "h1",
     role: "host",
     networks: new Set(["l3net"]),
     announcements: [announcement("h2", "192.168.1.12", [["l3net", "10.1.0.2/32"]]), announcement("h3", "192.168.1.13", [["l3net", "10.1.0.3/32"]])],
     grants: new Map<string, Set<GrantKey>>([
-      ["h2", grantsOf(h2)],
-      ["h3", grantsOf(h3)],
+      ["h2", new Set(["l3net 10.1.0.2/32"])],
+      ["h3", new Set(["l3net 10.1.0.3/32"])],
     ]),
     heartbeats: new Map([
       ["h2", NOW - 1000],
@@ -62,7 +66,7 @@ function kernelRoute(dst: string, gateway: string | undefined, protocol = TRELLI
 }
 
 describe("servedPrefixes", () => {
-  const state = desired("h1", [
+  const state = desired([
     endpoint("a", "h1", "l3net", ["10.1.0.2/16"]),
     endpoint("b", "h1", "l2net", ["192.168.5.2/24"]),
     endpoint("c", "h1", "l3net", ["10.1.0.4/16"]),
@@ -84,7 +88,6 @@ describe("servedPrefixes", () => {
 
   it("announces the granted block or borrowed address that covers a READY endpoint, and a block only while one is READY in it", () => {
     const blocks = desired(
-      "h1",
       [endpoint("a", "h1", "l3net", ["10.1.0.2/16"]), endpoint("c", "h1", "l3net", ["10.1.0.4/16"]), endpoint("d", "h1", "l3net", ["10.1.0.70/16"]), endpoint("e", "h1", "l3net", ["10.1.0.200/16"])],
       [["l3net", "10.1.0.0/26"], ["l3net", "10.1.0.64/26"], ["l3net", "10.1.0.70/32"], ["l3net", "10.1.0.128/26"]],
     );
@@ -99,15 +102,27 @@ describe("servedPrefixes", () => {
 });
 
 describe("grants", () => {
-  it("gives a host the host routes of its own endpoints in L3 networks only", () => {
-    const grants = grantsOf(desired("h1", [endpoint("a", "h1", "l3net", ["10.1.0.2/16"]), endpoint("b", "h1", "l2net", ["192.168.5.2/24"])]));
-    expect([...grants]).toEqual(["l3net 10.1.0.2/32"]);
-    expect([...routedNetworksOf(desired("h1", []))]).toEqual(["l3net"]);
+  it("gives each host the blocks and borrowed addresses of IPAM's block records, in canonical form, until they go", () => {
+    const grants = new Grants();
+    grants.apply(blockEntry("block.l3net.10-1-0-64-26", { networkId: "l3net", host: "h1", cidr: "10.1.0.64/26" }));
+    grants.apply(blockEntry("block.l3net.fd00--7-128", { networkId: "l3net", host: "h1", cidr: "fd00:0::7/128", ipv6: true, borrowed: true }));
+    grants.apply(blockEntry("block.l3net.10-1-0-128-26", { networkId: "l3net", host: "h2", cidr: "10.1.0.128/26" }));
+    expect([...grants.keysByHost.get("h1")!]).toEqual(["l3net 10.1.0.64/26", "l3net fd00::7/128"]);
+    expect(grants.of("h2")).toEqual([{ networkId: "l3net", prefix: "10.1.0.128/26" }]);
+    grants.apply(blockEntry("block.l3net.10-1-0-128-26", undefined));
+    expect(grants.keysByHost.has("h2")).toBe(false);
   });
 
-  it("gives a host the blocks and borrowed addresses the planner wrote for its L3 networks, in canonical form", () => {
-    const grants = grantsOf(desired("h1", [], [["l3net", "10.1.0.64/26"], ["l3net", "fd00:0::7/128"], ["l2net", "192.168.5.0/26"], ["l3net", "nonsense"]]));
-    expect([...grants]).toEqual(["l3net 10.1.0.64/26", "l3net fd00::7/128"]);
+  it("refuses a value that is no block record, and keeps what it had", () => {
+    const grants = new Grants();
+    grants.apply(blockEntry("block.l3net.10-1-0-64-26", { networkId: "l3net", host: "h1", cidr: "10.1.0.64/26" }));
+    expect(() => grants.apply(blockEntry("block.l3net.x", { networkId: "l3net", host: "h1", cidr: "nonsense" }))).toThrow("not a block record");
+    expect(() => grants.apply({ key: "block.l3net.y", value: new Uint8Array([0xff, 0xff, 0xff]), operation: "PUT" } as KvWatchEntry)).toThrow();
+    expect([...grants.keysByHost.get("h1")!]).toEqual(["l3net 10.1.0.64/26"]);
+  });
+
+  it("installs routes for the L3 and L3S networks only", () => {
+    expect([...routedNetworkIds([network("l3net", "l3"), network("l2net", "l2"), network("l3snet", "l3s")])]).toEqual(["l3net", "l3snet"]);
   });
 });
 

@@ -1,7 +1,7 @@
 import { isIP } from "node:net";
 import { networkInterfaces } from "node:os";
 import { startIpamService } from "../../ipam/main.js";
-import { startPlanner } from "../../planner/main.js";
+import { DEFAULT_INTENT_RETENTION_MS, DEFAULT_REPAIR_INTERVAL_MS, startPlanner } from "../../planner/main.js";
 import { startAgent } from "../../link-agent/main.js";
 import { moduleOf } from "../../../libs/netlink/kinds.js";
 import { parseCommand, UsageError } from "../parse.js";
@@ -32,16 +32,28 @@ export async function ipamCommand(argv: string[]): Promise<number> {
   return runUntilSignalled([ipam]);
 }
 
+const PLANNER_USAGE =
+  "Usage: trellis planner [--nats=URL] [--listen=HOST:PORT] [--ipam=HOST:PORT] [--intent-retention=DURATION] [--repair-interval=DURATION]";
+
 export async function plannerCommand(argv: string[]): Promise<number> {
   const { values } = parseCommand(
     argv,
-    { nats: { type: "string" }, listen: { type: "string" }, ipam: { type: "string" } },
-    "Usage: trellis planner [--nats=URL] [--listen=HOST:PORT] [--ipam=HOST:PORT]",
+    {
+      nats: { type: "string" },
+      listen: { type: "string" },
+      ipam: { type: "string" },
+      "intent-retention": { type: "string" },
+      "repair-interval": { type: "string" },
+    },
+    PLANNER_USAGE,
   );
   const planner = await startPlanner({
     natsUrl: values.nats ?? settings.natsUrl(),
-    listen: values.listen ?? settings.plannerAddress(),
+    // Several replicas may be listed for the clients; a replica listens on the first unless told otherwise.
+    listen: values.listen ?? settings.plannerAddress().split(",")[0]!.trim(),
     ipamAddress: values.ipam ?? settings.ipamAddress(),
+    intentRetentionMs: durationMs("--intent-retention", values["intent-retention"], DEFAULT_INTENT_RETENTION_MS, MIN_INTENT_RETENTION_MS),
+    repairIntervalMs: durationMs("--repair-interval", values["repair-interval"], DEFAULT_REPAIR_INTERVAL_MS, 1000),
   });
   console.log(`planner ready on ${planner.address}`);
   return runUntilSignalled([planner]);
@@ -92,6 +104,21 @@ function warnMissingLinkKinds(host: string, kinds: readonly string[]): void {
   console.error(
     `Warning: the kernel of host ${host} cannot create ${kinds.join(", ")} links (modprobe ${kinds.map(moduleOf).join(" ")}): the planner refuses containers here that need them`,
   );
+}
+
+/** A replay must find its intent's result: a retention shorter than a client's retry window would forget it. */
+const MIN_INTENT_RETENTION_MS = 60_000;
+const DURATION_UNITS_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** A planner duration: a whole number with a unit (s, m, h, d), e.g. 24h. */
+function durationMs(flag: string, text: string | undefined, fallback: number, shortestMs: number): number {
+  if (text === undefined) return fallback;
+  const match = /^(\d+)([smhd])$/.exec(text);
+  const ms = match ? Number(match[1]) * DURATION_UNITS_MS[match[2]!]! : NaN;
+  if (!(ms >= shortestMs)) {
+    throw new UsageError(`invalid ${flag} "${text}": expected a whole number with a unit (s, m, h or d), at least ${shortestMs / 1000} s, e.g. 24h`, PLANNER_USAGE);
+  }
+  return ms;
 }
 
 /** `--release-cooldown`: whole seconds, 0 (the default) for none. */

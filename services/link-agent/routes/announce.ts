@@ -2,7 +2,9 @@ import type { KV } from "@nats-io/kv";
 import { codecOf } from "../../../libs/bus/codec.js";
 import { getValue } from "../../../libs/bus/kv.js";
 import { AnnouncedPrefix, RouteAnnouncement } from "../../../libs/proto/gen/trellis/v1/routes.js";
-import { EndpointState, type EndpointStatus, type HostDesiredState } from "../../../libs/proto/gen/trellis/v1/state.js";
+import { EndpointState, type EndpointStatus } from "../../../libs/proto/gen/trellis/v1/state.js";
+import type { Endpoint, Network } from "../../../libs/proto/gen/trellis/v1/network.js";
+import type { GrantedPrefix } from "./grants.js";
 import { contains, parseCidr, parsePrefix } from "../../../libs/ipmath/index.js";
 import { canonicalPrefix, familyOfAddress, familyOfPrefix, hostPrefix, isRoutedMode } from "./prefixes.js";
 
@@ -15,7 +17,15 @@ const announcementCodec = codecOf(RouteAnnouncement);
  * READY endpoint sits in it — or the address's own host route when no grant covers it. Only prefixes of
  * a family the host has a next hop of: an IPv6 prefix needs an IPv6 next hop.
  */
-export function servedPrefixes(desired: HostDesiredState, statuses: EndpointStatus[], nextHops: string[]): AnnouncedPrefix[] {
+export interface HostServing {
+  networks: Network[];
+  /** The host's own endpoints. */
+  endpoints: Endpoint[];
+  /** What IPAM gave the host. */
+  grants: GrantedPrefix[];
+}
+
+export function servedPrefixes(desired: HostServing, statuses: EndpointStatus[], nextHops: string[]): AnnouncedPrefix[] {
   const routed = new Set(desired.networks.filter((network) => isRoutedMode(network.mode)).map((network) => network.id));
   const networkOf = new Map(desired.endpoints.map((endpoint) => [endpoint.id, endpoint.networkId]));
   const families = new Set(nextHops.map(familyOfAddress));
@@ -32,10 +42,10 @@ export function servedPrefixes(desired: HostDesiredState, statuses: EndpointStat
 }
 
 /** The longest granted prefix of `networkId` that contains the address of `addressCidr`. */
-function coveringGrant(desired: HostDesiredState, networkId: string, addressCidr: string): string | undefined {
+function coveringGrant(desired: HostServing, networkId: string, addressCidr: string): string | undefined {
   const { address } = parseCidr(addressCidr);
   let best: { text: string; length: number } | undefined;
-  for (const granted of desired.grantedPrefixes) {
+  for (const granted of desired.grants) {
     const text = granted.networkId === networkId ? canonicalPrefix(granted.prefix) : undefined;
     if (!text) continue;
     const prefix = parsePrefix(text);

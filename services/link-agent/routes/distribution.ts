@@ -1,9 +1,10 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { openBucket } from "../../../libs/bus/connection.js";
-import { Buckets } from "../../../libs/bus/subjects.js";
-import type { EndpointStatus, HostDesiredState } from "../../../libs/proto/gen/trellis/v1/state.js";
+import { Buckets, HOST_STALE_AFTER_MS } from "../../../libs/bus/subjects.js";
+import type { Endpoint, Network } from "../../../libs/proto/gen/trellis/v1/network.js";
+import type { EndpointStatus } from "../../../libs/proto/gen/trellis/v1/state.js";
 import { Announcer, servedPrefixes } from "./announce.js";
-import { DEFAULT_STALE_AFTER_MS, RouteInstaller } from "./install.js";
+import { RouteInstaller } from "./install.js";
 
 export interface DistributionOptions {
   host: string;
@@ -22,18 +23,18 @@ export class RouteDistribution {
   ) {}
 
   static async start(nc: NatsConnection, options: DistributionOptions): Promise<RouteDistribution> {
-    const [routes, hosts, desired] = await Promise.all([Buckets.routes, Buckets.hosts, Buckets.desired].map((b) => openBucket(nc, b)));
+    const [routes, hosts, ipam, networks] = await Promise.all([Buckets.routes, Buckets.hosts, Buckets.ipam, Buckets.networks].map((b) => openBucket(nc, b)));
     const announcer = new Announcer(routes, options.host, options.addresses);
     const installer = await RouteInstaller.start(
-      { routes, hosts, desired },
-      { host: options.host, role: options.role, staleAfterMs: DEFAULT_STALE_AFTER_MS, resyncMs: options.resyncMs, log: (line) => console.error(line) },
+      { routes, hosts, ipam, networks },
+      { host: options.host, role: options.role, staleAfterMs: HOST_STALE_AFTER_MS, resyncMs: options.resyncMs, log: (line) => console.error(line) },
     );
     return new RouteDistribution(announcer, installer, options.addresses);
   }
 
-  /** Called after every converge pass with the statuses read back from the kernel. */
-  announce(desired: HostDesiredState, statuses: EndpointStatus[]): Promise<void> {
-    return this.announcer.announce(servedPrefixes(desired, statuses, this.addresses));
+  /** Called after every converge pass with the host's networks and endpoints and the statuses read back from the kernel. */
+  announce(networks: Network[], endpoints: Endpoint[], statuses: EndpointStatus[]): Promise<void> {
+    return this.announcer.announce(servedPrefixes({ networks, endpoints, grants: this.installer.grantsOfSelf() }, statuses, this.addresses));
   }
 
   stop(): Promise<void> {

@@ -2,16 +2,14 @@ import type { KV, KvWatchEntry } from "@nats-io/kv";
 import { codecOf } from "../../../libs/bus/codec.js";
 import { describeRoute, openNetlink, type NetlinkHandle, type RouteChange, type RouteChangeFailure } from "../../../libs/netlink/index.js";
 import { RouteAnnouncement } from "../../../libs/proto/gen/trellis/v1/routes.js";
-import { HostDesiredState } from "../../../libs/proto/gen/trellis/v1/state.js";
-import { followBucket } from "./follow.js";
-import { grantsOf, routedNetworksOf, type GrantKey } from "./grants.js";
+import { Network } from "../../../libs/proto/gen/trellis/v1/network.js";
+import { FollowedBucket } from "../../../libs/bus/follow.js";
+import { Buckets, IPAM_BLOCKS_FILTER } from "../../../libs/bus/subjects.js";
+import { Grants, routedNetworkIds, type GrantedPrefix } from "./grants.js";
 import { believe, changesSinceApplied, routeChanges, type Belief, type RouteChanges } from "./reconcile.js";
 
 const announcementCodec = codecOf(RouteAnnouncement);
-const desiredCodec = codecOf(HostDesiredState);
-
-/** A host silent for longer than this has its routes withdrawn everywhere (restored when it returns). */
-export const DEFAULT_STALE_AFTER_MS = 10_000;
+const networkCodec = codecOf(Network);
 
 export interface InstallerOptions {
   host: string;
@@ -27,7 +25,9 @@ export interface InstallerOptions {
 export interface InstallerBuckets {
   routes: KV;
   hosts: KV;
-  desired: KV;
+  /** IPAM's bucket, of which only the block keys are followed: what each host may announce. */
+  ipam: KV;
+  networks: KV;
 }
 
 /**
@@ -39,8 +39,10 @@ export interface InstallerBuckets {
  */
 export class RouteInstaller {
   private readonly announcements = new Map<string, RouteAnnouncement>();
-  private readonly grants = new Map<string, Set<GrantKey>>();
+  private readonly grants = new Grants();
   private readonly heartbeats = new Map<string, number>();
+  /** Every network by bucket key (its name): every host has every network. */
+  private readonly allNetworks = new Map<string, Network>();
   private networks = new Set<string>();
   private running: Promise<void> | undefined;
   private again = false;
@@ -65,11 +67,14 @@ export class RouteInstaller {
   static async start(buckets: InstallerBuckets, options: InstallerOptions): Promise<RouteInstaller> {
     const installer = new RouteInstaller(options, await openNetlink(options.netns));
     try {
-      installer.stops = await Promise.all([
-        followBucket(buckets.desired, (entry) => installer.onDesired(entry)),
-        followBucket(buckets.hosts, (entry) => installer.onHeartbeat(entry)),
-        followBucket(buckets.routes, (entry) => installer.onAnnouncement(entry)),
+      const log = options.log;
+      const followers = await Promise.all([
+        FollowedBucket.start(buckets.networks, { bucketName: Buckets.networks, log, onEntry: (entry) => installer.onNetwork(entry) }),
+        FollowedBucket.start(buckets.ipam, { bucketName: Buckets.ipam, filter: IPAM_BLOCKS_FILTER, log, onEntry: (entry) => installer.onGrant(entry) }),
+        FollowedBucket.start(buckets.hosts, { bucketName: Buckets.hosts, log, onEntry: (entry) => installer.onHeartbeat(entry) }),
+        FollowedBucket.start(buckets.routes, { bucketName: Buckets.routes, log, onEntry: (entry) => installer.onAnnouncement(entry) }),
       ]);
+      installer.stops = followers.map((follower) => () => follower.stop());
     } catch (error) {
       await installer.stop();
       throw new Error(`failed to start the route installer of host ${options.host}: ${(error as Error).message}`);
@@ -103,15 +108,20 @@ export class RouteInstaller {
     return this.belief().routes;
   }
 
-  private onDesired(entry: KvWatchEntry): void {
-    if (entry.operation === "PUT") {
-      const desired = desiredCodec.decode(entry.value);
-      this.grants.set(entry.key, grantsOf(desired));
-      if (entry.key === this.options.host) this.networks = routedNetworksOf(desired);
-    } else {
-      this.grants.delete(entry.key);
-      if (entry.key === this.options.host) this.networks = new Set();
-    }
+  /** What IPAM gave this host: the prefixes its own announcement may carry. */
+  grantsOfSelf(): GrantedPrefix[] {
+    return this.grants.of(this.options.host);
+  }
+
+  private onNetwork(entry: KvWatchEntry): void {
+    if (entry.operation === "PUT") this.allNetworks.set(entry.key, networkCodec.decode(entry.value));
+    else this.allNetworks.delete(entry.key);
+    this.networks = routedNetworkIds(this.allNetworks.values());
+    this.schedule();
+  }
+
+  private onGrant(entry: KvWatchEntry): void {
+    this.grants.apply(entry);
     this.schedule();
   }
 
@@ -137,7 +147,7 @@ export class RouteInstaller {
       role: this.options.role,
       networks: this.networks,
       announcements: [...this.announcements.values()],
-      grants: this.grants,
+      grants: this.grants.keysByHost,
       heartbeats: this.heartbeats,
       now: Date.now(),
       staleAfterMs: this.options.staleAfterMs,

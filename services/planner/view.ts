@@ -1,0 +1,170 @@
+import type { KV, KvWatchEntry } from "@nats-io/kv";
+import { codecOf } from "../../libs/bus/codec.js";
+import { FollowedBucket } from "../../libs/bus/follow.js";
+import type { Versioned } from "../../libs/bus/kv.js";
+import { Buckets } from "../../libs/bus/subjects.js";
+import { formatAddress, parseCidr } from "../../libs/ipmath/index.js";
+import { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
+import { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
+
+const networkCodec = codecOf(Network);
+const endpointCodec = codecOf(Endpoint);
+const hostCodec = codecOf(HostRecord);
+
+/**
+ * The planner's memory of the cluster: every network, container and host, fed by watches of their buckets,
+ * with the indexes an intent needs (names, addresses held, a network's containers, who has which interface),
+ * so that no intent lists a bucket. A view may lag behind another replica's writes; the conditional writes
+ * decide, and a decision that trusts the view's silence catches up first.
+ */
+export class PlannerView {
+  private readonly networks = new Map<string, Versioned<Network>>();
+  private readonly endpoints = new Map<string, Versioned<Endpoint>>();
+  private readonly hosts = new Map<string, HostRecord>();
+  /** Network id → its containers' names. */
+  private readonly containersOf = new Map<string, Set<string>>();
+  /** `<network id> <address>` → the container that holds it. */
+  private readonly addressHolders = new Map<string, string>();
+  /** Interface name → hosts that reported it. */
+  private readonly hostsWithInterface = new Map<string, Set<string>>();
+  private followers: FollowedBucket[] = [];
+
+  static async start(buckets: { networks: KV; endpoints: KV; hosts: KV }): Promise<PlannerView> {
+    const view = new PlannerView();
+    view.followers = await Promise.all([
+      FollowedBucket.start(buckets.networks, { bucketName: Buckets.networks, onEntry: (entry) => view.applyNetwork(entry) }),
+      FollowedBucket.start(buckets.endpoints, { bucketName: Buckets.endpoints, onEntry: (entry) => view.applyEndpoint(entry) }),
+      FollowedBucket.start(buckets.hosts, { bucketName: Buckets.hosts, onEntry: (entry) => view.applyHost(entry) }),
+    ]);
+    return view;
+  }
+
+  stop(): void {
+    this.followers.forEach((follower) => follower.stop());
+  }
+
+  /** Waits until the view holds every write made to its buckets before this call. */
+  async catchUp(): Promise<void> {
+    await Promise.all(this.followers.map((follower) => follower.catchUp()));
+  }
+
+  network(name: string): Versioned<Network> | undefined {
+    return this.networks.get(name);
+  }
+
+  allNetworks(): Network[] {
+    return [...this.networks.values()].map((entry) => entry.value);
+  }
+
+  endpoint(container: string): Versioned<Endpoint> | undefined {
+    return this.endpoints.get(container);
+  }
+
+  allEndpoints(): Endpoint[] {
+    return [...this.endpoints.values()].map((entry) => entry.value);
+  }
+
+  /** The names of a network's containers, sorted. */
+  containersOn(networkId: string): string[] {
+    return [...(this.containersOf.get(networkId) ?? [])].sort();
+  }
+
+  endpointsOn(networkId: string): Endpoint[] {
+    return this.containersOn(networkId).flatMap((container) => this.endpoints.get(container)?.value ?? []);
+  }
+
+  /** The container that holds `address` (without prefix length) in a network. */
+  holderOf(networkId: string, address: string): string | undefined {
+    return this.addressHolders.get(`${networkId} ${address}`);
+  }
+
+  host(name: string): HostRecord | undefined {
+    return this.hosts.get(name);
+  }
+
+  hostNames(): string[] {
+    return [...this.hosts.keys()];
+  }
+
+  hostCount(): number {
+    return this.hosts.size;
+  }
+
+  /** Hosts that reported an interface of this name. */
+  hostsWith(interfaceName: string): string[] {
+    return [...(this.hostsWithInterface.get(interfaceName) ?? [])];
+  }
+
+  /** The planner's own writes are known at once, before their watch delivers them. */
+  noteNetwork(network: Network, revision: number): void {
+    this.setNetwork(network.name, { value: network, revision });
+  }
+
+  noteEndpoint(endpoint: Endpoint, revision: number): void {
+    this.setEndpoint(endpoint.container, { value: endpoint, revision });
+  }
+
+  noteEndpointGone(container: string, revision: number): void {
+    this.setEndpoint(container, undefined, revision);
+  }
+
+  noteNetworkGone(name: string, revision: number): void {
+    this.setNetwork(name, undefined, revision);
+  }
+
+  private applyNetwork(entry: KvWatchEntry): void {
+    if (entry.operation === "PUT") this.setNetwork(entry.key, { value: networkCodec.decode(entry.value), revision: entry.revision });
+    else this.setNetwork(entry.key, undefined, entry.revision);
+  }
+
+  private applyEndpoint(entry: KvWatchEntry): void {
+    if (entry.operation === "PUT") this.setEndpoint(entry.key, { value: endpointCodec.decode(entry.value), revision: entry.revision });
+    else this.setEndpoint(entry.key, undefined, entry.revision);
+  }
+
+  private applyHost(entry: KvWatchEntry): void {
+    const previous = this.hosts.get(entry.key);
+    for (const name of previous?.interfaces ?? []) this.hostsWithInterface.get(name)?.delete(entry.key);
+    if (entry.operation !== "PUT") {
+      this.hosts.delete(entry.key);
+      return;
+    }
+    const record = hostCodec.decode(entry.value);
+    this.hosts.set(entry.key, record);
+    for (const name of record.interfaces) {
+      let hosts = this.hostsWithInterface.get(name);
+      if (!hosts) this.hostsWithInterface.set(name, (hosts = new Set()));
+      hosts.add(entry.key);
+    }
+  }
+
+  /** A write older than what the view holds (the watch delivering the planner's own write late) is ignored. */
+  private setNetwork(name: string, next: Versioned<Network> | undefined, revision = next?.revision ?? 0): void {
+    const current = this.networks.get(name);
+    if (current && current.revision > revision) return;
+    if (next) this.networks.set(name, next);
+    else this.networks.delete(name);
+  }
+
+  private setEndpoint(container: string, next: Versioned<Endpoint> | undefined, revision = next?.revision ?? 0): void {
+    const current = this.endpoints.get(container);
+    if (current && current.revision > revision) return;
+    if (current) {
+      this.containersOf.get(current.value.networkId)?.delete(container);
+      for (const address of current.value.addresses) this.addressHolders.delete(addressKeyOf(current.value.networkId, address));
+    }
+    if (!next) {
+      this.endpoints.delete(container);
+      return;
+    }
+    this.endpoints.set(container, next);
+    let containers = this.containersOf.get(next.value.networkId);
+    if (!containers) this.containersOf.set(next.value.networkId, (containers = new Set()));
+    containers.add(container);
+    for (const address of next.value.addresses) this.addressHolders.set(addressKeyOf(next.value.networkId, address), container);
+  }
+}
+
+function addressKeyOf(networkId: string, cidr: string): string {
+  return `${networkId} ${formatAddress(parseCidr(cidr).address)}`;
+}
