@@ -7,13 +7,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { codecOf } from "../../libs/bus/codec.js";
 import { connectBus, openBucket } from "../../libs/bus/connection.js";
 import { getValue, isLive, listValues } from "../../libs/bus/kv.js";
-import { Buckets, INTENT_SUBJECT, statusKey } from "../../libs/bus/subjects.js";
+import { FollowedBucket } from "../../libs/bus/follow.js";
+import { Buckets, desiredKey, hostKeysFilter, INTENT_SUBJECT, IPAM_BLOCKS_FILTER, statusKey } from "../../libs/bus/subjects.js";
 import { createNamespace, deleteNamespace } from "../../libs/netlink/index.js";
-import { Endpoint, NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
+import { Endpoint, Network, NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
 import { RouteAnnouncement, type AnnouncedPrefix } from "../../libs/proto/gen/trellis/v1/routes.js";
-import { EndpointState, EndpointStatus, HostDesiredState, HostRecord, Intent, IntentResult } from "../../libs/proto/gen/trellis/v1/state.js";
+import { EndpointState, EndpointStatus, HostRecord, Intent, IntentResult } from "../../libs/proto/gen/trellis/v1/state.js";
 import { writeHeartbeat, type HeartbeatOf } from "../../services/link-agent/heartbeat.js";
 import { Announcer, servedPrefixes } from "../../services/link-agent/routes/announce.js";
+import { Grants } from "../../services/link-agent/routes/grants.js";
 import { RouteInstaller } from "../../services/link-agent/routes/install.js";
 import { StatusPublisher } from "../../services/link-agent/status.js";
 import { freshPasswords, passwordEnvironment, passwordVariable, startTrellisService, type TrellisService } from "../support/deployed-nats.js";
@@ -27,9 +29,9 @@ import { startNatsServer, type NatsServer } from "../support/nats-server.js";
 const CONFIG_FILE = fileURLToPath(new URL("../../deploy/nats/trellis.conf", import.meta.url));
 
 const AGENTS: HeartbeatOf[] = [
-  { host: "h1", addresses: ["192.0.2.11"], role: "host", missingLinkKinds: [] },
-  { host: "h2", addresses: ["192.0.2.12"], role: "host", missingLinkKinds: [] },
-  { host: "u1", addresses: ["192.0.2.201"], role: "upstream", missingLinkKinds: [] },
+  { host: "h1", addresses: ["192.0.2.11"], role: "host", missingLinkKinds: [], interfaces: ["eth0", "lo"] },
+  { host: "h2", addresses: ["192.0.2.12"], role: "host", missingLinkKinds: [], interfaces: ["eth0", "lo"] },
+  { host: "u1", addresses: ["192.0.2.201"], role: "upstream", missingLinkKinds: [], interfaces: ["eth0", "lo"] },
 ];
 const [H1, H2] = AGENTS;
 const USERS = ["planner", "ipam", "controller", ...AGENTS.map(agentUser)];
@@ -39,11 +41,11 @@ const passwords = freshPasswords(USERS);
 const READS: Record<"ipam" | "controller" | "agent", string[]> = {
   ipam: [Buckets.ipam, Buckets.endpoints, Buckets.hosts],
   controller: [Buckets.intents, Buckets.status],
-  agent: [Buckets.hosts, Buckets.status, Buckets.desired, Buckets.routes],
+  agent: [Buckets.hosts, Buckets.status, Buckets.desired, Buckets.routes, Buckets.networks, Buckets.names],
 };
 
 const statusCodec = codecOf(EndpointStatus);
-const desiredCodec = codecOf(HostDesiredState);
+const endpointCodec = codecOf(Endpoint);
 const resultCodec = codecOf(IntentResult);
 
 let nats: NatsServer;
@@ -88,9 +90,9 @@ async function eventually<T>(what: string, read: () => Promise<T>, ok: (value: T
   }
 }
 
-async function keysOf(kv: KV): Promise<string[]> {
+async function keysOf(kv: KV, filter = ">"): Promise<string[]> {
   const keys: string[] = [];
-  for await (const key of await kv.keys()) keys.push(key);
+  for await (const key of await kv.keys(filter)) keys.push(key);
   return keys;
 }
 
@@ -192,11 +194,16 @@ async function attach(container: string, network: string, host: string): Promise
   return result.endpoint!;
 }
 
-/** A host's desired state as its agent reads it, once it has the container. */
-async function desiredWith(agent: HeartbeatOf, container: string): Promise<HostDesiredState> {
+/** A container's key in its host's desired state, as the host's agent reads it. */
+async function desiredWith(agent: HeartbeatOf, container: string): Promise<Endpoint> {
   const desired = await bucket(agentUser(agent), Buckets.desired);
-  const has = (state: HostDesiredState | undefined) => state?.endpoints.some((e) => e.container === container) ?? false;
-  return (await eventually(`${container} in the desired state of ${agent.host}`, async () => (await getValue(desired, desiredCodec, agent.host))?.value, has))!;
+  const endpoints = async () => {
+    const found: Endpoint[] = [];
+    for (const key of await keysOf(desired, hostKeysFilter(agent.host))) found.push((await getValue(desired, endpointCodec, key))!.value);
+    return found;
+  };
+  const listed = await eventually(`${container} in the desired state of ${agent.host}`, endpoints, (all) => all.some((e) => e.container === container));
+  return listed.find((e) => e.container === container)!;
 }
 
 beforeAll(async () => {
@@ -258,8 +265,9 @@ describe.each(AGENTS)("the link-agent of $host", (agent) => {
 
   it("cannot write desired state, not even its own, nor any bucket but its three", async () => {
     const before = await snapshot();
-    const desired = desiredCodec.encode(HostDesiredState.fromPartial({ host: agent.host }));
-    await expect((await bucket(user, Buckets.desired)).put(agent.host, desired)).rejects.toThrow(refusal(`$KV.trellis-desired.${agent.host}`));
+    const desired = endpointCodec.encode(Endpoint.fromPartial({ id: "forged", host: agent.host, container: "forged" }));
+    const key = desiredKey(agent.host, "forged");
+    await expect((await bucket(user, Buckets.desired)).put(key, desired)).rejects.toThrow(refusal(`$KV.trellis-desired.${key}`));
     for (const name of bucketsBut([Buckets.hosts, Buckets.status, Buckets.routes])) await expectWriteRefused(user, name, agent.host);
     await expect(jetstream(await bus(user)).publish(INTENT_SUBJECT, new Uint8Array())).rejects.toThrow(refusal(INTENT_SUBJECT));
     expect(await snapshot()).toEqual(before);
@@ -269,8 +277,12 @@ describe.each(AGENTS)("the link-agent of $host", (agent) => {
     await expectStreamsLocked(user);
   });
 
-  it("cannot read the control plane's buckets", async () => {
-    for (const name of bucketsBut(READS.agent)) await expectReadRefused(user, name);
+  it("cannot read the control plane's buckets, nor IPAM's but for its block records", async () => {
+    for (const name of bucketsBut([...READS.agent, Buckets.ipam])) await expectReadRefused(user, name);
+    await expectCallRefused(user, `$JS.API.DIRECT.GET.KV_${Buckets.ipam}.$KV.${Buckets.ipam}.registry`);
+    await expectCallRefused(user, `$JS.API.CONSUMER.CREATE.KV_${Buckets.ipam}`, { stream_name: `KV_${Buckets.ipam}`, config: { ack_policy: AckPolicy.None } });
+    const addresses = `$JS.API.CONSUMER.CREATE.KV_${Buckets.ipam}.watch.$KV.${Buckets.ipam}.addr.>`;
+    await expectCallRefused(user, addresses, { stream_name: `KV_${Buckets.ipam}`, config: { ack_policy: AckPolicy.None, filter_subject: `$KV.${Buckets.ipam}.addr.>` } });
   });
 });
 
@@ -279,11 +291,11 @@ describe("the planner and a controller", () => {
     await createNetwork("db_net", "10.50.0.0/24");
     const endpoint = await attach("c1", "db_net", H1.host);
     expect(endpoint.addresses).toEqual(["10.50.0.2/24"]);
-    expect((await desiredWith(H1, "c1")).endpoints.map((e) => e.addresses)).toEqual([["10.50.0.2/24"]]);
+    expect((await desiredWith(H1, "c1")).addresses).toEqual(["10.50.0.2/24"]);
   });
 
   it("a controller reads the statuses its containers get", async () => {
-    const endpoint = (await desiredWith(H1, "c1")).endpoints[0];
+    const endpoint = await desiredWith(H1, "c1");
     await publishStatus(H1, agentUser(H1), endpoint.id);
     const status = await getValue(await bucket("controller", Buckets.status), statusCodec, statusKey(H1.host, endpoint.id));
     expect(status?.value).toMatchObject({ host: H1.host, state: EndpointState.ENDPOINT_STATE_READY });
@@ -329,17 +341,21 @@ describe("what a link-agent reads", () => {
   it("is enough for route distribution: h1's route installer takes the block h2 announces", async () => {
     await createNetwork("l3net", "10.40.0.0/24", "l3");
     await attach("c2", "l3net", H2.host);
-    const desired = await desiredWith(H2, "c2");
-    const endpoint = desired.endpoints.find((e) => e.container === "c2")!;
+    const endpoint = await desiredWith(H2, "c2");
+    const network = (await getValue(await bucket(agentUser(H2), Buckets.networks), codecOf(Network), "l3net"))!.value;
+    // What IPAM gave h2, as h2's agent reads it: IPAM's block records, through a watch.
+    const grants = new Grants();
+    const ipamBlocks = await FollowedBucket.start(await bucket(agentUser(H2), Buckets.ipam), { bucketName: Buckets.ipam, filter: IPAM_BLOCKS_FILTER, onEntry: (entry) => grants.apply(entry) });
+    ipamBlocks.stop();
     await writeHeartbeat(await bucket(agentUser(H2), Buckets.hosts), H2);
-    const prefixes = servedPrefixes(desired, [endpointStatus(H2.host, endpoint.id, endpoint.addresses)], H2.addresses);
-    expect(prefixes).toHaveLength(1);
+    const prefixes = servedPrefixes({ networks: [network], endpoints: [endpoint], grants: grants.of(H2.host) }, [endpointStatus(H2.host, endpoint.id, endpoint.addresses)], H2.addresses);
+    expect(prefixes).toEqual([{ networkId: network.id, prefix: "10.40.0.0/26" }]);
     await announce(H2, agentUser(H2), prefixes);
 
     await createNamespace(namespace);
-    const [routes, hosts, desiredBucket] = await Promise.all([Buckets.routes, Buckets.hosts, Buckets.desired].map((name) => bucket(agentUser(H1), name)));
+    const [routes, hosts, ipam, networks] = await Promise.all([Buckets.routes, Buckets.hosts, Buckets.ipam, Buckets.networks].map((name) => bucket(agentUser(H1), name)));
     installer = await RouteInstaller.start(
-      { routes, hosts, desired: desiredBucket },
+      { routes, hosts, ipam, networks },
       { host: H1.host, role: "host", netns: namespace, staleAfterMs: 10_000, resyncMs: 60_000, log: () => undefined },
     );
     const believed = await eventually("h2's block in h1's belief", async () => installer!.believed(), (routes) => routes.size > 0);

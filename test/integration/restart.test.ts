@@ -2,7 +2,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { codecOf } from "../../libs/bus/codec.js";
 import { connectBus, openBucket } from "../../libs/bus/connection.js";
-import { Buckets } from "../../libs/bus/subjects.js";
+import { Buckets, hostKeysFilter } from "../../libs/bus/subjects.js";
 import { callUnary, clientOptions, insecure } from "../../libs/grpc/unary.js";
 import { ControlClient } from "../../libs/proto/gen/trellis/v1/control.js";
 import { NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
@@ -43,15 +43,27 @@ async function snapshot() {
   const control = services!.control;
   const networks = (await callUnary(control.listNetworks.bind(control), {})).networks;
   const endpoints = (await callUnary(control.listEndpoints.bind(control), { network: "" })).endpoints;
-  const desired = await withBus(async (nc) => (await (await openBucket(nc, Buckets.desired)).get("h1"))?.value);
-  return { networks, endpoints, desired: Buffer.from(desired ?? []).toString("hex") };
+  const desired = await withBus((nc) => storedValues(nc, Buckets.desired, hostKeysFilter("h1")));
+  const names = await withBus((nc) => storedValues(nc, Buckets.names));
+  return { networks, endpoints, desired, names };
+}
+
+/** Every live key of a bucket (within a filter) with its value in hex. */
+async function storedValues(nc: NatsConnection, bucket: string, filter = ">"): Promise<Record<string, string>> {
+  const kv = await openBucket(nc, bucket);
+  const values: Record<string, string> = {};
+  for await (const key of await kv.keys(filter)) {
+    const entry = await kv.get(key);
+    if (entry?.operation === "PUT") values[key] = Buffer.from(entry.value).toString("hex");
+  }
+  return values;
 }
 
 beforeAll(async () => {
   nats = await startNatsServer();
   services = await startServices();
   await withBus(async (nc) => {
-    const record: HostRecord = { host: "h1", address: "192.168.1.11", role: "host", heartbeatAt: new Date().toISOString(), missingLinkKinds: [] };
+    const record = HostRecord.fromPartial({ host: "h1", address: "192.168.1.11", role: "host", heartbeatAt: new Date().toISOString() });
     await (await openBucket(nc, Buckets.hosts)).put("h1", codecOf(HostRecord).encode(record));
   });
 });
@@ -73,6 +85,8 @@ describe("a restart of every service", () => {
     }
     const before = await snapshot();
     expect(before.endpoints.map((e) => e.addresses[0])).toEqual(["192.168.20.2/24", "192.168.20.3/24"]);
+    expect(Object.keys(before.desired)).toHaveLength(2);
+    expect(Object.keys(before.names)).toHaveLength(2);
 
     await stopServices();
     await nats.restart();

@@ -1,15 +1,20 @@
 import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { KV } from "@nats-io/kv";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { connectBus, openBucket } from "../../libs/bus/connection.js";
 import { codecOf } from "../../libs/bus/codec.js";
 import { Buckets } from "../../libs/bus/subjects.js";
 import { createNamespace, deleteNamespace, openNetlink, type RouteChange } from "../../libs/netlink/index.js";
 import { RouteAnnouncement } from "../../libs/proto/gen/trellis/v1/routes.js";
-import { HostDesiredState, HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
-import { RouteInstaller } from "../../services/link-agent/routes/install.js";
+import { BlockRecord } from "../../libs/proto/gen/trellis/v1/ipam.js";
+import { Network } from "../../libs/proto/gen/trellis/v1/network.js";
+import { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
+import { RouteInstaller, type InstallerBuckets } from "../../services/link-agent/routes/install.js";
+import { hostPrefix } from "../../services/link-agent/routes/prefixes.js";
+import { blockKey } from "../../services/ipam/keys.js";
+import { parsePrefix } from "../../libs/ipmath/index.js";
+import { eventually as eventuallyValue } from "../support/eventually.js";
 import { startNatsServer, type NatsServer } from "../support/nats-server.js";
 
 // Several agents' route installers, each programming its own fresh namespace, against a real nats-server.
@@ -17,13 +22,14 @@ import { startNatsServer, type NatsServer } from "../support/nats-server.js";
 
 const STALE_AFTER_MS = 1500;
 const L3NET = "l3net";
-const desiredCodec = codecOf(HostDesiredState);
+const networkCodec = codecOf(Network);
+const blockCodec = codecOf(BlockRecord);
 const hostCodec = codecOf(HostRecord);
 const announcementCodec = codecOf(RouteAnnouncement);
 
 let nats: NatsServer;
 let nc: NatsConnection;
-let buckets: { routes: KV; hosts: KV; desired: KV };
+let buckets: InstallerBuckets;
 const namespaces: string[] = [];
 const installers: RouteInstaller[] = [];
 const logs: string[] = [];
@@ -31,8 +37,8 @@ const logs: string[] = [];
 beforeAll(async () => {
   nats = await startNatsServer();
   nc = await connectBus({ servers: nats.url, name: "routes-test" });
-  const [routes, hosts, desired] = await Promise.all([Buckets.routes, Buckets.hosts, Buckets.desired].map((b) => openBucket(nc, b)));
-  buckets = { routes, hosts, desired };
+  const [routes, hosts, ipam, networks] = await Promise.all([Buckets.routes, Buckets.hosts, Buckets.ipam, Buckets.networks].map((b) => openBucket(nc, b)));
+  buckets = { routes, hosts, ipam, networks };
 });
 
 afterAll(async () => {
@@ -67,22 +73,18 @@ async function startHost(host: string, role: "host" | "upstream" = "host", netns
   return { netns, installer };
 }
 
-/** What the planner would write: the host has the L3 network and containers with these addresses. */
+/** The L3 network every host has, and what IPAM would record: each of the host's addresses as borrowed by it. */
 async function desire(host: string, addresses: string[]): Promise<void> {
-  const state: HostDesiredState = {
-    host,
-    networks: [{ id: L3NET, name: L3NET, driver: "ipvlan", mode: "l3", flag: "bridge", subnets: [], internal: false, ipv6: false, notes: [], createdAt: "", traceparent: "", intentId: "" }],
-    endpoints: addresses.map((address, i) => ({
-      id: `${host}-c${i}`, networkId: L3NET, networkName: L3NET, container: `${host}-c${i}`, host, netns: "", ifname: "eth0", addresses: [address], routes: [], createdAt: "", traceparent: "", intentId: "",
-    })),
-    names: [],
-    grantedPrefixes: [],
-  };
-  await buckets.desired.put(host, desiredCodec.encode(state));
+  await buckets.networks.put(L3NET, networkCodec.encode(Network.fromPartial({ id: L3NET, name: L3NET, driver: "ipvlan", mode: "l3", flag: "bridge" })));
+  for (const address of addresses) {
+    const cidr = hostPrefix(address);
+    const record = BlockRecord.fromPartial({ networkId: L3NET, host, cidr, borrowed: true });
+    await buckets.ipam.put(blockKey(L3NET, parsePrefix(cidr)), blockCodec.encode(record));
+  }
 }
 
 async function heartbeat(host: string): Promise<void> {
-  await buckets.hosts.put(host, hostCodec.encode({ host, address: "", role: "host", heartbeatAt: new Date().toISOString(), missingLinkKinds: [] }));
+  await buckets.hosts.put(host, hostCodec.encode({ host, address: "", role: "host", heartbeatAt: new Date().toISOString(), missingLinkKinds: [], interfaces: [] }));
 }
 
 async function announce(host: string, nextHop: string, prefixes: string[]): Promise<void> {
@@ -106,16 +108,9 @@ function trellisRoutes(netns: string): string[] {
   return ip(netns, "route", "show", "proto", "210").trim().split("\n").filter(Boolean).map((line) => line.trim());
 }
 
+/** Until `check` passes (it asserts, and throws until then). */
 async function eventually(check: () => void, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return check();
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-  }
+  await eventuallyValue("the routes to be as expected", check, () => true, timeoutMs);
 }
 
 describe("route installer", () => {
