@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { status } from "@grpc/grpc-js";
 import ipaddr from "ipaddr.js";
 import { contains, formatAddress, overlaps, parseAddress, parsePrefix } from "../../libs/ipmath/index.js";
@@ -118,7 +118,7 @@ export class Planner {
         checkHostHasParent(host, network, this.store.view);
         checkStaticAddresses(network, spec);
         this.checkAddressesFree(network, spec);
-        const endpoint = endpointOf(network, spec, await this.allocateAddresses(network, spec), intentId);
+        const endpoint = endpointOf(network, spec, await this.allocateAddresses(network, spec, endpointIdFor(intentId)), intentId);
         const revision = await this.store.createEndpoint(endpoint);
         if (revision === undefined) return this.lostNameRace(network, endpoint, intentId);
         await this.undoIfNetworkGone(network, endpoint, revision);
@@ -159,9 +159,10 @@ export class Planner {
    * the same intent (a replay through another replica), it is the answer.
    */
   private async lostNameRace(network: Network, mine: Endpoint, intentId: string): Promise<Endpoint> {
-    await this.ipam.releaseAddresses(network.id, mine.id);
     const winner = await this.findEndpoint(mine.container);
+    // Another attempt of the same intent has the same endpoint id, and so the very addresses: they are its.
     if (winner && isCreatedBy(winner.value, intentId)) return this.republished(winner.value);
+    await this.ipam.releaseAddresses(network.id, mine.id);
     throw winner ? nameInUse(mine.container, winner.value) : alreadyExists(`container name "${mine.container}" is already in use`);
   }
 
@@ -174,8 +175,7 @@ export class Planner {
     throw notFound(`network ${network.name} was deleted while ${endpoint.container} was being attached to it`);
   }
 
-  private async allocateAddresses(network: Network, spec: EndpointSpec): Promise<{ id: string; addresses: string[] }> {
-    const id = randomBytes(16).toString("hex");
+  private async allocateAddresses(network: Network, spec: EndpointSpec, id: string): Promise<{ id: string; addresses: string[] }> {
     const families = [{ ipv6: false, address: spec.ipv4 }, ...(network.ipv6 ? [{ ipv6: true, address: spec.ipv6 }] : [])];
     const addresses: string[] = [];
     try {
@@ -249,6 +249,16 @@ export class Planner {
       `host ${host} is not known: ${known.length > 0 ? `known hosts are ${named}` : "no agent has registered yet"} (start trellis agent --host=${host} there)`,
     );
   }
+}
+
+/**
+ * An attach's endpoint id follows from its intent id, so that a retry of the intent through another replica
+ * (the first one killed after IPAM answered) asks IPAM for the same endpoint and gets the same addresses,
+ * instead of leaving the first ones allocated to nothing. Without an intent id, a random one.
+ */
+function endpointIdFor(intentId: string): string {
+  if (intentId === "") return randomBytes(16).toString("hex");
+  return createHash("sha256").update(`attach:${intentId}`).digest("hex").slice(0, 32);
 }
 
 function networkOf(id: string, validated: ValidatedNetwork, subnets: AllocatedSubnet[], intentId: string): Network {

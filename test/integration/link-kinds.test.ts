@@ -95,8 +95,8 @@ describe.skipIf(!missing.includes("ipvlan"))("a host whose kernel lacks ipvlan, 
     );
   });
 
-  it("writes nothing when it refuses: no network, container, desired state or address, and no namespace", () => {
-    expect(Object.keys(outcome.before)).toHaveLength(4);
+  it("writes nothing when it refuses: no network, container, desired state, name or address, and no namespace", () => {
+    expect(Object.keys(outcome.before)).toHaveLength(5);
     expect(outcome.after).toEqual(outcome.before);
     expect(outcome.ps.stdout.trim().split("\n")).toHaveLength(1);
     expect(outcome.namespaces).toEqual([]);

@@ -27,6 +27,8 @@ export interface TrellisService {
   /** The address it serves on, from its `ready` line. */
   address: string;
   stop(): Promise<void>;
+  /** SIGKILL, as a crash would. */
+  kill(): Promise<void>;
 }
 
 /** Starts `trellis ARGS…` with `env` added, and resolves once it says it is ready. */
@@ -37,7 +39,7 @@ export function startTrellisService(args: string[], env: Record<string, string>)
     const take = (chunk: Buffer) => {
       output += chunk.toString();
       const ready = / ready on (\S+)/.exec(output);
-      if (ready) resolve({ address: ready[1], stop: () => stopProcess(child) });
+      if (ready) resolve({ address: ready[1], stop: () => stopProcess(child), kill: () => stopProcess(child, "SIGKILL") });
     };
     child.stdout.on("data", take);
     child.stderr.on("data", take);
@@ -45,10 +47,10 @@ export function startTrellisService(args: string[], env: Record<string, string>)
   });
 }
 
-async function stopProcess(child: ChildProcess): Promise<void> {
+async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   await new Promise((resolve) => {
     child.once("exit", resolve);
-    child.kill("SIGTERM");
+    child.kill(signal);
   });
 }

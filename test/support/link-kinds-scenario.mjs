@@ -3,7 +3,7 @@
 // namespace the test made. Creates networks on every kind of parent, tries `trellis run` on each against
 // the agent's host, and prints one JSON line: the agent's heartbeat, what each command said, and the
 // last write of each state bucket before and after the runs. Imports the build (dist/).
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { readdirSync } from "node:fs";
 
 const dist = new URL("../../dist/", import.meta.url);
@@ -25,6 +25,8 @@ const NETWORKS = {
   iso_net: ["--subnet=10.30.0.0/24", "--internal"],
 };
 
+// The host's own eth0, the parent it reports in its heartbeat: a veth, in the namespace the test made.
+execFileSync("ip", ["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
 const nats = await startNatsServer();
 // The test ends a scenario that hangs with SIGTERM: the server, a process of its own, goes too.
 process.once("SIGTERM", () => void nats.stop().finally(() => process.exit(1)));
@@ -51,7 +53,7 @@ function trellis(...args) {
  */
 async function lastWrites() {
   const writes = {};
-  for (const bucket of [Buckets.networks, Buckets.endpoints, Buckets.desired, Buckets.ipam]) {
+  for (const bucket of [Buckets.networks, Buckets.endpoints, Buckets.desired, Buckets.names, Buckets.ipam]) {
     writes[bucket] = (await (await openBucket(nc, bucket)).status()).streamInfo.state.last_seq;
   }
   return writes;

@@ -10,9 +10,9 @@ import { join } from "node:path";
 const dist = new URL("../../dist/", import.meta.url);
 const { connectBus, openBucket } = await import(new URL("libs/bus/connection.js", dist).href);
 const { codecOf } = await import(new URL("libs/bus/codec.js", dist).href);
-const { Buckets, statusKey } = await import(new URL("libs/bus/subjects.js", dist).href);
-const { HostDesiredState, EndpointStatus, EndpointState } = await import(new URL("libs/proto/gen/trellis/v1/state.js", dist).href);
-const { ParentKind } = await import(new URL("libs/proto/gen/trellis/v1/network.js", dist).href);
+const { Buckets, desiredKey, statusKey } = await import(new URL("libs/bus/subjects.js", dist).href);
+const { EndpointStatus, EndpointState } = await import(new URL("libs/proto/gen/trellis/v1/state.js", dist).href);
+const { Endpoint, Network, ParentKind } = await import(new URL("libs/proto/gen/trellis/v1/network.js", dist).href);
 const { startAgent } = await import(new URL("services/link-agent/main.js", dist).href);
 
 const [host, port] = process.argv.slice(2);
@@ -67,7 +67,12 @@ const endpoint = {
 const nc = await connectBus({ servers: `nats://127.0.0.1:${port}`, name: "no-ipvlan-test" });
 const desired = await openBucket(nc, Buckets.desired);
 const statuses = await openBucket(nc, Buckets.status);
-const desire = (endpoints) => desired.put(host, codecOf(HostDesiredState).encode(HostDesiredState.fromPartial({ host, networks: [network], endpoints })));
+await (await openBucket(nc, Buckets.networks)).put(network.name, codecOf(Network).encode(Network.fromPartial(network)));
+// The planner's writes for the host: the network (above) and the endpoint's key, or none.
+const desire = (endpoints) =>
+  endpoints.length > 0
+    ? desired.put(desiredKey(host, endpoint.id), codecOf(Endpoint).encode(Endpoint.fromPartial(endpoint)))
+    : desired.delete(desiredKey(host, endpoint.id));
 await desire([endpoint]);
 const running = await startAgent(`nats://127.0.0.1:${port}`, { host, addresses: ["192.0.2.1"], role: "host", heartbeatMs: 1000, resyncMs: 100 });
 await running.agent.settled();
