@@ -143,10 +143,8 @@ section l3-dual-ping
 show in_c j110@h1 ping -c 2 -W 2 192.168.112.50
 show in_c k110@h1 ping -6 -c 2 -W 2 2001:db8:abc6::50
 
-# --- A parent with no dot that does not exist: the endpoint fails, clearly, and nothing is left.
+# --- A parent with no dot that exists on no host: refused at create, naming what the hosts have; nothing is made.
 section create-nosuchnet
 show trellis network create -d ipvlan --subnet=10.6.0.0/24 -o parent=nosuch0 nosuchnet
-section run-nosuch
-show trellis run --net=nosuchnet --name=x1 --host=h1
-section ps-after-nosuch
-trellis ps --net=nosuchnet
+section ls-after-nosuch
+trellis network ls
