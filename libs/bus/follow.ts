@@ -1,4 +1,5 @@
 import type { KV, KvWatchEntry } from "@nats-io/kv";
+import { BusUnavailableError } from "./errors.js";
 
 /** A watch that ended (the server restarted) is opened again after this long. */
 const REOPEN_DELAY_MS = 500;
@@ -54,7 +55,7 @@ export class FollowedBucket {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiters.delete(waiter);
-        reject(new Error(`the view of ${this.options.bucketName} is behind (at revision ${this.watchedRevision} of ${revision})`));
+        reject(new BusUnavailableError(`the view of ${this.options.bucketName} is behind (at revision ${this.watchedRevision} of ${revision})`));
       }, timeoutMs);
       const waiter = {
         revision,

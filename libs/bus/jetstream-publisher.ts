@@ -1,6 +1,7 @@
 import { JetStreamApiError, type PubAck } from "@nats-io/jetstream";
 import { createInbox, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { inboxPrefixOf } from "./connection.js";
+import { BusUnavailableError } from "./errors.js";
 
 /** What JetStream answers a publish with: the ack's fields, or the API error. */
 interface AckBody {
@@ -63,7 +64,7 @@ export class JetStreamPublisher {
       try {
         this.nc.publish(subject, data, { reply: this.prefix + token, headers });
       } catch (error) {
-        this.fail(token, new Error(`failed to publish to ${subject}: ${(error as Error).message}`));
+        this.fail(token, new BusUnavailableError(`failed to publish to ${subject}: ${(error as Error).message}`, { cause: error }));
       }
     }
   }
@@ -71,7 +72,7 @@ export class JetStreamPublisher {
   close(): void {
     clearInterval(this.sweeper);
     this.subscription.unsubscribe();
-    for (const token of [...this.pending.keys()]) this.fail(token, new Error("failed to publish: the publisher was closed before the ack came"));
+    for (const token of [...this.pending.keys()]) this.fail(token, new BusUnavailableError("failed to publish: the publisher was closed before the ack came"));
   }
 
   private settle(subject: string, data: Uint8Array, headers: MsgHdrs | undefined): void {
@@ -80,7 +81,7 @@ export class JetStreamPublisher {
     if (!pending) return;
     this.pending.delete(token);
     if (data.length === 0 && headers?.code === NO_RESPONDERS) {
-      pending.reject(new Error("failed to publish: no JetStream stream listens on the subject"));
+      pending.reject(new BusUnavailableError("failed to publish: no JetStream stream listens on the subject"));
       return;
     }
     const body = JSON.parse(textDecoder.decode(data)) as AckBody;
@@ -90,7 +91,7 @@ export class JetStreamPublisher {
 
   private expire(now: number): void {
     for (const [token, pending] of this.pending) {
-      if (pending.deadline <= now) this.fail(token, new Error(`failed to publish: no ack from JetStream within ${this.timeoutMs} ms`));
+      if (pending.deadline <= now) this.fail(token, new BusUnavailableError(`failed to publish: no ack from JetStream within ${this.timeoutMs} ms`));
     }
   }
 

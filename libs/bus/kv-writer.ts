@@ -1,6 +1,7 @@
 import { JetStreamApiError } from "@nats-io/jetstream";
 import { Bucket, type KV } from "@nats-io/kv";
 import { Empty, headers } from "@nats-io/transport-node";
+import { BusUnavailableError, isBusUnavailable } from "./errors.js";
 import { isExistsError } from "./kv.js";
 import type { JetStreamPublisher } from "./jetstream-publisher.js";
 
@@ -51,7 +52,7 @@ export class KvWriter {
       return { outcome: ack.duplicate ? "duplicate" : "won", revision: ack.seq };
     } catch (error) {
       if (conditions.expected !== undefined && isWrongRevision(error)) return { outcome: "conflict" };
-      throw new Error(`failed to write ${key}: ${(error as Error).message}`);
+      throw failure(`failed to write ${key}`, error);
     }
   }
 
@@ -81,7 +82,13 @@ export class KvWriter {
       return (await this.publisher.publish(this.bucket.subjectForKey(key, true), Empty, marker)).seq;
     } catch (error) {
       if (expected !== undefined && isWrongRevision(error)) return undefined;
-      throw new Error(`failed to delete ${key}: ${(error as Error).message}`);
+      throw failure(`failed to delete ${key}`, error);
     }
   }
+}
+
+/** Keeps "try again" recognisable through the added context. */
+function failure(what: string, error: unknown): Error {
+  const message = `${what}: ${(error as Error).message}`;
+  return isBusUnavailable(error) ? new BusUnavailableError(message, { cause: error }) : new Error(message, { cause: error });
 }

@@ -1,4 +1,5 @@
 import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
+import { isBusUnavailable } from "../bus/errors.js";
 
 /** An error that knows which gRPC status it is; services throw these, handlers send them as they are. */
 export class StatusError extends Error {
@@ -25,6 +26,8 @@ export const aborted = (message: string) => new StatusError(status.ABORTED, mess
 export function toServiceError(error: unknown): Partial<ServiceError> {
   if (error instanceof StatusError) return { code: error.code, details: error.message, metadata: new Metadata() };
   if (isServiceError(error)) return { code: error.code, details: error.details, metadata: new Metadata() };
+  // NATS not answering in time (a leader election, a reconnect) is worth the caller's retry.
+  if (isBusUnavailable(error)) return { code: status.UNAVAILABLE, details: `${(error as Error).message}; try again`, metadata: new Metadata() };
   return { code: status.INTERNAL, details: (error as Error).message, metadata: new Metadata() };
 }
 

@@ -1,7 +1,7 @@
 import { status } from "@grpc/grpc-js";
 import type { IntentResult } from "../../libs/proto/gen/trellis/v1/state.js";
 import type { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
-import { describeError, isServiceError, StatusError } from "../../libs/grpc/status-error.js";
+import { describeError, StatusError, toServiceError } from "../../libs/grpc/status-error.js";
 import type { PlannerStore } from "./store.js";
 
 /** Outcomes that a replay must see again; anything else (an unavailable IPAM, say) is worth retrying. */
@@ -56,7 +56,5 @@ function replay(result: IntentResult): IntentOutcome {
 }
 
 export function errorCode(error: unknown): number {
-  if (error instanceof StatusError) return error.code;
-  if (isServiceError(error)) return error.code;
-  return status.INTERNAL;
+  return toServiceError(error).code ?? status.INTERNAL;
 }

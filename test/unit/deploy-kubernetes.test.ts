@@ -43,6 +43,7 @@ interface Manifest {
   data?: Record<string, string>;
   stringData?: Record<string, string>;
   spec?: {
+    replicas?: number;
     selector?: Record<string, string>;
     ports?: { port: number; targetPort: string }[];
     template?: { metadata: { labels: Record<string, string> }; spec: PodSpec };
@@ -189,6 +190,12 @@ describe("Kubernetes manifests (deploy/kubernetes)", () => {
     expect(pod.containers[0]!.command).toEqual(["nats-server", "--config", `${mountOf(configVolume.name)}/trellis.conf`]);
     const storeDir = /store_dir: (\S+) /.exec(read("deploy/nats/trellis.conf"))![1]!;
     expect(storeDir.startsWith(`${mountOf("data")}/`)).toBe(true);
+  });
+
+  it("run two replicas of IPAM and of the planner, so that losing one stops nothing", () => {
+    for (const name of ["trellis-ipam", "trellis-planner"]) {
+      expect(workloads.find((w) => w.metadata.name === name)?.spec?.replicas, name).toBe(2);
+    }
   });
 
   it("point the connection settings at Services whose ports lead to where each service listens", () => {
