@@ -1,6 +1,7 @@
 import type { KV } from "@nats-io/kv";
 import { codecOf } from "../../libs/bus/codec.js";
-import { listValues } from "../../libs/bus/kv.js";
+import { FollowedBucket } from "../../libs/bus/follow.js";
+import { Buckets } from "../../libs/bus/subjects.js";
 import { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
 import { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
 import type { AddressManager } from "./manager.js";
@@ -15,14 +16,51 @@ export interface LeakCollectionOptions {
   intervalMs: number;
 }
 
-/** What the collector reads to decide that an allocation still has an owner. */
-export interface Liveness {
-  endpoints: KV;
-  hosts: KV;
-}
-
 const endpointCodec = codecOf(Endpoint);
 const hostCodec = codecOf(HostRecord);
+
+/**
+ * What the collector knows of owners: the planner's endpoints and the hosts' heartbeats, followed into memory
+ * by watches, so that a sweep reads no bucket (a listing per sweep cost a get per container, every 15 s).
+ */
+export class Liveness {
+  private readonly endpointIds = new Map<string, string>();
+  private readonly heartbeats = new Map<string, number>();
+  private followers: FollowedBucket[] = [];
+
+  static async follow(buckets: { endpoints: KV; hosts: KV }): Promise<Liveness> {
+    const liveness = new Liveness();
+    liveness.followers = await Promise.all([
+      FollowedBucket.start(buckets.endpoints, {
+        bucketName: Buckets.endpoints,
+        onEntry: (entry) => {
+          if (entry.operation === "PUT") liveness.endpointIds.set(entry.key, endpointCodec.decode(entry.value).id);
+          else liveness.endpointIds.delete(entry.key);
+        },
+      }),
+      FollowedBucket.start(buckets.hosts, {
+        bucketName: Buckets.hosts,
+        onEntry: (entry) => {
+          if (entry.operation === "PUT") liveness.heartbeats.set(entry.key, Date.parse(hostCodec.decode(entry.value).heartbeatAt));
+          else liveness.heartbeats.delete(entry.key);
+        },
+      }),
+    ]);
+    return liveness;
+  }
+
+  stop(): void {
+    this.followers.forEach((follower) => follower.stop());
+  }
+
+  liveEndpointIds(): Set<string> {
+    return new Set(this.endpointIds.values());
+  }
+
+  heartbeatOf(host: string): number | undefined {
+    return this.heartbeats.get(host);
+  }
+}
 
 /** One sighting of something gone: by revision, so that a rewritten key starts over. */
 interface Sighting {
@@ -56,13 +94,13 @@ export class LeakCollector {
   async stop(): Promise<void> {
     clearInterval(this.timer);
     await this.sweeping;
+    this.liveness.stop();
   }
 
-  /** One pass; a bucket that cannot be read ends it without releasing anything. */
+  /** One pass over the view's allocations, in memory; what it releases goes through the usual conditional writes. */
   async sweep(now = Date.now()): Promise<void> {
-    const liveEndpoints = new Set((await listValues(this.liveness.endpoints, endpointCodec)).map((endpoint) => endpoint.id));
-    const heartbeats = new Map((await listValues(this.liveness.hosts, hostCodec)).map((host) => [host.host, Date.parse(host.heartbeatAt)]));
-    const hostLives = (host: string) => now - (heartbeats.get(host) ?? Number.NEGATIVE_INFINITY) <= this.options.hostTimeoutMs;
+    const liveEndpoints = this.liveness.liveEndpointIds();
+    const hostLives = (host: string) => now - (this.liveness.heartbeatOf(host) ?? Number.NEGATIVE_INFINITY) <= this.options.hostTimeoutMs;
     const seen = new Set<string>();
     for (const { key, record, revision } of this.view.endpointAddresses()) {
       if (liveEndpoints.has(record.endpointId) && hostLives(record.host)) continue;

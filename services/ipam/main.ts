@@ -3,7 +3,7 @@ import { JetStreamPublisher } from "../../libs/bus/jetstream-publisher.js";
 import { Buckets } from "../../libs/bus/subjects.js";
 import { IpamService } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { serveGrpc } from "../../libs/grpc/serve.js";
-import { LeakCollector, type LeakCollectionOptions } from "./collector.js";
+import { LeakCollector, Liveness, type LeakCollectionOptions } from "./collector.js";
 import { AddressManager } from "./manager.js";
 import { ipamHandlers } from "./server.js";
 import { IpamStore } from "./store.js";
@@ -41,7 +41,7 @@ export async function startIpamService(options: IpamServiceOptions): Promise<Run
     const publisher = new JetStreamPublisher(nc);
     const manager = new AddressManager(new IpamStore(kv, publisher), view, { releaseCooldownMs: options.releaseCooldownMs ?? 0 });
     const collector = options.collectLeaks
-      ? new LeakCollector(manager, view, { endpoints: await openBucket(nc, Buckets.endpoints), hosts: await openBucket(nc, Buckets.hosts) }, options.collectLeaks)
+      ? new LeakCollector(manager, view, await Liveness.follow({ endpoints: await openBucket(nc, Buckets.endpoints), hosts: await openBucket(nc, Buckets.hosts) }), options.collectLeaks)
       : undefined;
     collector?.start((error) => log(`failed to collect leaked allocations: ${error.message}`));
     const server = await serveGrpc(IpamService, ipamHandlers(manager), options.listen);

@@ -10,8 +10,8 @@ import { PlannerStore } from "./store.js";
 
 /** How long an intent's result is kept for its replays (and the intent stream keeps intents), by default. */
 export const DEFAULT_INTENT_RETENTION_MS = 24 * 60 * 60 * 1000;
-/** How often desired state is compared with what it should be, by default. */
-export const DEFAULT_REPAIR_INTERVAL_MS = 60 * 1000;
+/** How often desired state is compared with what it should be, by default: a pass reads the desired and names buckets whole. */
+export const DEFAULT_REPAIR_INTERVAL_MS = 5 * 60 * 1000;
 
 export interface PlannerOptions {
   natsUrl: string;

@@ -5,6 +5,9 @@ import { Buckets, desiredKey, nameKey } from "../../libs/bus/subjects.js";
 import type { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
 import { endpointCodec, nameCodec, nameEntryOf, type PlannerStore } from "./store.js";
 
+/** An endpoint younger than this may be an attach that has not published it yet. */
+const ATTACH_IN_FLIGHT_MS = 30_000;
+
 export interface RepairCount {
   /** Keys written because they were missing or held other bytes. */
   rewritten: number;
@@ -20,9 +23,11 @@ export interface RepairCount {
  * another replica's attach or detach. This pass reads whole buckets: it runs at start and then periodically,
  * never on the path of an intent.
  */
-export async function repairPublished(store: PlannerStore): Promise<RepairCount> {
+export async function repairPublished(store: PlannerStore, inFlightMs: number, now = Date.now()): Promise<RepairCount> {
   await store.view.catchUp();
-  const endpoints = store.view.allEndpoints();
+  const all = store.view.allEndpoints();
+  // An attach under way has made its endpoint and not yet published it: that is no damage.
+  const endpoints = all.filter((endpoint) => now - Date.parse(endpoint.createdAt) > inFlightMs);
   const count: RepairCount = { rewritten: 0, removed: 0 };
   const checks: [bucket: "desired" | "names", KV, wanted: Map<string, { container: string; bytes: Uint8Array }>][] = [
     ["desired", store.buckets.desired, new Map(endpoints.map((e) => [desiredKey(e.host, e.id), { container: e.container, bytes: endpointCodec.encode(e) }]))],
@@ -38,8 +43,9 @@ export async function repairPublished(store: PlannerStore): Promise<RepairCount>
       await store.repairKey(bucket, key, bucket === "desired" ? endpointCodec.encode(current) : nameCodec.encode(nameEntryOf(current)));
       count.rewritten++;
     }
+    const known = new Set(all.map((e) => (bucket === "desired" ? desiredKey(e.host, e.id) : nameKey(e.networkId, e.container))));
     for (const key of stored.keys()) {
-      if (wanted.has(key)) continue;
+      if (known.has(key)) continue;
       const container = containerOfStored(bucket, stored.get(key)!);
       const current = container === undefined ? undefined : await currentEndpoint(store, container);
       const wantedNow = current && (bucket === "desired" ? desiredKey(current.host, current.id) : nameKey(current.networkId, current.container));
@@ -88,7 +94,7 @@ export function scheduleRepair(store: PlannerStore, intervalMs: number, log: (li
   let running: Promise<void> | undefined;
   const pass = () => {
     if (running) return;
-    running = repairPublished(store)
+    running = repairPublished(store, Math.min(ATTACH_IN_FLIGHT_MS, intervalMs))
       .then(({ rewritten, removed }) => {
         if (rewritten + removed > 0) log(`repaired desired state: ${rewritten} key(s) rewritten, ${removed} removed`);
       })
