@@ -71,7 +71,7 @@ async function announce(buckets: Buckets3, prefixes: string[]): Promise<void> {
 }
 
 async function heartbeat(buckets: Buckets3): Promise<void> {
-  await buckets.hosts.put(ANNOUNCER, hostCodec.encode({ host: ANNOUNCER, address: NEXT_HOP, role: "host", heartbeatAt: new Date().toISOString(), missingLinkKinds: [], interfaces: [] }));
+  await buckets.hosts.put(ANNOUNCER, hostCodec.encode({ host: ANNOUNCER, address: NEXT_HOP, role: "host", heartbeatAt: new Date().toISOString(), missingLinkKinds: [], interfaces: [], heartbeatIntervalMs: 0 }));
 }
 
 function startInstaller(buckets: Buckets3, host: string, netns: string): Promise<RouteInstaller> {

@@ -73,8 +73,17 @@ export function networkNamesFilter(networkId: string): string {
 export const IPAM_BLOCK_KEY_PREFIX = "block.";
 export const IPAM_BLOCKS_FILTER = `${IPAM_BLOCK_KEY_PREFIX}>`;
 
-/** A host whose heartbeat is older than this is taken for gone: its routes are withdrawn, and it counts as no evidence. */
-export const HOST_STALE_AFTER_MS = 10_000;
+/** How often an agent heartbeats by default (`trellis agent --heartbeat-interval`). */
+export const DEFAULT_HEARTBEAT_MS = 2_000;
+/** A host is taken for gone after this many of its heartbeat intervals without one. */
+export const HEARTBEAT_MISSES = 5;
+/** A host whose heartbeat is older than this, at the least, is taken for gone: its routes are withdrawn, and it counts as no evidence. */
+export const HOST_STALE_AFTER_MS = HEARTBEAT_MISSES * DEFAULT_HEARTBEAT_MS;
+
+/** How long a host that heartbeats every `intervalMs` (0: the default) may stay silent before it counts as gone. */
+export function hostStaleAfterMs(intervalMs: number, atLeastMs = HOST_STALE_AFTER_MS): number {
+  return Math.max(atLeastMs, HEARTBEAT_MISSES * intervalMs);
+}
 
 /** At most this many interface names go into a host's heartbeat record (HostRecord.interfaces). */
 export const MAX_REPORTED_INTERFACES = 256;

@@ -13,6 +13,8 @@ export interface HeartbeatOf {
   missingLinkKinds: readonly string[];
   /** The names of the host's own interfaces. */
   interfaces: readonly string[];
+  /** How often the agent heartbeats. */
+  heartbeatMs: number;
 }
 
 /**
@@ -27,6 +29,7 @@ export async function writeHeartbeat(hosts: KV, of: HeartbeatOf): Promise<void> 
     heartbeatAt: new Date().toISOString(),
     missingLinkKinds: [...of.missingLinkKinds],
     interfaces: [...of.interfaces],
+    heartbeatIntervalMs: of.heartbeatMs,
   };
   await hosts.put(of.host, hostCodec.encode(record));
 }

@@ -1,6 +1,6 @@
 import { ParentKind, type Network, type Parent } from "../../libs/proto/gen/trellis/v1/network.js";
 import type { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
-import { HOST_STALE_AFTER_MS } from "../../libs/bus/subjects.js";
+import { hostStaleAfterMs } from "../../libs/bus/subjects.js";
 import { failedPrecondition } from "../../libs/grpc/status-error.js";
 
 /** How many hosts a refusal names; the rest are counted. */
@@ -21,7 +21,7 @@ export function neededInterface(parent: Parent | undefined): string | undefined 
 }
 
 export function isLive(record: HostRecord, now: number): boolean {
-  return now - Date.parse(record.heartbeatAt) <= HOST_STALE_AFTER_MS;
+  return now - Date.parse(record.heartbeatAt) <= hostStaleAfterMs(record.heartbeatIntervalMs);
 }
 
 /**

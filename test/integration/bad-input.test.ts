@@ -404,6 +404,18 @@ describe("the trellis CLI refuses bad flags before it calls anything", () => {
     expect(await world()).toEqual(before);
   });
 
+  it("service flags out of range: a planner's intent retention, an agent's heartbeat interval", async () => {
+    expect(await trellis("planner", "--intent-retention=10s")).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('Error: invalid --intent-retention "10s": expected a whole number with a unit (s, m, h or d), at least 60 s, e.g. 24h'),
+    });
+    expect(await trellis("agent", "--heartbeat-interval=0")).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('Error: invalid --heartbeat-interval "0": expected whole seconds from 1 to 300, e.g. 10'),
+    });
+    expect(await world()).toEqual(before);
+  });
+
   it("a server-side refusal, printed as the server said it, exit status 1", async () => {
     const { code, stderr } = await trellis("network", "create", "-o", "parent=eth0.4095", "bad");
     expect(code).toBe(1);

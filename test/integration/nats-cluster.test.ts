@@ -125,7 +125,7 @@ beforeAll(async () => {
   nc = await connectBus({ servers: cluster.urls, name: "cluster-test", credentials: { user: "planner", password: passwords.get("planner")! } });
   jsm = await jetstreamManager(nc);
   const agent = await connectBus({ servers: cluster.urls, name: "cluster-test-h1", credentials: { user: "agent-h1", password: passwords.get("agent-h1")! } });
-  await writeHeartbeat(await openBucket(agent, Buckets.hosts), { host: "h1", addresses: ["192.0.2.11"], role: "host", missingLinkKinds: [], interfaces: [] });
+  await writeHeartbeat(await openBucket(agent, Buckets.hosts), { host: "h1", addresses: ["192.0.2.11"], role: "host", missingLinkKinds: [], interfaces: [], heartbeatMs: 2000 });
   await agent.close();
   const ipamAddress = await startService("ipam", ["ipam", "--listen=127.0.0.1:0"]);
   const plannerAddress = await startService("planner", ["planner", "--listen=127.0.0.1:0", `--ipam=${ipamAddress}`]);

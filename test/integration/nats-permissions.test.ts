@@ -29,9 +29,9 @@ import { startNatsServer, type NatsServer } from "../support/nats-server.js";
 const CONFIG_FILE = fileURLToPath(new URL("../../deploy/nats/trellis.conf", import.meta.url));
 
 const AGENTS: HeartbeatOf[] = [
-  { host: "h1", addresses: ["192.0.2.11"], role: "host", missingLinkKinds: [], interfaces: ["eth0", "lo"] },
-  { host: "h2", addresses: ["192.0.2.12"], role: "host", missingLinkKinds: [], interfaces: ["eth0", "lo"] },
-  { host: "u1", addresses: ["192.0.2.201"], role: "upstream", missingLinkKinds: [], interfaces: ["eth0", "lo"] },
+  { host: "h1", addresses: ["192.0.2.11"], role: "host", missingLinkKinds: [], interfaces: ["eth0", "lo"], heartbeatMs: 2000 },
+  { host: "h2", addresses: ["192.0.2.12"], role: "host", missingLinkKinds: [], interfaces: ["eth0", "lo"], heartbeatMs: 2000 },
+  { host: "u1", addresses: ["192.0.2.201"], role: "upstream", missingLinkKinds: [], interfaces: ["eth0", "lo"], heartbeatMs: 2000 },
 ];
 const [H1, H2] = AGENTS;
 const USERS = ["planner", "ipam", "controller", ...AGENTS.map(agentUser)];

@@ -84,7 +84,7 @@ async function desire(host: string, addresses: string[]): Promise<void> {
 }
 
 async function heartbeat(host: string): Promise<void> {
-  await buckets.hosts.put(host, hostCodec.encode({ host, address: "", role: "host", heartbeatAt: new Date().toISOString(), missingLinkKinds: [], interfaces: [] }));
+  await buckets.hosts.put(host, hostCodec.encode({ host, address: "", role: "host", heartbeatAt: new Date().toISOString(), missingLinkKinds: [], interfaces: [], heartbeatIntervalMs: 0 }));
 }
 
 async function announce(host: string, nextHop: string, prefixes: string[]): Promise<void> {

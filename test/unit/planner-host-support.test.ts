@@ -12,7 +12,7 @@ const parents: Record<string, Parent> = {
 };
 
 function host(missingLinkKinds: string[]): HostRecord {
-  return { host: "h1", address: "192.168.1.11", role: "host", heartbeatAt: "2024-01-01T00:00:00.000Z", missingLinkKinds, interfaces: [] };
+  return { host: "h1", address: "192.168.1.11", role: "host", heartbeatAt: "2024-01-01T00:00:00.000Z", missingLinkKinds, interfaces: [], heartbeatIntervalMs: 0 };
 }
 
 function network(parent: keyof typeof parents, internal = false): Network {

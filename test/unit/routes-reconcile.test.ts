@@ -127,6 +127,12 @@ describe("grants", () => {
 });
 
 describe("believe", () => {
+  it("lets a host that heartbeats less often stay silent as long as its interval says, and no longer", () => {
+    const belief = believe(input({ heartbeats: new Map([["h2", NOW - 20_000], ["h3", NOW - 20_000]]), hostStaleAfterMs: new Map([["h2", 50_000]]) }));
+    expect([...belief.routes.keys()]).toEqual(["10.1.0.2/32"]);
+    expect(belief.silent).toEqual(["h3"]);
+  });
+
   it("believes granted prefixes of live hosts, with their next hop", () => {
     const belief = believe(input({}));
     expect([...belief.routes]).toEqual([

@@ -4,10 +4,10 @@ import { startIpamService } from "../../ipam/main.js";
 import { DEFAULT_INTENT_RETENTION_MS, DEFAULT_REPAIR_INTERVAL_MS, startPlanner } from "../../planner/main.js";
 import { startAgent } from "../../link-agent/main.js";
 import { moduleOf } from "../../../libs/netlink/kinds.js";
+import { DEFAULT_HEARTBEAT_MS } from "../../../libs/bus/subjects.js";
 import { parseCommand, UsageError } from "../parse.js";
 import { settings } from "../settings.js";
 
-const HEARTBEAT_MS = 2000;
 const RESYNC_MS = 15_000;
 
 /**
@@ -59,13 +59,20 @@ export async function plannerCommand(argv: string[]): Promise<number> {
   return runUntilSignalled([planner]);
 }
 
-const AGENT_USAGE = "Usage: trellis agent [--host=NAME] [--address=UNDERLAY-IP]... [--role=host|upstream] [--nats=URL]";
+const AGENT_USAGE =
+  "Usage: trellis agent [--host=NAME] [--address=UNDERLAY-IP]... [--role=host|upstream] [--nats=URL] [--heartbeat-interval=SECONDS]";
 const UP_USAGE = "Usage: trellis up [--nats=URL] [--host=NAME] [--address=UNDERLAY-IP]...";
 
 export async function agentCommand(argv: string[]): Promise<number> {
   const { values } = parseCommand(
     argv,
-    { nats: { type: "string" }, host: { type: "string" }, address: { type: "string", multiple: true }, role: { type: "string" } },
+    {
+      nats: { type: "string" },
+      host: { type: "string" },
+      address: { type: "string", multiple: true },
+      role: { type: "string" },
+      "heartbeat-interval": { type: "string" },
+    },
     AGENT_USAGE,
   );
   const role = values.role ?? "host";
@@ -75,7 +82,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     host,
     addresses: underlayAddresses(values.address, AGENT_USAGE),
     role,
-    heartbeatMs: HEARTBEAT_MS,
+    heartbeatMs: heartbeatMs(values["heartbeat-interval"]),
     resyncMs: RESYNC_MS,
   });
   await agent.agent.settled();
@@ -92,7 +99,7 @@ export async function upCommand(argv: string[]): Promise<number> {
   const ipam = await startIpamService({ natsUrl, listen: settings.ipamAddress(), collectLeaks: LEAK_COLLECTION });
   const planner = await startPlanner({ natsUrl, listen: settings.plannerAddress(), ipamAddress: ipam.address });
   const host = values.host ?? settings.host();
-  const agent = await startAgent(natsUrl, { host, addresses, role: "host", heartbeatMs: HEARTBEAT_MS, resyncMs: RESYNC_MS });
+  const agent = await startAgent(natsUrl, { host, addresses, role: "host", heartbeatMs: DEFAULT_HEARTBEAT_MS, resyncMs: RESYNC_MS });
   console.log(`trellis ready: planner on ${planner.address}, agent for host ${host}`);
   warnMissingLinkKinds(host, agent.agent.missingLinkKinds);
   return runUntilSignalled([agent, planner, ipam]);
@@ -119,6 +126,18 @@ function durationMs(flag: string, text: string | undefined, fallback: number, sh
     throw new UsageError(`invalid ${flag} "${text}": expected a whole number with a unit (s, m, h or d), at least ${shortestMs / 1000} s, e.g. 24h`, PLANNER_USAGE);
   }
   return ms;
+}
+
+/**
+ * `--heartbeat-interval`: whole seconds, 2 by default. Every agent follows every heartbeat, so a cluster of H hosts
+ * carries H² / interval deliveries a second: lengthen it as the cluster grows (README, "Scaling on paper").
+ */
+function heartbeatMs(seconds: string | undefined): number {
+  if (seconds === undefined) return DEFAULT_HEARTBEAT_MS;
+  if (!/^\d+$/.test(seconds) || Number(seconds) < 1 || Number(seconds) > 300) {
+    throw new UsageError(`invalid --heartbeat-interval "${seconds}": expected whole seconds from 1 to 300, e.g. 10`, AGENT_USAGE);
+  }
+  return Number(seconds) * 1000;
 }
 
 /** `--release-cooldown`: whole seconds, 0 (the default) for none. */

@@ -4,12 +4,14 @@ import { describeRoute, openNetlink, type NetlinkHandle, type RouteChange, type 
 import { RouteAnnouncement } from "../../../libs/proto/gen/trellis/v1/routes.js";
 import { Network } from "../../../libs/proto/gen/trellis/v1/network.js";
 import { FollowedBucket } from "../../../libs/bus/follow.js";
-import { Buckets, IPAM_BLOCKS_FILTER } from "../../../libs/bus/subjects.js";
+import { Buckets, hostStaleAfterMs, IPAM_BLOCKS_FILTER } from "../../../libs/bus/subjects.js";
+import { HostRecord } from "../../../libs/proto/gen/trellis/v1/state.js";
 import { Grants, routedNetworkIds, type GrantedPrefix } from "./grants.js";
 import { believe, changesSinceApplied, routeChanges, type Belief, type RouteChanges } from "./reconcile.js";
 
 const announcementCodec = codecOf(RouteAnnouncement);
 const networkCodec = codecOf(Network);
+const hostCodec = codecOf(HostRecord);
 
 export interface InstallerOptions {
   host: string;
@@ -41,6 +43,8 @@ export class RouteInstaller {
   private readonly announcements = new Map<string, RouteAnnouncement>();
   private readonly grants = new Grants();
   private readonly heartbeats = new Map<string, number>();
+  /** Per host, how long it may be silent: at least staleAfterMs, longer for a host that heartbeats less often. */
+  private readonly silences = new Map<string, number>();
   /** Every network by bucket key (its name): every host has every network. */
   private readonly allNetworks = new Map<string, Network>();
   private networks = new Set<string>();
@@ -128,9 +132,11 @@ export class RouteInstaller {
   private onHeartbeat(entry: KvWatchEntry): void {
     if (entry.operation !== "PUT") {
       this.heartbeats.delete(entry.key);
+      this.silences.delete(entry.key);
     } else {
       // Seen now for a live heartbeat; a stored one is no younger than its server timestamp.
       this.heartbeats.set(entry.key, entry.isUpdate ? Date.now() : Math.min(Date.now(), entry.created.getTime()));
+      this.silences.set(entry.key, hostStaleAfterMs(hostCodec.decode(entry.value).heartbeatIntervalMs, this.options.staleAfterMs));
     }
     this.scheduleIfChanged();
   }
@@ -151,6 +157,7 @@ export class RouteInstaller {
       heartbeats: this.heartbeats,
       now: Date.now(),
       staleAfterMs: this.options.staleAfterMs,
+      hostStaleAfterMs: this.silences,
     });
   }
 
@@ -236,7 +243,7 @@ export class RouteInstaller {
         (refusal) => `refused announcement of ${refusal.prefix} (network ${refusal.networkId}) by host ${refusal.host}: ${refusal.reason}`,
       ),
       ...belief.silent.map(
-        (host) => `host ${host} has not heartbeaten for over ${this.options.staleAfterMs} ms: its routes are withdrawn until it returns`,
+        (host) => `host ${host} has not heartbeaten for over ${this.silences.get(host) ?? this.options.staleAfterMs} ms: its routes are withdrawn until it returns`,
       ),
       ...this.blocked.map(({ dst, protocol }) => `route ${dst} left alone: the kernel already has it with protocol ${protocol}, which Trellis does not own`),
     ];

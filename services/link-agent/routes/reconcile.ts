@@ -18,6 +18,8 @@ export interface BeliefInput {
   heartbeats: Map<string, number>;
   now: number;
   staleAfterMs: number;
+  /** Per host, a longer silence it may keep, from the heartbeat interval it reports. */
+  hostStaleAfterMs?: Map<string, number>;
 }
 
 export interface Refusal {
@@ -65,7 +67,7 @@ export function believe(input: BeliefInput): Belief {
   for (const announcement of announcements) {
     if (announcement.host === input.self) continue;
     const seen = input.heartbeats.get(announcement.host);
-    if (seen === undefined || input.now - seen > input.staleAfterMs) {
+    if (seen === undefined || input.now - seen > (input.hostStaleAfterMs?.get(announcement.host) ?? input.staleAfterMs)) {
       silent.push(announcement.host);
       continue;
     }
