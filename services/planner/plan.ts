@@ -1,4 +1,4 @@
-import ipaddr from "ipaddr.js";
+import { contains, parseCidr, parsePrefix } from "../../libs/ipmath/index.js";
 import { type Network, type Route } from "../../libs/proto/gen/trellis/v1/network.js";
 
 // Pure decisions about what hosts and containers must have; no I/O.
@@ -27,13 +27,10 @@ export function containerNetns(container: string, host: string): string {
  */
 export function containerRoutes(network: Network, addresses: string[]): Route[] {
   if (network.internal) return [];
-  const parsed = addresses.map((address) => ipaddr.parseCIDR(address)[0]);
-  if (network.mode !== "l2") return parsed.map((address) => ({ dst: "default", via: "", ipv6: address.kind() === "ipv6" }));
+  const parsed = addresses.map((address) => parseCidr(address).address);
+  if (network.mode !== "l2") return parsed.map((address) => ({ dst: "default", via: "", ipv6: address.family === 6 }));
   return parsed.flatMap((address) => {
-    const home = network.subnets.find((subnet) => {
-      const range = ipaddr.parseCIDR(subnet.cidr);
-      return range[0].kind() === address.kind() && address.match(range);
-    });
+    const home = network.subnets.find((subnet) => contains(parsePrefix(subnet.cidr), address));
     return home && home.gateway !== "" ? [{ dst: "default", via: home.gateway, ipv6: home.ipv6 }] : [];
   });
 }
