@@ -2,7 +2,8 @@ import type { KV, KvWatchEntry } from "@nats-io/kv";
 import { contains, parseCidr, parsePrefix, type Family, type Prefix } from "../../libs/ipmath/index.js";
 import { AddressKind, AddressRecord, BlockRecord, IpamRegistry, type IpamNetwork } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { familyOf } from "./allocator.js";
-import { unavailable } from "../../libs/grpc/status-error.js";
+import { FollowedBucket } from "../../libs/bus/follow.js";
+import { Buckets } from "../../libs/bus/subjects.js";
 import { isAddressKey, isBlockKey, REGISTRY_KEY, VIEWED_KEYS } from "./keys.js";
 import { addressCodec, blockCodec } from "./store.js";
 
@@ -34,10 +35,6 @@ interface Freed {
   at: number;
 }
 
-/** How long `start` waits for the bucket's current content. */
-const FIRST_LOAD_TIMEOUT_MS = 30_000;
-/** How long a call waits for the view to catch up with the bucket before it gives up. */
-const CATCH_UP_TIMEOUT_MS = 5_000;
 
 /**
  * An in-memory copy of the bucket's registry, address and block keys, fed by a KV watch and by this
@@ -50,12 +47,7 @@ export class AllocationView {
   private readonly blocks = new Map<string, OwnedBlock>();
   private readonly freed = new Map<string, Freed>();
   private readonly holdings = new Map<string, NetworkHoldings>();
-  /** The highest revision the watch delivered: every write up to it is in the view. */
-  private watchedRevision = 0;
-  private readonly caughtUpWaiters = new Set<{ revision: number; resolve(): void }>();
-  private kv: KV | undefined;
-  private stopped = false;
-  private stopWatch: (() => void) | undefined;
+  private follower: FollowedBucket | undefined;
 
   network(networkId: string): IpamNetwork | undefined {
     return this.registry.networks.find((network) => network.networkId === networkId);
@@ -199,53 +191,20 @@ export class AllocationView {
 
   /** Follows the bucket until `stop`; resolves once the bucket's current content is loaded. */
   async start(kv: KV): Promise<void> {
-    this.kv = kv;
-    void this.followBucket(kv);
-    await this.catchUp(FIRST_LOAD_TIMEOUT_MS);
+    this.follower = await FollowedBucket.start(kv, { bucketName: Buckets.ipam, filter: VIEWED_KEYS, onEntry: (entry) => this.apply(entry) });
   }
 
   stop(): void {
-    this.stopped = true;
-    this.stopWatch?.();
+    this.follower?.stop();
   }
 
   /**
    * Waits until the view holds every write the bucket had when called: what a replica needs before it
    * trusts the view's silence (no address known for an endpoint) over a lagging watch.
    */
-  async catchUp(timeoutMs = CATCH_UP_TIMEOUT_MS): Promise<void> {
-    if (!this.kv) throw new Error("failed to catch up with the ipam bucket: the view was never started");
-    const revision = (await this.kv.status()).streamInfo.state.last_seq;
-    if (this.watchedRevision >= revision) return;
-    await new Promise<void>((resolve, reject) => {
-      const waiter = {
-        revision,
-        resolve: () => {
-          clearTimeout(timer);
-          resolve();
-        },
-      };
-      const timer = setTimeout(() => {
-        this.caughtUpWaiters.delete(waiter);
-        reject(unavailable(`ipam's view of its bucket is behind (at revision ${this.watchedRevision} of ${revision}); try again`));
-      }, timeoutMs);
-      this.caughtUpWaiters.add(waiter);
-    });
-  }
-
-  /** A watch that ends (server restart) is opened again. */
-  private async followBucket(kv: KV): Promise<void> {
-    while (!this.stopped) {
-      try {
-        const watcher = await kv.watch({ key: VIEWED_KEYS });
-        this.stopWatch = () => watcher.stop();
-        if (this.stopped) watcher.stop();
-        for await (const entry of watcher) this.apply(entry);
-      } catch {
-        // The bucket is unreachable for now (server restarting): the view only lags, try again.
-      }
-      if (!this.stopped) await new Promise((resolve) => setTimeout(resolve, 500));
-    }
+  async catchUp(): Promise<void> {
+    if (!this.follower) throw new Error("failed to catch up with the ipam bucket: the view was never started");
+    await this.follower.catchUp();
   }
 
   private apply(entry: KvWatchEntry): void {
@@ -259,17 +218,6 @@ export class AllocationView {
     } else if (isBlockKey(entry.key)) {
       if (removed) this.noteBlockFreed(entry.key, entry.revision, entry.created.getTime());
       else this.noteBlockHeld(entry.key, blockCodec.decode(entry.value), entry.revision);
-    }
-    this.watched(entry.revision);
-  }
-
-  private watched(revision: number): void {
-    if (revision <= this.watchedRevision) return;
-    this.watchedRevision = revision;
-    for (const waiter of this.caughtUpWaiters) {
-      if (waiter.revision > revision) continue;
-      this.caughtUpWaiters.delete(waiter);
-      waiter.resolve();
     }
   }
 
