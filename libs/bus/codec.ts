@@ -18,3 +18,8 @@ export function codecOf<T>(type: GeneratedMessage<T>): MessageCodec<T> {
     decode: (bytes) => type.decode(bytes),
   };
 }
+
+/** Whether two encoded values are the same bytes: how writers tell that a value needs no rewrite. */
+export function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
+  return a !== undefined && a.length === b.length && a.every((byte, i) => byte === b[i]);
+}

@@ -1,5 +1,5 @@
 import type { KV } from "@nats-io/kv";
-import { codecOf } from "../../libs/bus/codec.js";
+import { codecOf, sameBytes } from "../../libs/bus/codec.js";
 import { endpointIdOfKey, hostKeysFilter, statusKey } from "../../libs/bus/subjects.js";
 import { EndpointStatus } from "../../libs/proto/gen/trellis/v1/state.js";
 
@@ -46,8 +46,4 @@ export class StatusPublisher {
     const bytes = this.published.get(key);
     return bytes && statusCodec.decode(bytes).state;
   }
-}
-
-function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
-  return a !== undefined && a.length === b.length && a.every((byte, i) => byte === b[i]);
 }

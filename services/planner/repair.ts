@@ -1,4 +1,5 @@
 import type { KV } from "@nats-io/kv";
+import { sameBytes } from "../../libs/bus/codec.js";
 import { FollowedBucket } from "../../libs/bus/follow.js";
 import { getValue } from "../../libs/bus/kv.js";
 import { Buckets, desiredKey, nameKey } from "../../libs/bus/subjects.js";
@@ -83,10 +84,6 @@ async function snapshot(kv: KV, bucketName: string): Promise<Map<string, Uint8Ar
   });
   follower.stop();
   return values;
-}
-
-function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
-  return a !== undefined && a.length === b.length && a.every((byte, i) => byte === b[i]);
 }
 
 /** Runs the repair at start and every `intervalMs`, one pass at a time, logging what it changed. */
