@@ -21,6 +21,8 @@ export interface ServiceOptions {
   nodeOptions?: string[];
   /** Added to the environment. */
   env?: Record<string, string>;
+  /** Each line the service prints after its ready line; dropped when absent. */
+  onLine?: (line: string) => void;
 }
 
 /**
@@ -45,8 +47,24 @@ export async function startService(command: "ipam" | "planner", args: string[], 
       const ready = new RegExp(`${command} ready on (\\S+)`).exec(output);
       if (ready) {
         clearTimeout(timer);
+        afterReady(output.slice(ready.index + ready[0].length));
         resolve(ready[1]!);
       }
+    };
+    // Once ready, its output is only passed on: kept, a chatty service would fill the memory.
+    const afterReady = (rest: string) => {
+      child.stdout.off("data", onOutput).resume();
+      child.stderr.off("data", onOutput).resume();
+      if (!options.onLine) return;
+      let partial = rest.replace(/^[^\n]*\n?/, "");
+      const onChunk = (chunk: Buffer) => {
+        const lines = (partial + chunk.toString()).split("\n");
+        partial = lines.pop() ?? "";
+        for (const line of lines) options.onLine!(line);
+      };
+      onChunk(Buffer.alloc(0));
+      child.stdout.on("data", onChunk);
+      child.stderr.on("data", onChunk);
     };
     child.stdout.on("data", onOutput);
     child.stderr.on("data", onOutput);
