@@ -335,7 +335,7 @@ async function run(options: Options, running: { nats?: NatsServer; services: Ser
     console.log(
       `scale: ${options.containers} endpoints on ${options.hosts} hosts, attach p50 ${ms(first)} ms first band, ${ms(last)} ms last band, ratio ${ratio.toFixed(2)}, ` +
         `p99 ${ms(p99)} ms, ${concurrent.perSecond.toFixed(0)} attaches/s at ${CLIENTS} clients, ipam ${ipamResult.perSecond.toFixed(0)}/s, ` +
-        `attach/ipam ${perIpam.toFixed(2)}, planner rss ${Math.max(...rss).toFixed(0)} MB`,
+        `attach/ipam ${perIpam.toFixed(3)}, planner rss ${Math.max(...rss).toFixed(0)} MB`,
     );
   } finally {
     stopHeartbeats();

@@ -1,8 +1,7 @@
 import { randomUUID } from "node:crypto";
-import { Metadata, type CallOptions, type ClientUnaryCall, type ServiceError } from "@grpc/grpc-js";
 import { ControlClient, type ListEndpointsResponse, type ListNetworksResponse } from "../proto/gen/trellis/v1/control.js";
 import type { Endpoint, EndpointSpec, Network, NetworkSpec } from "../proto/gen/trellis/v1/network.js";
-import { clientOptions, insecure } from "../grpc/unary.js";
+import { callUnary, clientOptions, insecure, type UnaryMethod } from "../grpc/unary.js";
 import { AddressRotation, withRetries, type RetryEvent, type RetryPolicy } from "./retry.js";
 
 export const DEFAULT_PLANNER_ADDRESS = "127.0.0.1:7710";
@@ -32,13 +31,6 @@ export interface ControlApiOptions {
 export interface IntentOptions {
   intentId?: string;
 }
-
-type UnaryMethod<Req, Res> = (
-  request: Req,
-  metadata: Metadata,
-  options: Partial<CallOptions>,
-  callback: (error: ServiceError | null, response: Res) => void,
-) => ClientUnaryCall;
 
 /**
  * The Control API with failover: each call goes to one planner replica after another until one answers, with
@@ -105,7 +97,7 @@ export class ControlApi {
   }
 
   private call<Req, Res>(method: (client: ControlClient) => UnaryMethod<Req, Res>, request: Req): Promise<Res> {
-    return withRetries(this.policy, this.rotation, (index, deadline) => unary(method(this.clientAt(index)), request, deadline));
+    return withRetries(this.policy, this.rotation, (index, deadline) => callUnary(method(this.clientAt(index)), request, deadline - Date.now()));
   }
 
   private clientAt(index: number): ControlClient {
@@ -125,12 +117,6 @@ const channelOptions = {
   "grpc.max_reconnect_backoff_ms": 1_000,
   "grpc.use_local_subchannel_pool": 1,
 };
-
-function unary<Req, Res>(method: UnaryMethod<Req, Res>, request: Req, deadline: number): Promise<Res> {
-  return new Promise((resolve, reject) => {
-    method(request, new Metadata(), { deadline }, (error, response) => (error ? reject(error) : resolve(response)));
-  });
-}
 
 function intentIdOf(options: IntentOptions): string {
   return options.intentId || randomUUID();

@@ -1,6 +1,6 @@
 import { status, type Metadata } from "@grpc/grpc-js";
 
-/** Every error a ControlApi call throws is one of these. */
+/** How a ControlApi call fails: the planner refused it, none could be reached, or the deadline passed. */
 export abstract class ControlError extends Error {}
 
 /**

@@ -57,6 +57,8 @@ export class AddressRotation {
 export async function withRetries<T>(policy: RetryPolicy, rotation: AddressRotation, attempt: (index: number, deadline: number) => Promise<T>): Promise<T> {
   const deadline = Date.now() + policy.timeoutMs;
   const firstRound = new Map<string, string>();
+  /** Each address's last connection failure; an address that answered since is not in it. */
+  const unreachable = new Map<string, string>();
   for (let n = 0; ; n++) {
     const index = rotation.nth(n);
     const address = policy.addresses[index]!;
@@ -68,6 +70,8 @@ export async function withRetries<T>(policy: RetryPolicy, rotation: AddressRotat
       if (!isServiceError(error)) throw error;
       if (!RETRYABLE.has(error.code)) throw new ControlRefusedError(error.code, error.details, error.metadata);
       const failure = connectionFailure(error);
+      if (failure) unreachable.set(address, failure);
+      else unreachable.delete(address);
       if (n < policy.addresses.length) firstRound.set(address, failure ?? describeError(error));
       if (n === policy.addresses.length - 1 && !policy.waitForPlanner && [...firstRound.values()].every(isDefinite)) {
         throw new PlannerUnreachableError(firstRound, unreachableMessage("the planner", firstRound, PLANNER_REMEDY));
@@ -75,7 +79,8 @@ export async function withRetries<T>(policy: RetryPolicy, rotation: AddressRotat
       const reason = reasonOf(error, address, failure, policy.attemptTimeoutMs);
       const left = deadline - Date.now();
       if (left < LAST_ATTEMPT_MS) {
-        throw new ControlTimeoutError(policy.timeoutMs, n + 1, error, `gave up after ${seconds(policy.timeoutMs)} s of retries: ${reason}`);
+        const last = unreachable.size === policy.addresses.length ? unreachableMessage("the planner", unreachable, PLANNER_REMEDY) : reason;
+        throw new ControlTimeoutError(policy.timeoutMs, n + 1, error, `gave up after ${seconds(policy.timeoutMs)} s of retries: ${last}`);
       }
       // Moving on to the next replica in the first round is failover as it should be, not worth a word.
       if (n >= policy.addresses.length - 1) policy.onRetry?.({ address, attempt: n + 1, reason, error });
