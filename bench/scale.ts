@@ -205,7 +205,7 @@ function printBand(band: number, latencies: number[], n: number): void {
 }
 
 /** (2): CLIENTS concurrent clients over NETWORKS_OF_PHASE_2 networks. */
-async function concurrentAttaches(planners: ServiceProcess[], options: Options): Promise<{ perSecond: number; p50: number; p99: number; failures: number }> {
+async function concurrentAttaches(planners: ServiceProcess[], options: Options): Promise<{ perSecond: number; p50: number; p99: number; failures: number; attached: number }> {
   const n = options.containers;
   const bits = bitsFor(Math.ceil(n / NETWORKS_OF_PHASE_2));
   const clients = clientsFor(planners, CLIENTS);
@@ -222,7 +222,13 @@ async function concurrentAttaches(planners: ServiceProcess[], options: Options):
       ipv6: "",
     }));
     const sorted = [...result.latencies].sort((a, b) => a - b);
-    return { perSecond: result.latencies.length / result.seconds, p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), failures: result.failures };
+    return {
+      perSecond: result.latencies.length / result.seconds,
+      p50: percentile(sorted, 0.5),
+      p99: percentile(sorted, 0.99),
+      failures: result.failures,
+      attached: result.latencies.length,
+    };
   } finally {
     for (const client of clients) client.close();
   }
@@ -280,10 +286,23 @@ function ms(value: number): string {
   return value.toFixed(1);
 }
 
-async function warmUp(client: ControlApi, options: Options): Promise<void> {
-  await client.createNetwork(l2Network("scale-warm", "10.255.0.0/24"));
-  for (let i = 0; i < WARM_UP_ATTACHES; i++) await client.attachEndpoint({ network: "scale-warm", container: `warm-${i}`, host: hostName(i % options.hosts), ipv4: "", ipv6: "" });
-  for (let i = 0; i < WARM_UP_ATTACHES; i++) await client.detachEndpoint(`warm-${i}`);
+/** Unmeasured attaches and detaches through every replica: connections, JIT and caches warm for all of them. */
+async function warmUp(clients: ControlApi[], options: Options): Promise<void> {
+  await clients[0]!.createNetwork(l2Network("scale-warm", "10.255.0.0/24"));
+  const containers = Array.from({ length: WARM_UP_ATTACHES }, (_, i) => `warm-${i}`);
+  for (const [i, container] of containers.entries()) {
+    await clients[i % clients.length]!.attachEndpoint({ network: "scale-warm", container, host: hostName(i % options.hosts), ipv4: "", ipv6: "" });
+  }
+  for (const [i, container] of containers.entries()) await clients[i % clients.length]!.detachEndpoint(container);
+}
+
+/** What the run left, checked once at the end: every attach that succeeded listed once, no address given twice. */
+async function checkEndpoints(client: ControlApi, expected: number): Promise<void> {
+  const endpoints = (await client.listEndpoints()).filter((e) => e.container.startsWith("s1-") || e.container.startsWith("s2-"));
+  const held = endpoints.flatMap((e) => e.addresses.map((address) => `${e.networkId} ${address}`));
+  const twice = held.length - new Set(held).size;
+  const containers = new Set(endpoints.map((e) => e.container)).size;
+  console.log(`  endpoints: ${endpoints.length} listed for ${expected} attaches that succeeded, ${endpoints.length - containers} container(s) listed twice, ${twice} address(es) given twice`);
 }
 
 async function run(options: Options, running: { nats?: NatsServer; services: ServiceProcess[] }): Promise<void> {
@@ -306,7 +325,7 @@ async function run(options: Options, running: { nats?: NatsServer; services: Ser
   try {
     console.log(`scale bench: ${options.containers} containers, ${options.hosts} hosts, ${options.planners} planner(s) at ${planners.map((p) => p.address).join(", ")}`);
     await settle(nc);
-    await warmUp(clients[0]!, options);
+    await warmUp(clients, options);
 
     console.log(`(1) ${options.containers} attaches one after another on one l2 network, by containers already attached:`);
     const sequential = await sequentialAttaches(clients, options);
@@ -323,6 +342,8 @@ async function run(options: Options, running: { nats?: NatsServer; services: Ser
     const ipamResult = await ipamRate(ipam.address, options.ipamCycles);
 
     console.log("(4) sizes at the end:");
+    // One listing of the whole cluster: past gRPC's 4 MB message limit (some 25,000 endpoints) it is refused.
+    await checkEndpoints(clients[0]!, sequential.all.length + concurrent.attached).catch((error: Error) => console.log(`  endpoints: not checked: ${error.message}`));
     for (const bucket of sizedBuckets()) {
       const largest = await largestValue(nc, bucket);
       console.log(largest ? `  ${bucket}: largest value ${(largest.bytes / 1024).toFixed(1)} KB (key ${largest.key}, of ${largest.keys} keys)` : `  ${bucket}: no such bucket (yet)`);
