@@ -103,6 +103,42 @@ describe("with no planner anywhere, the CLI says so at once", () => {
   });
 });
 
+describe("a service a command needs that is not there", () => {
+  it("IPAM, behind a planner: said at the command's first retry, and again at its deadline, changing nothing", async () => {
+    const lonely = await startService("planner", [`--nats=${nats.url}`, "--listen=127.0.0.1:0", `--ipam=${dead}`]);
+    try {
+      const result = await trellis(lonely.address, "network", "create", "--timeout=2", "--subnet=10.95.0.0/24", "no_ipam");
+      const cause = `the planner at ${lonely.address}: failed to reach IPAM at ${dead}: connection refused; start it (trellis ipam), or give the planner its address (trellis planner --ipam=HOST:PORT, or TRELLIS_IPAM_ADDR)`;
+      expect(result).toEqual({
+        code: 1,
+        stdout: "",
+        stderr: `Note: ${cause}; retrying for up to 2 s (--timeout=SECONDS)\nError: gave up after 2 s of retries: ${cause}\n`,
+      });
+      expect((await trellis(plannerAddress, "network", "ls")).stdout).not.toContain("no_ipam");
+    } finally {
+      await lonely.stop();
+    }
+  });
+
+  it("NATS, for a service started before it: it says what it waits for, and starts once NATS is there", async () => {
+    const port = await freePort();
+    const url = `nats://127.0.0.1:${port}`;
+    const starting = startService("ipam", [`--nats=${url}`, "--listen=127.0.0.1:0"]);
+    starting.catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    const late = await startNatsServer({ port });
+    try {
+      const service = await starting;
+      expect(service.startOutput).toContain(
+        `failed to reach NATS at ${url}: connection refused; start nats-server, or set TRELLIS_NATS_URL (or --nats) to where it runs; waiting for it\n`,
+      );
+      await service.stop();
+    } finally {
+      await late.stop();
+    }
+  });
+});
+
 describe("several planner addresses", () => {
   it("work when the first is dead: create, ls, inspect, rm, without a word about it", async () => {
     const both = `${dead},${plannerAddress}`;

@@ -10,6 +10,8 @@ export interface ServiceProcess {
   /** HOST:PORT from its ready line. */
   address: string;
   pid: number;
+  /** What it printed up to its ready line. */
+  startOutput: string;
   /** SIGTERM, and wait for the exit. */
   stop(): Promise<void>;
   /** SIGKILL, as a crash would, and wait for the exit. */
@@ -76,5 +78,5 @@ export async function startService(command: "ipam" | "planner", args: string[], 
     await signal("SIGKILL");
     throw error;
   });
-  return { address, pid: child.pid!, stop: () => signal("SIGTERM"), kill: () => signal("SIGKILL") };
+  return { address, pid: child.pid!, startOutput: output, stop: () => signal("SIGTERM"), kill: () => signal("SIGKILL") };
 }
