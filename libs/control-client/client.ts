@@ -2,9 +2,9 @@ import { randomUUID } from "node:crypto";
 import { ControlClient, type ListEndpointsResponse, type ListNetworksResponse } from "../proto/gen/trellis/v1/control.js";
 import type { Endpoint, EndpointSpec, Network, NetworkSpec } from "../proto/gen/trellis/v1/network.js";
 import { callUnary, clientOptions, insecure, type UnaryMethod } from "../grpc/unary.js";
+import { addressList, DEFAULT_PLANNER_ADDRESS } from "./addresses.js";
 import { AddressRotation, withRetries, type RetryEvent, type RetryPolicy } from "./retry.js";
 
-export const DEFAULT_PLANNER_ADDRESS = "127.0.0.1:7710";
 export const DEFAULT_TIMEOUT_MS = 30_000;
 const DEFAULT_ATTEMPT_TIMEOUT_MS = 10_000;
 
@@ -120,11 +120,4 @@ const channelOptions = {
 
 function intentIdOf(options: IntentOptions): string {
   return options.intentId || randomUUID();
-}
-
-/** "a:1, b:2" or ["a:1", "b:2"]: empty entries are dropped; none at all is a mistake worth saying. */
-export function addressList(addresses: string | readonly string[]): string[] {
-  const list = (typeof addresses === "string" ? addresses.split(",") : addresses).map((a) => a.trim()).filter((a) => a !== "");
-  if (list.length === 0) throw new Error(`no planner address given ("${String(addresses)}"): set TRELLIS_PLANNER_ADDR to HOST:PORT[,HOST:PORT...]`);
-  return list;
 }

@@ -1,6 +1,6 @@
 import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
-import { addressList } from "../../libs/control-client/client.js";
+import { addressList } from "../../libs/control-client/addresses.js";
 import { ControlRefusedError, ControlTimeoutError, PlannerUnreachableError } from "../../libs/control-client/errors.js";
 import { AddressRotation, withRetries, type RetryPolicy } from "../../libs/control-client/retry.js";
 import { connectionFailure } from "../../libs/grpc/unreachable.js";

@@ -40,7 +40,7 @@ export async function plannerCommand(argv: string[]): Promise<number> {
   );
   const planner = await startPlanner({
     natsUrl: values.nats ?? settings.natsUrl(),
-    listen: values.listen ?? settings.plannerAddress(),
+    listen: values.listen ?? settings.plannerListenAddress(),
     ipamAddress: values.ipam ?? settings.ipamAddress(),
   });
   console.log(`planner ready on ${planner.address}`);
@@ -78,7 +78,7 @@ export async function upCommand(argv: string[]): Promise<number> {
   const addresses = underlayAddresses(values.address, UP_USAGE);
   const natsUrl = values.nats ?? settings.natsUrl();
   const ipam = await startIpamService({ natsUrl, listen: settings.ipamAddress(), collectLeaks: LEAK_COLLECTION });
-  const planner = await startPlanner({ natsUrl, listen: settings.plannerAddress(), ipamAddress: ipam.address });
+  const planner = await startPlanner({ natsUrl, listen: settings.plannerListenAddress(), ipamAddress: ipam.address });
   const host = values.host ?? settings.host();
   const agent = await startAgent(natsUrl, { host, addresses, role: "host", heartbeatMs: HEARTBEAT_MS, resyncMs: RESYNC_MS });
   console.log(`trellis ready: planner on ${planner.address}, agent for host ${host}`);
