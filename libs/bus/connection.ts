@@ -28,6 +28,12 @@ export interface BusOptions {
   name: string;
   /** Who to authenticate as; by default TRELLIS_NATS_USER and TRELLIS_NATS_PASSWORD, or no one when unset. */
   credentials?: BusCredentials;
+  /**
+   * When no server can be reached: true (the default, for services, which may start before NATS does) waits
+   * for one, saying so once on stderr; false (for a command a person runs) fails at once, saying where it
+   * looked and what to do.
+   */
+  waitForServer?: boolean;
 }
 
 export interface BusCredentials {
@@ -42,21 +48,44 @@ export interface BusCredentials {
  */
 export async function connectBus(options: BusOptions): Promise<NatsConnection> {
   const credentials = options.credentials ?? credentialsFromEnvironment();
+  const servers = serverList(options.servers);
+  const settings = {
+    servers,
+    name: options.name,
+    ...(credentials && { user: credentials.user, pass: credentials.password, inboxPrefix: `_INBOX.${credentials.user}` }),
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+    timeout: 5000,
+    // Capturing a stack for every request costs IPAM about 7% of its CPU under load.
+    noAsyncTraces: true,
+  };
+  let unreachable: string;
   try {
-    return await connect({
-      servers: serverList(options.servers),
-      name: options.name,
-      ...(credentials && { user: credentials.user, pass: credentials.password, inboxPrefix: `_INBOX.${credentials.user}` }),
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 250,
-      waitOnFirstConnect: true,
-      timeout: 5000,
-      // Capturing a stack for every request costs IPAM about 7% of its CPU under load.
-      noAsyncTraces: true,
-    });
+    // One pass over the servers first: a server that is not there is said at once, not waited for in silence.
+    return await connect({ ...settings, waitOnFirstConnect: false });
+  } catch (error) {
+    const failure = natsConnectFailure(error);
+    if (failure === undefined) throw new Error(`failed to connect to NATS at ${String(options.servers)}: ${(error as Error).message}`);
+    unreachable = `failed to reach NATS at ${servers.join(", ")}: ${failure}; start nats-server, or set TRELLIS_NATS_URL (or --nats) to where it runs`;
+  }
+  if (options.waitForServer === false) throw new Error(unreachable);
+  // A library that prints: but the services (whose start-up this is) have no other way to say why they hang.
+  console.error(`${unreachable}; waiting for it`);
+  try {
+    return await connect({ ...settings, waitOnFirstConnect: true });
   } catch (error) {
     throw new Error(`failed to connect to NATS at ${String(options.servers)}: ${(error as Error).message}`);
   }
+}
+
+/** Why no NATS server could be reached, in a person's words, or undefined when one was (and refused us, say). */
+function natsConnectFailure(error: unknown): string | undefined {
+  const { message, code } = error as { message?: string; code?: string };
+  if (code === "ENOTFOUND" || code === "EAI_AGAIN" || /ENOTFOUND|EAI_AGAIN/.test(message ?? "")) return "no such host";
+  if (/connection refused|ECONNREFUSED/i.test(message ?? "")) return "connection refused";
+  if (code === "EHOSTUNREACH" || code === "ENETUNREACH") return "host unreachable";
+  if (error instanceof errors.TimeoutError || code === "ETIMEDOUT") return "connection timed out";
+  return undefined;
 }
 
 function serverList(servers: string | string[]): string[] {

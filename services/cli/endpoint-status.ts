@@ -16,7 +16,7 @@ export const STATUS_TIMEOUT_MS = Number(process.env.TRELLIS_WAIT_SECONDS ?? 120)
  * is removed, which the agent does once the container's namespace is gone.
  */
 export async function waitForStatus(endpoint: Endpoint, gone: boolean): Promise<EndpointStatus | undefined> {
-  const nc = await connectBus({ servers: settings.natsUrl(), name: "trellis-cli" });
+  const nc = await connectBus({ servers: settings.natsUrl(), name: "trellis-cli", waitForServer: false });
   try {
     const bucket = await openBucket(nc, Buckets.status);
     return await watchUntil(bucket, statusKey(endpoint.host, endpoint.id), gone, endpoint);

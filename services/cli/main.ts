@@ -11,6 +11,7 @@ Client commands:
   exec CONTAINER CMD...          run a command inside a container
   rm CONTAINER...                remove containers
   ps                             list containers
+  (each takes --timeout=SECONDS: how long to retry while the planner restarts or fails over, default 30)
 
 Services:
   ipam | planner | agent | up    start one service, or all of one host (up)
@@ -22,7 +23,8 @@ Lab:
   lab run [--hosts N] SCRIPT     run SCRIPT in a kernel with ipvlan, 802.1Q and dummy
   host exec HOST CMD...          run a command in a lab host's namespace
 
-Connection settings: TRELLIS_NATS_URL, TRELLIS_NATS_REPLICAS, TRELLIS_PLANNER_ADDR, TRELLIS_IPAM_ADDR, TRELLIS_HOST.`;
+Connection settings: TRELLIS_NATS_URL, TRELLIS_NATS_REPLICAS, TRELLIS_PLANNER_ADDR (HOST:PORT, or several replicas
+separated by commas), TRELLIS_IPAM_ADDR, TRELLIS_HOST.`;
 
 type Command = (argv: string[]) => Promise<number>;
 

@@ -1,10 +1,20 @@
 import { hostname } from "node:os";
 import { DEFAULT_NATS_URL } from "../../libs/bus/connection.js";
+import { addressList, DEFAULT_PLANNER_ADDRESS } from "../../libs/control-client/addresses.js";
 
 /** Connection settings: flags win over environment variables, which win over loopback defaults. */
 export const settings = {
   natsUrl: () => process.env.TRELLIS_NATS_URL || DEFAULT_NATS_URL,
-  plannerAddress: () => process.env.TRELLIS_PLANNER_ADDR || "127.0.0.1:7710",
+  /** The planner replicas a client tries, separated by commas. */
+  plannerAddress: () => process.env.TRELLIS_PLANNER_ADDR || DEFAULT_PLANNER_ADDRESS,
+  /** Where a planner started without --listen listens: TRELLIS_PLANNER_ADDR, when it names one planner only. */
+  plannerListenAddress: () => {
+    const addresses = addressList(settings.plannerAddress());
+    if (addresses.length > 1) {
+      throw new Error(`TRELLIS_PLANNER_ADDR lists several planners (${addresses.join(", ")}): give this one its own address with --listen=HOST:PORT`);
+    }
+    return addresses[0]!;
+  },
   ipamAddress: () => process.env.TRELLIS_IPAM_ADDR || "127.0.0.1:7711",
   host: () => process.env.TRELLIS_HOST || hostname(),
 };

@@ -12,6 +12,8 @@ import {
 import { traceparentOf } from "../../libs/bus/trace.js";
 import { CallStreamClient } from "../../libs/grpc/call-stream.js";
 import { callUnary, clientOptions, insecure } from "../../libs/grpc/unary.js";
+import { unavailable } from "../../libs/grpc/status-error.js";
+import { connectionFailure, unreachableMessage } from "../../libs/grpc/unreachable.js";
 
 /** Promise-returning IPAM calls over gRPC, carrying the active trace context. Errors are ServiceErrors. */
 export interface IpamCalls {
@@ -25,8 +27,34 @@ export interface IpamCalls {
   close(): void;
 }
 
-/** Per-container calls (allocate, release) share one call stream; the rest are unary calls. */
+/**
+ * Per-container calls (allocate, release) share one call stream; the rest are unary calls. An IPAM that
+ * cannot be reached fails a call with UNAVAILABLE saying where it was looked for and what to do: the
+ * planner passes that on to its caller, who may retry.
+ */
 export function connectIpam(address: string): IpamCalls {
+  const calls = ipamCalls(address);
+  const explained = <T>(promise: Promise<T>) => promise.catch((error: unknown) => Promise.reject(explainUnreachable(error, address)));
+  return {
+    allocateSubnets: (request) => explained(calls.allocateSubnets(request)),
+    releaseSubnets: (networkId) => explained(calls.releaseSubnets(networkId)),
+    allocateAddress: (request) => explained(calls.allocateAddress(request)),
+    releaseAddresses: (networkId, endpointId) => explained(calls.releaseAddresses(networkId, endpointId)),
+    listAllocations: (networkId) => explained(calls.listAllocations(networkId)),
+    listBlocks: (networkId, host) => explained(calls.listBlocks(networkId, host)),
+    close: () => calls.close(),
+  };
+}
+
+function explainUnreachable(error: unknown, address: string): unknown {
+  const failure = connectionFailure(error);
+  if (failure === undefined) return error;
+  return unavailable(
+    unreachableMessage("IPAM", new Map([[address, failure]]), "start it (trellis ipam), or give the planner its address (trellis planner --ipam=HOST:PORT, or TRELLIS_IPAM_ADDR)"),
+  );
+}
+
+function ipamCalls(address: string): IpamCalls {
   const client = new IpamClient(address, insecure(), clientOptions);
   const addressCalls = new CallStreamClient<AddressCall, AddressCallResult>(() => client.addressCalls());
   const send = (call: AddressCall["call"]) => addressCalls.call({ traceparent: traceparentOf(), call });

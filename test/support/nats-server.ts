@@ -21,6 +21,8 @@ export interface NatsServerOptions {
   configFile?: string;
   /** Added to the server's environment: the variables the configuration file reads. */
   environment?: Record<string, string>;
+  /** The port to listen on, e.g. one a service was told of before the server started; a free one by default. */
+  port?: number;
 }
 
 export async function freePort(): Promise<number> {
@@ -36,7 +38,7 @@ export async function freePort(): Promise<number> {
 }
 
 export async function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServer> {
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const storeDir = mkdtempSync(join(tmpdir(), "trellis-nats-"));
   const config = options.configFile ? ["-c", wrapConfig(options.configFile, storeDir)] : ["-js", "-sd", storeDir];
   const env = { ...process.env, ...options.environment };

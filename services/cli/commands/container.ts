@@ -1,10 +1,9 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { callUnary } from "../../../libs/grpc/unary.js";
+import type { ControlApi } from "../../../libs/control-client/index.js";
 import { EndpointState } from "../../../libs/proto/gen/trellis/v1/state.js";
 import type { Endpoint } from "../../../libs/proto/gen/trellis/v1/network.js";
-import type { ControlClient } from "../../../libs/proto/gen/trellis/v1/control.js";
-import { controlClient, newIntentId } from "../control.js";
+import { controlClient, newIntentId, timeoutFlag } from "../control.js";
 import { waitForStatus } from "../endpoint-status.js";
 import { parseCommand, UsageError } from "../parse.js";
 import { settings } from "../settings.js";
@@ -31,18 +30,19 @@ export async function runCommand(argv: string[]): Promise<number> {
       // Accepted so that `docker run -it` habits work; stdin and the terminal are always passed through.
       interactive: { type: "boolean", short: "i" },
       tty: { type: "boolean", short: "t" },
+      ...timeoutFlag,
     },
     RUN_USAGE,
   );
   const network = values.net ?? values.network;
   if (!network) throw new UsageError("trellis run needs --net=NETWORK", RUN_USAGE);
   const container = values.name ?? `c-${randomBytes(4).toString("hex")}`;
-  const client = controlClient();
+  const client = controlClient(values.timeout, RUN_USAGE);
   try {
-    const endpoint = await callUnary(client.attachEndpoint.bind(client), {
-      intentId: newIntentId(),
-      spec: { network, container, host: values.host ?? settings.host(), ipv4: values.ip ?? "", ipv6: values.ip6 ?? "" },
-    });
+    const endpoint = await client.attachEndpoint(
+      { network, container, host: values.host ?? settings.host(), ipv4: values.ip ?? "", ipv6: values.ip6 ?? "" },
+      { intentId: newIntentId() },
+    );
     const status = await waitForStatus(endpoint, false);
     if (status?.state !== EndpointState.ENDPOINT_STATE_READY) {
       await detach(client, endpoint);
@@ -69,7 +69,8 @@ export async function execCommand(argv: string[]): Promise<number> {
   const usage = "Usage: trellis exec CONTAINER CMD ARG...";
   const [container, ...command] = argv;
   if (!container || command.length === 0) throw new UsageError("trellis exec needs a CONTAINER and a CMD", usage);
-  const client = controlClient();
+  // Everything after CONTAINER is the command's own: exec takes no flags, so --timeout is the default here.
+  const client = controlClient(undefined, usage);
   try {
     const endpoint = await findEndpoint(client, container);
     return await runIn(endpoint.netns, command);
@@ -79,9 +80,10 @@ export async function execCommand(argv: string[]): Promise<number> {
 }
 
 export async function rmCommand(argv: string[]): Promise<number> {
-  const { positionals } = parseCommand(argv, { force: { type: "boolean", short: "f" } }, "Usage: trellis rm CONTAINER...");
-  if (positionals.length === 0) throw new UsageError("trellis rm needs at least one CONTAINER", "Usage: trellis rm CONTAINER...");
-  const client = controlClient();
+  const usage = "Usage: trellis rm CONTAINER...";
+  const { values, positionals } = parseCommand(argv, { force: { type: "boolean", short: "f" }, ...timeoutFlag }, usage);
+  if (positionals.length === 0) throw new UsageError("trellis rm needs at least one CONTAINER", usage);
+  const client = controlClient(values.timeout, usage);
   try {
     for (const container of positionals) {
       await detach(client, await findEndpoint(client, container));
@@ -94,10 +96,11 @@ export async function rmCommand(argv: string[]): Promise<number> {
 }
 
 export async function psCommand(argv: string[]): Promise<number> {
-  const { values } = parseCommand(argv, { net: { type: "string" } }, "Usage: trellis ps [--net=NETWORK]");
-  const client = controlClient();
+  const usage = "Usage: trellis ps [--net=NETWORK]";
+  const { values } = parseCommand(argv, { net: { type: "string" }, ...timeoutFlag }, usage);
+  const client = controlClient(values.timeout, usage);
   try {
-    const { endpoints } = await callUnary(client.listEndpoints.bind(client), { network: values.net ?? "" });
+    const endpoints = await client.listEndpoints(values.net ?? "");
     printTable(
       ["CONTAINER", "NETWORK", "HOST", "ADDRESSES"],
       endpoints.map((e) => [e.container, e.networkName, e.host, e.addresses.join(",")]),
@@ -108,16 +111,16 @@ export async function psCommand(argv: string[]): Promise<number> {
   }
 }
 
-async function findEndpoint(client: ControlClient, container: string): Promise<Endpoint> {
-  const { endpoints } = await callUnary(client.listEndpoints.bind(client), { network: "" });
+async function findEndpoint(client: ControlApi, container: string): Promise<Endpoint> {
+  const endpoints = await client.listEndpoints();
   const endpoint = endpoints.find((e) => e.container === container);
   if (!endpoint) throw new Error(`no such container: ${container} (see trellis ps)`);
   return endpoint;
 }
 
 /** Removes the endpoint and waits until its host's agent has removed the namespace. */
-async function detach(client: ControlClient, endpoint: Endpoint): Promise<void> {
-  await callUnary(client.detachEndpoint.bind(client), { intentId: newIntentId(), container: endpoint.container });
+async function detach(client: ControlApi, endpoint: Endpoint): Promise<void> {
+  await client.detachEndpoint(endpoint.container, { intentId: newIntentId() });
   await waitForStatus(endpoint, true);
 }
 

@@ -18,7 +18,7 @@ export async function natsCommand(argv: string[]): Promise<number> {
   } catch (error) {
     throw new UsageError((error as Error).message, USAGE);
   }
-  const nc = await connectBus({ servers: values.nats ?? settings.natsUrl(), name: "trellis-cli" });
+  const nc = await connectBus({ servers: values.nats ?? settings.natsUrl(), name: "trellis-cli", waitForServer: false });
   try {
     const changes = await changeReplicas(nc, replicas, CATCH_UP_TIMEOUT_MS);
     for (const { stream, from, to } of changes) console.log(`${stream}: ${from} -> ${to} replicas`);

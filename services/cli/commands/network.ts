@@ -1,6 +1,5 @@
 import { Network } from "../../../libs/proto/gen/trellis/v1/network.js";
-import { callUnary } from "../../../libs/grpc/unary.js";
-import { controlClient, newIntentId } from "../control.js";
+import { controlClient, newIntentId, timeoutFlag } from "../control.js";
 import { parseCommand, parseKeyValues, UsageError } from "../parse.js";
 import { printTable } from "../table.js";
 
@@ -45,15 +44,15 @@ async function create(argv: string[]): Promise<number> {
       internal: { type: "boolean" },
       ipv6: { type: "boolean" },
       opt: { type: "string", short: "o", multiple: true },
+      ...timeoutFlag,
     },
     CREATE_USAGE,
   );
   if (positionals.length !== 1) throw new UsageError(`network create takes exactly one NAME, got ${positionals.length}`, CREATE_USAGE);
-  const client = controlClient();
+  const client = controlClient(values.timeout, CREATE_USAGE);
   try {
-    const network = await callUnary(client.createNetwork.bind(client), {
-      intentId: newIntentId(),
-      spec: {
+    const network = await client.createNetwork(
+      {
         name: positionals[0]!,
         driver: values.driver ?? "ipvlan",
         subnets: values.subnet ?? [],
@@ -64,7 +63,8 @@ async function create(argv: string[]): Promise<number> {
         ipRanges: values["ip-range"] ?? [],
         auxAddresses: parseKeyValues(values["aux-address"], { what: "aux address", example: "--aux-address router=192.168.1.5" }, CREATE_USAGE),
       },
-    });
+      { intentId: newIntentId() },
+    );
     for (const note of network.notes) console.error(`Note: ${note}`);
     console.log(network.id);
     return 0;
@@ -74,10 +74,11 @@ async function create(argv: string[]): Promise<number> {
 }
 
 async function list(argv: string[]): Promise<number> {
-  parseCommand(argv, {}, "Usage: trellis network ls");
-  const client = controlClient();
+  const usage = "Usage: trellis network ls";
+  const { values } = parseCommand(argv, timeoutFlag, usage);
+  const client = controlClient(values.timeout, usage);
   try {
-    const { networks } = await callUnary(client.listNetworks.bind(client), {});
+    const networks = await client.listNetworks();
     printTable(
       ["NETWORK ID", "NAME", "DRIVER", "MODE", "PARENT", "SUBNETS"],
       networks.map((n) => [n.id.slice(0, 12), n.name, n.driver, `${n.mode}/${n.flag}`, parentLabel(n), n.subnets.map((s) => s.cidr).join(",")]),
@@ -93,12 +94,13 @@ function parentLabel(network: Network): string {
 }
 
 async function inspect(argv: string[]): Promise<number> {
-  const { positionals } = parseCommand(argv, {}, "Usage: trellis network inspect NAME...");
-  if (positionals.length === 0) throw new UsageError("network inspect needs at least one NAME", "Usage: trellis network inspect NAME...");
-  const client = controlClient();
+  const usage = "Usage: trellis network inspect NAME...";
+  const { values, positionals } = parseCommand(argv, timeoutFlag, usage);
+  if (positionals.length === 0) throw new UsageError("network inspect needs at least one NAME", usage);
+  const client = controlClient(values.timeout, usage);
   try {
     const networks = [];
-    for (const name of positionals) networks.push(Network.toJSON(await callUnary(client.inspectNetwork.bind(client), { name })));
+    for (const name of positionals) networks.push(Network.toJSON(await client.inspectNetwork(name)));
     console.log(JSON.stringify(networks, null, 2));
     return 0;
   } finally {
@@ -107,12 +109,13 @@ async function inspect(argv: string[]): Promise<number> {
 }
 
 async function remove(argv: string[]): Promise<number> {
-  const { positionals } = parseCommand(argv, {}, "Usage: trellis network rm NAME...");
-  if (positionals.length === 0) throw new UsageError("network rm needs at least one NAME", "Usage: trellis network rm NAME...");
-  const client = controlClient();
+  const usage = "Usage: trellis network rm NAME...";
+  const { values, positionals } = parseCommand(argv, timeoutFlag, usage);
+  if (positionals.length === 0) throw new UsageError("network rm needs at least one NAME", usage);
+  const client = controlClient(values.timeout, usage);
   try {
     for (const name of positionals) {
-      await callUnary(client.deleteNetwork.bind(client), { intentId: newIntentId(), name });
+      await client.deleteNetwork(name, { intentId: newIntentId() });
       console.log(name);
     }
     return 0;

@@ -49,8 +49,7 @@ export async function plannerCommand(argv: string[]): Promise<number> {
   );
   const planner = await startPlanner({
     natsUrl: values.nats ?? settings.natsUrl(),
-    // Several replicas may be listed for the clients; a replica listens on the first unless told otherwise.
-    listen: values.listen ?? settings.plannerAddress().split(",")[0]!.trim(),
+    listen: values.listen ?? settings.plannerListenAddress(),
     ipamAddress: values.ipam ?? settings.ipamAddress(),
     intentRetentionMs: durationMs("--intent-retention", values["intent-retention"], DEFAULT_INTENT_RETENTION_MS, MIN_INTENT_RETENTION_MS),
     repairIntervalMs: durationMs("--repair-interval", values["repair-interval"], DEFAULT_REPAIR_INTERVAL_MS, 1000),
@@ -97,7 +96,7 @@ export async function upCommand(argv: string[]): Promise<number> {
   const addresses = underlayAddresses(values.address, UP_USAGE);
   const natsUrl = values.nats ?? settings.natsUrl();
   const ipam = await startIpamService({ natsUrl, listen: settings.ipamAddress(), collectLeaks: LEAK_COLLECTION });
-  const planner = await startPlanner({ natsUrl, listen: settings.plannerAddress(), ipamAddress: ipam.address });
+  const planner = await startPlanner({ natsUrl, listen: settings.plannerListenAddress(), ipamAddress: ipam.address });
   const host = values.host ?? settings.host();
   const agent = await startAgent(natsUrl, { host, addresses, role: "host", heartbeatMs: DEFAULT_HEARTBEAT_MS, resyncMs: RESYNC_MS });
   console.log(`trellis ready: planner on ${planner.address}, agent for host ${host}`);
