@@ -1,11 +1,8 @@
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { fileURLToPath } from "node:url";
+import { startService, type ServiceProcess } from "./trellis-service.js";
 
 /** The users deploy/nats/trellis.conf defines, each with the variable it reads the password from. */
 export const DEPLOYED_USERS = ["planner", "ipam", "controller", "agent-h1", "agent-h2", "agent-u1"];
-
-const CLI = fileURLToPath(new URL("../../dist/bundle/trellis.js", import.meta.url));
 
 /** A fresh password per user; a letter first, as the configuration's comments ask. */
 export function freshPasswords(users: string[] = DEPLOYED_USERS): Map<string, string> {
@@ -23,34 +20,11 @@ export function passwordEnvironment(passwords: Map<string, string>): Record<stri
 }
 
 /** A Trellis service as production runs it: the built CLI, logged in by its environment. */
-export interface TrellisService {
-  /** The address it serves on, from its `ready` line. */
-  address: string;
-  stop(): Promise<void>;
-  /** SIGKILL, as a crash would. */
-  kill(): Promise<void>;
-}
+export type TrellisService = ServiceProcess;
 
-/** Starts `trellis ARGS…` with `env` added, and resolves once it says it is ready. */
+/** Starts `trellis ARGS…` (ipam or planner, then its flags) with `env` added, and resolves once it says it is ready. */
 export function startTrellisService(args: string[], env: Record<string, string>): Promise<TrellisService> {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  let output = "";
-  return new Promise((resolve, reject) => {
-    const take = (chunk: Buffer) => {
-      output += chunk.toString();
-      const ready = / ready on (\S+)/.exec(output);
-      if (ready) resolve({ address: ready[1], stop: () => stopProcess(child), kill: () => stopProcess(child, "SIGKILL") });
-    };
-    child.stdout.on("data", take);
-    child.stderr.on("data", take);
-    child.on("exit", (code) => reject(new Error(`trellis ${args[0]} exited (${code}) before it was ready:\n${output}`)));
-  });
-}
-
-async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  await new Promise((resolve) => {
-    child.once("exit", resolve);
-    child.kill(signal);
-  });
+  const [command, ...flags] = args;
+  if (command !== "ipam" && command !== "planner") throw new Error(`startTrellisService starts ipam or planner, not ${command}`);
+  return startService(command, flags, { env });
 }
