@@ -85,10 +85,20 @@ export class ControlApi {
     await this.call((client) => client.detachEndpoint.bind(client), request);
   }
 
-  /** `network` empty or absent: the endpoints of every network. */
+  /** `network` empty or absent: the endpoints of every network, in container-name order, fetched a page at a time. */
   async listEndpoints(network = ""): Promise<Endpoint[]> {
-    const response: ListEndpointsResponse = await this.call((client) => client.listEndpoints.bind(client), { network });
-    return response.endpoints;
+    const endpoints: Endpoint[] = [];
+    let pageToken = "";
+    do {
+      const page: ListEndpointsResponse = await this.call((client) => client.listEndpoints.bind(client), { network, pageToken, pageSize: 0 });
+      endpoints.push(...page.endpoints);
+      pageToken = page.nextPageToken;
+    } while (pageToken !== "");
+    return endpoints;
+  }
+
+  inspectEndpoint(container: string): Promise<Endpoint> {
+    return this.call((client) => client.inspectEndpoint.bind(client), { container });
   }
 
   close(): void {

@@ -20,6 +20,8 @@ import type { PlannerStore } from "./store.js";
 
 /** A refusal names at most this many of a network's containers. */
 const NAMED_CONTAINERS = 10;
+const DEFAULT_PAGE_SIZE = 1_000;
+const MAX_PAGE_SIZE = 5_000;
 
 /**
  * Turns intents into stored networks and endpoints, asks IPAM for addresses, and writes the keys of desired
@@ -142,10 +144,19 @@ export class Planner {
     );
   }
 
-  async listEndpoints(network: string): Promise<Endpoint[]> {
-    if (network === "") return this.store.view.allEndpoints().sort((a, b) => a.container.localeCompare(b.container));
-    const found = this.store.view.network(network);
-    return found ? this.store.view.endpointsOn(found.value.id) : [];
+  /** One page of containers in name order, after the container `after` (empty: from the first). */
+  async listEndpoints(network: string, after = "", pageSize = DEFAULT_PAGE_SIZE): Promise<{ endpoints: Endpoint[]; next: string }> {
+    const size = Math.min(pageSize || DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
+    const networkId = network === "" ? undefined : this.store.view.network(network)?.value.id;
+    if (network !== "" && !networkId) return { endpoints: [], next: "" };
+    const endpoints = this.store.view.endpointsAfter(after, size + 1, networkId);
+    return endpoints.length > size ? { endpoints: endpoints.slice(0, size), next: endpoints[size - 1]!.container } : { endpoints, next: "" };
+  }
+
+  async inspectEndpoint(container: string): Promise<Endpoint> {
+    const found = await this.findEndpoint(container);
+    if (!found) throw notFound(`no such container: ${container} (see trellis ps)`);
+    return found.value;
   }
 
   /** A replay of an attach publishes again what its first run may not have got to (it failed while publishing). */

@@ -38,6 +38,10 @@ export function controlImplementation(planner: Planner, store: PlannerStore): Co
       });
       return {};
     }),
-    listEndpoints: unaryHandler(async (request) => ({ endpoints: await planner.listEndpoints(request.network) })),
+    listEndpoints: unaryHandler(async (request) => {
+      const page = await planner.listEndpoints(request.network, request.pageToken, request.pageSize);
+      return { endpoints: page.endpoints, nextPageToken: page.next };
+    }),
+    inspectEndpoint: unaryHandler((request) => planner.inspectEndpoint(request.container)),
   };
 }

@@ -25,6 +25,8 @@ export class PlannerView {
   private readonly containersOf = new Map<string, Set<string>>();
   /** `<network id> <address>` → the container that holds it. */
   private readonly addressHolders = new Map<string, string>();
+  /** Sorted container names, of all networks ("") or of one, made when a listing needs them and dropped when the set changes. */
+  private readonly sorted = new Map<string, string[]>();
   /** Interface name → hosts that reported it. */
   private readonly hostsWithInterface = new Map<string, Set<string>>();
   private followers: FollowedBucket[] = [];
@@ -69,8 +71,30 @@ export class PlannerView {
     return [...(this.containersOf.get(networkId) ?? [])].sort();
   }
 
-  endpointsOn(networkId: string): Endpoint[] {
-    return this.containersOn(networkId).flatMap((container) => this.endpoints.get(container)?.value ?? []);
+  /**
+   * Up to `limit` endpoints in container-name order after the name `after` (empty: from the first), of one
+   * network or of all: a page of a listing. The order is sorted once per change of the set, not per page.
+   */
+  endpointsAfter(after: string, limit: number, networkId?: string): Endpoint[] {
+    const names = this.sortedNames(networkId);
+    let low = 0;
+    let high = names.length;
+    while (low < high) {
+      const middle = (low + high) >> 1;
+      if (names[middle]! <= after) low = middle + 1;
+      else high = middle;
+    }
+    return names.slice(low, low + limit).flatMap((name) => this.endpoints.get(name)?.value ?? []);
+  }
+
+  private sortedNames(networkId: string | undefined): string[] {
+    const cacheKey = networkId ?? "";
+    let names = this.sorted.get(cacheKey);
+    if (!names) {
+      names = [...(networkId === undefined ? this.endpoints.keys() : (this.containersOf.get(networkId) ?? []))].sort();
+      this.sorted.set(cacheKey, names);
+    }
+    return names;
   }
 
   /** The container that holds `address` (without prefix length) in a network. */
@@ -149,6 +173,11 @@ export class PlannerView {
   private setEndpoint(container: string, next: Versioned<Endpoint> | undefined, revision = next?.revision ?? 0): void {
     const current = this.endpoints.get(container);
     if (current && current.revision > revision) return;
+    if (!current || !next || current.value.networkId !== next.value.networkId) {
+      this.sorted.delete("");
+      if (current) this.sorted.delete(current.value.networkId);
+      if (next) this.sorted.delete(next.value.networkId);
+    }
     if (current) {
       this.containersOf.get(current.value.networkId)?.delete(container);
       for (const address of current.value.addresses) this.addressHolders.delete(addressKeyOf(current.value.networkId, address));

@@ -34,7 +34,7 @@ const attach = (container: string, network: string, ipv4 = "", ipv6 = "", host =
 /** What a user sees (network ls, ps, IPAM allocations) and every stored key, to compare before and after. */
 async function world(): Promise<unknown> {
   const { networks } = await callUnary(control.listNetworks.bind(control), {});
-  const { endpoints } = await callUnary(control.listEndpoints.bind(control), { network: "" });
+  const { endpoints } = await callUnary(control.listEndpoints.bind(control), { network: "", pageToken: "", pageSize: 0 });
   const allocations = [];
   for (const network of networks) {
     allocations.push(...(await callUnary(ipam.listAllocations.bind(ipam), { networkId: network.id })).allocations);

@@ -110,7 +110,7 @@ describe("Control API over gRPC, with IPAM and NATS", () => {
     // Another intent for the same names is still refused.
     await expect(createNetwork(spec("lost_net", { subnets: ["10.21.0.0/24"] }), "intent-other")).rejects.toMatchObject({ code: status.ALREADY_EXISTS });
     await expect(attachAs("intent-other-attach")).rejects.toMatchObject({ code: status.ALREADY_EXISTS });
-    const listed = await callUnary(control.listEndpoints.bind(control), { network: "replayed" });
+    const listed = await callUnary(control.listEndpoints.bind(control), { network: "replayed", pageToken: "", pageSize: 0 });
     expect(listed.endpoints.filter((e) => e.container === "lost").map((e) => e.id)).toEqual([endpoint.id]);
     await detach("lost");
   });
@@ -120,7 +120,7 @@ describe("Control API over gRPC, with IPAM and NATS", () => {
       callUnary(control.attachEndpoint.bind(control), { intentId: "intent-concurrent", spec: { network: "replayed", container: "twice", host: "h1", ipv4: "", ipv6: "" } });
     const answers = await Promise.all([attachOnce(), attachOnce(), attachOnce()]);
     expect(new Set(answers.map((answer) => answer.id)).size).toBe(1);
-    const listed = await callUnary(control.listEndpoints.bind(control), { network: "replayed" });
+    const listed = await callUnary(control.listEndpoints.bind(control), { network: "replayed", pageToken: "", pageSize: 0 });
     expect(listed.endpoints.filter((e) => e.container === "twice")).toHaveLength(1);
     await detach("twice");
   });
@@ -148,6 +148,26 @@ describe("Control API over gRPC, with IPAM and NATS", () => {
     expect(name?.value).toEqual({ networkId: endpoint.networkId, name: "ipv1", addresses: ["192.168.1.2"] });
   });
 
+  it("lists containers a page at a time, in name order, and inspects one by name", async () => {
+    await createNetwork(spec("paged", { subnets: ["10.22.0.0/24"] }));
+    for (const name of ["p3", "p1", "p5", "p2", "p4"]) await attach(name, "paged", "h2");
+    const pages: string[][] = [];
+    let pageToken = "";
+    do {
+      const page = await callUnary(control.listEndpoints.bind(control), { network: "paged", pageToken, pageSize: 2 });
+      pages.push(page.endpoints.map((e) => e.container));
+      pageToken = page.nextPageToken;
+    } while (pageToken !== "");
+    expect(pages).toEqual([["p1", "p2"], ["p3", "p4"], ["p5"]]);
+    const p4 = await callUnary(control.inspectEndpoint.bind(control), { container: "p4" });
+    expect(p4).toMatchObject({ container: "p4", networkName: "paged", host: "h2" });
+    await expect(callUnary(control.inspectEndpoint.bind(control), { container: "p9" })).rejects.toMatchObject({
+      code: status.NOT_FOUND,
+      details: "no such container: p9 (see trellis ps)",
+    });
+    for (const name of ["p1", "p2", "p3", "p4", "p5"]) await detach(name);
+  });
+
   it("refuses bad attachments with what would be right", async () => {
     await expect(attach("ipv1", "db_net")).rejects.toMatchObject({ code: status.ALREADY_EXISTS, details: expect.stringContaining('container name "ipv1" is already in use') });
     await expect(attach("x", "nonet")).rejects.toMatchObject({ code: status.NOT_FOUND, details: expect.stringContaining("network nonet not found") });
@@ -157,7 +177,7 @@ describe("Control API over gRPC, with IPAM and NATS", () => {
       details: expect.stringContaining("has no IPv6 subnet"),
     });
     await expect(attach("x", "db_net", "h1", "192.168.1.2")).rejects.toMatchObject({ code: status.ALREADY_EXISTS });
-    const endpoints = (await callUnary(control.listEndpoints.bind(control), { network: "" })).endpoints;
+    const endpoints = (await callUnary(control.listEndpoints.bind(control), { network: "", pageToken: "", pageSize: 0 })).endpoints;
     expect(endpoints.map((e) => e.container)).toEqual(["ipv1"]);
   });
 

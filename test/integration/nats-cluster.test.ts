@@ -101,7 +101,7 @@ async function attachThroughFailover(container: string): Promise<Endpoint> {
 }
 
 async function listEndpoints(): Promise<Endpoint[]> {
-  return (await callUnary(control.listEndpoints.bind(control), { network: "" })).endpoints;
+  return (await callUnary(control.listEndpoints.bind(control), { network: "", pageToken: "", pageSize: 0 })).endpoints;
 }
 
 function addressesOf(endpoints: Endpoint[]): string[] {

@@ -106,7 +106,7 @@ describe("two planner replicas answering at once", () => {
     expect(lost.map((refusal) => status[refusal.code])).toEqual(Array(7).fill("ALREADY_EXISTS"));
     for (const refusal of lost) expect(refusal.details).toMatch(/10\.91\.0\.50 is already in use/);
     expect(await endpointAllocations(networkId)).toEqual([`${won[0]!.id} 10.91.0.50/16`]);
-    const listed = (await callUnary(replicas[1]!.listEndpoints.bind(replicas[1]!), { network: "static_net" })).endpoints;
+    const listed = (await callUnary(replicas[1]!.listEndpoints.bind(replicas[1]!), { network: "static_net", pageToken: "", pageSize: 0 })).endpoints;
     expect(listed.map((e) => e.container)).toEqual([won[0]!.container]);
   });
 
@@ -133,7 +133,7 @@ describe("two planner replicas answering at once", () => {
     const kept = attached.filter((_, i) => i % 3 !== 0);
 
     // The desired bucket holds exactly one key per live container, under its host, and the names bucket one name.
-    const live = (await callUnary(replicas[1]!.listEndpoints.bind(replicas[1]!), { network: "" })).endpoints;
+    const live = (await callUnary(replicas[1]!.listEndpoints.bind(replicas[1]!), { network: "", pageToken: "", pageSize: 0 })).endpoints;
     expect(live.map((e) => e.container)).toEqual(expect.arrayContaining(kept.map((e) => e.container)));
     expect(live.some((e) => removed.some((r) => r.container === e.container))).toBe(false);
     const [desired, names] = await Promise.all([stored(Buckets.desired), stored(Buckets.names)]);

@@ -42,7 +42,7 @@ async function withBus<T>(use: (nc: NatsConnection) => Promise<T>): Promise<T> {
 async function snapshot() {
   const control = services!.control;
   const networks = (await callUnary(control.listNetworks.bind(control), {})).networks;
-  const endpoints = (await callUnary(control.listEndpoints.bind(control), { network: "" })).endpoints;
+  const endpoints = (await callUnary(control.listEndpoints.bind(control), { network: "", pageToken: "", pageSize: 0 })).endpoints;
   const desired = await withBus((nc) => storedValues(nc, Buckets.desired, hostKeysFilter("h1")));
   const names = await withBus((nc) => storedValues(nc, Buckets.names));
   return { networks, endpoints, desired, names };

@@ -111,11 +111,8 @@ export async function psCommand(argv: string[]): Promise<number> {
   }
 }
 
-async function findEndpoint(client: ControlApi, container: string): Promise<Endpoint> {
-  const endpoints = await client.listEndpoints();
-  const endpoint = endpoints.find((e) => e.container === container);
-  if (!endpoint) throw new Error(`no such container: ${container} (see trellis ps)`);
-  return endpoint;
+function findEndpoint(client: ControlApi, container: string): Promise<Endpoint> {
+  return client.inspectEndpoint(container);
 }
 
 /** Removes the endpoint and waits until its host's agent has removed the namespace. */
