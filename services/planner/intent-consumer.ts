@@ -7,12 +7,15 @@ import { ensureIntentStream } from "../../libs/bus/connection.js";
 import { INTENT_CONSUMER, INTENT_STREAM } from "../../libs/bus/subjects.js";
 import { contextFromHeaders } from "../../libs/bus/trace.js";
 import { Intent } from "../../libs/proto/gen/trellis/v1/state.js";
+import { IntentOrder, type IntentKey } from "./intent-order.js";
 import { applyOnce, errorCode, type IntentOutcome } from "./intents.js";
 import type { Planner } from "./planner.js";
 import type { PlannerStore } from "./store.js";
 
 const intentCodec = codecOf(Intent);
 const RETRY_DELAY_MS = 1000;
+/** Intents of the stream applied at once, at most. */
+const MAX_IN_FLIGHT = 64;
 
 /**
  * Works off the durable intent stream that controllers publish to; every planner replica consumes through the
@@ -30,16 +33,29 @@ export async function consumeIntents(nc: NatsConnection, planner: Planner, store
   });
   const consumer = await jetstream(nc).consumers.get(INTENT_STREAM, INTENT_CONSUMER);
   const messages = await consumer.consume();
+  const order = new IntentOrder();
+  const inFlight = new Set<Promise<void>>();
   void (async () => {
     for await (const message of messages) {
-      const intent = intentCodec.decode(message.data);
+      let intent: Intent;
       try {
-        await context.with(contextFromHeaders(message.headers), () => applyOnce(store, intent.id, () => applyIntent(planner, intent)));
-        message.ack();
+        intent = intentCodec.decode(message.data);
       } catch (error) {
-        if (isPassing(error)) message.nak(RETRY_DELAY_MS);
-        else message.ack();
+        console.error(`ignored intent ${message.seq} of ${INTENT_STREAM}: not an intent (${(error as Error).message})`);
+        message.term();
+        continue;
       }
+      const applied = order
+        .run(intentKeys(intent, planner), () =>
+          context.with(contextFromHeaders(message.headers), () => applyOnce(store, intent.id, () => applyIntent(planner, intent))),
+        )
+        .then(
+          () => message.ack(),
+          (error: unknown) => (isPassing(error) ? message.nak(RETRY_DELAY_MS) : message.ack()),
+        )
+        .finally(() => inFlight.delete(applied));
+      inFlight.add(applied);
+      if (inFlight.size >= MAX_IN_FLIGHT) await Promise.race(inFlight);
     }
   })();
   return messages;
@@ -60,6 +76,31 @@ async function applyIntent(planner: Planner, intent: Intent): Promise<IntentOutc
       return {};
     case undefined:
       return {};
+  }
+}
+
+/** What an intent touches: a network it changes or uses, and its container. */
+function intentKeys(intent: Intent, planner: Planner): IntentKey[] {
+  const action = intent.action;
+  switch (action?.$case) {
+    case "createNetwork":
+      return [{ key: `network:${action.value.name}`, exclusive: true }];
+    case "deleteNetwork":
+      return [{ key: `network:${action.value}`, exclusive: true }];
+    case "attachEndpoint":
+      return [
+        { key: `network:${action.value.network}`, exclusive: false },
+        { key: `container:${action.value.container}`, exclusive: true },
+      ];
+    case "detachEndpoint": {
+      const network = planner.networkOfContainer(action.value);
+      return [
+        ...(network ? [{ key: `network:${network}`, exclusive: false }] : []),
+        { key: `container:${action.value}`, exclusive: true },
+      ];
+    }
+    case undefined:
+      return [];
   }
 }
 

@@ -153,6 +153,11 @@ export class Planner {
     return endpoints.length > size ? { endpoints: endpoints.slice(0, size), next: endpoints[size - 1]!.container } : { endpoints, next: "" };
   }
 
+  /** The name of a container's network, as far as the view knows. */
+  networkOfContainer(container: string): string | undefined {
+    return this.store.view.endpoint(container)?.value.networkName;
+  }
+
   async inspectEndpoint(container: string): Promise<Endpoint> {
     const found = await this.findEndpoint(container);
     if (!found) throw notFound(`no such container: ${container} (see trellis ps)`);
