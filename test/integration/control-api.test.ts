@@ -136,6 +136,26 @@ describe("Control API over gRPC, with IPAM and NATS", () => {
     expect((await listNames()).filter((name) => name === "from_nats")).toHaveLength(1);
   });
 
+  it("applies a create and the attaches on it published back to back in that order, the attaches side by side", async () => {
+    const js = jetstream(nc);
+    const intents: Intent[] = [
+      { id: "stream-net", action: { $case: "createNetwork", value: spec("streamed", { subnets: ["10.31.0.0/24"] }) } },
+      ...Array.from({ length: 20 }, (_, i): Intent => ({
+        id: `stream-attach-${i}`,
+        action: { $case: "attachEndpoint", value: { network: "streamed", container: `st${i}`, host: "h1", ipv4: "", ipv6: "" } },
+      })),
+    ];
+    await Promise.all(intents.map((intent) => js.publish(INTENT_SUBJECT, codecOf(Intent).encode(intent))));
+    const results = await openBucket(nc, Buckets.intents);
+    for (const intent of intents) {
+      const result = await eventually(`the result of ${intent.id}`, () => getValue(results, codecOf(IntentResult), intent.id), (r) => r !== undefined);
+      expect(result?.value).toMatchObject({ code: status.OK, message: "" });
+    }
+    const listed = await callUnary(control.listEndpoints.bind(control), { network: "streamed", pageToken: "", pageSize: 0 });
+    expect(new Set(listed.endpoints.map((e) => e.addresses[0])).size).toBe(20);
+    for (let i = 0; i < 20; i++) await detach(`st${i}`);
+  });
+
   it("attaches an endpoint: lowest free address, default route via the gateway, on its host only", async () => {
     const endpoint = await attach("ipv1", "db_net", "h1");
     expect(endpoint).toMatchObject({ host: "h1", netns: "ipv1@h1", ifname: "eth0", addresses: ["192.168.1.2/24"] });
