@@ -15,6 +15,9 @@ Client commands:
 Services:
   ipam | planner | agent | up    start one service, or all of one host (up)
 
+Certificates:
+  certs init | issue NAME --role=R   the cluster's CA, and a key and certificate per service, host or person
+
 NATS:
   nats replicas N                give every Trellis stream and bucket N copies (TRELLIS_NATS_REPLICAS)
 
@@ -22,7 +25,8 @@ Lab:
   lab run [--hosts N] SCRIPT     run SCRIPT in a kernel with ipvlan, 802.1Q and dummy
   host exec HOST CMD...          run a command in a lab host's namespace
 
-Connection settings: TRELLIS_NATS_URL, TRELLIS_NATS_REPLICAS, TRELLIS_PLANNER_ADDR, TRELLIS_IPAM_ADDR, TRELLIS_HOST.`;
+Connection settings: TRELLIS_NATS_URL, TRELLIS_NATS_REPLICAS, TRELLIS_PLANNER_ADDR, TRELLIS_IPAM_ADDR, TRELLIS_HOST,
+TRELLIS_TLS_CA, TRELLIS_TLS_CERT, TRELLIS_TLS_KEY, TRELLIS_NATS_TLS_CA.`;
 
 type Command = (argv: string[]) => Promise<number>;
 
@@ -52,6 +56,7 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return name ? 0 : 2;
   }
+  if (name === "certs") return (await import("./commands/certs.js")).certsCommand(rest);
   if (name === "nats") return (await import("./commands/nats.js")).natsCommand(rest);
   if (name === "lab") return (await import("../lab/cli.js")).runLabCommand(rest);
   if (name === "host") return (await import("../lab/cli.js")).runHostCommand(rest);
