@@ -1,9 +1,13 @@
-import { Server, ServerCredentials, type sendUnaryData, type ServerUnaryCall, type ServiceDefinition, type UntypedServiceImplementation } from "@grpc/grpc-js";
+import { isIP } from "node:net";
+import { Server, type sendUnaryData, type ServerUnaryCall, type ServiceDefinition, type UntypedServiceImplementation } from "@grpc/grpc-js";
 import { context } from "@opentelemetry/api";
 import { contextFromMetadata } from "../telemetry/grpc-context.js";
+import type { LoadedTls } from "../tls/settings.js";
+import { authorisation, type AccessPolicy } from "./authorise.js";
+import { serverCredentials } from "./credentials.js";
 import { toServiceError } from "./status-error.js";
 import { channelOptions } from "./unary.js";
-import { ServerHealth } from "./health.js";
+import { ServerHealth, serviceName } from "./health.js";
 import { HealthService } from "../proto/gen/grpc/health/v1/health.js";
 
 /**
@@ -25,17 +29,33 @@ export interface ServingServer {
   stop(): Promise<void>;
 }
 
+export interface ServerSecurity {
+  /** Mutual TLS; without it the server speaks plaintext and authorises no one (the lab, loopback). */
+  tls?: LoadedTls | undefined;
+  /** Who may call what, by the client certificate's identity; applied only with TLS. */
+  access?: AccessPolicy | undefined;
+}
+
 export async function serveGrpc(
   service: ServiceDefinition,
   implementation: UntypedServiceImplementation,
   listen: string,
+  security: ServerSecurity = {},
 ): Promise<ServingServer> {
-  const server = new Server(channelOptions);
+  const { tls, access } = security;
+  if (tls && !access) throw new Error(`failed to serve ${serviceName(service)} over TLS: no access policy says who may call it`);
+  if (!tls && !isLoopback(listen)) {
+    console.error(
+      `Warning: ${serviceName(service)} listens on ${listen} without TLS: anyone who reaches it may call it, in the clear; ` +
+        "give it --tls-ca, --tls-cert and --tls-key (or TRELLIS_TLS_CA, TRELLIS_TLS_CERT and TRELLIS_TLS_KEY)",
+    );
+  }
+  const server = new Server({ ...channelOptions, ...(tls && access && { interceptors: [authorisation([access])] }) });
   server.addService(service, implementation);
   const health = new ServerHealth([service]);
   server.addService(HealthService, health.implementation());
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(listen, ServerCredentials.createInsecure(), (error, bound) =>
+    server.bindAsync(listen, serverCredentials(tls), (error, bound) =>
       error ? reject(new Error(`failed to listen on ${listen}: ${error.message}`)) : resolve(bound),
     ),
   );
@@ -53,4 +73,12 @@ export async function serveGrpc(
         }, 2000).unref();
       }),
   };
+}
+
+/** Plaintext is for the lab and for this machine alone: loopback addresses and "localhost". */
+function isLoopback(listen: string): boolean {
+  const host = listen.slice(0, listen.lastIndexOf(":")).replace(/^\[(.*)\]$/, "$1");
+  if (host === "localhost") return true;
+  if (isIP(host) === 4) return host.startsWith("127.");
+  return host === "::1";
 }

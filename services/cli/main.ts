@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { silenceIpServerNameWarning } from "../../libs/grpc/credentials.js";
 import { describeError } from "../../libs/grpc/status-error.js";
 import { startTracing, stopTracing, withSpan } from "../../libs/telemetry/tracing.js";
 import { UsageError } from "./parse.js";
@@ -84,6 +85,7 @@ async function main(argv: string[]): Promise<number> {
   throw new UsageError(`unknown command "${name}"`, USAGE);
 }
 
+silenceIpServerNameWarning();
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {

@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
 import { DEFAULT_NATS_URL } from "../../libs/bus/connection.js";
+import { loadTls, tlsFilesFrom, type LoadedTls, type TlsSources } from "../../libs/tls/settings.js";
 
 /** Connection settings: flags win over environment variables, which win over loopback defaults. */
 export const settings = {
@@ -7,4 +8,9 @@ export const settings = {
   plannerAddress: () => process.env.TRELLIS_PLANNER_ADDR || "127.0.0.1:7710",
   ipamAddress: () => process.env.TRELLIS_IPAM_ADDR || "127.0.0.1:7711",
   host: () => process.env.TRELLIS_HOST || hostname(),
+  /** TRELLIS_TLS_CA, _CERT and _KEY, or the --tls-ca, --tls-cert and --tls-key flags; undefined for plaintext. */
+  tls: (flags: TlsSources = {}): LoadedTls | undefined => {
+    const files = tlsFilesFrom(flags);
+    return files && loadTls(files);
+  },
 };

@@ -11,7 +11,9 @@ import {
 } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { traceparentOf } from "../../libs/bus/trace.js";
 import { CallStreamClient } from "../../libs/grpc/call-stream.js";
-import { callUnary, clientOptions, insecure } from "../../libs/grpc/unary.js";
+import { callUnary, clientOptions } from "../../libs/grpc/unary.js";
+import { clientCredentials } from "../../libs/grpc/credentials.js";
+import type { LoadedTls } from "../../libs/tls/settings.js";
 
 /** Promise-returning IPAM calls over gRPC, carrying the active trace context. Errors are ServiceErrors. */
 export interface IpamCalls {
@@ -25,9 +27,9 @@ export interface IpamCalls {
   close(): void;
 }
 
-/** Per-container calls (allocate, release) share one call stream; the rest are unary calls. */
-export function connectIpam(address: string): IpamCalls {
-  const client = new IpamClient(address, insecure(), clientOptions);
+/** Per-container calls (allocate, release) share one call stream; the rest are unary calls. `tls`: mutual TLS as the planner. */
+export function connectIpam(address: string, tls?: LoadedTls): IpamCalls {
+  const client = new IpamClient(address, clientCredentials(tls), clientOptions);
   const addressCalls = new CallStreamClient<AddressCall, AddressCallResult>(() => client.addressCalls());
   const send = (call: AddressCall["call"]) => addressCalls.call({ traceparent: traceparentOf(), call });
   return {

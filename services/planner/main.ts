@@ -2,6 +2,8 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { connectBus } from "../../libs/bus/connection.js";
 import { connectIpam } from "../ipam/client.js";
 import { serveGrpc } from "../../libs/grpc/serve.js";
+import type { LoadedTls } from "../../libs/tls/settings.js";
+import { CONTROL_ACCESS } from "./access.js";
 import { consumeIntents } from "./intent-consumer.js";
 import { Planner } from "./planner.js";
 import { ControlService, controlImplementation } from "./server.js";
@@ -13,6 +15,8 @@ export interface PlannerOptions {
   listen: string;
   /** host:port of the IPAM service. */
   ipamAddress: string;
+  /** Mutual TLS for the Control API and the calls to IPAM; plaintext without. */
+  tls?: LoadedTls | undefined;
 }
 
 export interface RunningPlanner {
@@ -23,11 +27,11 @@ export interface RunningPlanner {
 export async function startPlanner(options: PlannerOptions): Promise<RunningPlanner> {
   const nc = await connectBus({ servers: options.natsUrl, name: "trellis-planner" });
   const store = await PlannerStore.open(nc);
-  const ipam = connectIpam(options.ipamAddress);
+  const ipam = connectIpam(options.ipamAddress, options.tls);
   const planner = new Planner(store, ipam);
   const intents = await consumeIntents(nc, planner, store);
   const stopWatchingHosts = await publishToNewHosts(store, planner);
-  const server = await serveGrpc(ControlService, controlImplementation(planner, store), options.listen);
+  const server = await serveGrpc(ControlService, controlImplementation(planner, store), options.listen, { tls: options.tls, access: CONTROL_ACCESS });
   return {
     address: server.address,
     async stop() {

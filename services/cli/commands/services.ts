@@ -19,15 +19,24 @@ const LEAK_COLLECTION = { graceMs: 60_000, hostTimeoutMs: 24 * 3600_000, interva
 
 type Stoppable = { stop(): Promise<void> };
 
-const IPAM_USAGE = "Usage: trellis ipam [--nats=URL] [--listen=HOST:PORT] [--release-cooldown=SECONDS]";
+/** Every service command takes its TLS files as flags too (TRELLIS_TLS_CA, TRELLIS_TLS_CERT, TRELLIS_TLS_KEY). */
+const TLS_FLAGS = { "tls-ca": { type: "string" }, "tls-cert": { type: "string" }, "tls-key": { type: "string" } } as const;
+const TLS_USAGE = "[--tls-ca=FILE --tls-cert=FILE --tls-key=FILE]";
+
+function tlsOf(values: { "tls-ca"?: string | undefined; "tls-cert"?: string | undefined; "tls-key"?: string | undefined }) {
+  return settings.tls({ ca: values["tls-ca"], cert: values["tls-cert"], key: values["tls-key"] });
+}
+
+const IPAM_USAGE = `Usage: trellis ipam [--nats=URL] [--listen=HOST:PORT] [--release-cooldown=SECONDS] ${TLS_USAGE}`;
 
 export async function ipamCommand(argv: string[]): Promise<number> {
-  const { values } = parseCommand(argv, { nats: { type: "string" }, listen: { type: "string" }, "release-cooldown": { type: "string" } }, IPAM_USAGE);
+  const { values } = parseCommand(argv, { nats: { type: "string" }, listen: { type: "string" }, "release-cooldown": { type: "string" }, ...TLS_FLAGS }, IPAM_USAGE);
   const ipam = await startIpamService({
     natsUrl: values.nats ?? settings.natsUrl(),
     listen: values.listen ?? settings.ipamAddress(),
     collectLeaks: LEAK_COLLECTION,
     releaseCooldownMs: cooldownMs(values["release-cooldown"]),
+    tls: tlsOf(values),
   });
   return runUntilSignalled([ipam]);
 }
@@ -35,20 +44,21 @@ export async function ipamCommand(argv: string[]): Promise<number> {
 export async function plannerCommand(argv: string[]): Promise<number> {
   const { values } = parseCommand(
     argv,
-    { nats: { type: "string" }, listen: { type: "string" }, ipam: { type: "string" } },
-    "Usage: trellis planner [--nats=URL] [--listen=HOST:PORT] [--ipam=HOST:PORT]",
+    { nats: { type: "string" }, listen: { type: "string" }, ipam: { type: "string" }, ...TLS_FLAGS },
+    `Usage: trellis planner [--nats=URL] [--listen=HOST:PORT] [--ipam=HOST:PORT] ${TLS_USAGE}`,
   );
   const planner = await startPlanner({
     natsUrl: values.nats ?? settings.natsUrl(),
     listen: values.listen ?? settings.plannerAddress(),
     ipamAddress: values.ipam ?? settings.ipamAddress(),
+    tls: tlsOf(values),
   });
   console.log(`planner ready on ${planner.address}`);
   return runUntilSignalled([planner]);
 }
 
 const AGENT_USAGE = "Usage: trellis agent [--host=NAME] [--address=UNDERLAY-IP]... [--role=host|upstream] [--nats=URL]";
-const UP_USAGE = "Usage: trellis up [--nats=URL] [--host=NAME] [--address=UNDERLAY-IP]...";
+const UP_USAGE = `Usage: trellis up [--nats=URL] [--host=NAME] [--address=UNDERLAY-IP]... ${TLS_USAGE}`;
 
 export async function agentCommand(argv: string[]): Promise<number> {
   const { values } = parseCommand(
@@ -74,11 +84,13 @@ export async function agentCommand(argv: string[]): Promise<number> {
 
 /** `trellis up`: ipam, planner and this host's agent in one process. */
 export async function upCommand(argv: string[]): Promise<number> {
-  const { values } = parseCommand(argv, { nats: { type: "string" }, host: { type: "string" }, address: { type: "string", multiple: true } }, UP_USAGE);
+  const { values } = parseCommand(argv, { nats: { type: "string" }, host: { type: "string" }, address: { type: "string", multiple: true }, ...TLS_FLAGS }, UP_USAGE);
   const addresses = underlayAddresses(values.address, UP_USAGE);
   const natsUrl = values.nats ?? settings.natsUrl();
-  const ipam = await startIpamService({ natsUrl, listen: settings.ipamAddress(), collectLeaks: LEAK_COLLECTION });
-  const planner = await startPlanner({ natsUrl, listen: settings.plannerAddress(), ipamAddress: ipam.address });
+  // One process, one certificate: the planner's, which IPAM also serves with and admits.
+  const tls = tlsOf(values);
+  const ipam = await startIpamService({ natsUrl, listen: settings.ipamAddress(), collectLeaks: LEAK_COLLECTION, tls });
+  const planner = await startPlanner({ natsUrl, listen: settings.plannerAddress(), ipamAddress: ipam.address, tls });
   const host = values.host ?? settings.host();
   const agent = await startAgent(natsUrl, { host, addresses, role: "host", heartbeatMs: HEARTBEAT_MS, resyncMs: RESYNC_MS });
   console.log(`trellis ready: planner on ${planner.address}, agent for host ${host}`);
