@@ -1,4 +1,5 @@
-import { connect, errors, type NatsConnection } from "@nats-io/transport-node";
+import { checkServerIdentity, type PeerCertificate } from "node:tls";
+import { connect, errors, type NatsConnection, type TlsOptions } from "@nats-io/transport-node";
 import {
   jetstream,
   JetStreamApiCodes,
@@ -10,6 +11,8 @@ import {
   type StreamInfo,
 } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
+import { describeIdentity, identityFromSubjectAltName } from "../tls/identity.js";
+import { loadTls, tlsFilesFrom, type LoadedTls } from "../tls/settings.js";
 import { Buckets, INTENT_STREAM, INTENT_SUBJECT } from "./subjects.js";
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
@@ -28,6 +31,11 @@ export interface BusOptions {
   name: string;
   /** Who to authenticate as; by default TRELLIS_NATS_USER and TRELLIS_NATS_PASSWORD, or no one when unset. */
   credentials?: BusCredentials;
+  /**
+   * TLS to the server: by default, when TRELLIS_NATS_TLS_CA is set, the server checked against that CA and, for
+   * a server that asks for one, the client certificate of TRELLIS_TLS_CERT and TRELLIS_TLS_KEY; null for none.
+   */
+  tls?: LoadedTls | null;
 }
 
 export interface BusCredentials {
@@ -35,28 +43,75 @@ export interface BusCredentials {
   password: string;
 }
 
+/** Failures to reach a server that go away by themselves: it is not up yet, or not reachable yet. */
+const UNREACHABLE = new Set(["ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "ENOTFOUND", "EAI_AGAIN"]);
+
 /**
- * Connects with unlimited reconnects: a restarted server must not take the services down with it.
+ * Connects with unlimited reconnects: a restarted server must not take the services down with it. A service
+ * started before its server waits for it; any other failure of the first attempt (a certificate that is not
+ * trusted, a refused login) fails at once, saying why, as no retry would change it.
  * An authenticated connection takes its replies under `_INBOX.<user>.`, so that a server can let each
  * user subscribe to its own replies only (deploy/nats/trellis.conf does) instead of to everyone's.
  */
 export async function connectBus(options: BusOptions): Promise<NatsConnection> {
   const credentials = options.credentials ?? credentialsFromEnvironment();
-  try {
-    return await connect({
+  const tls = options.tls === undefined ? tlsFromEnvironment() : options.tls;
+  const connectOnce = (waitOnFirstConnect: boolean) =>
+    connect({
       servers: serverList(options.servers),
       name: options.name,
       ...(credentials && { user: credentials.user, pass: credentials.password, inboxPrefix: `_INBOX.${credentials.user}` }),
+      ...(tls && { tls: natsTlsOptions(tls) }),
       maxReconnectAttempts: -1,
       reconnectTimeWait: 250,
-      waitOnFirstConnect: true,
+      waitOnFirstConnect,
       timeout: 5000,
       // Capturing a stack for every request costs IPAM about 7% of its CPU under load.
       noAsyncTraces: true,
     });
+  try {
+    return await connectOnce(false).catch((error: unknown) => {
+      if (!isUnreachable(error)) throw error;
+      return connectOnce(true);
+    });
   } catch (error) {
-    throw new Error(`failed to connect to NATS at ${String(options.servers)}: ${(error as Error).message}`);
+    const message = (error as Error).message;
+    const hint = !tls && /certificate/i.test(message) ? " (set TRELLIS_NATS_TLS_CA to the CA that issued the server's certificate)" : "";
+    throw new Error(`failed to connect to NATS at ${String(options.servers)}: ${message}${hint}`);
   }
+}
+
+function isUnreachable(error: unknown): boolean {
+  if (error instanceof errors.TimeoutError) return true;
+  const code = (error as { cause?: { code?: unknown } }).cause?.code;
+  return typeof code === "string" && UNREACHABLE.has(code);
+}
+
+/** nats.js's TLS options for these certificates: how every Trellis client reaches a server with TLS. */
+export function natsTlsOptions(tls: LoadedTls): TlsOptions {
+  const own = tls.own && { cert: tls.own.cert.toString(), key: tls.own.key.toString() };
+  // nats.js passes the rest of its tls options on to node:tls.
+  return { ca: tls.ca.toString(), ...own, checkServerIdentity: checkNatsServer } as TlsOptions;
+}
+
+/**
+ * The server must present the certificate of a Trellis NATS server (role nats), and, when reached by name, for that
+ * name. nats.js gives a server reached by IP address no name to check (node:tls then checks "localhost"): there the
+ * CA's word that it is a NATS server is what is checked.
+ */
+function checkNatsServer(host: string, certificate: PeerCertificate): Error | undefined {
+  const identity = identityFromSubjectAltName(certificate.subjectaltname);
+  if (identity?.role !== "nats") {
+    return new Error(`the server's certificate (${identity ? describeIdentity(identity) : `CN=${certificate.subject?.CN}`}) is not a NATS server's: issue it with "trellis certs issue NAME --role=nats"`);
+  }
+  return host === "localhost" ? undefined : checkServerIdentity(host, certificate);
+}
+
+/** TRELLIS_NATS_TLS_CA, with the process's own certificate (TRELLIS_TLS_CERT and _KEY) for servers that ask for one. */
+function tlsFromEnvironment(): LoadedTls | undefined {
+  const ca = process.env.TRELLIS_NATS_TLS_CA;
+  const files = ca ? tlsFilesFrom({ ca }) : undefined;
+  return files && loadTls(files);
 }
 
 function serverList(servers: string | string[]): string[] {

@@ -27,18 +27,18 @@ export interface TlsSources {
 }
 
 /**
- * The TLS files from flags, else from the environment variables `prefix`_CA, _CERT and _KEY (TRELLIS_TLS_CA…);
- * undefined when none is set, which means plaintext. A certificate without its key, or either without a CA, is refused.
+ * The TLS files from flags, else from TRELLIS_TLS_CA, TRELLIS_TLS_CERT and TRELLIS_TLS_KEY; undefined when none is
+ * set, which means plaintext. A certificate without its key, or either without a CA, is refused.
  */
-export function tlsFilesFrom(flags: TlsSources, prefix = "TRELLIS_TLS", env: NodeJS.ProcessEnv = process.env): TlsFiles | undefined {
-  const ca = flags.ca ?? (env[`${prefix}_CA`] || undefined);
-  const cert = flags.cert ?? (env[`${prefix}_CERT`] || undefined);
-  const key = flags.key ?? (env[`${prefix}_KEY`] || undefined);
+export function tlsFilesFrom(flags: TlsSources): TlsFiles | undefined {
+  const ca = flags.ca ?? (process.env.TRELLIS_TLS_CA || undefined);
+  const cert = flags.cert ?? (process.env.TRELLIS_TLS_CERT || undefined);
+  const key = flags.key ?? (process.env.TRELLIS_TLS_KEY || undefined);
   if (!ca && !cert && !key) return undefined;
   if (Boolean(cert) !== Boolean(key)) {
-    throw new Error(`failed to set up TLS: ${cert ? `a certificate (${cert}) is given without its key` : `a key (${key}) is given without its certificate`}: give both ${prefix}_CERT and ${prefix}_KEY (or --tls-cert and --tls-key)`);
+    throw new Error(`failed to set up TLS: ${cert ? `a certificate (${cert}) is given without its key` : `a key (${key}) is given without its certificate`}: give both TRELLIS_TLS_CERT and TRELLIS_TLS_KEY (or --tls-cert and --tls-key)`);
   }
-  if (!ca) throw new Error(`failed to set up TLS: a certificate is given without the CA to check peers against: set ${prefix}_CA (or --tls-ca) to the cluster's ca.crt`);
+  if (!ca) throw new Error("failed to set up TLS: a certificate is given without the CA to check peers against: set TRELLIS_TLS_CA (or --tls-ca) to the cluster's ca.crt");
   return { ca, cert, key };
 }
 
