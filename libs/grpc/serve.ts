@@ -1,5 +1,5 @@
 import { isIP } from "node:net";
-import { Server, type sendUnaryData, type ServerUnaryCall, type ServiceDefinition, type UntypedServiceImplementation } from "@grpc/grpc-js";
+import { Server, type ServerCredentials, type sendUnaryData, type ServerUnaryCall, type ServiceDefinition, type UntypedServiceImplementation } from "@grpc/grpc-js";
 import { context } from "@opentelemetry/api";
 import { contextFromMetadata } from "../telemetry/grpc-context.js";
 import type { LoadedTls } from "../tls/settings.js";
@@ -29,20 +29,25 @@ export interface ServingServer {
   stop(): Promise<void>;
 }
 
-export interface ServerSecurity {
+export interface ServeOptions {
   /** Mutual TLS; without it the server speaks plaintext and authorises no one (the lab, loopback). */
   tls?: LoadedTls | undefined;
   /** Who may call what, by the client certificate's identity; applied only with TLS. */
   access?: AccessPolicy | undefined;
+  /**
+   * HOST:PORT of a second, plaintext listener with the health service alone: kubelet's gRPC probes speak no TLS.
+   * It tells nothing but SERVING or NOT_SERVING.
+   */
+  healthListen?: string | undefined;
 }
 
 export async function serveGrpc(
   service: ServiceDefinition,
   implementation: UntypedServiceImplementation,
   listen: string,
-  security: ServerSecurity = {},
+  options: ServeOptions = {},
 ): Promise<ServingServer> {
-  const { tls, access } = security;
+  const { tls, access } = options;
   if (tls && !access) throw new Error(`failed to serve ${serviceName(service)} over TLS: no access policy says who may call it`);
   if (!tls && !isLoopback(listen)) {
     console.error(
@@ -54,25 +59,35 @@ export async function serveGrpc(
   server.addService(service, implementation);
   const health = new ServerHealth([service]);
   server.addService(HealthService, health.implementation());
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(listen, serverCredentials(tls), (error, bound) =>
-      error ? reject(new Error(`failed to listen on ${listen}: ${error.message}`)) : resolve(bound),
-    ),
-  );
+  const healthServer = options.healthListen === undefined ? undefined : new Server(channelOptions);
+  healthServer?.addService(HealthService, health.implementation());
+  const port = await bind(server, listen, serverCredentials(tls));
+  if (healthServer) await bind(healthServer, options.healthListen!, serverCredentials(undefined));
   const host = listen.slice(0, listen.lastIndexOf(":"));
   return {
     address: `${host}:${port}`,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        health.stopServing();
-        server.tryShutdown(() => resolve());
-        // Calls still running after the grace period are cut; tryShutdown's callback then never comes.
-        setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, 2000).unref();
-      }),
+    stop: async () => {
+      health.stopServing();
+      await Promise.all([server, healthServer].filter((s) => s !== undefined).map(shutdown));
+    },
   };
+}
+
+function bind(server: Server, listen: string, credentials: ServerCredentials): Promise<number> {
+  return new Promise<number>((resolve, reject) =>
+    server.bindAsync(listen, credentials, (error, bound) => (error ? reject(new Error(`failed to listen on ${listen}: ${error.message}`)) : resolve(bound))),
+  );
+}
+
+function shutdown(server: Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    server.tryShutdown(() => resolve());
+    // Calls still running after the grace period are cut; tryShutdown's callback then never comes.
+    setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, 2000).unref();
+  });
 }
 
 /** Plaintext is for the lab and for this machine alone: loopback addresses and "localhost". */

@@ -77,8 +77,9 @@ function checkValidity(certificate: X509Certificate, file: string, whose: string
   if (daysLeft < EXPIRY_WARNING_DAYS) warn(`Warning: TLS certificate ${file} of ${whose} expires on ${validTo.toISOString()}, in ${daysLeft} day(s): ${remedy}`);
 }
 
+/** A group may read it (a Kubernetes Secret mounted for the pod's fsGroup, Debian's ssl-cert); anyone else may not. */
 function warnIfReadableByOthers(file: string, warn: (line: string) => void): void {
-  if ((statSync(file).mode & 0o077) !== 0) warn(`Warning: private key ${file} may be read by other users than its owner: chmod 600 ${file}`);
+  if ((statSync(file).mode & 0o007) !== 0) warn(`Warning: private key ${file} may be read by any user of this machine: chmod 600 ${file}`);
 }
 
 function readPem(file: string, what: string): Buffer {

@@ -26,6 +26,8 @@ export interface IpamServiceOptions {
   releaseCooldownMs?: number;
   /** Mutual TLS, with only the planner's identity admitted; plaintext without. */
   tls?: LoadedTls | undefined;
+  /** HOST:PORT of a plaintext listener for health probes alone; none when absent. */
+  healthListen?: string | undefined;
 }
 
 export interface RunningIpamService {
@@ -48,7 +50,7 @@ export async function startIpamService(options: IpamServiceOptions): Promise<Run
       ? new LeakCollector(manager, view, { endpoints: await openBucket(nc, Buckets.endpoints), hosts: await openBucket(nc, Buckets.hosts) }, options.collectLeaks)
       : undefined;
     collector?.start((error) => log(`failed to collect leaked allocations: ${error.message}`));
-    const server = await serveGrpc(IpamService, ipamHandlers(manager), options.listen, { tls: options.tls, access: IPAM_ACCESS });
+    const server = await serveGrpc(IpamService, ipamHandlers(manager), options.listen, { tls: options.tls, access: IPAM_ACCESS, healthListen: options.healthListen });
     log(`ipam ready on ${server.address} (nats ${options.natsUrl})`);
     return {
       address: server.address,

@@ -17,6 +17,8 @@ export interface PlannerOptions {
   ipamAddress: string;
   /** Mutual TLS for the Control API and the calls to IPAM; plaintext without. */
   tls?: LoadedTls | undefined;
+  /** HOST:PORT of a plaintext listener for health probes alone; none when absent. */
+  healthListen?: string | undefined;
 }
 
 export interface RunningPlanner {
@@ -31,7 +33,7 @@ export async function startPlanner(options: PlannerOptions): Promise<RunningPlan
   const planner = new Planner(store, ipam);
   const intents = await consumeIntents(nc, planner, store);
   const stopWatchingHosts = await publishToNewHosts(store, planner);
-  const server = await serveGrpc(ControlService, controlImplementation(planner, store), options.listen, { tls: options.tls, access: CONTROL_ACCESS });
+  const server = await serveGrpc(ControlService, controlImplementation(planner, store), options.listen, { tls: options.tls, access: CONTROL_ACCESS, healthListen: options.healthListen });
   return {
     address: server.address,
     async stop() {

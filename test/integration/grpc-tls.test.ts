@@ -1,5 +1,6 @@
 // Mutual TLS and authorisation on the Control API and IPAM, with certificates made by `trellis certs` and real
 // gRPC on loopback sockets. Each refused call is checked for its status and message, and that it changed nothing.
+import { X509Certificate } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import { ChannelCredentials, status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -16,7 +17,8 @@ import { loadTls } from "../../libs/tls/settings.js";
 import { startIpamService, type RunningIpamService } from "../../services/ipam/main.js";
 import { startPlanner, type RunningPlanner } from "../../services/planner/main.js";
 import { expiredCertificate, makeAuthority, type TestAuthority } from "../support/certificates.js";
-import { startNatsServer, type NatsServer } from "../support/nats-server.js";
+import { HealthCheckResponse_ServingStatus as ServingStatus, HealthClient } from "../../libs/proto/gen/grpc/health/v1/health.js";
+import { freePort, startNatsServer, type NatsServer } from "../support/nats-server.js";
 import { refusal } from "../support/refusal.js";
 import { runTrellis } from "../support/trellis-cli.js";
 
@@ -25,6 +27,7 @@ let stranger: TestAuthority;
 let nats: NatsServer;
 let ipam: RunningIpamService;
 let planner: RunningPlanner;
+let plannerHealth: string;
 const clients: { close(): void }[] = [];
 
 const NO_CERTIFICATE =
@@ -80,7 +83,8 @@ beforeAll(async () => {
   await stranger.issue("mallory", "operator");
   nats = await startNatsServer();
   ipam = await startIpamService({ natsUrl: nats.url, listen: "127.0.0.1:0", log: () => undefined, tls: authority.tls("ipam") });
-  planner = await startPlanner({ natsUrl: nats.url, listen: "127.0.0.1:0", ipamAddress: ipam.address, tls: authority.tls("planner") });
+  plannerHealth = `127.0.0.1:${await freePort()}`;
+  planner = await startPlanner({ natsUrl: nats.url, listen: "127.0.0.1:0", ipamAddress: ipam.address, tls: authority.tls("planner"), healthListen: plannerHealth });
   const nc = await connectBus({ servers: nats.url, name: "grpc-tls-test" });
   const record: HostRecord = { host: "h1", address: "192.0.2.11", role: "host", heartbeatAt: new Date().toISOString(), missingLinkKinds: [] };
   await (await openBucket(nc, Buckets.hosts)).put("h1", codecOf(HostRecord).encode(record));
@@ -107,6 +111,11 @@ describe("trellis certs", () => {
     expect(issued.code).toBe(0);
     expect(issued.stdout).toContain(`issued ${authority.dir}/u9.crt for URI:trellis://agent/u9`);
     expect(issued.stdout + issued.stderr).not.toContain("PRIVATE KEY");
+    const certificate = (name: string) => new X509Certificate(readFileSync(`${authority.dir}/${name}.crt`));
+    const [CLIENT_AUTH, SERVER_AUTH] = ["1.3.6.1.5.5.7.3.2", "1.3.6.1.5.5.7.3.1"];
+    expect([certificate("u9").subject, certificate("u9").subjectAltName, certificate("u9").keyUsage]).toEqual(["O=Trellis\nOU=agent\nCN=u9", "URI:trellis://agent/u9", [CLIENT_AUTH]]);
+    expect([certificate("planner").subjectAltName, certificate("planner").keyUsage?.sort()]).toEqual(["URI:trellis://planner/planner, IP Address:127.0.0.1", [SERVER_AUTH, CLIENT_AUTH].sort()]);
+    expect(certificate("u9").checkIssued(new X509Certificate(readFileSync(authority.ca)))).toBe(true);
     const text = await runTrellis({}, "certs", "issue", "u9", "--role=agent", `--dir=${authority.dir}`);
     expect([text.code, text.stderr.trim()]).toEqual([1, `Error: failed to issue a certificate for u9: ${authority.dir}/u9.crt already exists (pass --force to renew it with a new key)`]);
   });
@@ -152,6 +161,15 @@ describe("the Control API with TLS", () => {
     const distrusting = controlAs(clientCredentials(stranger.tls("mallory")));
     const error = await refusal(callUnary(distrusting.listNetworks.bind(distrusting), {}, 3000));
     expect([error.code, error.details]).toEqual([status.UNAVAILABLE, expect.stringContaining("self-signed certificate in certificate chain")]);
+  });
+
+  it("answers health probes in plaintext on --health-listen, which serves nothing else", async () => {
+    const health = new HealthClient(plannerHealth, ChannelCredentials.createInsecure());
+    clients.push(health);
+    expect(await callUnary(health.check.bind(health), { service: "trellis.v1.Control" })).toEqual({ status: ServingStatus.SERVING });
+    const control = new ControlClient(plannerHealth, ChannelCredentials.createInsecure(), clientOptions);
+    clients.push(control);
+    await expectRefused(() => createNetwork(control, "probe_net", "10.78.0.0/24"), status.UNIMPLEMENTED, expect.stringContaining("CreateNetwork") as unknown as string);
   });
 
   it("takes the CLI's certificate from TRELLIS_TLS_*: an operator's creates, a reader's is refused with the message and changes nothing", async () => {

@@ -22,21 +22,25 @@ type Stoppable = { stop(): Promise<void> };
 /** Every service command takes its TLS files as flags too (TRELLIS_TLS_CA, TRELLIS_TLS_CERT, TRELLIS_TLS_KEY). */
 const TLS_FLAGS = { "tls-ca": { type: "string" }, "tls-cert": { type: "string" }, "tls-key": { type: "string" } } as const;
 const TLS_USAGE = "[--tls-ca=FILE --tls-cert=FILE --tls-key=FILE]";
+/** A plaintext listener with the health service alone, for probes that speak no TLS (kubelet's). */
+const HEALTH_FLAG = { "health-listen": { type: "string" } } as const;
+const HEALTH_USAGE = "[--health-listen=HOST:PORT]";
 
 function tlsOf(values: { "tls-ca"?: string | undefined; "tls-cert"?: string | undefined; "tls-key"?: string | undefined }) {
   return settings.tls({ ca: values["tls-ca"], cert: values["tls-cert"], key: values["tls-key"] });
 }
 
-const IPAM_USAGE = `Usage: trellis ipam [--nats=URL] [--listen=HOST:PORT] [--release-cooldown=SECONDS] ${TLS_USAGE}`;
+const IPAM_USAGE = `Usage: trellis ipam [--nats=URL] [--listen=HOST:PORT] [--release-cooldown=SECONDS] ${TLS_USAGE} ${HEALTH_USAGE}`;
 
 export async function ipamCommand(argv: string[]): Promise<number> {
-  const { values } = parseCommand(argv, { nats: { type: "string" }, listen: { type: "string" }, "release-cooldown": { type: "string" }, ...TLS_FLAGS }, IPAM_USAGE);
+  const { values } = parseCommand(argv, { nats: { type: "string" }, listen: { type: "string" }, "release-cooldown": { type: "string" }, ...TLS_FLAGS, ...HEALTH_FLAG }, IPAM_USAGE);
   const ipam = await startIpamService({
     natsUrl: values.nats ?? settings.natsUrl(),
     listen: values.listen ?? settings.ipamAddress(),
     collectLeaks: LEAK_COLLECTION,
     releaseCooldownMs: cooldownMs(values["release-cooldown"]),
     tls: tlsOf(values),
+    healthListen: values["health-listen"],
   });
   return runUntilSignalled([ipam]);
 }
@@ -44,14 +48,15 @@ export async function ipamCommand(argv: string[]): Promise<number> {
 export async function plannerCommand(argv: string[]): Promise<number> {
   const { values } = parseCommand(
     argv,
-    { nats: { type: "string" }, listen: { type: "string" }, ipam: { type: "string" }, ...TLS_FLAGS },
-    `Usage: trellis planner [--nats=URL] [--listen=HOST:PORT] [--ipam=HOST:PORT] ${TLS_USAGE}`,
+    { nats: { type: "string" }, listen: { type: "string" }, ipam: { type: "string" }, ...TLS_FLAGS, ...HEALTH_FLAG },
+    `Usage: trellis planner [--nats=URL] [--listen=HOST:PORT] [--ipam=HOST:PORT] ${TLS_USAGE} ${HEALTH_USAGE}`,
   );
   const planner = await startPlanner({
     natsUrl: values.nats ?? settings.natsUrl(),
     listen: values.listen ?? settings.plannerAddress(),
     ipamAddress: values.ipam ?? settings.ipamAddress(),
     tls: tlsOf(values),
+    healthListen: values["health-listen"],
   });
   console.log(`planner ready on ${planner.address}`);
   return runUntilSignalled([planner]);
