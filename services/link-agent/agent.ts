@@ -17,10 +17,12 @@ import { findMissingLinkKinds, NEEDED_LINK_KINDS } from "./link-kinds.js";
 import { ensureParent, removeUnusedParents, type ParentResult } from "./parents.js";
 import { RouteDistribution } from "./routes/distribution.js";
 import { StatusPublisher } from "./status.js";
+import type { RecordTrust } from "../../libs/tls/record-signature.js";
 
 const desiredCodec = codecOf(HostDesiredState);
 
-export interface AgentOptions {
+/** `signer` and `verifier`: its heartbeats and announcements signed, and others' checked (libs/tls/record-signature.ts). */
+export interface AgentOptions extends RecordTrust {
   host: string;
   /** The host's underlay addresses, at most one per family: the next hops it announces for its L3 blocks. */
   addresses: string[];

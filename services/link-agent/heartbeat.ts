@@ -1,6 +1,7 @@
 import type { KV } from "@nats-io/kv";
 import { codecOf } from "../../libs/bus/codec.js";
 import { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
+import type { RecordSigner } from "../../libs/tls/record-signature.js";
 
 const hostCodec = codecOf(HostRecord);
 
@@ -11,6 +12,8 @@ export interface HeartbeatOf {
   role: "host" | "upstream";
   /** Link kinds the agent needs that the kernel lacks. */
   missingLinkKinds: readonly string[];
+  /** Signs the record as the host's agent, so that readers with the CA believe it (libs/tls/record-signature.ts). */
+  signer?: RecordSigner | undefined;
 }
 
 /**
@@ -25,5 +28,5 @@ export async function writeHeartbeat(hosts: KV, of: HeartbeatOf): Promise<void> 
     heartbeatAt: new Date().toISOString(),
     missingLinkKinds: [...of.missingLinkKinds],
   };
-  await hosts.put(of.host, hostCodec.encode(record));
+  await hosts.put(of.host, hostCodec.encode(of.signer ? of.signer.sign(hostCodec, record) : record));
 }

@@ -4,6 +4,7 @@ import { startIpamService } from "../../ipam/main.js";
 import { startPlanner } from "../../planner/main.js";
 import { startAgent } from "../../link-agent/main.js";
 import { moduleOf } from "../../../libs/netlink/kinds.js";
+import { RecordSigner, RecordVerifier, type RecordTrust } from "../../../libs/tls/record-signature.js";
 import { parseCommand, UsageError } from "../parse.js";
 import { settings } from "../settings.js";
 
@@ -80,6 +81,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     role,
     heartbeatMs: HEARTBEAT_MS,
     resyncMs: RESYNC_MS,
+    ...recordTrust(host),
   });
   await agent.agent.settled();
   console.log(`agent ready for host ${host}`);
@@ -101,6 +103,20 @@ export async function upCommand(argv: string[]): Promise<number> {
   console.log(`trellis ready: planner on ${planner.address}, agent for host ${host}`);
   warnMissingLinkKinds(host, agent.agent.missingLinkKinds);
   return runUntilSignalled([agent, planner, ipam]);
+}
+
+/**
+ * With TLS (TRELLIS_TLS_CA, and the host's agent certificate in TRELLIS_TLS_CERT and TRELLIS_TLS_KEY), the agent
+ * signs its heartbeats and announcements and believes only those of other hosts that their own agents signed.
+ */
+function recordTrust(host: string): RecordTrust {
+  const tls = settings.tls();
+  if (!tls) return {};
+  const signer = tls.own && new RecordSigner(tls);
+  if (signer && signer.identity.name !== host) {
+    throw new Error(`failed to start the agent of host ${host}: its certificate ${tls.files.cert} is for host ${signer.identity.name}: give it the certificate issued for ${host}`);
+  }
+  return { signer, verifier: new RecordVerifier(tls.ca) };
 }
 
 /** Said when the agent starts: the operator learns at once what the planner will refuse on this host, and why. */

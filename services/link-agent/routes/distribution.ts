@@ -2,10 +2,11 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { openBucket } from "../../../libs/bus/connection.js";
 import { Buckets } from "../../../libs/bus/subjects.js";
 import type { EndpointStatus, HostDesiredState } from "../../../libs/proto/gen/trellis/v1/state.js";
+import type { RecordTrust } from "../../../libs/tls/record-signature.js";
 import { Announcer, servedPrefixes } from "./announce.js";
 import { DEFAULT_STALE_AFTER_MS, RouteInstaller } from "./install.js";
 
-export interface DistributionOptions {
+export interface DistributionOptions extends RecordTrust {
   host: string;
   /** The host's underlay addresses, at most one per family: the next hops of what it announces. */
   addresses: string[];
@@ -23,10 +24,10 @@ export class RouteDistribution {
 
   static async start(nc: NatsConnection, options: DistributionOptions): Promise<RouteDistribution> {
     const [routes, hosts, desired] = await Promise.all([Buckets.routes, Buckets.hosts, Buckets.desired].map((b) => openBucket(nc, b)));
-    const announcer = new Announcer(routes, options.host, options.addresses);
+    const announcer = new Announcer(routes, options.host, options.addresses, options);
     const installer = await RouteInstaller.start(
       { routes, hosts, desired },
-      { host: options.host, role: options.role, staleAfterMs: DEFAULT_STALE_AFTER_MS, resyncMs: options.resyncMs, log: (line) => console.error(line) },
+      { host: options.host, role: options.role, staleAfterMs: DEFAULT_STALE_AFTER_MS, resyncMs: options.resyncMs, log: (line) => console.error(line), verifier: options.verifier },
     );
     return new RouteDistribution(announcer, installer, options.addresses);
   }

@@ -1,13 +1,14 @@
 import type { KV, KvWatchEntry } from "@nats-io/kv";
 import { codecOf } from "../../../libs/bus/codec.js";
 import { describeRoute, openNetlink, type NetlinkHandle, type RouteChange, type RouteChangeFailure } from "../../../libs/netlink/index.js";
-import { RouteAnnouncement } from "../../../libs/proto/gen/trellis/v1/routes.js";
+import type { RouteAnnouncement } from "../../../libs/proto/gen/trellis/v1/routes.js";
 import { HostDesiredState } from "../../../libs/proto/gen/trellis/v1/state.js";
+import type { RecordVerifier } from "../../../libs/tls/record-signature.js";
+import { SignedRecordFilter } from "./signed-records.js";
 import { followBucket } from "./follow.js";
 import { grantsOf, routedNetworksOf, type GrantKey } from "./grants.js";
 import { believe, changesSinceApplied, routeChanges, type Belief, type RouteChanges } from "./reconcile.js";
 
-const announcementCodec = codecOf(RouteAnnouncement);
 const desiredCodec = codecOf(HostDesiredState);
 
 /** A host silent for longer than this has its routes withdrawn everywhere (restored when it returns). */
@@ -22,6 +23,8 @@ export interface InstallerOptions {
   /** Level-triggered safety net: compare the kernel with the belief this often even when nothing changed. */
   resyncMs: number;
   log: (line: string) => void;
+  /** With it, heartbeats and announcements not signed by their own host's agent are dropped (and logged once). */
+  verifier?: RecordVerifier | undefined;
 }
 
 export interface InstallerBuckets {
@@ -56,11 +59,14 @@ export class RouteInstaller {
   private stopped = false;
   private stops: (() => void)[] = [];
   private timers: NodeJS.Timeout[] = [];
+  private readonly signed: SignedRecordFilter;
 
   private constructor(
     private readonly options: InstallerOptions,
     private readonly nl: NetlinkHandle,
-  ) {}
+  ) {
+    this.signed = new SignedRecordFilter(options.verifier, options.log);
+  }
 
   static async start(buckets: InstallerBuckets, options: InstallerOptions): Promise<RouteInstaller> {
     const installer = new RouteInstaller(options, await openNetlink(options.netns));
@@ -116,7 +122,7 @@ export class RouteInstaller {
   }
 
   private onHeartbeat(entry: KvWatchEntry): void {
-    if (entry.operation !== "PUT") {
+    if (entry.operation !== "PUT" || !this.signed.heartbeat(entry)) {
       this.heartbeats.delete(entry.key);
     } else {
       // Seen now for a live heartbeat; a stored one is no younger than its server timestamp.
@@ -126,7 +132,8 @@ export class RouteInstaller {
   }
 
   private onAnnouncement(entry: KvWatchEntry): void {
-    if (entry.operation === "PUT") this.announcements.set(entry.key, announcementCodec.decode(entry.value));
+    const announcement = entry.operation === "PUT" ? this.signed.announcement(entry) : undefined;
+    if (announcement) this.announcements.set(entry.key, announcement);
     else this.announcements.delete(entry.key);
     this.schedule();
   }
