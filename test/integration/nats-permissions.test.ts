@@ -278,11 +278,13 @@ describe("the deployed file", () => {
   it("admits no client without a certificate from its CA", async () => {
     const login = { servers: nats.url, reconnect: false, user: "agent-h1", pass: passwords.get("agent-h1") };
     const noCertificate = natsTlsOptions(loadTls({ ca: authority.ca }));
-    await expect(connect({ ...login, tls: noCertificate })).rejects.toThrow("alert bad certificate");
+    // The server ends the handshake: the client reads its alert, or, when the close comes first, the reset.
+    const cutHandshake = /alert bad certificate|ECONNRESET/;
+    await expect(connect({ ...login, tls: noCertificate })).rejects.toThrow(cutHandshake);
     const stranger = await makeAuthority("stranger");
     await stranger.issue("h1", "agent");
     const strangers = { ...natsTlsOptions(authority.tls("h1")), cert: readFileSync(`${stranger.dir}/h1.crt`, "utf8"), key: readFileSync(`${stranger.dir}/h1.key`, "utf8") };
-    await expect(connect({ ...login, tls: strangers })).rejects.toThrow("alert bad certificate");
+    await expect(connect({ ...login, tls: strangers })).rejects.toThrow(cutHandshake);
     expect(await bus("agent-h1")).toBeDefined();
   });
 
