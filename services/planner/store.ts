@@ -6,6 +6,7 @@ import { getValue, isExistsError, listValues } from "../../libs/bus/kv.js";
 import { Buckets } from "../../libs/bus/subjects.js";
 import { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
 import { HostDesiredState, HostRecord, IntentResult } from "../../libs/proto/gen/trellis/v1/state.js";
+import { DroppedRecords, RecordVerifier } from "../../libs/tls/record-signature.js";
 
 const networkCodec = codecOf(Network);
 const endpointCodec = codecOf(Endpoint);
@@ -21,13 +22,17 @@ export class PlannerStore {
     private readonly desired: KV,
     readonly hosts: KV,
     private readonly intents: KV,
+    /** With it, a heartbeat its host's agent did not sign is as none (libs/tls/record-signature.ts). */
+    private readonly heartbeats?: { verifier: RecordVerifier; dropped: DroppedRecords },
   ) {}
 
-  static async open(nc: NatsConnection): Promise<PlannerStore> {
+  /** `verifier`: believe only heartbeats their host's agent signed (with TLS). */
+  static async open(nc: NatsConnection, verifier?: RecordVerifier): Promise<PlannerStore> {
     const [networks, endpoints, desired, hosts, intents] = await Promise.all(
       [Buckets.networks, Buckets.endpoints, Buckets.desired, Buckets.hosts, Buckets.intents].map((b) => openBucket(nc, b)),
     );
-    return new PlannerStore(networks, endpoints, desired, hosts, intents);
+    const heartbeats = verifier && { verifier, dropped: new DroppedRecords((line) => console.error(line)) };
+    return new PlannerStore(networks, endpoints, desired, hosts, intents, heartbeats);
   }
 
   async getNetwork(name: string): Promise<Network | undefined> {
@@ -65,11 +70,18 @@ export class PlannerStore {
   }
 
   async listHosts(): Promise<HostRecord[]> {
-    return listValues(this.hosts, hostCodec);
+    return (await listValues(this.hosts, hostCodec)).filter((record) => this.believed(record, record.host));
   }
 
   async getHost(host: string): Promise<HostRecord | undefined> {
-    return (await getValue(this.hosts, hostCodec, host))?.value;
+    const record = (await getValue(this.hosts, hostCodec, host))?.value;
+    return record && this.believed(record, host) ? record : undefined;
+  }
+
+  private believed(record: HostRecord, host: string): boolean {
+    const problem = this.heartbeats?.verifier.problem(hostCodec, record, host);
+    if (problem) this.heartbeats!.dropped.drop("heartbeat", host, problem);
+    return !problem;
   }
 
   async putDesiredState(state: HostDesiredState): Promise<void> {

@@ -4,7 +4,6 @@ import { X509Certificate } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import { ChannelCredentials, status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { codecOf } from "../../libs/bus/codec.js";
 import { connectBus, openBucket } from "../../libs/bus/connection.js";
 import { Buckets } from "../../libs/bus/subjects.js";
 import { clientCredentials } from "../../libs/grpc/credentials.js";
@@ -12,8 +11,9 @@ import { callUnary, clientOptions } from "../../libs/grpc/unary.js";
 import { ControlClient } from "../../libs/proto/gen/trellis/v1/control.js";
 import { IpamClient } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
-import { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
+import { RecordSigner } from "../../libs/tls/record-signature.js";
 import { loadTls } from "../../libs/tls/settings.js";
+import { writeHeartbeat } from "../../services/link-agent/heartbeat.js";
 import { startIpamService, type RunningIpamService } from "../../services/ipam/main.js";
 import { startPlanner, type RunningPlanner } from "../../services/planner/main.js";
 import { expiredCertificate, makeAuthority, type TestAuthority } from "../support/certificates.js";
@@ -86,8 +86,9 @@ beforeAll(async () => {
   plannerHealth = `127.0.0.1:${await freePort()}`;
   planner = await startPlanner({ natsUrl: nats.url, listen: "127.0.0.1:0", ipamAddress: ipam.address, tls: authority.tls("planner"), healthListen: plannerHealth });
   const nc = await connectBus({ servers: nats.url, name: "grpc-tls-test" });
-  const record: HostRecord = { host: "h1", address: "192.0.2.11", role: "host", heartbeatAt: new Date().toISOString(), missingLinkKinds: [] };
-  await (await openBucket(nc, Buckets.hosts)).put("h1", codecOf(HostRecord).encode(record));
+  // With TLS, the planner believes only heartbeats their host's agent signed.
+  const heartbeat = { host: "h1", addresses: ["192.0.2.11"], role: "host" as const, missingLinkKinds: [], signer: new RecordSigner(authority.tls("h1")) };
+  await writeHeartbeat(await openBucket(nc, Buckets.hosts), heartbeat);
   await nc.close();
 });
 
@@ -131,6 +132,15 @@ describe("the Control API with TLS", () => {
     await expectRefused(() => callUnary(controller.deleteNetwork.bind(controller), { intentId: "", name: "web" }), status.PERMISSION_DENIED, lacks("DeleteNetwork"));
     await callUnary(controller.detachEndpoint.bind(controller), { intentId: "", container: "c1" });
     expect(await stored()).toEqual({ networks: ["web"], endpoints: [] });
+  });
+
+  it("places no container on a host whose heartbeat its agent did not sign", async () => {
+    const nc = await connectBus({ servers: nats.url, name: "grpc-tls-test" });
+    await writeHeartbeat(await openBucket(nc, Buckets.hosts), { host: "h3", addresses: ["192.0.2.13"], role: "host", missingLinkKinds: [] });
+    await nc.close();
+    const operator = controlAs(credentialsOf("alice"));
+    const attachH3 = () => callUnary(operator.attachEndpoint.bind(operator), { intentId: "", spec: { network: "web", container: "c3", host: "h3", ipv4: "", ipv6: "" } });
+    await expectRefused(attachH3, status.NOT_FOUND, "host h3 is not known: known hosts are h1 (start trellis agent --host=h3 there)");
   });
 
   it("lets a reader list and inspect, and refuses it any change", async () => {
