@@ -36,7 +36,8 @@ export class RecordSigner {
 
 /** A certificate as checked once: its identity, or why it is not to be believed; and until when. */
 interface CheckedCertificate {
-  certificate: X509Certificate;
+  /** Taken once: X509Certificate.publicKey makes a new key object on every read. */
+  publicKey?: KeyObject;
   identity?: Identity;
   problem?: string;
   validTo: number;
@@ -64,7 +65,7 @@ export class RecordVerifier {
     const { identity } = checked;
     if (identity!.role !== "agent" || identity!.name !== host) return `it is signed by ${describeIdentity(identity!)}, not by the agent of host ${host}`;
     const bytes = codec.encode({ ...record, signature: undefined });
-    if (!verify("sha256", bytes, checked.certificate.publicKey, signature.signature)) return `its signature does not match it (signed by ${describeIdentity(identity!)})`;
+    if (!verify("sha256", bytes, checked.publicKey!, signature.signature)) return `its signature does not match it (signed by ${describeIdentity(identity!)})`;
     return undefined;
   }
 
@@ -84,15 +85,15 @@ export class RecordVerifier {
     try {
       certificate = new X509Certificate(der);
     } catch {
-      return { certificate: this.authority, problem: "its certificate is not one", validTo: 0 };
+      return { problem: "its certificate is not one", validTo: 0 };
     }
     const validTo = Date.parse(certificate.validTo);
     if (!certificate.checkIssued(this.authority) || !certificate.verify(this.authority.publicKey)) {
-      return { certificate, problem: `its certificate (${certificate.subject.replaceAll("\n", ", ")}) was not issued by the cluster's CA`, validTo };
+      return { problem: `its certificate (${certificate.subject.replaceAll("\n", ", ")}) was not issued by the cluster's CA`, validTo };
     }
     const identity = identityOf(certificate);
-    if (!identity) return { certificate, problem: "its certificate carries no Trellis identity", validTo };
-    return { certificate, identity, validTo };
+    if (!identity) return { problem: "its certificate carries no Trellis identity", validTo };
+    return { publicKey: certificate.publicKey, identity, validTo };
   }
 }
 
