@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectBus, openBucket, trellisStreams } from "../../libs/bus/connection.js";
 import { Buckets, INTENT_STREAM } from "../../libs/bus/subjects.js";
 import { clientCredentials } from "../../libs/grpc/credentials.js";
+import { RecordSigner } from "../../libs/tls/record-signature.js";
 import { callUnary, clientOptions } from "../../libs/grpc/unary.js";
 import { ControlClient } from "../../libs/proto/gen/trellis/v1/control.js";
 import type { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
@@ -144,7 +145,9 @@ beforeAll(async () => {
   nc = await connectBus({ servers: cluster.urls, name: "cluster-test", credentials: { user: "planner", password: passwords.get("planner")! }, tls: authority.tls("planner") });
   jsm = await jetstreamManager(nc);
   const agent = await connectBus({ servers: cluster.urls, name: "cluster-test-h1", credentials: { user: "agent-h1", password: passwords.get("agent-h1")! }, tls: authority.tls("h1") });
-  await writeHeartbeat(await openBucket(agent, Buckets.hosts), { host: "h1", addresses: ["192.0.2.11"], role: "host", missingLinkKinds: [] });
+  // Signed with h1's key: the planner, with TLS, believes no other heartbeat.
+  const signer = new RecordSigner(authority.tls("h1"));
+  await writeHeartbeat(await openBucket(agent, Buckets.hosts), { host: "h1", addresses: ["192.0.2.11"], role: "host", missingLinkKinds: [], signer });
   await agent.close();
   const ipamAddress = await startService("ipam", ["ipam", "--listen=127.0.0.1:0"]);
   const plannerAddress = await startService("planner", ["planner", "--listen=127.0.0.1:0", `--ipam=${ipamAddress}`]);

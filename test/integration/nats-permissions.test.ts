@@ -6,6 +6,7 @@ import { connect, headers, type NatsConnection, type Subscription } from "@nats-
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { codecOf } from "../../libs/bus/codec.js";
 import { connectBus, natsTlsOptions, openBucket } from "../../libs/bus/connection.js";
+import { RecordSigner } from "../../libs/tls/record-signature.js";
 import { loadTls } from "../../libs/tls/settings.js";
 import { getValue, isLive, listValues } from "../../libs/bus/kv.js";
 import { Buckets, INTENT_SUBJECT, statusKey } from "../../libs/bus/subjects.js";
@@ -87,6 +88,11 @@ async function plaintextLogin(user: string): Promise<{ info: string; answer: str
     });
     socket.on("close", () => resolve({ info, answer: received.includes("PONG") ? received : "closed, no answer" }));
   });
+}
+
+/** The agent's heartbeat signed with its host's key, as the planner, with TLS, believes only such. */
+function signedBy(agent: HeartbeatOf): HeartbeatOf {
+  return { ...agent, signer: new RecordSigner(authority.tls(agent.host)) };
 }
 
 function agentUser(agent: HeartbeatOf): string {
@@ -208,7 +214,7 @@ async function announce(agent: HeartbeatOf, as: string, prefixes: AnnouncedPrefi
 /** An agent's three kinds of keys, written by the agent itself. */
 async function writeOwnKeys(agent: HeartbeatOf): Promise<void> {
   const user = agentUser(agent);
-  await writeHeartbeat(await bucket(user, Buckets.hosts), agent);
+  await writeHeartbeat(await bucket(user, Buckets.hosts), signedBy(agent));
   await publishStatus(agent, user, `ep-${agent.host}`);
   await announce(agent, user, [{ networkId: "net", prefix: `10.9.${AGENTS.indexOf(agent)}.0/26` }]);
 }
@@ -245,7 +251,7 @@ async function desiredWith(agent: HeartbeatOf, container: string): Promise<HostD
 beforeAll(async () => {
   authority = await deployedAuthority(USERS);
   nats = await startNatsServer({ configFile: CONFIG_FILE, environment: serverEnvironment() });
-  for (const agent of AGENTS) await writeHeartbeat(await bucket(agentUser(agent), Buckets.hosts), agent);
+  for (const agent of AGENTS) await writeHeartbeat(await bucket(agentUser(agent), Buckets.hosts), signedBy(agent));
   const ipamAddress = await startService("ipam", ["ipam", "--listen=127.0.0.1:0"]);
   await startService("planner", ["planner", "--listen=127.0.0.1:0", `--ipam=${ipamAddress}`]);
 });
@@ -404,7 +410,7 @@ describe("what a link-agent reads", () => {
     await attach("c2", "l3net", H2.host);
     const desired = await desiredWith(H2, "c2");
     const endpoint = desired.endpoints.find((e) => e.container === "c2")!;
-    await writeHeartbeat(await bucket(agentUser(H2), Buckets.hosts), H2);
+    await writeHeartbeat(await bucket(agentUser(H2), Buckets.hosts), signedBy(H2));
     const prefixes = servedPrefixes(desired, [endpointStatus(H2.host, endpoint.id, endpoint.addresses)], H2.addresses);
     expect(prefixes).toHaveLength(1);
     await announce(H2, agentUser(H2), prefixes);

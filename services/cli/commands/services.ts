@@ -64,7 +64,7 @@ export async function plannerCommand(argv: string[]): Promise<number> {
 }
 
 const AGENT_USAGE = "Usage: trellis agent [--host=NAME] [--address=UNDERLAY-IP]... [--role=host|upstream] [--nats=URL]";
-const UP_USAGE = `Usage: trellis up [--nats=URL] [--host=NAME] [--address=UNDERLAY-IP]... ${TLS_USAGE}`;
+const UP_USAGE = "Usage: trellis up [--nats=URL] [--host=NAME] [--address=UNDERLAY-IP]...";
 
 export async function agentCommand(argv: string[]): Promise<number> {
   const { values } = parseCommand(
@@ -91,13 +91,13 @@ export async function agentCommand(argv: string[]): Promise<number> {
 
 /** `trellis up`: ipam, planner and this host's agent in one process. */
 export async function upCommand(argv: string[]): Promise<number> {
-  const { values } = parseCommand(argv, { nats: { type: "string" }, host: { type: "string" }, address: { type: "string", multiple: true }, ...TLS_FLAGS }, UP_USAGE);
+  const { values } = parseCommand(argv, { nats: { type: "string" }, host: { type: "string" }, address: { type: "string", multiple: true } }, UP_USAGE);
   const addresses = underlayAddresses(values.address, UP_USAGE);
   const natsUrl = values.nats ?? settings.natsUrl();
-  // One process, one certificate: the planner's, which IPAM also serves with and admits.
-  const tls = tlsOf(values);
-  const ipam = await startIpamService({ natsUrl, listen: settings.ipamAddress(), collectLeaks: LEAK_COLLECTION, tls });
-  const planner = await startPlanner({ natsUrl, listen: settings.plannerAddress(), ipamAddress: ipam.address, tls });
+  // One host, on loopback: gRPC in plaintext. One process has one certificate, and its agent would need the host's
+  // to sign what the planner, with TLS, believes.
+  const ipam = await startIpamService({ natsUrl, listen: settings.ipamAddress(), collectLeaks: LEAK_COLLECTION });
+  const planner = await startPlanner({ natsUrl, listen: settings.plannerAddress(), ipamAddress: ipam.address });
   const host = values.host ?? settings.host();
   const agent = await startAgent(natsUrl, { host, addresses, role: "host", heartbeatMs: HEARTBEAT_MS, resyncMs: RESYNC_MS });
   console.log(`trellis ready: planner on ${planner.address}, agent for host ${host}`);

@@ -31,14 +31,13 @@ export class SignedRecordFilter {
     return problem ? undefined : announcement;
   }
 
-  /** Whether the heartbeat under the entry's key may be believed. */
-  heartbeat(entry: KvWatchEntry): boolean {
-    if (!this.verifier) return true;
+  /** The heartbeat under the entry's key, or undefined when it may not be believed. */
+  heartbeat(entry: KvWatchEntry): HostRecord | undefined {
     const record = this.decoded("heartbeat", entry, hostCodec.decode);
-    if (!record) return false;
+    if (!record || !this.verifier) return record;
     const problem = record.host === entry.key ? this.verifier.problem(hostCodec, record, entry.key) : `it names host ${record.host}`;
     if (problem) this.dropped.drop("heartbeat", entry.key, problem);
-    return !problem;
+    return problem ? undefined : record;
   }
 
   private decoded<T>(what: string, entry: KvWatchEntry, decode: (bytes: Uint8Array) => T): T | undefined {
