@@ -49,12 +49,8 @@ export async function serveGrpc(
 ): Promise<ServingServer> {
   const { tls, access } = options;
   if (tls && !access) throw new Error(`failed to serve ${serviceName(service)} over TLS: no access policy says who may call it`);
-  if (!tls && !isLoopback(listen)) {
-    console.error(
-      `Warning: ${serviceName(service)} listens on ${listen} without TLS: anyone who reaches it may call it, in the clear; ` +
-        "give it --tls-ca, --tls-cert and --tls-key (or TRELLIS_TLS_CA, TRELLIS_TLS_CERT and TRELLIS_TLS_KEY)",
-    );
-  }
+  const warning = plaintextWarning(serviceName(service), listen, tls !== undefined);
+  if (warning) console.error(warning);
   const server = new Server({ ...channelOptions, ...(tls && access && { interceptors: [authorisation([access])] }) });
   server.addService(service, implementation);
   const health = new ServerHealth([service]);
@@ -88,6 +84,15 @@ function shutdown(server: Server): Promise<void> {
       resolve();
     }, 2000).unref();
   });
+}
+
+/** What a server says at start when it listens in plaintext where others may reach it; undefined when it need not. */
+export function plaintextWarning(service: string, listen: string, tls: boolean): string | undefined {
+  if (tls || isLoopback(listen)) return undefined;
+  return (
+    `Warning: ${service} listens on ${listen} without TLS: anyone who reaches it may call it, in the clear; ` +
+    "give it --tls-ca, --tls-cert and --tls-key (or TRELLIS_TLS_CA, TRELLIS_TLS_CERT and TRELLIS_TLS_KEY)"
+  );
 }
 
 /** Plaintext is for the lab and for this machine alone: loopback addresses and "localhost". */
