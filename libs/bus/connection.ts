@@ -83,8 +83,9 @@ export async function connectBus(options: BusOptions): Promise<NatsConnection> {
 
 function isUnreachable(error: unknown): boolean {
   if (error instanceof errors.TimeoutError) return true;
-  const code = (error as { cause?: { code?: unknown } }).cause?.code;
-  return typeof code === "string" && UNREACHABLE.has(code);
+  // A server that cuts a TLS handshake it found too slow resets the connection: that passes too.
+  const { code, cause } = error as { code?: unknown; cause?: { code?: unknown } };
+  return [code, cause?.code].some((c) => typeof c === "string" && UNREACHABLE.has(c));
 }
 
 /** nats.js's TLS options for these certificates: how every Trellis client reaches a server with TLS. */

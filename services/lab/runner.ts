@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { initAuthority, issueCertificate } from "../../libs/tls/authority.js";
-import { defaultServices, labCertificates, labHosts, type GuestConfig, type LabHost, type ServiceSpec } from "./config.js";
+import { defaultServices, labCertificates, labHosts, natsTlsConfig, type GuestConfig, type LabHost, type ServiceSpec } from "./config.js";
 import { ensureInitramfs, findKernel } from "./kernel.js";
 import { runVm } from "./vm.js";
 
@@ -100,10 +100,16 @@ export async function runLab(options: LabRunOptions): Promise<number> {
   }
 }
 
+/** Longer than the 30 days within which every process warns of its certificate's end, at each start. */
+const LAB_CERTIFICATE_DAYS = 90;
+
 /** The lab's CA and a certificate for every service and host, and the operator the script acts as. */
 function makeCertificates(dir: string, hosts: LabHost[]): void {
-  initAuthority(dir, 1);
-  for (const { name, role, sans } of labCertificates(hosts)) issueCertificate(dir, { identity: { role, name }, sans, days: 1, replace: false });
+  initAuthority(dir, LAB_CERTIFICATE_DAYS);
+  for (const { name, role, sans } of labCertificates(hosts)) {
+    issueCertificate(dir, { identity: { role, name }, sans, days: LAB_CERTIFICATE_DAYS, replace: false });
+  }
+  writeFileSync(join(dir, "nats.conf"), natsTlsConfig());
 }
 
 /** The folder holding package.json above this module, from src (services/lab) or from dist/services/lab. */
