@@ -60,7 +60,7 @@ export class LinkAgent {
     // Under way while the buckets open: the first heartbeat already carries the answer.
     const missingKinds = findMissingLinkKinds(NEEDED_LINK_KINDS);
     const [hosts, desired, status] = await Promise.all([Buckets.hosts, Buckets.desired, Buckets.status].map((b) => openBucket(nc, b)));
-    const agent = new LinkAgent(options, hosts, desired, new StatusPublisher(status, options.host), await RouteDistribution.start(nc, options));
+    const agent = new LinkAgent(options, hosts, desired, new StatusPublisher(status, options.host, options), await RouteDistribution.start(nc, options));
     await agent.statuses.load();
     agent.missingKinds = (await missingKinds) ?? [];
     await agent.heartbeat();

@@ -1,22 +1,24 @@
 // A compromised host cannot speak for another: on nats-server 2.9.10 agent-h1 can have the server store bytes of its
-// choosing under h2's keys (nats-permissions.test.ts shows how), so heartbeats and route announcements are signed by
-// their host's agent key, and route distribution believes only those. Run on deploy/nats/trellis.conf with TLS, the
+// choosing under h2's keys (nats-permissions.test.ts shows how), so heartbeats, route announcements and statuses are
+// signed by their host's agent key, and their readers believe only those. Run on deploy/nats/trellis.conf with TLS, the
 // certificates from `trellis certs`, and a real route installer reading the buckets as agent-u1.
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { codecOf } from "../../libs/bus/codec.js";
 import { connectBus, openBucket } from "../../libs/bus/connection.js";
-import { Buckets } from "../../libs/bus/subjects.js";
+import { Buckets, statusKey } from "../../libs/bus/subjects.js";
 import { createNamespace, deleteNamespace } from "../../libs/netlink/index.js";
-import { Network } from "../../libs/proto/gen/trellis/v1/network.js";
+import { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
 import { RouteAnnouncement } from "../../libs/proto/gen/trellis/v1/routes.js";
-import { HostDesiredState, HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
+import { EndpointState, EndpointStatus, HostDesiredState, HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
 import { RecordSigner, RecordVerifier } from "../../libs/tls/record-signature.js";
 import { writeHeartbeat, type HeartbeatOf } from "../../services/link-agent/heartbeat.js";
+import { watchUntil } from "../../services/cli/endpoint-status.js";
 import { Announcer } from "../../services/link-agent/routes/announce.js";
+import { StatusPublisher } from "../../services/link-agent/status.js";
 import { RouteInstaller } from "../../services/link-agent/routes/install.js";
 import { makeAuthority, type TestAuthority } from "../support/certificates.js";
 import { certificateOf, deployedAuthority, freshPasswords, natsServerTlsEnvironment, passwordEnvironment } from "../support/deployed-nats.js";
@@ -30,6 +32,7 @@ const H2: HeartbeatOf = { host: "h2", addresses: ["192.0.2.12"], role: "host", m
 const STALE_AFTER_MS = 3000;
 const announcementCodec = codecOf(RouteAnnouncement);
 const hostCodec = codecOf(HostRecord);
+const statusCodec = codecOf(EndpointStatus);
 
 let authority: TestAuthority;
 let nats: NatsServer;
@@ -63,12 +66,12 @@ async function eventually<T>(what: string, read: () => T | Promise<T>, ok: (valu
  * As agent-h1, has the server store `bytes` under h2's key of the bucket: h1 writes them under its own key, then
  * names h2's key as the reply subject of a direct read of it, which the server publishes there unchecked.
  */
-async function forgeUnderH2(name: string, bytes: Uint8Array): Promise<void> {
-  await (await bucket("agent-h1", name)).put(H1.host, bytes);
+async function forgeUnderH2(name: string, bytes: Uint8Array, ownKey = H1.host, target = H2.host): Promise<void> {
+  await (await bucket("agent-h1", name)).put(ownKey, bytes);
   const nc = buses.get("agent-h1")!;
-  nc.publish(`$JS.API.DIRECT.GET.KV_${name}.$KV.${name}.${H1.host}`, undefined, { reply: `$KV.${name}.${H2.host}` });
+  nc.publish(`$JS.API.DIRECT.GET.KV_${name}.$KV.${name}.${ownKey}`, undefined, { reply: `$KV.${name}.${target}` });
   const stored = await bucket("planner", name);
-  await eventually(`the forged value under ${name}/h2`, async () => Buffer.from((await stored.get(H2.host))?.value ?? []).equals(Buffer.from(bytes)), Boolean);
+  await eventually(`the forged value under ${name}/${target}`, async () => Buffer.from((await stored.get(target))?.value ?? []).equals(Buffer.from(bytes)), Boolean);
 }
 
 const believed = () => Object.fromEntries(installer!.believed());
@@ -76,7 +79,7 @@ const heartbeatOfH2 = async () => writeHeartbeat(await bucket("agent-h2", Bucket
 const announcerOfH2 = async () => new Announcer(await bucket("agent-h2", Buckets.routes), H2.host, H2.addresses, { signer: signerOf.h2, verifier });
 
 beforeAll(async () => {
-  authority = await deployedAuthority(["planner", "agent-h1", "agent-h2", "agent-u1"]);
+  authority = await deployedAuthority(["planner", "controller", "agent-h1", "agent-h2", "agent-u1"]);
   nats = await startNatsServer({ configFile: CONFIG_FILE, environment: { ...passwordEnvironment(passwords), ...natsServerTlsEnvironment(authority) } });
   verifier = new RecordVerifier(readFileSync(authority.ca));
   signerOf = { h1: new RecordSigner(authority.tls("h1")), h2: new RecordSigner(authority.tls("h2")) };
@@ -138,6 +141,26 @@ describe("signed records", () => {
     // Its own heartbeat brings it back: what was dropped was the forgery alone.
     await heartbeatOfH2();
     expect(await eventually("h2 back", believed, (routes) => Object.keys(routes).length > 0)).toEqual({ [BLOCK.prefix]: H2.addresses[0] });
+  });
+
+  it("a forged FAILED status for h2's container is passed over by `trellis run`'s wait, which takes h2's own", async () => {
+    const endpoint = Endpoint.fromPartial({ id: "ep2", container: "c2", host: H2.host });
+    const status = (host: string, state: EndpointState) => EndpointStatus.fromPartial({ endpointId: "ep2", host, container: "c2", state, message: "forged" });
+    const warnings = vi.spyOn(console, "error").mockImplementation(() => undefined);
+    try {
+      const waiting = watchUntil(await bucket("controller", Buckets.status), statusKey(H2.host, "ep2"), false, endpoint, verifier);
+      const forged = signerOf.h1.sign(statusCodec, status(H2.host, EndpointState.ENDPOINT_STATE_FAILED));
+      await forgeUnderH2(Buckets.status, statusCodec.encode(forged), statusKey(H1.host, "ep1"), statusKey(H2.host, "ep2"));
+      await eventually("the forgery seen", () => warnings.mock.calls.length, (calls) => calls > 0);
+      const own = new StatusPublisher(await bucket("agent-h2", Buckets.status), H2.host, { signer: signerOf.h2, verifier });
+      await own.publish(new Map([["ep2", { ...status(H2.host, EndpointState.ENDPOINT_STATE_READY), message: "" }]]));
+      expect(await waiting).toMatchObject({ host: H2.host, state: EndpointState.ENDPOINT_STATE_READY });
+      expect(warnings.mock.calls.map(([line]) => line)).toEqual([
+        'Warning: dropped the status of container c2 of host h2: it is signed by agent "h1", not by the agent of host h2',
+      ]);
+    } finally {
+      warnings.mockRestore();
+    }
   });
 
   it("a record changed after signing, or signed with another CA's certificate, is not believed", async () => {
