@@ -1,4 +1,5 @@
-import { connect, errors, type NatsConnection } from "@nats-io/transport-node";
+import { checkServerIdentity, type PeerCertificate } from "node:tls";
+import { connect, errors, type NatsConnection, type TlsOptions } from "@nats-io/transport-node";
 import {
   jetstream,
   JetStreamApiCodes,
@@ -10,6 +11,8 @@ import {
   type StreamInfo,
 } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
+import { describeIdentity, identityFromSubjectAltName } from "../tls/identity.js";
+import { loadTls, tlsFilesFrom, type LoadedTls } from "../tls/settings.js";
 import { Buckets, INTENT_STREAM, INTENT_SUBJECT } from "./subjects.js";
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
@@ -34,6 +37,11 @@ export interface BusOptions {
    * looked and what to do.
    */
   waitForServer?: boolean;
+  /**
+   * TLS to the server: by default, when TRELLIS_NATS_TLS_CA is set, the server checked against that CA and, for
+   * a server that asks for one, the client certificate of TRELLIS_TLS_CERT and TRELLIS_TLS_KEY; null for none.
+   */
+  tls?: LoadedTls | null;
 }
 
 export interface BusCredentials {
@@ -42,17 +50,21 @@ export interface BusCredentials {
 }
 
 /**
- * Connects with unlimited reconnects: a restarted server must not take the services down with it.
+ * Connects with unlimited reconnects: a restarted server must not take the services down with it. A service
+ * started before its server waits for it; any other failure of the first attempt (a certificate that is not
+ * trusted, a refused login) fails at once, saying why, as no retry would change it.
  * An authenticated connection takes its replies under `_INBOX.<user>.`, so that a server can let each
  * user subscribe to its own replies only (deploy/nats/trellis.conf does) instead of to everyone's.
  */
 export async function connectBus(options: BusOptions): Promise<NatsConnection> {
   const credentials = options.credentials ?? credentialsFromEnvironment();
   const servers = serverList(options.servers);
+  const tls = options.tls === undefined ? tlsFromEnvironment() : options.tls;
   const settings = {
     servers,
     name: options.name,
     ...(credentials && { user: credentials.user, pass: credentials.password, inboxPrefix: `_INBOX.${credentials.user}` }),
+    ...(tls && { tls: natsTlsOptions(tls) }),
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
     timeout: 5000,
@@ -65,7 +77,7 @@ export async function connectBus(options: BusOptions): Promise<NatsConnection> {
     return await connect({ ...settings, waitOnFirstConnect: false });
   } catch (error) {
     const failure = natsConnectFailure(error);
-    if (failure === undefined) throw new Error(`failed to connect to NATS at ${String(options.servers)}: ${(error as Error).message}`);
+    if (failure === undefined) throw connectFailed(options.servers, error, tls);
     unreachable = `failed to reach NATS at ${servers.join(", ")}: ${failure}; start nats-server, or set TRELLIS_NATS_URL (or --nats) to where it runs`;
   }
   if (options.waitForServer === false) throw new Error(unreachable);
@@ -74,18 +86,56 @@ export async function connectBus(options: BusOptions): Promise<NatsConnection> {
   try {
     return await connect({ ...settings, waitOnFirstConnect: true });
   } catch (error) {
-    throw new Error(`failed to connect to NATS at ${String(options.servers)}: ${(error as Error).message}`);
+    throw connectFailed(options.servers, error, tls);
   }
 }
 
-/** Why no NATS server could be reached, in a person's words, or undefined when one was (and refused us, say). */
+/** A server reached that would not have us: a login or certificate refused, said with what to do. */
+function connectFailed(servers: string | string[], error: unknown, tls: LoadedTls | null | undefined): Error {
+  const message = (error as Error).message;
+  const hint = !tls && /certificate/i.test(message) ? " (set TRELLIS_NATS_TLS_CA to the CA that issued the server's certificate)" : "";
+  return new Error(`failed to connect to NATS at ${String(servers)}: ${message}${hint}`);
+}
+
+/**
+ * Why no NATS server could be reached, in a person's words, or undefined when one was (and refused us, say). A
+ * server that cuts a TLS handshake it found too slow resets the connection: that counts as not reached yet too.
+ */
 function natsConnectFailure(error: unknown): string | undefined {
-  const { message, code } = error as { message?: string; code?: string };
+  const { message, code, cause } = error as { message?: string; code?: string; cause?: { code?: unknown } };
   if (code === "ENOTFOUND" || code === "EAI_AGAIN" || /ENOTFOUND|EAI_AGAIN/.test(message ?? "")) return "no such host";
   if (/connection refused|ECONNREFUSED/i.test(message ?? "")) return "connection refused";
   if (code === "EHOSTUNREACH" || code === "ENETUNREACH") return "host unreachable";
   if (error instanceof errors.TimeoutError || code === "ETIMEDOUT") return "connection timed out";
+  if (code === "ECONNRESET" || cause?.code === "ECONNRESET") return "connection reset";
   return undefined;
+}
+
+/** nats.js's TLS options for these certificates: how every Trellis client reaches a server with TLS. */
+export function natsTlsOptions(tls: LoadedTls): TlsOptions {
+  const own = tls.own && { cert: tls.own.cert.toString(), key: tls.own.key.toString() };
+  // nats.js passes the rest of its tls options on to node:tls.
+  return { ca: tls.ca.toString(), ...own, checkServerIdentity: checkNatsServer } as TlsOptions;
+}
+
+/**
+ * The server must present the certificate of a Trellis NATS server (role nats), and, when reached by name, for that
+ * name. nats.js gives a server reached by IP address no name to check (node:tls then checks "localhost"): there the
+ * CA's word that it is a NATS server is what is checked.
+ */
+function checkNatsServer(host: string, certificate: PeerCertificate): Error | undefined {
+  const identity = identityFromSubjectAltName(certificate.subjectaltname);
+  if (identity?.role !== "nats") {
+    return new Error(`the server's certificate (${identity ? describeIdentity(identity) : `CN=${certificate.subject?.CN}`}) is not a NATS server's: issue it with "trellis certs issue NAME --role=nats"`);
+  }
+  return host === "localhost" ? undefined : checkServerIdentity(host, certificate);
+}
+
+/** TRELLIS_NATS_TLS_CA, with the process's own certificate (TRELLIS_TLS_CERT and _KEY) for servers that ask for one. */
+function tlsFromEnvironment(): LoadedTls | undefined {
+  const ca = process.env.TRELLIS_NATS_TLS_CA;
+  const files = ca ? tlsFilesFrom({ ca }) : undefined;
+  return files && loadTls(files);
 }
 
 function serverList(servers: string | string[]): string[] {

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { ChannelCredentials } from "@grpc/grpc-js";
 import { ControlClient, type ListEndpointsResponse, type ListNetworksResponse } from "../proto/gen/trellis/v1/control.js";
 import type { Endpoint, EndpointSpec, Network, NetworkSpec } from "../proto/gen/trellis/v1/network.js";
 import { callUnary, clientOptions, insecure, type UnaryMethod } from "../grpc/unary.js";
@@ -14,6 +15,8 @@ export interface ControlApiOptions {
    * by commas. By default TRELLIS_PLANNER_ADDR, else 127.0.0.1:7710.
    */
   addresses?: string | readonly string[];
+  /** The channel's credentials: mutual TLS (libs/grpc/credentials.ts clientCredentials); plaintext by default. */
+  credentials?: ChannelCredentials;
   /** How long one call may keep retrying, in ms; 30 s by default. */
   timeoutMs?: number;
   /** The most one attempt on one address may take, in ms (never more than what is left of timeoutMs); 10 s by default. */
@@ -42,6 +45,7 @@ export class ControlApi {
   private readonly policy: RetryPolicy;
   private readonly rotation: AddressRotation;
   private readonly clients: (ControlClient | undefined)[];
+  private readonly credentials: ChannelCredentials;
 
   constructor(options: ControlApiOptions = {}) {
     this.addresses = addressList(options.addresses ?? (process.env.TRELLIS_PLANNER_ADDR || DEFAULT_PLANNER_ADDRESS));
@@ -52,6 +56,7 @@ export class ControlApi {
       waitForPlanner: options.waitForPlanner ?? false,
       onRetry: options.onRetry,
     };
+    this.credentials = options.credentials ?? insecure();
     this.rotation = new AddressRotation(this.addresses);
     this.clients = this.addresses.map(() => undefined);
   }
@@ -111,7 +116,7 @@ export class ControlApi {
   }
 
   private clientAt(index: number): ControlClient {
-    this.clients[index] ??= new ControlClient(this.addresses[index]!, insecure(), channelOptions);
+    this.clients[index] ??= new ControlClient(this.addresses[index]!, this.credentials, channelOptions);
     return this.clients[index]!;
   }
 }

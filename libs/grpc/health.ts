@@ -46,7 +46,7 @@ export class ServerHealth {
 }
 
 /** "trellis.v1.Ipam" from the service's method paths ("/trellis.v1.Ipam/AllocateAddress"). */
-function serviceName(service: ServiceDefinition): string {
+export function serviceName(service: ServiceDefinition): string {
   const path = Object.values(service)[0]?.path ?? "";
   return path.slice(1, path.lastIndexOf("/"));
 }

@@ -4,6 +4,7 @@ import { connectBus, openBucket } from "../../libs/bus/connection.js";
 import { Buckets, statusKey } from "../../libs/bus/subjects.js";
 import { EndpointState, EndpointStatus } from "../../libs/proto/gen/trellis/v1/state.js";
 import type { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
+import { DroppedRecords, RecordVerifier } from "../../libs/tls/record-signature.js";
 import { settings } from "./settings.js";
 
 const statusCodec = codecOf(EndpointStatus);
@@ -19,13 +20,16 @@ export async function waitForStatus(endpoint: Endpoint, gone: boolean): Promise<
   const nc = await connectBus({ servers: settings.natsUrl(), name: "trellis-cli", waitForServer: false });
   try {
     const bucket = await openBucket(nc, Buckets.status);
-    return await watchUntil(bucket, statusKey(endpoint.host, endpoint.id), gone, endpoint);
+    const tls = settings.tls();
+    return await watchUntil(bucket, statusKey(endpoint.host, endpoint.id), gone, endpoint, tls && new RecordVerifier(tls.ca));
   } finally {
     await nc.close();
   }
 }
 
-async function watchUntil(bucket: KV, key: string, gone: boolean, endpoint: Endpoint): Promise<EndpointStatus | undefined> {
+/** `verifier`: with TLS, a status its host's agent did not sign is passed over (and said once). */
+export async function watchUntil(bucket: KV, key: string, gone: boolean, endpoint: Endpoint, verifier?: RecordVerifier): Promise<EndpointStatus | undefined> {
+  const dropped = new DroppedRecords((line) => console.error(`Warning: ${line}`));
   if (gone && !isPresent(await bucket.get(key))) return undefined;
   const watch = await bucket.watch({ key });
   const timer = setTimeout(() => watch.stop(), STATUS_TIMEOUT_MS);
@@ -34,6 +38,11 @@ async function watchUntil(bucket: KV, key: string, gone: boolean, endpoint: Endp
       if (gone && entry.operation !== "PUT") return undefined;
       if (gone || entry.operation !== "PUT") continue;
       const status = statusCodec.decode(entry.value);
+      const problem = verifier?.problem(statusCodec, status, endpoint.host);
+      if (problem) {
+        dropped.drop(`status of container ${endpoint.container}`, endpoint.host, problem);
+        continue;
+      }
       if (status.state === EndpointState.ENDPOINT_STATE_READY || status.state === EndpointState.ENDPOINT_STATE_FAILED) return status;
     }
     throw new Error(

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { silenceIpServerNameWarning } from "../../libs/grpc/credentials.js";
 import { describeError } from "../../libs/grpc/status-error.js";
 import { startTracing, stopTracing, withSpan } from "../../libs/telemetry/tracing.js";
 import { UsageError } from "./parse.js";
@@ -16,6 +17,9 @@ Client commands:
 Services:
   ipam | planner | agent | up    start one service, or all of one host (up)
 
+Certificates:
+  certs init | issue NAME --role=R   the cluster's CA, and a key and certificate per service, host or person
+
 NATS:
   nats replicas N                give every Trellis stream and bucket N copies (TRELLIS_NATS_REPLICAS)
 
@@ -24,7 +28,7 @@ Lab:
   host exec HOST CMD...          run a command in a lab host's namespace
 
 Connection settings: TRELLIS_NATS_URL, TRELLIS_NATS_REPLICAS, TRELLIS_PLANNER_ADDR (HOST:PORT, or several replicas
-separated by commas), TRELLIS_IPAM_ADDR, TRELLIS_HOST.`;
+separated by commas), TRELLIS_IPAM_ADDR, TRELLIS_HOST, TRELLIS_TLS_CA, TRELLIS_TLS_CERT, TRELLIS_TLS_KEY, TRELLIS_NATS_TLS_CA.`;
 
 type Command = (argv: string[]) => Promise<number>;
 
@@ -54,6 +58,7 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return name ? 0 : 2;
   }
+  if (name === "certs") return (await import("./commands/certs.js")).certsCommand(rest);
   if (name === "nats") return (await import("./commands/nats.js")).natsCommand(rest);
   if (name === "lab") return (await import("../lab/cli.js")).runLabCommand(rest);
   if (name === "host") return (await import("../lab/cli.js")).runHostCommand(rest);
@@ -81,6 +86,7 @@ async function main(argv: string[]): Promise<number> {
   throw new UsageError(`unknown command "${name}"`, USAGE);
 }
 
+silenceIpServerNameWarning();
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {

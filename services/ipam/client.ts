@@ -11,9 +11,11 @@ import {
 } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { traceparentOf } from "../../libs/bus/trace.js";
 import { CallStreamClient } from "../../libs/grpc/call-stream.js";
-import { callUnary, clientOptions, insecure } from "../../libs/grpc/unary.js";
+import { callUnary, clientOptions } from "../../libs/grpc/unary.js";
+import { clientCredentials } from "../../libs/grpc/credentials.js";
 import { unavailable } from "../../libs/grpc/status-error.js";
 import { connectionFailure, unreachableMessage } from "../../libs/grpc/unreachable.js";
+import type { LoadedTls } from "../../libs/tls/settings.js";
 
 /** Promise-returning IPAM calls over gRPC, carrying the active trace context. Errors are ServiceErrors. */
 export interface IpamCalls {
@@ -28,12 +30,12 @@ export interface IpamCalls {
 }
 
 /**
- * Per-container calls (allocate, release) share one call stream; the rest are unary calls. An IPAM that
- * cannot be reached fails a call with UNAVAILABLE saying where it was looked for and what to do: the
- * planner passes that on to its caller, who may retry.
+ * Per-container calls (allocate, release) share one call stream; the rest are unary calls. `tls`: mutual TLS as
+ * the planner. An IPAM that cannot be reached fails a call with UNAVAILABLE saying where it was looked for and
+ * what to do: the planner passes that on to its caller, who may retry.
  */
-export function connectIpam(address: string): IpamCalls {
-  const calls = ipamCalls(address);
+export function connectIpam(address: string, tls?: LoadedTls): IpamCalls {
+  const calls = ipamCalls(address, tls);
   const explained = <T>(promise: Promise<T>) => promise.catch((error: unknown) => Promise.reject(explainUnreachable(error, address)));
   return {
     allocateSubnets: (request) => explained(calls.allocateSubnets(request)),
@@ -54,8 +56,8 @@ function explainUnreachable(error: unknown, address: string): unknown {
   );
 }
 
-function ipamCalls(address: string): IpamCalls {
-  const client = new IpamClient(address, insecure(), clientOptions);
+function ipamCalls(address: string, tls: LoadedTls | undefined): IpamCalls {
+  const client = new IpamClient(address, clientCredentials(tls), clientOptions);
   const addressCalls = new CallStreamClient<AddressCall, AddressCallResult>(() => client.addressCalls());
   const send = (call: AddressCall["call"]) => addressCalls.call({ traceparent: traceparentOf(), call });
   return {

@@ -3,6 +3,8 @@ import { JetStreamPublisher } from "../../libs/bus/jetstream-publisher.js";
 import { Buckets } from "../../libs/bus/subjects.js";
 import { IpamService } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { serveGrpc } from "../../libs/grpc/serve.js";
+import type { LoadedTls } from "../../libs/tls/settings.js";
+import { IPAM_ACCESS } from "./access.js";
 import { LeakCollector, Liveness, type LeakCollectionOptions } from "./collector.js";
 import { AddressManager } from "./manager.js";
 import { ipamHandlers } from "./server.js";
@@ -22,6 +24,10 @@ export interface IpamServiceOptions {
   collectLeaks?: LeakCollectionOptions;
   /** How long a released address is not handed out automatically; 0 or absent: free again at once. */
   releaseCooldownMs?: number;
+  /** Mutual TLS, with only the planner's identity admitted; plaintext without. */
+  tls?: LoadedTls | undefined;
+  /** HOST:PORT of a plaintext listener for health probes alone; none when absent. */
+  healthListen?: string | undefined;
 }
 
 export interface RunningIpamService {
@@ -44,7 +50,7 @@ export async function startIpamService(options: IpamServiceOptions): Promise<Run
       ? new LeakCollector(manager, view, await Liveness.follow({ endpoints: await openBucket(nc, Buckets.endpoints), hosts: await openBucket(nc, Buckets.hosts) }), options.collectLeaks)
       : undefined;
     collector?.start((error) => log(`failed to collect leaked allocations: ${error.message}`));
-    const server = await serveGrpc(IpamService, ipamHandlers(manager), options.listen);
+    const server = await serveGrpc(IpamService, ipamHandlers(manager), options.listen, { tls: options.tls, access: IPAM_ACCESS, healthListen: options.healthListen });
     log(`ipam ready on ${server.address} (nats ${options.natsUrl})`);
     return {
       address: server.address,

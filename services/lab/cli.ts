@@ -10,7 +10,7 @@ const USAGE_ERROR = 2;
 const DEFAULT_TIMEOUT_SECONDS = 20 * 60;
 
 const LAB_USAGE = `usage:
-  trellis lab run [--hosts N] [--upstreams M] [--out DIR] [--verbose] [--timeout SECONDS] SCRIPT
+  trellis lab run [--hosts N] [--upstreams M] [--out DIR] [--verbose] [--timeout SECONDS] [--tls] SCRIPT
   trellis lab agent stop|start HOST     (inside a lab)`;
 const HOST_USAGE = "usage: trellis host exec HOST COMMAND [ARG...]     (inside a lab)";
 
@@ -55,6 +55,7 @@ export function parseLabRunArgs(argv: string[]): LabRunOptions {
       out: { type: "string" },
       verbose: { type: "boolean" },
       timeout: { type: "string" },
+      tls: { type: "boolean" },
     },
     LAB_USAGE,
   );
@@ -68,6 +69,7 @@ export function parseLabRunArgs(argv: string[]): LabRunOptions {
     outDir: values.out,
     verbose: values.verbose ?? false,
     timeoutSeconds: count(values.timeout, "--timeout", DEFAULT_TIMEOUT_SECONDS, Number.MAX_SAFE_INTEGER, 1),
+    tls: values.tls ?? false,
   };
 }
 

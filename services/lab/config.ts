@@ -14,6 +14,10 @@ export const STATE_DIR = "/run/trellis-lab";
 export const AGENTS_DIR = `${STATE_DIR}/agents`;
 export const BIN_DIR = `${STATE_DIR}/bin`;
 export const OUT_DIR = `${STATE_DIR}/out`;
+/** With --tls: the CA and every certificate and key of the lab, made on the host in the run folder (bound here). */
+export const TLS_DIR = `${STATE_DIR}/host/tls`;
+/** Whose certificate the lab script's `trellis` presents: an operator's. */
+export const LAB_OPERATOR = "lab-operator";
 export const LOG_DIR = "/tmp/lab/logs";
 
 /** Like `docker run`: 125 means the lab failed, not the script. */
@@ -38,6 +42,8 @@ export interface ServiceSpec {
   agentHost?: string;
   /** Services start stage by stage; all of one stage must be ready before the next starts. */
   stage: number;
+  /** Added to the lab's environment for this service alone: its own certificate, with --tls. */
+  env?: Record<string, string>;
 }
 
 export interface GuestConfig {
@@ -49,6 +55,8 @@ export interface GuestConfig {
   hasOut: boolean;
   node: string;
   cliMain: string;
+  /** Every service, the script's `trellis` included, with mutual TLS and its own certificate from TLS_DIR. */
+  tls: boolean;
 }
 
 export function labHosts(hosts: number, upstreams: number): LabHost[] {
@@ -62,12 +70,37 @@ function numbered(count: number): number[] {
   return Array.from({ length: count }, (_, index) => index + 1);
 }
 
-export function natsService(): ServiceSpec {
+export function natsService(tls = false): ServiceSpec {
   return {
     name: "nats",
-    argv: ["nats-server", "-a", CONTROL_ADDRESS, "-p", "4222", "-js", "-sd", "/tmp/lab/js"],
+    argv: ["nats-server", "-a", CONTROL_ADDRESS, "-p", "4222", "-js", "-sd", "/tmp/lab/js", ...(tls ? ["-c", `${TLS_DIR}/nats.conf`] : [])],
     stage: 0,
   };
+}
+
+/**
+ * With --tls, nats-server asks every client for a certificate of the lab's CA. Its flags cannot give a handshake
+ * more than the default half second, which emulation often needs: hence a file.
+ */
+export function natsTlsConfig(): string {
+  const file = (name: string) => JSON.stringify(`${TLS_DIR}/${name}`);
+  return `tls { cert_file: ${file("nats.crt")}, key_file: ${file("nats.key")}, ca_file: ${file("ca.crt")}, verify: true, timeout: 10 }\n`;
+}
+
+/** The environment that makes a Trellis process present NAME's certificate of TLS_DIR. */
+export function certificateEnv(name: string): Record<string, string> {
+  return { TRELLIS_TLS_CERT: `${TLS_DIR}/${name}.crt`, TRELLIS_TLS_KEY: `${TLS_DIR}/${name}.key` };
+}
+
+/** Who needs a certificate in a lab with TLS, and for what: NAME, role, the addresses it serves on. */
+export function labCertificates(hosts: LabHost[]): { name: string; role: "nats" | "ipam" | "planner" | "agent" | "operator"; sans: string[] }[] {
+  return [
+    { name: "nats", role: "nats", sans: [CONTROL_ADDRESS] },
+    { name: "ipam", role: "ipam", sans: ["127.0.0.1"] },
+    { name: "planner", role: "planner", sans: ["127.0.0.1"] },
+    { name: LAB_OPERATOR, role: "operator", sans: [] },
+    ...hosts.map((host) => ({ name: host.name, role: "agent" as const, sans: [] })),
+  ];
 }
 
 /**
@@ -75,14 +108,16 @@ export function natsService(): ServiceSpec {
  * IPAM and the planner start together (the planner's gRPC client connects on first use): each node
  * start costs seconds under emulation.
  */
-export function defaultServices(hosts: LabHost[], cli: string[]): ServiceSpec[] {
+export function defaultServices(hosts: LabHost[], cli: string[], tls = false): ServiceSpec[] {
+  const own = (name: string) => (tls ? { env: certificateEnv(name) } : {});
   return [
-    natsService(),
-    { name: "ipam", argv: [...cli, "ipam", "--nats", NATS_URL, "--listen", IPAM_ADDR], stage: 1 },
+    natsService(tls),
+    { name: "ipam", argv: [...cli, "ipam", "--nats", NATS_URL, "--listen", IPAM_ADDR], stage: 1, ...own("ipam") },
     {
       name: "planner",
       argv: [...cli, "planner", "--nats", NATS_URL, "--listen", PLANNER_ADDR, "--ipam", IPAM_ADDR],
       stage: 1,
+      ...own("planner"),
     },
     ...hosts.map((host) => ({
       name: `agent-${host.name}`,
@@ -102,6 +137,7 @@ export function defaultServices(hosts: LabHost[], cli: string[]): ServiceSpec[] 
       netns: host.name,
       agentHost: host.name,
       stage: 2,
+      ...own(host.name),
     })),
   ];
 }

@@ -12,11 +12,14 @@ import {
   BIN_DIR,
   CONTROL_ADDRESS,
   CONTROL_ADDRESS6,
+  certificateEnv,
   LAB_FAILURE,
+  LAB_OPERATOR,
   LOG_DIR,
   NATS_URL,
   OUT_DIR,
   PLANNER_ADDR,
+  TLS_DIR,
   UNDERLAY_PREFIX,
   UNDERLAY_PREFIX6,
   type GuestConfig,
@@ -136,6 +139,8 @@ function serviceEnv(config: GuestConfig): Record<string, string> {
     TRELLIS_LAB: "1",
     TRELLIS_NATS_URL: NATS_URL,
     TRELLIS_PLANNER_ADDR: PLANNER_ADDR,
+    // With --tls, everyone trusts the lab's CA; the script's `trellis` is an operator, each service itself (spec.env).
+    ...(config.tls ? { TRELLIS_TLS_CA: `${TLS_DIR}/ca.crt`, TRELLIS_NATS_TLS_CA: `${TLS_DIR}/ca.crt`, ...certificateEnv(LAB_OPERATOR) } : {}),
     ...(config.hasOut ? { TRELLIS_LAB_OUT: OUT_DIR, TRELLIS_TRACE_FILE: `${OUT_DIR}/trace.jsonl` } : {}),
   };
 }
@@ -173,9 +178,10 @@ async function startServices(
 function startService(spec: ServiceSpec, env: Record<string, string>): RunningService {
   const log = join(LOG_DIR, `${spec.name}.log`);
   const argv = spec.netns ? [BUSYBOX, "nsenter", `--net=/run/netns/${spec.netns}`, "--", ...spec.argv] : spec.argv;
-  const child = spawnLogged(argv, env, log);
+  const ownEnv = { ...env, ...spec.env };
+  const child = spawnLogged(argv, ownEnv, log);
   if (spec.agentHost) {
-    writeAgentRecord({ host: spec.agentHost, argv, env, log, pid: child.pid ?? null, state: "running" });
+    writeAgentRecord({ host: spec.agentHost, argv, env: ownEnv, log, pid: child.pid ?? null, state: "running" });
   }
   return { spec, child, log };
 }

@@ -3,7 +3,8 @@ import { existsSync, mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync, 
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { defaultServices, labHosts, type GuestConfig, type ServiceSpec } from "./config.js";
+import { initAuthority, issueCertificate } from "../../libs/tls/authority.js";
+import { defaultServices, labCertificates, labHosts, natsTlsConfig, type GuestConfig, type LabHost, type ServiceSpec } from "./config.js";
 import { ensureInitramfs, findKernel } from "./kernel.js";
 import { runVm } from "./vm.js";
 
@@ -16,6 +17,8 @@ export interface LabRunOptions {
   outDir?: string;
   verbose: boolean;
   timeoutSeconds: number;
+  /** Every connection with mutual TLS, and every service with its own certificate (`lab run --tls`). */
+  tls?: boolean;
   /** The services to start; the real Trellis services when absent. */
   services?: ServiceSpec[];
   /** Each line of the script's output (and of the service logs shown after it). */
@@ -53,16 +56,19 @@ export async function runLab(options: LabRunOptions): Promise<number> {
   const hosts = labHosts(options.hosts, options.upstreams);
   const config: GuestConfig = {
     hosts,
-    services: options.services ?? defaultServices(hosts, [process.execPath, paths.cliMain]),
+    services: options.services ?? defaultServices(hosts, [process.execPath, paths.cliMain], options.tls),
     script,
     cwd: repo,
     verbose: options.verbose,
     hasOut: options.outDir !== undefined,
     node: process.execPath,
     cliMain: paths.cliMain,
+    tls: options.tls ?? false,
   };
   const runDir = mkdtempSync(join(tmpdir(), "trellis-lab-"));
   try {
+    // Made here, where openssl runs natively: in the emulated guest each key would take seconds.
+    if (config.tls) makeCertificates(join(runDir, "tls"), hosts);
     writeFileSync(join(runDir, "config.json"), JSON.stringify(config, null, 2));
     if (options.outDir !== undefined) linkOutDir(options.outDir, runDir);
     const marker = `trellis-lab-${randomBytes(6).toString("hex")}`;
@@ -92,6 +98,18 @@ export async function runLab(options: LabRunOptions): Promise<number> {
     rmSync(runDir, { recursive: true, force: true });
     note(`finished in ${((Date.now() - startedAt) / 1000).toFixed(1)} s`);
   }
+}
+
+/** Longer than the 30 days within which every process warns of its certificate's end, at each start. */
+const LAB_CERTIFICATE_DAYS = 90;
+
+/** The lab's CA and a certificate for every service and host, and the operator the script acts as. */
+function makeCertificates(dir: string, hosts: LabHost[]): void {
+  initAuthority(dir, LAB_CERTIFICATE_DAYS);
+  for (const { name, role, sans } of labCertificates(hosts)) {
+    issueCertificate(dir, { identity: { role, name }, sans, days: LAB_CERTIFICATE_DAYS, replace: false });
+  }
+  writeFileSync(join(dir, "nats.conf"), natsTlsConfig());
 }
 
 /** The folder holding package.json above this module, from src (services/lab) or from dist/services/lab. */

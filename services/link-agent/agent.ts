@@ -17,8 +17,10 @@ import { findMissingLinkKinds, NEEDED_LINK_KINDS } from "./link-kinds.js";
 import { ensureParent, removeUnusedParents, type ParentResult } from "./parents.js";
 import { RouteDistribution } from "./routes/distribution.js";
 import { StatusPublisher } from "./status.js";
+import type { RecordTrust } from "../../libs/tls/record-signature.js";
 
-export interface AgentOptions {
+/** `signer` and `verifier`: its heartbeats and announcements signed, and others' checked (libs/tls/record-signature.ts). */
+export interface AgentOptions extends RecordTrust {
   host: string;
   /** The host's underlay addresses, at most one per family: the next hops it announces for its L3 blocks. */
   addresses: string[];
@@ -58,7 +60,7 @@ export class LinkAgent {
     const [hosts, status, networks, desired, names] = await Promise.all(
       [Buckets.hosts, Buckets.status, Buckets.networks, Buckets.desired, Buckets.names].map((b) => openBucket(nc, b)),
     );
-    const agent = new LinkAgent(options, hosts, new StatusPublisher(status, options.host), await RouteDistribution.start(nc, options));
+    const agent = new LinkAgent(options, hosts, new StatusPublisher(status, options.host, options), await RouteDistribution.start(nc, options));
     await agent.statuses.load();
     agent.missingKinds = (await missingKinds) ?? [];
     await agent.heartbeat();

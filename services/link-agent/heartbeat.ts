@@ -1,6 +1,7 @@
 import type { KV } from "@nats-io/kv";
 import { codecOf } from "../../libs/bus/codec.js";
 import { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
+import type { RecordSigner } from "../../libs/tls/record-signature.js";
 
 const hostCodec = codecOf(HostRecord);
 
@@ -15,11 +16,13 @@ export interface HeartbeatOf {
   interfaces: readonly string[];
   /** How often the agent heartbeats. */
   heartbeatMs: number;
+  /** Signs the record as the host's agent, so that readers with the CA believe it (libs/tls/record-signature.ts). */
+  signer?: RecordSigner | undefined;
 }
 
 /**
- * Registers the host, or refreshes its record: the planner writes a new host's desired state, refuses
- * containers that need link kinds the host lacks, and a silent host's routes are withdrawn.
+ * Registers the host, or refreshes its record: the planner refuses a parent that no live host has, and
+ * containers that need link kinds or a parent the host lacks; a silent host's routes are withdrawn.
  */
 export async function writeHeartbeat(hosts: KV, of: HeartbeatOf): Promise<void> {
   const record: HostRecord = {
@@ -31,5 +34,5 @@ export async function writeHeartbeat(hosts: KV, of: HeartbeatOf): Promise<void> 
     interfaces: [...of.interfaces],
     heartbeatIntervalMs: of.heartbeatMs,
   };
-  await hosts.put(of.host, hostCodec.encode(record));
+  await hosts.put(of.host, hostCodec.encode(of.signer ? of.signer.sign(hostCodec, record) : record));
 }

@@ -2,6 +2,7 @@ import type { KV } from "@nats-io/kv";
 import { codecOf, sameBytes } from "../../libs/bus/codec.js";
 import { endpointIdOfKey, hostKeysFilter, statusKey } from "../../libs/bus/subjects.js";
 import { EndpointStatus } from "../../libs/proto/gen/trellis/v1/state.js";
+import type { RecordTrust } from "../../libs/tls/record-signature.js";
 
 const statusCodec = codecOf(EndpointStatus);
 
@@ -15,13 +16,18 @@ export class StatusPublisher {
   constructor(
     private readonly bucket: KV,
     private readonly host: string,
+    /** Signs what it writes; a stored status that is not validly its own is written again (libs/tls/record-signature.ts). */
+    private readonly trust: RecordTrust = {},
   ) {}
 
   /** Reads what an earlier run of the agent published, so that a restart rewrites nothing that is right. */
   async load(): Promise<void> {
     for await (const key of await this.bucket.keys(hostKeysFilter(this.host))) {
       const entry = await this.bucket.get(key);
-      if (entry?.operation === "PUT") this.published.set(key, statusCodec.encode({ ...statusCodec.decode(entry.value), updatedAt: "" }));
+      if (entry?.operation !== "PUT") continue;
+      const stored = statusCodec.decode(entry.value);
+      if (this.trust.verifier?.problem(statusCodec, stored, this.host)) continue;
+      this.published.set(key, statusCodec.encode({ ...stored, updatedAt: "", signature: undefined }));
     }
   }
 
@@ -32,7 +38,8 @@ export class StatusPublisher {
       const bytes = statusCodec.encode(status);
       if (sameBytes(this.published.get(key), bytes)) continue;
       if (status.state !== this.lastState(key) && status.message) console.error(`endpoint ${status.container}: ${status.message}`);
-      await this.bucket.put(key, statusCodec.encode({ ...status, updatedAt: new Date().toISOString() }));
+      const stamped = { ...status, updatedAt: new Date().toISOString() };
+      await this.bucket.put(key, statusCodec.encode(this.trust.signer ? this.trust.signer.sign(statusCodec, stamped) : stamped));
       this.published.set(key, bytes);
     }
     for (const key of [...this.published.keys()]) {

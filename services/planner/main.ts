@@ -2,6 +2,9 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { connectBus } from "../../libs/bus/connection.js";
 import { connectIpam } from "../ipam/client.js";
 import { serveGrpc } from "../../libs/grpc/serve.js";
+import type { LoadedTls } from "../../libs/tls/settings.js";
+import { RecordVerifier } from "../../libs/tls/record-signature.js";
+import { CONTROL_ACCESS } from "./access.js";
 import { consumeIntents } from "./intent-consumer.js";
 import { Planner } from "./planner.js";
 import { scheduleRepair } from "./repair.js";
@@ -21,6 +24,10 @@ export interface PlannerOptions {
   ipamAddress: string;
   intentRetentionMs?: number;
   repairIntervalMs?: number;
+  /** Mutual TLS for the Control API and the calls to IPAM; plaintext without. */
+  tls?: LoadedTls | undefined;
+  /** HOST:PORT of a plaintext listener for health probes alone; none when absent. */
+  healthListen?: string | undefined;
 }
 
 export interface RunningPlanner {
@@ -35,12 +42,12 @@ export interface RunningPlanner {
 export async function startPlanner(options: PlannerOptions): Promise<RunningPlanner> {
   const retentionMs = options.intentRetentionMs ?? DEFAULT_INTENT_RETENTION_MS;
   const nc = await connectBus({ servers: options.natsUrl, name: "trellis-planner" });
-  const store = await PlannerStore.open(nc, { intentRetentionMs: retentionMs });
-  const ipam = connectIpam(options.ipamAddress);
+  const store = await PlannerStore.open(nc, { intentRetentionMs: retentionMs, heartbeatVerifier: options.tls && new RecordVerifier(options.tls.ca) });
+  const ipam = connectIpam(options.ipamAddress, options.tls);
   const planner = new Planner(store, ipam);
   const intents = await consumeIntents(nc, planner, store, retentionMs);
   const stopRepair = scheduleRepair(store, options.repairIntervalMs ?? DEFAULT_REPAIR_INTERVAL_MS, (line) => console.error(line));
-  const server = await serveGrpc(ControlService, controlImplementation(planner, store), options.listen);
+  const server = await serveGrpc(ControlService, controlImplementation(planner, store), options.listen, { tls: options.tls, access: CONTROL_ACCESS, healthListen: options.healthListen });
   return {
     address: server.address,
     async stop() {

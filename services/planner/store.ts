@@ -8,6 +8,7 @@ import { KvWriter } from "../../libs/bus/kv-writer.js";
 import { Buckets, desiredKey, nameKey } from "../../libs/bus/subjects.js";
 import { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
 import { IntentResult, NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
+import type { RecordVerifier } from "../../libs/tls/record-signature.js";
 import { PlannerView } from "./view.js";
 
 export const networkCodec = codecOf(Network);
@@ -18,6 +19,8 @@ const intentCodec = codecOf(IntentResult);
 export interface StoreOptions {
   /** How long an intent's result is kept for its replays; the intent stream keeps intents as long. */
   intentRetentionMs: number;
+  /** With it (TLS), a heartbeat its host's agent did not sign is as none (libs/tls/record-signature.ts). */
+  heartbeatVerifier?: RecordVerifier | undefined;
 }
 
 /**
@@ -44,7 +47,7 @@ export class PlannerStore {
     ]);
     const publisher = new JetStreamPublisher(nc);
     const writer = (kv: KV) => new KvWriter(kv, publisher);
-    const view = await PlannerView.start({ networks, endpoints, hosts });
+    const view = await PlannerView.start({ networks, endpoints, hosts }, options.heartbeatVerifier);
     return new PlannerStore(
       view,
       { networks, endpoints, desired, names, hosts, intents },

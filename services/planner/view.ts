@@ -6,6 +6,7 @@ import { Buckets } from "../../libs/bus/subjects.js";
 import { formatAddress, parseCidr } from "../../libs/ipmath/index.js";
 import { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
 import { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
+import { DroppedRecords, type RecordVerifier } from "../../libs/tls/record-signature.js";
 
 const networkCodec = codecOf(Network);
 const endpointCodec = codecOf(Endpoint);
@@ -31,8 +32,11 @@ export class PlannerView {
   private readonly hostsWithInterface = new Map<string, Set<string>>();
   private followers: FollowedBucket[] = [];
 
-  static async start(buckets: { networks: KV; endpoints: KV; hosts: KV }): Promise<PlannerView> {
-    const view = new PlannerView();
+  private constructor(private readonly heartbeats?: { verifier: RecordVerifier; dropped: DroppedRecords }) {}
+
+  /** `verifier`: believe only heartbeats their host's agent signed (with TLS). */
+  static async start(buckets: { networks: KV; endpoints: KV; hosts: KV }, verifier?: RecordVerifier): Promise<PlannerView> {
+    const view = new PlannerView(verifier && { verifier, dropped: new DroppedRecords((line) => console.error(line)) });
     view.followers = await Promise.all([
       FollowedBucket.start(buckets.networks, { bucketName: Buckets.networks, onEntry: (entry) => view.applyNetwork(entry) }),
       FollowedBucket.start(buckets.endpoints, { bucketName: Buckets.endpoints, onEntry: (entry) => view.applyEndpoint(entry) }),
@@ -149,17 +153,23 @@ export class PlannerView {
   private applyHost(entry: KvWatchEntry): void {
     const previous = this.hosts.get(entry.key);
     for (const name of previous?.interfaces ?? []) this.hostsWithInterface.get(name)?.delete(entry.key);
-    if (entry.operation !== "PUT") {
+    const record = entry.operation === "PUT" ? hostCodec.decode(entry.value) : undefined;
+    if (!record || !this.believed(record, entry.key)) {
       this.hosts.delete(entry.key);
       return;
     }
-    const record = hostCodec.decode(entry.value);
     this.hosts.set(entry.key, record);
     for (const name of record.interfaces) {
       let hosts = this.hostsWithInterface.get(name);
       if (!hosts) this.hostsWithInterface.set(name, (hosts = new Set()));
       hosts.add(entry.key);
     }
+  }
+
+  private believed(record: HostRecord, host: string): boolean {
+    const problem = record.host === host ? this.heartbeats?.verifier.problem(hostCodec, record, host) : `it names host ${record.host}`;
+    if (problem) this.heartbeats?.dropped.drop("heartbeat", host, problem);
+    return !problem;
   }
 
   /** A write older than what the view holds (the watch delivering the planner's own write late) is ignored. */

@@ -7,16 +7,28 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectBus, openBucket, trellisStreams } from "../../libs/bus/connection.js";
 import { Buckets, INTENT_STREAM } from "../../libs/bus/subjects.js";
-import { callUnary, clientOptions, insecure } from "../../libs/grpc/unary.js";
+import { clientCredentials } from "../../libs/grpc/credentials.js";
+import { RecordSigner } from "../../libs/tls/record-signature.js";
+import { callUnary, clientOptions } from "../../libs/grpc/unary.js";
 import { ControlClient } from "../../libs/proto/gen/trellis/v1/control.js";
 import type { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
 import { NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
 import { writeHeartbeat } from "../../services/link-agent/heartbeat.js";
-import { freshPasswords, passwordEnvironment, startTrellisService, type TrellisService } from "../support/deployed-nats.js";
+import type { TestAuthority } from "../support/certificates.js";
+import {
+  clientTlsEnvironment,
+  deployedAuthority,
+  freshPasswords,
+  natsServerTlsEnvironment,
+  passwordEnvironment,
+  startTrellisService,
+  type TrellisService,
+} from "../support/deployed-nats.js";
 import { startNatsCluster, type NatsCluster, type NatsClusterNode } from "../support/nats-server.js";
 import { runTrellis } from "../support/trellis-cli.js";
 
-// deploy/nats/cluster, three nodes of one JetStream cluster, run as they are on loopback, with ipam and the planner as
+// deploy/nats/cluster, three nodes of one JetStream cluster, run as they are on loopback (TLS on routes and clients,
+// with certificates from `trellis certs`), with ipam and the planner as
 // production runs them (the built CLI, each logged in as its own user, TRELLIS_NATS_REPLICAS=3, the three URLs).
 // One node is killed under them, the one leading the IPAM bucket: users must see nothing but a pause, and the node,
 // started again, must catch up.
@@ -32,6 +44,7 @@ const FAILOVER_TIMEOUT_MS = 60_000;
 process.env.TRELLIS_NATS_REPLICAS = "3";
 
 let cluster: NatsCluster;
+let authority: TestAuthority;
 let nc: NatsConnection;
 let jsm: JetStreamManager;
 const services: TrellisService[] = [];
@@ -39,11 +52,17 @@ let control: ControlClient;
 
 /** What the nodes read from their environment; the routes are replaced by the support code's loopback ones. */
 function serverEnvironment(routes: string): Record<string, string> {
-  return { ...passwordEnvironment(passwords), TRELLIS_NATS_ROUTE_PASSWORD: routePassword, TRELLIS_NATS_ROUTES: routes };
+  return { ...passwordEnvironment(passwords), ...natsServerTlsEnvironment(authority), TRELLIS_NATS_ROUTE_PASSWORD: routePassword, TRELLIS_NATS_ROUTES: routes };
 }
 
 function login(user: string): Record<string, string> {
-  return { TRELLIS_NATS_USER: user, TRELLIS_NATS_PASSWORD: passwords.get(user)!, TRELLIS_NATS_URL: cluster.urls, TRELLIS_NATS_REPLICAS: "3" };
+  return {
+    TRELLIS_NATS_USER: user,
+    TRELLIS_NATS_PASSWORD: passwords.get(user)!,
+    TRELLIS_NATS_URL: cluster.urls,
+    TRELLIS_NATS_REPLICAS: "3",
+    ...clientTlsEnvironment(authority, user),
+  };
 }
 
 async function startService(user: string, args: string[]): Promise<string> {
@@ -120,16 +139,19 @@ async function makeLeader(stream: string, node: string): Promise<void> {
 }
 
 beforeAll(async () => {
+  authority = await deployedAuthority(["planner", "ipam", "agent-h1", "operator"]);
   cluster = await startNatsCluster({ configFiles: NODE_FILES, environment: serverEnvironment("[]"), route: { user: "route", password: routePassword } });
   await cluster.metaLeader(FAILOVER_TIMEOUT_MS);
-  nc = await connectBus({ servers: cluster.urls, name: "cluster-test", credentials: { user: "planner", password: passwords.get("planner")! } });
+  nc = await connectBus({ servers: cluster.urls, name: "cluster-test", credentials: { user: "planner", password: passwords.get("planner")! }, tls: authority.tls("planner") });
   jsm = await jetstreamManager(nc);
-  const agent = await connectBus({ servers: cluster.urls, name: "cluster-test-h1", credentials: { user: "agent-h1", password: passwords.get("agent-h1")! } });
-  await writeHeartbeat(await openBucket(agent, Buckets.hosts), { host: "h1", addresses: ["192.0.2.11"], role: "host", missingLinkKinds: [], interfaces: [], heartbeatMs: 2000 });
+  const agent = await connectBus({ servers: cluster.urls, name: "cluster-test-h1", credentials: { user: "agent-h1", password: passwords.get("agent-h1")! }, tls: authority.tls("h1") });
+  // Signed with h1's key: the planner, with TLS, believes no other heartbeat.
+  const signer = new RecordSigner(authority.tls("h1"));
+  await writeHeartbeat(await openBucket(agent, Buckets.hosts), { host: "h1", addresses: ["192.0.2.11"], role: "host", missingLinkKinds: [], interfaces: [], heartbeatMs: 2000, signer });
   await agent.close();
   const ipamAddress = await startService("ipam", ["ipam", "--listen=127.0.0.1:0"]);
   const plannerAddress = await startService("planner", ["planner", "--listen=127.0.0.1:0", `--ipam=${ipamAddress}`]);
-  control = new ControlClient(plannerAddress, insecure(), clientOptions);
+  control = new ControlClient(plannerAddress, clientCredentials(authority.tls("operator")), clientOptions);
 }, 120_000);
 
 afterAll(async () => {

@@ -5,7 +5,9 @@ import type { KV } from "@nats-io/kv";
 import { connect, headers, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { codecOf } from "../../libs/bus/codec.js";
-import { connectBus, openBucket } from "../../libs/bus/connection.js";
+import { connectBus, natsTlsOptions, openBucket } from "../../libs/bus/connection.js";
+import { RecordSigner } from "../../libs/tls/record-signature.js";
+import { loadTls } from "../../libs/tls/settings.js";
 import { getValue, isLive, listValues } from "../../libs/bus/kv.js";
 import { FollowedBucket } from "../../libs/bus/follow.js";
 import { Buckets, desiredKey, hostKeysFilter, INTENT_SUBJECT, IPAM_BLOCKS_FILTER, statusKey } from "../../libs/bus/subjects.js";
@@ -18,11 +20,25 @@ import { Announcer, servedPrefixes } from "../../services/link-agent/routes/anno
 import { Grants } from "../../services/link-agent/routes/grants.js";
 import { RouteInstaller } from "../../services/link-agent/routes/install.js";
 import { StatusPublisher } from "../../services/link-agent/status.js";
-import { freshPasswords, passwordEnvironment, passwordVariable, startTrellisService, type TrellisService } from "../support/deployed-nats.js";
+import { readFileSync } from "node:fs";
+import { createConnection } from "node:net";
+import type { TestAuthority } from "../support/certificates.js";
+import {
+  certificateOf,
+  clientTlsEnvironment,
+  deployedAuthority,
+  freshPasswords,
+  natsServerTlsEnvironment,
+  passwordEnvironment,
+  passwordVariable,
+  startTrellisService,
+  type TrellisService,
+} from "../support/deployed-nats.js";
+import { makeAuthority } from "../support/certificates.js";
 import { startNatsServer, type NatsServer } from "../support/nats-server.js";
 
-// deploy/nats/trellis.conf, the production NATS configuration, run as it is: the support code moves only its
-// port and its store to loopback and a temporary directory. Each user is checked the way it works: ipam and
+// deploy/nats/trellis.conf, the production NATS configuration, run as it is, with TLS and client certificates
+// made by `trellis certs`: the support code moves only its port and its store to loopback and a temporary directory. Each user is checked the way it works: ipam and
 // the planner as processes of the built CLI, logged in as production logs them in (TRELLIS_NATS_USER and
 // TRELLIS_NATS_PASSWORD); an agent through its own writers and route installer; the rest with plain KV calls.
 
@@ -49,8 +65,37 @@ const endpointCodec = codecOf(Endpoint);
 const resultCodec = codecOf(IntentResult);
 
 let nats: NatsServer;
+let authority: TestAuthority;
 const buses = new Map<string, NatsConnection>();
 const services: TrellisService[] = [];
+
+function serverEnvironment(): Record<string, string> {
+  return { ...passwordEnvironment(passwords), ...natsServerTlsEnvironment(authority) };
+}
+
+/** Logs in over plain TCP, as a client without TLS would: the server's INFO line, and what follows the login. */
+async function plaintextLogin(user: string): Promise<{ info: string; answer: string }> {
+  const socket = createConnection(nats.port, "127.0.0.1");
+  let received = "";
+  let info = "";
+  return new Promise((resolve, reject) => {
+    socket.on("error", reject);
+    socket.on("data", (chunk) => {
+      received += chunk.toString();
+      if (!info && received.includes("\r\n")) {
+        info = received.slice(0, received.indexOf("\r\n"));
+        received = "";
+        socket.write(`CONNECT ${JSON.stringify({ user, pass: passwords.get(user), verbose: false })}\r\nPING\r\n`);
+      }
+    });
+    socket.on("close", () => resolve({ info, answer: received.includes("PONG") ? received : "closed, no answer" }));
+  });
+}
+
+/** The agent's heartbeat signed with its host's key, as the planner, with TLS, believes only such. */
+function signedBy(agent: HeartbeatOf): HeartbeatOf {
+  return { ...agent, signer: new RecordSigner(authority.tls(agent.host)) };
+}
 
 function agentUser(agent: HeartbeatOf): string {
   return `agent-${agent.host}`;
@@ -63,7 +108,7 @@ function bucketsBut(names: string[]): string[] {
 async function bus(user: string): Promise<NatsConnection> {
   let nc = buses.get(user);
   if (!nc) {
-    nc = await connectBus({ servers: nats.url, name: `permissions-test-${user}`, credentials: { user, password: passwords.get(user)! } });
+    nc = await connectBus({ servers: nats.url, name: `permissions-test-${user}`, credentials: { user, password: passwords.get(user)! }, tls: authority.tls(certificateOf(user)) });
     buses.set(user, nc);
   }
   return nc;
@@ -75,7 +120,11 @@ async function bucket(user: string, name: string): Promise<KV> {
 
 /** A Trellis service as production runs it, logged in as `user`. Resolves with the address it serves on. */
 async function startService(user: string, args: string[]): Promise<string> {
-  const service = await startTrellisService([...args, `--nats=${nats.url}`], { TRELLIS_NATS_USER: user, TRELLIS_NATS_PASSWORD: passwords.get(user)! });
+  const service = await startTrellisService([...args, `--nats=${nats.url}`], {
+    TRELLIS_NATS_USER: user,
+    TRELLIS_NATS_PASSWORD: passwords.get(user)!,
+    ...clientTlsEnvironment(authority, user),
+  });
   services.push(service);
   return service.address;
 }
@@ -167,7 +216,7 @@ async function announce(agent: HeartbeatOf, as: string, prefixes: AnnouncedPrefi
 /** An agent's three kinds of keys, written by the agent itself. */
 async function writeOwnKeys(agent: HeartbeatOf): Promise<void> {
   const user = agentUser(agent);
-  await writeHeartbeat(await bucket(user, Buckets.hosts), agent);
+  await writeHeartbeat(await bucket(user, Buckets.hosts), signedBy(agent));
   await publishStatus(agent, user, `ep-${agent.host}`);
   await announce(agent, user, [{ networkId: "net", prefix: `10.9.${AGENTS.indexOf(agent)}.0/26` }]);
 }
@@ -207,8 +256,9 @@ async function desiredWith(agent: HeartbeatOf, container: string): Promise<Endpo
 }
 
 beforeAll(async () => {
-  nats = await startNatsServer({ configFile: CONFIG_FILE, environment: passwordEnvironment(passwords) });
-  for (const agent of AGENTS) await writeHeartbeat(await bucket(agentUser(agent), Buckets.hosts), agent);
+  authority = await deployedAuthority(USERS);
+  nats = await startNatsServer({ configFile: CONFIG_FILE, environment: serverEnvironment() });
+  for (const agent of AGENTS) await writeHeartbeat(await bucket(agentUser(agent), Buckets.hosts), signedBy(agent));
   const ipamAddress = await startService("ipam", ["ipam", "--listen=127.0.0.1:0"]);
   await startService("planner", ["planner", "--listen=127.0.0.1:0", `--ipam=${ipamAddress}`]);
 });
@@ -221,14 +271,43 @@ afterAll(async () => {
 
 describe("the deployed file", () => {
   it("passes nats-server's check with the password variables set, and is refused with a password that reads as a number", () => {
-    expect(() => execFileSync("nats-server", ["-t", "-c", CONFIG_FILE], { env: { ...process.env, ...passwordEnvironment(passwords) }, stdio: "pipe" })).not.toThrow();
-    const numeric = { ...process.env, ...passwordEnvironment(passwords), [passwordVariable("ipam")]: "0123" };
+    expect(() => execFileSync("nats-server", ["-t", "-c", CONFIG_FILE], { env: { ...process.env, ...serverEnvironment() }, stdio: "pipe" })).not.toThrow();
+    const numeric = { ...process.env, ...serverEnvironment(), [passwordVariable("ipam")]: "0123" };
     expect(() => execFileSync("nats-server", ["-t", "-c", CONFIG_FILE], { env: numeric, stdio: "pipe" })).toThrow();
   });
 
-  it("admits no one without a password, nor with another user's", async () => {
-    await expect(connect({ servers: nats.url, reconnect: false })).rejects.toThrow("Authorization Violation");
-    await expect(connect({ servers: nats.url, reconnect: false, user: "agent-h1", pass: passwords.get("agent-h2") })).rejects.toThrow("Authorization Violation");
+  it("admits no one without a password, nor with another user's, even with a certificate", async () => {
+    const tls = natsTlsOptions(authority.tls("h1"));
+    await expect(connect({ servers: nats.url, reconnect: false, tls })).rejects.toThrow("Authorization Violation");
+    await expect(connect({ servers: nats.url, reconnect: false, tls, user: "agent-h1", pass: passwords.get("agent-h2") })).rejects.toThrow("Authorization Violation");
+  });
+
+  it("speaks only TLS: a plaintext client's login gets no answer, and the server closes the connection", async () => {
+    const { info, answer } = await plaintextLogin("agent-h1");
+    expect(JSON.parse(info.replace(/^INFO /, ""))).toMatchObject({ tls_required: true, tls_verify: true });
+    expect(answer).toBe("closed, no answer");
+  });
+
+  it("admits no client without a certificate from its CA", async () => {
+    const login = { servers: nats.url, reconnect: false, user: "agent-h1", pass: passwords.get("agent-h1") };
+    const noCertificate = natsTlsOptions(loadTls({ ca: authority.ca }));
+    // The server ends the handshake: the client reads its alert, or, when the close comes first, the reset.
+    const cutHandshake = /alert bad certificate|ECONNRESET/;
+    await expect(connect({ ...login, tls: noCertificate })).rejects.toThrow(cutHandshake);
+    const stranger = await makeAuthority("stranger");
+    await stranger.issue("h1", "agent");
+    const strangers = { ...natsTlsOptions(authority.tls("h1")), cert: readFileSync(`${stranger.dir}/h1.crt`, "utf8"), key: readFileSync(`${stranger.dir}/h1.key`, "utf8") };
+    await expect(connect({ ...login, tls: strangers })).rejects.toThrow(cutHandshake);
+    expect(await bus("agent-h1")).toBeDefined();
+  });
+
+  it("is not reached by a client that does not trust its certificate, which connectBus says at once", async () => {
+    const stranger = await makeAuthority("distrusting");
+    await stranger.issue("h1", "agent");
+    const login = { user: "agent-h1", password: passwords.get("agent-h1")! };
+    await expect(connectBus({ servers: nats.url, name: "distrusting", credentials: login, tls: stranger.tls("h1") })).rejects.toThrow(
+      `failed to connect to NATS at ${nats.url}: unable to verify the first certificate`,
+    );
   });
 });
 
@@ -347,7 +426,7 @@ describe("what a link-agent reads", () => {
     const grants = new Grants();
     const ipamBlocks = await FollowedBucket.start(await bucket(agentUser(H2), Buckets.ipam), { bucketName: Buckets.ipam, filter: IPAM_BLOCKS_FILTER, onEntry: (entry) => grants.apply(entry) });
     ipamBlocks.stop();
-    await writeHeartbeat(await bucket(agentUser(H2), Buckets.hosts), H2);
+    await writeHeartbeat(await bucket(agentUser(H2), Buckets.hosts), signedBy(H2));
     const prefixes = servedPrefixes({ networks: [network], endpoints: [endpoint], grants: grants.of(H2.host) }, [endpointStatus(H2.host, endpoint.id, endpoint.addresses)], H2.addresses);
     expect(prefixes).toEqual([{ networkId: network.id, prefix: "10.40.0.0/26" }]);
     await announce(H2, agentUser(H2), prefixes);

@@ -136,7 +136,9 @@ describe("lab command line", () => {
       outDir: "o",
       verbose: true,
       timeoutSeconds: 1200,
+      tls: false,
     });
+    expect(parseLabRunArgs(["--tls", "s.sh"]).tls).toBe(true);
   });
 
   it("refuses a bad count, naming what would be right", () => {

@@ -214,8 +214,11 @@ describe("Kubernetes manifests (deploy/kubernetes)", () => {
       const listen = trellisArgv(container).find((arg) => arg.startsWith("--listen="))!;
       const port = hostAndPort(listen.slice("--listen=".length))[1];
       expect(port, `${name} --listen`).toBe(servicePortTarget(find("Service", name)));
-      // gRPC probes ask the health service every Trellis gRPC server has (libs/grpc/health.ts).
-      expect([container.readinessProbe?.grpc?.port, container.livenessProbe?.grpc?.port], `${name} probes`).toEqual([port, port]);
+      // gRPC probes ask the health service every Trellis gRPC server has (libs/grpc/health.ts), on its plaintext
+      // listener: the service port speaks TLS, and kubelet's gRPC probes do not.
+      const health = trellisArgv(container).find((arg) => arg.startsWith("--health-listen="))!;
+      const healthPort = hostAndPort(health.slice("--health-listen=".length))[1];
+      expect([container.readinessProbe?.grpc?.port, container.livenessProbe?.grpc?.port], `${name} probes`).toEqual([healthPort, healthPort]);
     }
     const natsListen = /^listen: (\S+)$/m.exec(read("deploy/nats/trellis.conf"))![1]!;
     expect(hostAndPort(natsListen)[1]).toBe(servicePortTarget(find("Service", "nats")));

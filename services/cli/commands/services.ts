@@ -5,6 +5,7 @@ import { DEFAULT_INTENT_RETENTION_MS, DEFAULT_REPAIR_INTERVAL_MS, startPlanner }
 import { startAgent } from "../../link-agent/main.js";
 import { moduleOf } from "../../../libs/netlink/kinds.js";
 import { DEFAULT_HEARTBEAT_MS } from "../../../libs/bus/subjects.js";
+import { RecordSigner, RecordVerifier, type RecordTrust } from "../../../libs/tls/record-signature.js";
 import { parseCommand, UsageError } from "../parse.js";
 import { settings } from "../settings.js";
 
@@ -19,21 +20,33 @@ const LEAK_COLLECTION = { graceMs: 60_000, hostTimeoutMs: 24 * 3600_000, interva
 
 type Stoppable = { stop(): Promise<void> };
 
-const IPAM_USAGE = "Usage: trellis ipam [--nats=URL] [--listen=HOST:PORT] [--release-cooldown=SECONDS]";
+/** Every service command takes its TLS files as flags too (TRELLIS_TLS_CA, TRELLIS_TLS_CERT, TRELLIS_TLS_KEY). */
+const TLS_FLAGS = { "tls-ca": { type: "string" }, "tls-cert": { type: "string" }, "tls-key": { type: "string" } } as const;
+const TLS_USAGE = "[--tls-ca=FILE --tls-cert=FILE --tls-key=FILE]";
+/** A plaintext listener with the health service alone, for probes that speak no TLS (kubelet's). */
+const HEALTH_FLAG = { "health-listen": { type: "string" } } as const;
+const HEALTH_USAGE = "[--health-listen=HOST:PORT]";
+
+function tlsOf(values: { "tls-ca"?: string | undefined; "tls-cert"?: string | undefined; "tls-key"?: string | undefined }) {
+  return settings.tls({ ca: values["tls-ca"], cert: values["tls-cert"], key: values["tls-key"] });
+}
+
+const IPAM_USAGE = `Usage: trellis ipam [--nats=URL] [--listen=HOST:PORT] [--release-cooldown=SECONDS] ${TLS_USAGE} ${HEALTH_USAGE}`;
 
 export async function ipamCommand(argv: string[]): Promise<number> {
-  const { values } = parseCommand(argv, { nats: { type: "string" }, listen: { type: "string" }, "release-cooldown": { type: "string" } }, IPAM_USAGE);
+  const { values } = parseCommand(argv, { nats: { type: "string" }, listen: { type: "string" }, "release-cooldown": { type: "string" }, ...TLS_FLAGS, ...HEALTH_FLAG }, IPAM_USAGE);
   const ipam = await startIpamService({
     natsUrl: values.nats ?? settings.natsUrl(),
     listen: values.listen ?? settings.ipamAddress(),
     collectLeaks: LEAK_COLLECTION,
     releaseCooldownMs: cooldownMs(values["release-cooldown"]),
+    tls: tlsOf(values),
+    healthListen: values["health-listen"],
   });
   return runUntilSignalled([ipam]);
 }
 
-const PLANNER_USAGE =
-  "Usage: trellis planner [--nats=URL] [--listen=HOST:PORT] [--ipam=HOST:PORT] [--intent-retention=DURATION] [--repair-interval=DURATION]";
+const PLANNER_USAGE = `Usage: trellis planner [--nats=URL] [--listen=HOST:PORT] [--ipam=HOST:PORT] [--intent-retention=DURATION] [--repair-interval=DURATION] ${TLS_USAGE} ${HEALTH_USAGE}`;
 
 export async function plannerCommand(argv: string[]): Promise<number> {
   const { values } = parseCommand(
@@ -44,6 +57,8 @@ export async function plannerCommand(argv: string[]): Promise<number> {
       ipam: { type: "string" },
       "intent-retention": { type: "string" },
       "repair-interval": { type: "string" },
+      ...TLS_FLAGS,
+      ...HEALTH_FLAG,
     },
     PLANNER_USAGE,
   );
@@ -53,6 +68,8 @@ export async function plannerCommand(argv: string[]): Promise<number> {
     ipamAddress: values.ipam ?? settings.ipamAddress(),
     intentRetentionMs: durationMs("--intent-retention", values["intent-retention"], DEFAULT_INTENT_RETENTION_MS, MIN_INTENT_RETENTION_MS),
     repairIntervalMs: durationMs("--repair-interval", values["repair-interval"], DEFAULT_REPAIR_INTERVAL_MS, 1000),
+    tls: tlsOf(values),
+    healthListen: values["health-listen"],
   });
   console.log(`planner ready on ${planner.address}`);
   return runUntilSignalled([planner]);
@@ -83,6 +100,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     role,
     heartbeatMs: heartbeatMs(values["heartbeat-interval"]),
     resyncMs: RESYNC_MS,
+    ...recordTrust(host),
   });
   await agent.agent.settled();
   console.log(`agent ready for host ${host}`);
@@ -95,6 +113,8 @@ export async function upCommand(argv: string[]): Promise<number> {
   const { values } = parseCommand(argv, { nats: { type: "string" }, host: { type: "string" }, address: { type: "string", multiple: true } }, UP_USAGE);
   const addresses = underlayAddresses(values.address, UP_USAGE);
   const natsUrl = values.nats ?? settings.natsUrl();
+  // One host, on loopback: gRPC in plaintext. One process has one certificate, and its agent would need the host's
+  // to sign what the planner, with TLS, believes.
   const ipam = await startIpamService({ natsUrl, listen: settings.ipamAddress(), collectLeaks: LEAK_COLLECTION });
   const planner = await startPlanner({ natsUrl, listen: settings.plannerListenAddress(), ipamAddress: ipam.address });
   const host = values.host ?? settings.host();
@@ -102,6 +122,20 @@ export async function upCommand(argv: string[]): Promise<number> {
   console.log(`trellis ready: planner on ${planner.address}, agent for host ${host}`);
   warnMissingLinkKinds(host, agent.agent.missingLinkKinds);
   return runUntilSignalled([agent, planner, ipam]);
+}
+
+/**
+ * With TLS (TRELLIS_TLS_CA, and the host's agent certificate in TRELLIS_TLS_CERT and TRELLIS_TLS_KEY), the agent
+ * signs its heartbeats and announcements and believes only those of other hosts that their own agents signed.
+ */
+function recordTrust(host: string): RecordTrust {
+  const tls = settings.tls();
+  if (!tls) return {};
+  const signer = tls.own && new RecordSigner(tls);
+  if (signer && signer.identity.name !== host) {
+    throw new Error(`failed to start the agent of host ${host}: its certificate ${tls.files.cert} is for host ${signer.identity.name}: give it the certificate issued for ${host}`);
+  }
+  return { signer, verifier: new RecordVerifier(tls.ca) };
 }
 
 /** Said when the agent starts: the operator learns at once what the planner will refuse on this host, and why. */

@@ -6,6 +6,7 @@ import { EndpointState, type EndpointStatus } from "../../../libs/proto/gen/trel
 import type { Endpoint, Network } from "../../../libs/proto/gen/trellis/v1/network.js";
 import type { GrantedPrefix } from "./grants.js";
 import { contains, parseCidr, parsePrefix } from "../../../libs/ipmath/index.js";
+import type { RecordTrust } from "../../../libs/tls/record-signature.js";
 import { canonicalPrefix, familyOfAddress, familyOfPrefix, hostPrefix, isRoutedMode } from "./prefixes.js";
 
 const announcementCodec = codecOf(RouteAnnouncement);
@@ -72,12 +73,14 @@ export class Announcer {
     private readonly bucket: KV,
     private readonly host: string,
     private readonly nextHops: string[],
+    /** Signs what it writes; a stored value that is not validly its own is written again, even if it says the same. */
+    private readonly trust: RecordTrust = {},
   ) {}
 
   async announce(prefixes: AnnouncedPrefix[]): Promise<void> {
     try {
       const stored = (await getValue(this.bucket, announcementCodec, this.host))?.value;
-      if (stored && sameNextHops(stored.nextHops, this.nextHops) && samePrefixes(stored.prefixes, prefixes)) return;
+      if (stored && sameNextHops(stored.nextHops, this.nextHops) && samePrefixes(stored.prefixes, prefixes) && this.isOwn(stored)) return;
       if (prefixes.length === 0) {
         if (stored) await this.bucket.delete(this.host);
         return;
@@ -89,9 +92,15 @@ export class Announcer {
         generation: (stored?.generation ?? 0) + 1,
         announcedAt: new Date().toISOString(),
       };
-      await this.bucket.put(this.host, announcementCodec.encode(next));
+      const { signer } = this.trust;
+      await this.bucket.put(this.host, announcementCodec.encode(signer ? signer.sign(announcementCodec, next) : next));
     } catch (error) {
       throw new Error(`failed to announce ${prefixes.length} prefixes of host ${this.host}: ${(error as Error).message}`);
     }
+  }
+
+  private isOwn(stored: RouteAnnouncement): boolean {
+    const { verifier } = this.trust;
+    return !verifier || verifier.problem(announcementCodec, stored, this.host) === undefined;
   }
 }

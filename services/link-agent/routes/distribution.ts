@@ -3,10 +3,11 @@ import { openBucket } from "../../../libs/bus/connection.js";
 import { Buckets, HOST_STALE_AFTER_MS } from "../../../libs/bus/subjects.js";
 import type { Endpoint, Network } from "../../../libs/proto/gen/trellis/v1/network.js";
 import type { EndpointStatus } from "../../../libs/proto/gen/trellis/v1/state.js";
+import type { RecordTrust } from "../../../libs/tls/record-signature.js";
 import { Announcer, servedPrefixes } from "./announce.js";
 import { RouteInstaller } from "./install.js";
 
-export interface DistributionOptions {
+export interface DistributionOptions extends RecordTrust {
   host: string;
   /** The host's underlay addresses, at most one per family: the next hops of what it announces. */
   addresses: string[];
@@ -24,10 +25,10 @@ export class RouteDistribution {
 
   static async start(nc: NatsConnection, options: DistributionOptions): Promise<RouteDistribution> {
     const [routes, hosts, ipam, networks] = await Promise.all([Buckets.routes, Buckets.hosts, Buckets.ipam, Buckets.networks].map((b) => openBucket(nc, b)));
-    const announcer = new Announcer(routes, options.host, options.addresses);
+    const announcer = new Announcer(routes, options.host, options.addresses, options);
     const installer = await RouteInstaller.start(
       { routes, hosts, ipam, networks },
-      { host: options.host, role: options.role, staleAfterMs: HOST_STALE_AFTER_MS, resyncMs: options.resyncMs, log: (line) => console.error(line) },
+      { host: options.host, role: options.role, staleAfterMs: HOST_STALE_AFTER_MS, resyncMs: options.resyncMs, log: (line) => console.error(line), verifier: options.verifier },
     );
     return new RouteDistribution(announcer, installer, options.addresses);
   }

@@ -1,17 +1,16 @@
 import type { KV, KvWatchEntry } from "@nats-io/kv";
 import { codecOf } from "../../../libs/bus/codec.js";
 import { describeRoute, openNetlink, type NetlinkHandle, type RouteChange, type RouteChangeFailure } from "../../../libs/netlink/index.js";
-import { RouteAnnouncement } from "../../../libs/proto/gen/trellis/v1/routes.js";
+import type { RouteAnnouncement } from "../../../libs/proto/gen/trellis/v1/routes.js";
 import { Network } from "../../../libs/proto/gen/trellis/v1/network.js";
 import { FollowedBucket } from "../../../libs/bus/follow.js";
 import { Buckets, hostStaleAfterMs, IPAM_BLOCKS_FILTER } from "../../../libs/bus/subjects.js";
-import { HostRecord } from "../../../libs/proto/gen/trellis/v1/state.js";
+import type { RecordVerifier } from "../../../libs/tls/record-signature.js";
+import { SignedRecordFilter } from "./signed-records.js";
 import { Grants, routedNetworkIds, type GrantedPrefix } from "./grants.js";
 import { believe, changesSinceApplied, routeChanges, type Belief, type RouteChanges } from "./reconcile.js";
 
-const announcementCodec = codecOf(RouteAnnouncement);
 const networkCodec = codecOf(Network);
-const hostCodec = codecOf(HostRecord);
 
 export interface InstallerOptions {
   host: string;
@@ -22,6 +21,8 @@ export interface InstallerOptions {
   /** Level-triggered safety net: compare the kernel with the belief this often even when nothing changed. */
   resyncMs: number;
   log: (line: string) => void;
+  /** With it, heartbeats and announcements not signed by their own host's agent are dropped (and logged once). */
+  verifier?: RecordVerifier | undefined;
 }
 
 export interface InstallerBuckets {
@@ -62,11 +63,14 @@ export class RouteInstaller {
   private stopped = false;
   private stops: (() => void)[] = [];
   private timers: NodeJS.Timeout[] = [];
+  private readonly signed: SignedRecordFilter;
 
   private constructor(
     private readonly options: InstallerOptions,
     private readonly nl: NetlinkHandle,
-  ) {}
+  ) {
+    this.signed = new SignedRecordFilter(options.verifier, options.log);
+  }
 
   static async start(buckets: InstallerBuckets, options: InstallerOptions): Promise<RouteInstaller> {
     const installer = new RouteInstaller(options, await openNetlink(options.netns));
@@ -130,19 +134,21 @@ export class RouteInstaller {
   }
 
   private onHeartbeat(entry: KvWatchEntry): void {
-    if (entry.operation !== "PUT") {
+    const record = entry.operation === "PUT" ? this.signed.heartbeat(entry) : undefined;
+    if (!record) {
       this.heartbeats.delete(entry.key);
       this.silences.delete(entry.key);
     } else {
       // Seen now for a live heartbeat; a stored one is no younger than its server timestamp.
       this.heartbeats.set(entry.key, entry.isUpdate ? Date.now() : Math.min(Date.now(), entry.created.getTime()));
-      this.silences.set(entry.key, hostStaleAfterMs(hostCodec.decode(entry.value).heartbeatIntervalMs, this.options.staleAfterMs));
+      this.silences.set(entry.key, hostStaleAfterMs(record.heartbeatIntervalMs, this.options.staleAfterMs));
     }
     this.scheduleIfChanged();
   }
 
   private onAnnouncement(entry: KvWatchEntry): void {
-    if (entry.operation === "PUT") this.announcements.set(entry.key, announcementCodec.decode(entry.value));
+    const announcement = entry.operation === "PUT" ? this.signed.announcement(entry) : undefined;
+    if (announcement) this.announcements.set(entry.key, announcement);
     else this.announcements.delete(entry.key);
     this.schedule();
   }

@@ -1,0 +1,51 @@
+import type { KvWatchEntry } from "@nats-io/kv";
+import { codecOf } from "../../../libs/bus/codec.js";
+import { RouteAnnouncement } from "../../../libs/proto/gen/trellis/v1/routes.js";
+import { HostRecord } from "../../../libs/proto/gen/trellis/v1/state.js";
+import { DroppedRecords, type RecordVerifier } from "../../../libs/tls/record-signature.js";
+
+const announcementCodec = codecOf(RouteAnnouncement);
+const hostCodec = codecOf(HostRecord);
+
+/**
+ * What route distribution believes of the records hosts publish about themselves, stored under the host's key:
+ * with a verifier, only those its agent signed (anything else is dropped and logged once); without one (the
+ * lab, a cluster without TLS), every record, as before.
+ */
+export class SignedRecordFilter {
+  private readonly dropped: DroppedRecords;
+
+  constructor(
+    private readonly verifier: RecordVerifier | undefined,
+    log: (line: string) => void,
+  ) {
+    this.dropped = new DroppedRecords(log);
+  }
+
+  /** The announcement under the entry's key, or undefined when it may not be believed. */
+  announcement(entry: KvWatchEntry): RouteAnnouncement | undefined {
+    const announcement = this.decoded("route announcement", entry, announcementCodec.decode);
+    if (!announcement || !this.verifier) return announcement;
+    const problem = announcement.host === entry.key ? this.verifier.problem(announcementCodec, announcement, entry.key) : `it names host ${announcement.host}`;
+    if (problem) this.dropped.drop("route announcement", entry.key, problem);
+    return problem ? undefined : announcement;
+  }
+
+  /** The heartbeat under the entry's key, or undefined when it may not be believed. */
+  heartbeat(entry: KvWatchEntry): HostRecord | undefined {
+    const record = this.decoded("heartbeat", entry, hostCodec.decode);
+    if (!record || !this.verifier) return record;
+    const problem = record.host === entry.key ? this.verifier.problem(hostCodec, record, entry.key) : `it names host ${record.host}`;
+    if (problem) this.dropped.drop("heartbeat", entry.key, problem);
+    return problem ? undefined : record;
+  }
+
+  private decoded<T>(what: string, entry: KvWatchEntry, decode: (bytes: Uint8Array) => T): T | undefined {
+    try {
+      return decode(entry.value);
+    } catch (error) {
+      this.dropped.drop(what, entry.key, `it is not a ${what} (${(error as Error).message})`);
+      return undefined;
+    }
+  }
+}
