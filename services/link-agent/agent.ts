@@ -17,6 +17,7 @@ import { findMissingLinkKinds, NEEDED_LINK_KINDS } from "./link-kinds.js";
 import { ensureParent, removeUnusedParents, type ParentResult } from "./parents.js";
 import { RouteDistribution } from "./routes/distribution.js";
 import { StatusPublisher } from "./status.js";
+import type { BgpOptions } from "./bgp/options.js";
 
 const desiredCodec = codecOf(HostDesiredState);
 
@@ -30,6 +31,8 @@ export interface AgentOptions {
   resyncMs: number;
   /** Where containers' hosts files go (NETNS_ETC_DIR, which `ip netns exec` reads); tests point it elsewhere. */
   netnsEtcDir?: string;
+  /** Set by --bgp-as and --bgp-peer: the host advertises what it serves to these routers (bgp/speaker.ts). */
+  bgp?: BgpOptions;
 }
 
 /**

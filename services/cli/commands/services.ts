@@ -3,6 +3,7 @@ import { networkInterfaces } from "node:os";
 import { startIpamService } from "../../ipam/main.js";
 import { startPlanner } from "../../planner/main.js";
 import { startAgent } from "../../link-agent/main.js";
+import { parseBgpOptions, type BgpOptions } from "../../link-agent/bgp/options.js";
 import { moduleOf } from "../../../libs/netlink/kinds.js";
 import { parseCommand, UsageError } from "../parse.js";
 import { settings } from "../settings.js";
@@ -47,21 +48,31 @@ export async function plannerCommand(argv: string[]): Promise<number> {
   return runUntilSignalled([planner]);
 }
 
-const AGENT_USAGE = "Usage: trellis agent [--host=NAME] [--address=UNDERLAY-IP]... [--role=host|upstream] [--nats=URL]";
+const AGENT_USAGE =
+  "Usage: trellis agent [--host=NAME] [--address=UNDERLAY-IP]... [--role=host|upstream] [--nats=URL] [--bgp-as=AS --bgp-peer=ADDRESS[:AS]...]";
 const UP_USAGE = "Usage: trellis up [--nats=URL] [--host=NAME] [--address=UNDERLAY-IP]...";
 
 export async function agentCommand(argv: string[]): Promise<number> {
   const { values } = parseCommand(
     argv,
-    { nats: { type: "string" }, host: { type: "string" }, address: { type: "string", multiple: true }, role: { type: "string" } },
+    {
+      nats: { type: "string" },
+      host: { type: "string" },
+      address: { type: "string", multiple: true },
+      role: { type: "string" },
+      "bgp-as": { type: "string" },
+      "bgp-peer": { type: "string", multiple: true },
+    },
     AGENT_USAGE,
   );
   const role = values.role ?? "host";
   if (role !== "host" && role !== "upstream") throw new UsageError(`invalid --role "${role}": must be host or upstream`, AGENT_USAGE);
   const host = values.host ?? settings.host();
+  const addresses = underlayAddresses(values.address, AGENT_USAGE);
   const agent = await startAgent(values.nats ?? settings.natsUrl(), {
     host,
-    addresses: underlayAddresses(values.address, AGENT_USAGE),
+    addresses,
+    bgp: bgpOptions(values["bgp-as"], values["bgp-peer"], addresses),
     role,
     heartbeatMs: HEARTBEAT_MS,
     resyncMs: RESYNC_MS,
@@ -92,6 +103,15 @@ function warnMissingLinkKinds(host: string, kinds: readonly string[]): void {
   console.error(
     `Warning: the kernel of host ${host} cannot create ${kinds.join(", ")} links (modprobe ${kinds.map(moduleOf).join(" ")}): the planner refuses containers here that need them`,
   );
+}
+
+/** `--bgp-as` and `--bgp-peer`, checked before anything starts. */
+function bgpOptions(asText: string | undefined, peers: string[] | undefined, addresses: string[]): BgpOptions | undefined {
+  try {
+    return parseBgpOptions(asText, peers, addresses);
+  } catch (error) {
+    throw new UsageError((error as Error).message, AGENT_USAGE);
+  }
 }
 
 /** `--release-cooldown`: whole seconds, 0 (the default) for none. */

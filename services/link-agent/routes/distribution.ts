@@ -2,6 +2,8 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { openBucket } from "../../../libs/bus/connection.js";
 import { Buckets } from "../../../libs/bus/subjects.js";
 import type { EndpointStatus, HostDesiredState } from "../../../libs/proto/gen/trellis/v1/state.js";
+import { BirdSpeaker } from "../bgp/speaker.js";
+import type { BgpOptions } from "../bgp/options.js";
 import { Announcer, servedPrefixes } from "./announce.js";
 import { DEFAULT_STALE_AFTER_MS, RouteInstaller } from "./install.js";
 
@@ -11,6 +13,8 @@ export interface DistributionOptions {
   addresses: string[];
   role: "host" | "upstream";
   resyncMs: number;
+  /** With these, the host also advertises what it announces to its routers over BGP. */
+  bgp?: BgpOptions;
 }
 
 /** A link-agent's part in L3 route distribution: it announces what its host serves and installs what others do. */
@@ -19,6 +23,7 @@ export class RouteDistribution {
     private readonly announcer: Announcer,
     private readonly installer: RouteInstaller,
     private readonly addresses: string[],
+    private readonly speaker: BirdSpeaker | undefined,
   ) {}
 
   static async start(nc: NatsConnection, options: DistributionOptions): Promise<RouteDistribution> {
@@ -28,12 +33,17 @@ export class RouteDistribution {
       { routes, hosts, desired },
       { host: options.host, role: options.role, staleAfterMs: DEFAULT_STALE_AFTER_MS, resyncMs: options.resyncMs, log: (line) => console.error(line) },
     );
-    return new RouteDistribution(announcer, installer, options.addresses);
+    const speaker = options.bgp && new BirdSpeaker({ host: options.host, bgp: options.bgp, addresses: options.addresses });
+    return new RouteDistribution(announcer, installer, options.addresses, speaker);
   }
 
   /** Called after every converge pass with the statuses read back from the kernel. */
-  announce(desired: HostDesiredState, statuses: EndpointStatus[]): Promise<void> {
-    return this.announcer.announce(servedPrefixes(desired, statuses, this.addresses));
+  async announce(desired: HostDesiredState, statuses: EndpointStatus[]): Promise<void> {
+    const served = servedPrefixes(desired, statuses, this.addresses);
+    // Neither waits for the other: a bus that is down must not keep routers from learning, nor BIRD the bus.
+    const outcomes = await Promise.allSettled([this.announcer.announce(served), this.speaker?.advertise(served.map(({ prefix }) => prefix))]);
+    const failures = outcomes.flatMap((outcome) => (outcome.status === "rejected" ? [(outcome.reason as Error).message] : []));
+    if (failures.length > 0) throw new Error(failures.join("; "));
   }
 
   stop(): Promise<void> {
