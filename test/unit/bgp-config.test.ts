@@ -57,13 +57,14 @@ describe("--bgp-as with --bgp-peer", () => {
 
 describe("the host's BIRD config", () => {
   const bgp = parseBgpOptions("64512", ["192.168.1.1:64500", "[fd00:1::1]:64500"], ADDRESSES)!;
-  const config = (prefixes: string[]) => birdConfig({ host: "h2", bgp, addresses: ADDRESSES, prefixes });
+  const config = (prefixes: string[]) => birdConfig({ host: "h2", bgp, addresses: ADDRESSES, prefixes, logFile: "/run/trellis/bird/h2/bird.log" });
 
   it("advertises each served prefix once, to the peers of its family, via the host's underlay address, and imports nothing", () => {
     expect(config(["10.1.0.64/26", "fd00:30::40/122", "10.1.0.7/32", "10.1.0.64/26"])).toBe(
       [
         "# Written by trellis agent --host=h2; rewritten whenever what the host serves changes. Do not edit.",
         "router id 192.168.1.12;",
+        'log "/run/trellis/bird/h2/bird.log" { remote, warning, error, auth, fatal, bug };',
         "",
         "protocol device {}",
         "",

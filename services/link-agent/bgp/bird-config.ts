@@ -8,6 +8,8 @@ export interface BirdConfigInput {
   addresses: string[];
   /** What the host serves now (servedPrefixes), in canonical form. */
   prefixes: string[];
+  /** Where BIRD logs: without a log of its own it would log to syslog, and to the console where there is none. */
+  logFile: string;
 }
 
 /** The static protocol of each family that holds the host's exports, and the only one BGP exports from. */
@@ -26,6 +28,8 @@ export function birdConfig(input: BirdConfigInput): string {
     `# Written by trellis agent --host=${input.host}; rewritten whenever what the host serves changes. Do not edit.`,
     // BIRD takes the lowest IPv4 address of an interface otherwise; a host with none needs this.
     ...(routerId ? [`router id ${routerId};`] : []),
+    // Sessions' errors and what peers said; not the info lines, two of which each reload writes.
+    `log "${input.logFile}" { remote, warning, error, auth, fatal, bug };`,
     "",
     "protocol device {}",
     "",

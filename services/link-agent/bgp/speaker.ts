@@ -12,11 +12,12 @@ export interface BirdFiles {
   config: string;
   socket: string;
   pidFile: string;
+  log: string;
 }
 
 export function birdFiles(host: string, runDir = BIRD_RUN_DIR): BirdFiles {
   const dir = join(runDir, host);
-  return { config: join(dir, "bird.conf"), socket: join(dir, "bird.ctl"), pidFile: join(dir, "bird.pid") };
+  return { config: join(dir, "bird.conf"), socket: join(dir, "bird.ctl"), pidFile: join(dir, "bird.pid"), log: join(dir, "bird.log") };
 }
 
 export interface SpeakerOptions {
@@ -45,7 +46,8 @@ export class BirdSpeaker {
 
   /** Makes BIRD advertise exactly `prefixes` (and withdraw everything else it advertised). */
   async advertise(prefixes: string[]): Promise<void> {
-    const wanted = birdConfig({ host: this.options.host, bgp: this.options.bgp, addresses: this.options.addresses, prefixes });
+    const { host, bgp, addresses } = this.options;
+    const wanted = birdConfig({ host, bgp, addresses, prefixes, logFile: this.files.log });
     const pid = this.runningPid();
     if (pid === undefined) {
       this.writeConfig(wanted);

@@ -1,0 +1,74 @@
+import { rmSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ROUTER_HOLD_SECONDS } from "../../services/lab/routers.js";
+import { runInLab, type LabResult } from "../support/lab.js";
+
+const script = new URL("../../lab/bgp.sh", import.meta.url).pathname;
+const PINGED = /2 packets transmitted, 2 received, 0% packet loss/;
+/** Under emulation each look at r1's table costs about a second: what a test can tell apart from the hold time. */
+const POLL_SLACK_SECONDS = 4;
+
+// One boot: two hosts whose agents peer over BGP with r1, a plain BIRD router, and a client behind r1.
+describe("lab: routers learn container subnets over BGP", () => {
+  let lab: LabResult;
+  const section = (name: string) => lab.section(name);
+
+  beforeAll(async () => {
+    lab = await runInLab(script, { hosts: 2, routers: 1 });
+  });
+  afterAll(() => rmSync(lab.outDir, { recursive: true, force: true }));
+
+  it("runs to the end", () => {
+    expect(lab.code, lab.output).toBe(0);
+  });
+
+  it("r1's kernel has each host's blocks via that host, IPv4 via its IPv4 address and IPv6 via its IPv6 one", () => {
+    const routes = section("r1-routes");
+    // Blocks are /26 and /122 by default: one of each per host, and nothing else.
+    expect(routes).toMatch(/^10\.1\.\d+\.\d+\/26 via 192\.168\.1\.11 dev eth0 /m);
+    expect(routes).toMatch(/^10\.1\.\d+\.\d+\/26 via 192\.168\.1\.12 dev eth0 /m);
+    expect(routes).toMatch(/^fd00:30::[0-9a-f:]*\/122 via fd00:1::11 dev eth0 /m);
+    expect(routes).toMatch(/^fd00:30::[0-9a-f:]*\/122 via fd00:1::12 dev eth0 /m);
+    expect(routes.trim().split("\n")).toHaveLength(4);
+    expect(section("r1-sessions").match(/^h[12]_v[46] up \S+ Established$/gm)).toHaveLength(4);
+  });
+
+  it("the client behind r1 pings containers on both hosts, over IPv4 and IPv6", () => {
+    expect(section("client-routes")).toMatch(/^default via 192\.168\.2\.1 dev eth0/m);
+    expect(section("client-routes")).not.toMatch(/10\.1\.|fd00:30:/);
+    for (const name of ["ping-client-c1", "ping-client-c2", "ping6-client-c1", "ping6-client-c2"]) expect(section(name)).toMatch(PINGED);
+  });
+
+  it("a forged announcement is never advertised: r1's table is unchanged and h2's BIRD has no such route", () => {
+    expect(section("forge")).toContain("exit 0");
+    expect(section("forge-diff").trim()).toBe("exit 0");
+    expect(section("forge-h2-bird").trim()).toBe("0");
+  });
+
+  it("restarting h2's agent changes nothing at r1: same routes, same sessions, same BIRD", () => {
+    expect(section("restart-diff").trim()).toBe("exit 0");
+    expect(section("restart-sessions-diff").trim()).toBe("exit 0");
+    expect(section("restart-bird-pid")).toMatch(/^same BIRD \(pid \d+\)$/m);
+  });
+
+  it("removing the last container of h1's blocks withdraws them at r1, and h2's stay", () => {
+    expect(section("rm-c1")).toContain("exit 0");
+    const routes = section("after-rm-c1");
+    expect(routes).not.toMatch(/via (192\.168\.1\.11|fd00:1::11) /);
+    expect(routes).toMatch(/ via 192\.168\.1\.12 /);
+    expect(routes).toMatch(/ via fd00:1::12 /);
+  });
+
+  it("a host whose BIRD stops answering, as a dead one's, is withdrawn at r1 within the hold time", () => {
+    const seconds = Number(/withdrawn after (\d+) s/.exec(section("h2-dead"))?.[1]);
+    expect(seconds).toBeLessThanOrEqual(ROUTER_HOLD_SECONDS + POLL_SLACK_SECONDS);
+    expect(section("h2-dead")).not.toMatch(/via (192\.168\.1\.12|fd00:1::12) /);
+    expect(section("ping-client-c2-while-dead")).not.toContain("exit 0");
+  });
+
+  it("the agent starts a new BIRD for a dead one, and r1 learns the host's blocks again", () => {
+    expect(section("h2-back")).toMatch(/ via 192\.168\.1\.12 /);
+    expect(section("h2-back")).toMatch(/ via fd00:1::12 /);
+    expect(section("ping-client-c2-after-back")).toMatch(PINGED);
+  });
+});
