@@ -37,9 +37,9 @@ function routerRoutes(): string {
   return ip(ROUTER_NS, "route", "show", "proto", "bird") + ip(ROUTER_NS, "-6", "route", "show", "proto", "bird");
 }
 
-async function waitFor(what: string, check: () => boolean, timeoutMs = 30_000): Promise<number> {
+async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<number> {
   const started = Date.now();
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() - started > timeoutMs) throw new Error(`timed out waiting for ${what}; the router has:\n${routerRoutes()}`);
     await sleep(100);
   }
@@ -50,6 +50,10 @@ async function waitFor(what: string, check: () => boolean, timeoutMs = 30_000): 
 async function sessionsSince(): Promise<string[]> {
   const { lines } = await birdCommand(routerFiles.socket, "show protocols");
   return lines.filter((line) => / BGP /.test(line)).map((line) => line.split(/\s+/).slice(0, 6).join(" "));
+}
+
+async function established(): Promise<number> {
+  return (await sessionsSince()).filter((line) => line.endsWith("Established")).length;
 }
 
 function speaker(): BirdSpeaker {
@@ -140,6 +144,20 @@ describe("a host's BGP speaker (BIRD) and a router", () => {
     await restarted.advertise([BLOCK6, BLOCK]);
     expect(statSync(restarted.files.config).mtimeMs).toBe(config);
     expect(await status()).toBe(reconfigured);
+    await sleep(1000);
+    expect(routerRoutes()).toBe(before);
+  });
+
+  it("a BIRD killed outright leaves its routes at the router, as stale, until the next pass starts a new one", async () => {
+    const before = routerRoutes();
+    const pid = speaker().runningPid()!;
+    process.kill(pid, "SIGKILL");
+    await waitFor("the router to see both sessions closed", async () => (await established()) === 0, 5000);
+    await sleep(HOLD_SECONDS * 1000);
+    expect(routerRoutes()).toBe(before);
+    await speaker().advertise([BLOCK, BLOCK6]);
+    expect(speaker().runningPid()).not.toBe(pid);
+    await waitFor("both sessions up again", async () => (await established()) === 2);
     await sleep(1000);
     expect(routerRoutes()).toBe(before);
   });

@@ -57,6 +57,10 @@ function bgpProtocol(peer: BgpPeer, input: BirdConfigInput): string {
     `protocol bgp ${peerProtocolName(peer)} {`,
     `  local ${local} as ${input.bgp.localAs};`,
     `  neighbor ${peer.address} as ${peer.as};`,
+    // Should BIRD die without a clean shutdown (a container's processes are killed with it), the peer keeps
+    // the routes, as stale, until the next BIRD's session says what is current (RFC 4724), or for 120 s.
+    // A hold timer that runs out (a dead host) still withdraws them at once.
+    "  graceful restart on;",
     `  ipv${peer.family} {`,
     "    import none;",
     `    export where proto = "${EXPORT_PROTOCOLS[peer.family]}";`,
