@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createNamespace, deleteNamespace } from "../../libs/netlink/index.js";
 import { birdCommand } from "../../services/link-agent/bgp/bird-control.js";
 import { parseBgpOptions } from "../../services/link-agent/bgp/options.js";
-import { BirdSpeaker } from "../../services/link-agent/bgp/speaker.js";
+import { BirdSpeaker, stopLeftoverSpeaker } from "../../services/link-agent/bgp/speaker.js";
 
 // A host's BIRD, run by the agent's speaker, and a router's BIRD (plain, no Trellis), each in a namespace of
 // this machine's kernel made here, joined by a veth: real BGP sessions over IPv4 and IPv6, and the router's
@@ -180,6 +180,14 @@ describe("a host's BGP speaker (BIRD) and a router", () => {
     await speaker().advertise([BLOCK, BLOCK6]);
     await waitFor("both prefixes back at the router", () => routerRoutes().split("\n").filter(Boolean).length === 2);
     expect(routerRoutes()).toContain(`${BLOCK6} via ${HOST.v6}`);
+  });
+
+  it("an agent started without BGP shuts down the BIRD an earlier one left, and the router withdraws its routes", async () => {
+    await stopLeftoverSpeaker("h2", work);
+    await waitFor("the routes withdrawn", () => routerRoutes() === "", 5000);
+    await waitFor("BIRD gone", () => speaker().runningPid() === undefined, 5000);
+    // Nothing left to stop: a no-op.
+    await stopLeftoverSpeaker("h2", work);
   });
 
   it("says what is missing when BIRD is not installed, and leaves the config it was given", async () => {

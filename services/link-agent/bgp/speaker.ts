@@ -66,21 +66,8 @@ export class BirdSpeaker {
     }
   }
 
-  /**
-   * The pid of the BIRD this agent started for its host, if it runs: the pid file's process, only if it
-   * is a bird reading this host's config (a pid reused by another program, or a BIRD of someone else's, is
-   * not ours).
-   */
   runningPid(): number | undefined {
-    if (!existsSync(this.files.pidFile)) return undefined;
-    const pid = Number(readFileSync(this.files.pidFile, "utf8").trim());
-    if (!Number.isInteger(pid) || pid <= 0) return undefined;
-    try {
-      const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-      return argv.includes(this.files.config) && /(^|\/)bird$/.test(argv[0]) ? pid : undefined;
-    } catch {
-      return undefined; // no such process
-    }
+    return runningBirdPid(this.files);
   }
 
   private writeConfig(text: string): void {
@@ -110,5 +97,36 @@ export class BirdSpeaker {
       const why = typeof status === "string" && status.includes("ENOENT") ? `${binary} is not installed (apt-get install bird2)` : stderr.trim() || `exit status ${status}`;
       throw new Error(`failed to start BIRD for host ${this.options.host} (config ${this.files.config}): ${why}`);
     }
+  }
+}
+
+/**
+ * The pid of the BIRD an agent started for its host, if it runs: the pid file's process, only if it is a
+ * bird reading that host's config (a pid reused by another program, or someone else's BIRD, is not ours).
+ */
+export function runningBirdPid(files: BirdFiles): number | undefined {
+  if (!existsSync(files.pidFile)) return undefined;
+  const pid = Number(readFileSync(files.pidFile, "utf8").trim());
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    return argv.includes(files.config) && /(^|\/)bird$/.test(argv[0]) ? pid : undefined;
+  } catch {
+    return undefined; // no such process
+  }
+}
+
+/**
+ * For an agent started without BGP: a BIRD that an earlier agent of the host ran with BGP is shut down,
+ * which ends its sessions cleanly, so that the peers withdraw what it advertised at once.
+ */
+export async function stopLeftoverSpeaker(host: string, runDir = BIRD_RUN_DIR): Promise<void> {
+  const files = birdFiles(host, runDir);
+  const pid = runningBirdPid(files);
+  if (pid === undefined) return;
+  try {
+    await birdCommand(files.socket, "down");
+  } catch (error) {
+    throw new Error(`failed to stop the BIRD (pid ${pid}) that an earlier agent of host ${host} ran with BGP: ${(error as Error).message}`);
   }
 }

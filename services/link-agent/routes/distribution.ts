@@ -2,7 +2,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { openBucket } from "../../../libs/bus/connection.js";
 import { Buckets } from "../../../libs/bus/subjects.js";
 import type { EndpointStatus, HostDesiredState } from "../../../libs/proto/gen/trellis/v1/state.js";
-import { BirdSpeaker } from "../bgp/speaker.js";
+import { BirdSpeaker, stopLeftoverSpeaker } from "../bgp/speaker.js";
 import type { BgpOptions } from "../bgp/options.js";
 import { Announcer, servedPrefixes } from "./announce.js";
 import { DEFAULT_STALE_AFTER_MS, RouteInstaller } from "./install.js";
@@ -34,6 +34,7 @@ export class RouteDistribution {
       { host: options.host, role: options.role, staleAfterMs: DEFAULT_STALE_AFTER_MS, resyncMs: options.resyncMs, log: (line) => console.error(line) },
     );
     const speaker = options.bgp && new BirdSpeaker({ host: options.host, bgp: options.bgp, addresses: options.addresses });
+    if (!speaker) await stopLeftoverSpeaker(options.host).catch((error: Error) => console.error(error.message));
     return new RouteDistribution(announcer, installer, options.addresses, speaker);
   }
 
