@@ -6,10 +6,11 @@
 #   iproute2 iputils-ping kmod util-linux              namespaces, links, pings, modules, nsenter
 #   containernetworking-plugins      CNI host-local, the baseline of `npm run bench:ipam`
 #   openssl                          `trellis certs`: the cluster's CA, keys and certificates
+#   bird2                            the BGP speaker of `trellis agent --bgp-peer`, and the lab's routers
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nats-server qemu-system-x86 linux-image-amd64 busybox-static iproute2 iputils-ping kmod util-linux containernetworking-plugins openssl)
+packages=(nats-server qemu-system-x86 linux-image-amd64 busybox-static iproute2 iputils-ping kmod util-linux containernetworking-plugins openssl bird2)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

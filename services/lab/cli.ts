@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import { startAgent, stopAgent } from "./agents.js";
 import { LAB_FAILURE, MAX_HOSTS, MAX_UPSTREAMS } from "./config.js";
 import { exitStatus } from "./process.js";
+import { MAX_ROUTERS } from "./routers.js";
 import { runLab, type LabRunOptions } from "./runner.js";
 import { parseCommand, UsageError } from "../cli/parse.js";
 
@@ -10,7 +11,7 @@ const USAGE_ERROR = 2;
 const DEFAULT_TIMEOUT_SECONDS = 20 * 60;
 
 const LAB_USAGE = `usage:
-  trellis lab run [--hosts N] [--upstreams M] [--out DIR] [--verbose] [--timeout SECONDS] [--tls] SCRIPT
+  trellis lab run [--hosts N] [--upstreams M] [--routers R] [--out DIR] [--verbose] [--timeout SECONDS] [--tls] SCRIPT
   trellis lab agent stop|start HOST     (inside a lab)`;
 const HOST_USAGE = "usage: trellis host exec HOST COMMAND [ARG...]     (inside a lab)";
 
@@ -52,6 +53,7 @@ export function parseLabRunArgs(argv: string[]): LabRunOptions {
     {
       hosts: { type: "string" },
       upstreams: { type: "string" },
+      routers: { type: "string" },
       out: { type: "string" },
       verbose: { type: "boolean" },
       timeout: { type: "string" },
@@ -66,6 +68,7 @@ export function parseLabRunArgs(argv: string[]): LabRunOptions {
     script: positionals[0],
     hosts: count(values.hosts, "--hosts", 2, MAX_HOSTS),
     upstreams: count(values.upstreams, "--upstreams", 0, MAX_UPSTREAMS),
+    routers: count(values.routers, "--routers", 0, MAX_ROUTERS),
     outDir: values.out,
     verbose: values.verbose ?? false,
     timeoutSeconds: count(values.timeout, "--timeout", DEFAULT_TIMEOUT_SECONDS, Number.MAX_SAFE_INTEGER, 1),

@@ -1,3 +1,5 @@
+import { bgpFlagsFor, type LabRouter } from "./routers.js";
+
 /** What the host side hands to the guest (as config.json), and the lab's fixed addresses and paths. */
 
 export const CONTROL_ADDRESS = "192.168.1.254";
@@ -48,6 +50,8 @@ export interface ServiceSpec {
 
 export interface GuestConfig {
   hosts: LabHost[];
+  /** With `--routers N`: BIRD routers on the underlay, and a client behind the first. */
+  routers: LabRouter[];
   services: ServiceSpec[];
   script: string;
   cwd: string;
@@ -106,9 +110,9 @@ export function labCertificates(hosts: LabHost[]): { name: string; role: "nats" 
 /**
  * The real Trellis services of a lab: NATS, IPAM, planner, and a link-agent per host and upstream.
  * IPAM and the planner start together (the planner's gRPC client connects on first use): each node
- * start costs seconds under emulation.
+ * start costs seconds under emulation. With routers, every host's agent peers with each of them over BGP.
  */
-export function defaultServices(hosts: LabHost[], cli: string[], tls = false): ServiceSpec[] {
+export function defaultServices(hosts: LabHost[], cli: string[], tls = false, routers: LabRouter[] = []): ServiceSpec[] {
   const own = (name: string) => (tls ? { env: certificateEnv(name) } : {});
   return [
     natsService(tls),
@@ -132,7 +136,7 @@ export function defaultServices(hosts: LabHost[], cli: string[], tls = false): S
         host.address6,
         "--nats",
         NATS_URL,
-        ...(host.role === "upstream" ? ["--role", "upstream"] : []),
+        ...(host.role === "upstream" ? ["--role", "upstream"] : bgpFlagsFor(routers)),
       ],
       netns: host.name,
       agentHost: host.name,

@@ -27,6 +27,7 @@ import {
   type ServiceSpec,
 } from "./config.js";
 import { exitStatus, logTail, spawnLogged, stopProcess, waitForReady } from "./process.js";
+import { CLIENT, ROUTER_BIRD_DIR, routerBirdConfig, routerFiles, type LabRouter } from "./routers.js";
 
 const BUSYBOX = "/bin/busybox";
 const KERNEL_MODULES = ["ipvlan", "8021q", "dummy", "veth", "bridge"];
@@ -54,9 +55,14 @@ async function main(configPath: string): Promise<number> {
   try {
     if (config.hasOut && !isMountPoint(OUT_DIR)) throw new Error(`failed to share the --out folder as ${OUT_DIR}`);
     await run("load the kernel modules", "modprobe", ["-a", ...KERNEL_MODULES]);
-    await run("create the underlay", "ip", ["-batch", "-"], underlayBatch(config.hosts));
+    await run("create the underlay", "ip", ["-batch", "-"], underlayBatch(config.hosts, config.routers));
     await run("configure the hosts", BUSYBOX, ["sh", "-ec", hostsScript(config.hosts)]);
     note(`underlay and ${config.hosts.length} hosts ready`);
+    if (config.routers.length > 0) {
+      await run("configure the routers and the client", BUSYBOX, ["sh", "-ec", routersScript(config.routers, config.hosts)]);
+      await startRouterSpeakers(config.routers, config.hosts);
+      note(`${config.routers.length} routers and the client ready`);
+    }
     const env = serviceEnv(config);
     writeTrellisWrapper(config);
     await startServices(config.services, env, services, note);
@@ -93,20 +99,22 @@ async function run(what: string, command: string, args: string[], input = ""): P
 
 /**
  * The bridge every host's eth0 hangs on (its address is where the control plane listens), the host
- * namespaces and their veths: one `ip -batch`, as each start of the dynamically linked `ip` costs ~0.4 s.
+ * namespaces and their veths (the routers' too, and the client's segment behind r1): one `ip -batch`, as
+ * each start of the dynamically linked `ip` costs ~0.4 s.
  */
-function underlayBatch(hosts: LabHost[]): string {
+function underlayBatch(hosts: LabHost[], routers: LabRouter[]): string {
   return [
     "link set lo up",
     "link add br0 type bridge",
     `addr add ${CONTROL_ADDRESS}/${UNDERLAY_PREFIX} dev br0`,
     `addr add ${CONTROL_ADDRESS6}/${UNDERLAY_PREFIX6} dev br0 nodad`,
     "link set br0 up",
-    ...hosts.flatMap((host) => [
+    ...[...hosts, ...routers].flatMap((host) => [
       `netns add ${host.name}`,
       `link add veth-${host.name} type veth peer name eth0 netns ${host.name}`,
       `link set veth-${host.name} master br0 up`,
     ]),
+    ...(routers.length > 0 ? [`netns add ${CLIENT.name}`, `link add eth1 netns ${routers[0].name} type veth peer name eth0 netns ${CLIENT.name}`] : []),
     "",
   ].join("\n");
 }
@@ -130,6 +138,69 @@ function hostsScript(hosts: LabHost[]): string {
       return `${BUSYBOX} nsenter --net=/run/netns/${host.name} ${BUSYBOX} sh -ec '${inside}'`;
     })
     .join("\n");
+}
+
+/**
+ * Routers: eth0 on the underlay, forwarding on; r1 also has eth1 on the client's segment. The client's
+ * default routes go via r1, and every host routes the client's segment via r1 (as a host's default route
+ * to its top-of-rack router would), so that replies find their way back.
+ */
+function routersScript(routers: LabRouter[], hosts: LabHost[]): string {
+  const inNamespace = (name: string, commands: string[]) => `${BUSYBOX} nsenter --net=/run/netns/${name} ${BUSYBOX} sh -ec '${commands.join(" && ")}'`;
+  const [r1] = routers;
+  return [
+    ...routers.map((router) =>
+      inNamespace(router.name, [
+        "echo 0 > /proc/sys/net/ipv6/conf/eth0/accept_dad",
+        `${BUSYBOX} ip addr add ${router.address}/${UNDERLAY_PREFIX} dev eth0`,
+        `${BUSYBOX} ip addr add ${router.address6}/${UNDERLAY_PREFIX6} dev eth0`,
+        `${BUSYBOX} ip link set eth0 up`,
+        `${BUSYBOX} ip link set lo up`,
+        "echo 1 > /proc/sys/net/ipv4/ip_forward",
+        "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding",
+        ...(router === r1
+          ? [
+              "echo 0 > /proc/sys/net/ipv6/conf/eth1/accept_dad",
+              `${BUSYBOX} ip addr add ${CLIENT.gateway}/24 dev eth1`,
+              `${BUSYBOX} ip addr add ${CLIENT.gateway6}/64 dev eth1`,
+              `${BUSYBOX} ip link set eth1 up`,
+            ]
+          : []),
+      ]),
+    ),
+    inNamespace(CLIENT.name, [
+      "echo 0 > /proc/sys/net/ipv6/conf/eth0/accept_dad",
+      `${BUSYBOX} ip addr add ${CLIENT.address}/24 dev eth0`,
+      `${BUSYBOX} ip addr add ${CLIENT.address6}/64 dev eth0`,
+      `${BUSYBOX} ip link set eth0 up`,
+      `${BUSYBOX} ip link set lo up`,
+      `${BUSYBOX} ip route add default via ${CLIENT.gateway}`,
+      `${BUSYBOX} ip -6 route add default via ${CLIENT.gateway6}`,
+    ]),
+    ...hosts.map((host) =>
+      inNamespace(host.name, [`${BUSYBOX} ip route add ${CLIENT.prefix} via ${r1.address}`, `${BUSYBOX} ip -6 route add ${CLIENT.prefix6} via ${r1.address6}`]),
+    ),
+  ].join("\n");
+}
+
+/** Each router's BIRD, which daemonizes once its config parsed; `birdc -s ${ROUTER_BIRD_DIR}/rN.ctl` asks it. */
+async function startRouterSpeakers(routers: LabRouter[], hosts: LabHost[]): Promise<void> {
+  mkdirSync(ROUTER_BIRD_DIR, { recursive: true });
+  for (const router of routers) {
+    const files = routerFiles(router);
+    writeFileSync(files.config, routerBirdConfig(router, hosts));
+    await run(`start the BIRD of router ${router.name}`, BUSYBOX, [
+      "nsenter",
+      `--net=/run/netns/${router.name}`,
+      "bird",
+      "-c",
+      files.config,
+      "-s",
+      files.socket,
+      "-P",
+      files.pidFile,
+    ]);
+  }
 }
 
 function serviceEnv(config: GuestConfig): Record<string, string> {

@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import { initAuthority, issueCertificate } from "../../libs/tls/authority.js";
 import { defaultServices, labCertificates, labHosts, natsTlsConfig, type GuestConfig, type LabHost, type ServiceSpec } from "./config.js";
 import { ensureInitramfs, findKernel } from "./kernel.js";
+import { labRouters } from "./routers.js";
 import { runVm } from "./vm.js";
 
 export interface LabRunOptions {
@@ -13,6 +14,8 @@ export interface LabRunOptions {
   script: string;
   hosts: number;
   upstreams: number;
+  /** BIRD routers r1…rN peering with every host, and a client behind r1 (none when absent). */
+  routers?: number;
   /** Host directory the guest sees as $TRELLIS_LAB_OUT (created if missing). */
   outDir?: string;
   verbose: boolean;
@@ -54,9 +57,11 @@ export async function runLab(options: LabRunOptions): Promise<number> {
   const kernel = findKernel();
   const initramfs = ensureInitramfs(kernel);
   const hosts = labHosts(options.hosts, options.upstreams);
+  const routers = labRouters(options.routers ?? 0);
   const config: GuestConfig = {
     hosts,
-    services: options.services ?? defaultServices(hosts, [process.execPath, paths.cliMain], options.tls),
+    routers,
+    services: options.services ?? defaultServices(hosts, [process.execPath, paths.cliMain], options.tls, routers),
     script,
     cwd: repo,
     verbose: options.verbose,

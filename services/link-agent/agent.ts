@@ -18,6 +18,7 @@ import { ensureParent, removeUnusedParents, type ParentResult } from "./parents.
 import { RouteDistribution } from "./routes/distribution.js";
 import { StatusPublisher } from "./status.js";
 import type { RecordTrust } from "../../libs/tls/record-signature.js";
+import type { BgpOptions } from "./bgp/options.js";
 
 /** `signer` and `verifier`: its heartbeats and announcements signed, and others' checked (libs/tls/record-signature.ts). */
 export interface AgentOptions extends RecordTrust {
@@ -30,6 +31,8 @@ export interface AgentOptions extends RecordTrust {
   resyncMs: number;
   /** Where containers' hosts files go (NETNS_ETC_DIR, which `ip netns exec` reads); tests point it elsewhere. */
   netnsEtcDir?: string;
+  /** Set by --bgp-as and --bgp-peer: the host advertises what it serves to these routers (bgp/speaker.ts). */
+  bgp?: BgpOptions;
 }
 
 /**

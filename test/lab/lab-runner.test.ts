@@ -129,10 +129,11 @@ describe("lab run", () => {
 
 describe("lab command line", () => {
   it("parses lab run", () => {
-    expect(parseLabRunArgs(["--hosts", "3", "--upstreams", "1", "--out", "o", "--verbose", "s.sh"])).toEqual({
+    expect(parseLabRunArgs(["--hosts", "3", "--upstreams", "1", "--routers", "2", "--out", "o", "--verbose", "s.sh"])).toEqual({
       script: "s.sh",
       hosts: 3,
       upstreams: 1,
+      routers: 2,
       outDir: "o",
       verbose: true,
       timeoutSeconds: 1200,

@@ -17,10 +17,13 @@ export interface LabResult {
 }
 
 /** Runs a script in the lab (a real kernel with ipvlan, 802.1Q and dummy), through the real CLI. */
-export async function runInLab(script: string, options: { hosts?: number; upstreams?: number; tls?: boolean } = {}): Promise<LabResult> {
+export async function runInLab(script: string, options: { hosts?: number; upstreams?: number; routers?: number; tls?: boolean } = {}): Promise<LabResult> {
   // Not under /tmp: the lab kernel mounts its own tmpfs there and would hide the folder.
   const outDir = mkdtempSync(join(repo, "test/lab/.out-"));
-  const args = [cli, "lab", "run", "--hosts", String(options.hosts ?? 2), "--upstreams", String(options.upstreams ?? 0), "--out", outDir, ...(options.tls ? ["--tls"] : []), script];
+  const args = [
+    cli, "lab", "run", "--hosts", String(options.hosts ?? 2), "--upstreams", String(options.upstreams ?? 0), "--routers", String(options.routers ?? 0),
+    "--out", outDir, ...(options.tls ? ["--tls"] : []), script,
+  ];
   const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));

@@ -8,6 +8,7 @@ import { parseAllDocuments } from "yaml";
 import { describe, expect, it } from "vitest";
 import { NETNS_RUN_DIR } from "../../libs/netlink/netns.js";
 import { NETNS_ETC_DIR } from "../../services/link-agent/hosts-file.js";
+import { parseBgpOptions } from "../../services/link-agent/bgp/options.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const K8S = "deploy/kubernetes";
@@ -238,7 +239,15 @@ describe("Kubernetes manifests (deploy/kubernetes)", () => {
     expect(agentContainer.securityContext?.privileged).toBe(true);
     expect(envValue(agentContainer, "TRELLIS_HOST")?.valueFrom?.fieldRef?.fieldPath).toBe("spec.nodeName");
     expect(envValue(agentContainer, "TRELLIS_UNDERLAY_ADDRESS")?.valueFrom?.fieldRef?.fieldPath).toBe("status.hostIP");
-    expect(trellisArgv(agentContainer)).toEqual(["agent", "--address=$TRELLIS_UNDERLAY_ADDRESS"]);
+    expect(trellisArgv(agentContainer)).toEqual(["agent", "--address=$TRELLIS_UNDERLAY_ADDRESS", "--bgp-as=$TRELLIS_BGP_AS", "--bgp-peer=$TRELLIS_BGP_PEER"]);
+  });
+
+  it("give the agent BGP settings that its parser takes, from the ConfigMap it reads them from", () => {
+    expect(agentContainer.envFrom!.map((from) => from.configMapRef?.name)).toContain("trellis-bgp");
+    const bgp = find("ConfigMap", "trellis-bgp").data!;
+    expect(Object.keys(bgp).sort()).toEqual(["TRELLIS_BGP_AS", "TRELLIS_BGP_PEER"]);
+    const options = parseBgpOptions(bgp.TRELLIS_BGP_AS, [bgp.TRELLIS_BGP_PEER!], ["192.168.1.11"]);
+    expect(options?.peers).toHaveLength(1);
   });
 });
 
@@ -260,6 +269,7 @@ describe("container image (deploy/container/Dockerfile)", () => {
     expect(dockerfile).toMatch(/^RUN npm ci --omit=dev$/m);
     expect(finalStage).toMatch(/^COPY --from=modules \/opt\/trellis\/node_modules \.\/node_modules$/m);
     expect(finalStage).toMatch(/apt-get install .*\biproute2\b/);
+    expect(finalStage, "BIRD, which the agent runs with --bgp-peer").toMatch(/apt-get install .*\bbird2\b/);
     // koffi loads glibc's libc.so.6 (libs/netlink/netns.ts): no musl base image.
     expect(read("libs/netlink/netns.ts")).toContain('koffi.load("libc.so.6")');
     expect(/^ARG NODE_IMAGE=(\S+)$/m.exec(dockerfile)![1]).toMatch(/^node:20-bookworm/);

@@ -3,6 +3,7 @@ import { networkInterfaces } from "node:os";
 import { startIpamService } from "../../ipam/main.js";
 import { DEFAULT_INTENT_RETENTION_MS, DEFAULT_REPAIR_INTERVAL_MS, startPlanner } from "../../planner/main.js";
 import { startAgent } from "../../link-agent/main.js";
+import { parseBgpOptions, type BgpOptions } from "../../link-agent/bgp/options.js";
 import { moduleOf } from "../../../libs/netlink/kinds.js";
 import { DEFAULT_HEARTBEAT_MS } from "../../../libs/bus/subjects.js";
 import { RecordSigner, RecordVerifier, type RecordTrust } from "../../../libs/tls/record-signature.js";
@@ -76,7 +77,7 @@ export async function plannerCommand(argv: string[]): Promise<number> {
 }
 
 const AGENT_USAGE =
-  "Usage: trellis agent [--host=NAME] [--address=UNDERLAY-IP]... [--role=host|upstream] [--nats=URL] [--heartbeat-interval=SECONDS]";
+  "Usage: trellis agent [--host=NAME] [--address=UNDERLAY-IP]... [--role=host|upstream] [--nats=URL] [--heartbeat-interval=SECONDS] [--bgp-as=AS --bgp-peer=ADDRESS[:AS]...]";
 const UP_USAGE = "Usage: trellis up [--nats=URL] [--host=NAME] [--address=UNDERLAY-IP]...";
 
 export async function agentCommand(argv: string[]): Promise<number> {
@@ -88,15 +89,19 @@ export async function agentCommand(argv: string[]): Promise<number> {
       address: { type: "string", multiple: true },
       role: { type: "string" },
       "heartbeat-interval": { type: "string" },
+      "bgp-as": { type: "string" },
+      "bgp-peer": { type: "string", multiple: true },
     },
     AGENT_USAGE,
   );
   const role = values.role ?? "host";
   if (role !== "host" && role !== "upstream") throw new UsageError(`invalid --role "${role}": must be host or upstream`, AGENT_USAGE);
   const host = values.host ?? settings.host();
+  const addresses = underlayAddresses(values.address, AGENT_USAGE);
   const agent = await startAgent(values.nats ?? settings.natsUrl(), {
     host,
-    addresses: underlayAddresses(values.address, AGENT_USAGE),
+    addresses,
+    bgp: bgpOptions(values["bgp-as"], values["bgp-peer"], addresses),
     role,
     heartbeatMs: heartbeatMs(values["heartbeat-interval"]),
     resyncMs: RESYNC_MS,
@@ -171,6 +176,15 @@ function heartbeatMs(seconds: string | undefined): number {
     throw new UsageError(`invalid --heartbeat-interval "${seconds}": expected whole seconds from 1 to 300, e.g. 10`, AGENT_USAGE);
   }
   return Number(seconds) * 1000;
+}
+
+/** `--bgp-as` and `--bgp-peer`, checked before anything starts. */
+function bgpOptions(asText: string | undefined, peers: string[] | undefined, addresses: string[]): BgpOptions | undefined {
+  try {
+    return parseBgpOptions(asText, peers, addresses);
+  } catch (error) {
+    throw new UsageError((error as Error).message, AGENT_USAGE);
+  }
 }
 
 /** `--release-cooldown`: whole seconds, 0 (the default) for none. */

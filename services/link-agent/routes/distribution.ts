@@ -4,6 +4,8 @@ import { Buckets, HOST_STALE_AFTER_MS } from "../../../libs/bus/subjects.js";
 import type { Endpoint, Network } from "../../../libs/proto/gen/trellis/v1/network.js";
 import type { EndpointStatus } from "../../../libs/proto/gen/trellis/v1/state.js";
 import type { RecordTrust } from "../../../libs/tls/record-signature.js";
+import { BirdSpeaker, stopLeftoverSpeaker } from "../bgp/speaker.js";
+import type { BgpOptions } from "../bgp/options.js";
 import { Announcer, servedPrefixes } from "./announce.js";
 import { RouteInstaller } from "./install.js";
 
@@ -13,6 +15,8 @@ export interface DistributionOptions extends RecordTrust {
   addresses: string[];
   role: "host" | "upstream";
   resyncMs: number;
+  /** With these, the host also advertises what it announces to its routers over BGP. */
+  bgp?: BgpOptions;
 }
 
 /** A link-agent's part in L3 route distribution: it announces what its host serves and installs what others do. */
@@ -21,6 +25,7 @@ export class RouteDistribution {
     private readonly announcer: Announcer,
     private readonly installer: RouteInstaller,
     private readonly addresses: string[],
+    private readonly speaker: BirdSpeaker | undefined,
   ) {}
 
   static async start(nc: NatsConnection, options: DistributionOptions): Promise<RouteDistribution> {
@@ -30,12 +35,18 @@ export class RouteDistribution {
       { routes, hosts, ipam, networks },
       { host: options.host, role: options.role, staleAfterMs: HOST_STALE_AFTER_MS, resyncMs: options.resyncMs, log: (line) => console.error(line), verifier: options.verifier },
     );
-    return new RouteDistribution(announcer, installer, options.addresses);
+    const speaker = options.bgp && new BirdSpeaker({ host: options.host, bgp: options.bgp, addresses: options.addresses });
+    if (!speaker) await stopLeftoverSpeaker(options.host).catch((error: Error) => console.error(error.message));
+    return new RouteDistribution(announcer, installer, options.addresses, speaker);
   }
 
   /** Called after every converge pass with the host's networks and endpoints and the statuses read back from the kernel. */
-  announce(networks: Network[], endpoints: Endpoint[], statuses: EndpointStatus[]): Promise<void> {
-    return this.announcer.announce(servedPrefixes({ networks, endpoints, grants: this.installer.grantsOfSelf() }, statuses, this.addresses));
+  async announce(networks: Network[], endpoints: Endpoint[], statuses: EndpointStatus[]): Promise<void> {
+    const served = servedPrefixes({ networks, endpoints, grants: this.installer.grantsOfSelf() }, statuses, this.addresses);
+    // Neither waits for the other: a bus that is down must not keep routers from learning, nor BIRD the bus.
+    const outcomes = await Promise.allSettled([this.announcer.announce(served), this.speaker?.advertise(served.map(({ prefix }) => prefix))]);
+    const failures = outcomes.flatMap((outcome) => (outcome.status === "rejected" ? [(outcome.reason as Error).message] : []));
+    if (failures.length > 0) throw new Error(failures.join("; "));
   }
 
   stop(): Promise<void> {
