@@ -183,13 +183,29 @@ export interface BucketOptions {
 export async function openBucket(nc: NatsConnection, bucket: string, options: BucketOptions = {}): Promise<KV> {
   const replicas = replicasFromEnvironment();
   // Kvm.create takes an existing bucket as it is, whatever its replicas: the check is ours.
-  const kv = await new Kvm(nc).create(bucket, { history: 1, storage: StorageType.File, replicas, ...(options.ttlMs && { ttl: options.ttlMs }) });
+  const kv = await createBucket(nc, bucket, { history: 1, storage: StorageType.File, replicas, ...(options.ttlMs && { ttl: options.ttlMs }) });
   const info = (await kv.status()).streamInfo;
   checkReplicas(info, replicas);
   if (options.ttlMs !== undefined) await ensureMaxAge(nc, info, options.ttlMs);
   if (replicas === 1) return kv;
   const forConsumers = await new Kvm(jetstream(nc, { timeout: CONSUMER_CREATE_TIMEOUT_MS })).open(bucket);
   return withRetriedConsumers(kv, forConsumers);
+}
+
+/** JetStream's answer to a stream made while another with the same subjects was being made. */
+const STREAM_SUBJECT_OVERLAP = 10065;
+
+/**
+ * Kvm.create, once more when another service made the bucket at the same moment: the server then answers
+ * "subjects overlap with an existing stream" (two agents starting together, say), and the second try finds it.
+ */
+async function createBucket(nc: NatsConnection, bucket: string, options: Parameters<Kvm["create"]>[1]): Promise<KV> {
+  try {
+    return await new Kvm(nc).create(bucket, options);
+  } catch (error) {
+    if (!(error instanceof JetStreamApiError) || error.code !== STREAM_SUBJECT_OVERLAP) throw error;
+    return new Kvm(nc).create(bucket, options);
+  }
 }
 
 /** JetStream counts a stream's max_age in nanoseconds. */
