@@ -8,19 +8,6 @@ cd "$(dirname "$0")/.."
 
 R1_CTL=/tmp/lab/bird/r1.ctl
 
-say() {
-  echo
-  echo "# $*"
-}
-
-addr_of() {
-  trellis exec "$1" ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1
-}
-
-addr6_of() {
-  trellis exec "$1" ip -6 -o addr show eth0 scope global | awk '{print $4}' | cut -d/ -f1
-}
-
 # r1 has a BGP route (in its kernel, put there by its BIRD) covering the address, via the next hop.
 r1_routes() {
   ip -n r1 route show proto bird match "$1"

@@ -1,6 +1,22 @@
 # Helpers for lab scripts: sourced, never run. Lab scripts run in the lab's root namespace with
 # `trellis` on PATH; hosts are the namespaces h1, h2, ...
 
+# Narration: a blank line and "# …", which ends any section (test/support/lab.ts).
+say() {
+  echo
+  echo "# $*"
+}
+
+# A container's IPv4 address, without prefix length.
+addr_of() {
+  trellis exec "$1" ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1
+}
+
+# A container's global IPv6 address, without prefix length.
+addr6_of() {
+  trellis exec "$1" ip -6 -o addr show eth0 scope global | awk '{print $4}' | cut -d/ -f1
+}
+
 # Starts a labelled section of output; tests find what a command printed by its label.
 section() {
   echo "=== $1"

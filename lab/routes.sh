@@ -5,21 +5,6 @@ set -u
 . "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
-say() {
-  echo
-  echo "# $*"
-}
-
-# A container's IPv4 address, without prefix length.
-addr_of() {
-  trellis exec "$1" ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1
-}
-
-# A container's global IPv6 address, without prefix length.
-addr6_of() {
-  trellis exec "$1" ip -6 -o addr show eth0 scope global | awk '{print $4}' | cut -d/ -f1
-}
-
 # Hosts announce their IPAM blocks (a /26 by default), so look for a Trellis route that covers the address.
 has_route() {
   ip -n "$1" route show proto 210 match "$2" | grep -q " via $3 "

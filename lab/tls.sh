@@ -8,10 +8,6 @@ set -u
 cd "$(dirname "$0")/.."
 TLS_DIR=$(dirname "$TRELLIS_TLS_CA")
 
-addr_of() {
-  trellis exec "$1" ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1
-}
-
 has_route() {
   ip -n "$1" route show proto 210 match "$2" | grep -q " via $3 "
 }

@@ -5,11 +5,6 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-say() {
-  echo
-  echo "# $*"
-}
-
 say "Hosts h1 (192.168.1.11) and h2 (192.168.1.12) share one Ethernet segment; each runs a Trellis agent."
 
 say "An L2 network on the hosts' own interface eth0, as in the reference's db_net example."
