@@ -27,8 +27,6 @@ export const Buckets = {
   ipam: "trellis-ipam",
 } as const;
 
-export type BucketName = (typeof Buckets)[keyof typeof Buckets];
-
 // KV keys allow only [-/_=.a-zA-Z0-9], and "." separates the tokens that filters match: a name that is part of a
 // key (a host's, a container's) is one token, escaped by keyToken.
 

@@ -5,12 +5,12 @@ import type { Versioned } from "../../libs/bus/kv.js";
 import { Buckets } from "../../libs/bus/subjects.js";
 import { formatAddress, parseCidr } from "../../libs/ipmath/index.js";
 import { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
-import { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
-import { DroppedRecords, type RecordVerifier } from "../../libs/tls/record-signature.js";
+import type { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
+import type { RecordVerifier } from "../../libs/tls/record-signature.js";
+import { SignedRecordFilter } from "../../libs/tls/signed-records.js";
 
 const networkCodec = codecOf(Network);
 const endpointCodec = codecOf(Endpoint);
-const hostCodec = codecOf(HostRecord);
 
 /**
  * The planner's memory of the cluster: every network, container and host, fed by watches of their buckets,
@@ -32,11 +32,11 @@ export class PlannerView {
   private readonly hostsWithInterface = new Map<string, Set<string>>();
   private followers: FollowedBucket[] = [];
 
-  private constructor(private readonly heartbeats?: { verifier: RecordVerifier; dropped: DroppedRecords }) {}
+  private constructor(private readonly heartbeats: SignedRecordFilter) {}
 
   /** `verifier`: believe only heartbeats their host's agent signed (with TLS). */
   static async start(buckets: { networks: KV; endpoints: KV; hosts: KV }, verifier?: RecordVerifier): Promise<PlannerView> {
-    const view = new PlannerView(verifier && { verifier, dropped: new DroppedRecords((line) => console.error(line)) });
+    const view = new PlannerView(new SignedRecordFilter(verifier, (line) => console.error(line)));
     view.followers = await Promise.all([
       FollowedBucket.start(buckets.networks, { bucketName: Buckets.networks, onEntry: (entry) => view.applyNetwork(entry) }),
       FollowedBucket.start(buckets.endpoints, { bucketName: Buckets.endpoints, onEntry: (entry) => view.applyEndpoint(entry) }),
@@ -114,10 +114,6 @@ export class PlannerView {
     return [...this.hosts.keys()];
   }
 
-  hostCount(): number {
-    return this.hosts.size;
-  }
-
   /** Hosts that reported an interface of this name. */
   hostsWith(interfaceName: string): string[] {
     return [...(this.hostsWithInterface.get(interfaceName) ?? [])];
@@ -153,8 +149,8 @@ export class PlannerView {
   private applyHost(entry: KvWatchEntry): void {
     const previous = this.hosts.get(entry.key);
     for (const name of previous?.interfaces ?? []) this.hostsWithInterface.get(name)?.delete(entry.key);
-    const record = entry.operation === "PUT" ? hostCodec.decode(entry.value) : undefined;
-    if (!record || !this.believed(record, entry.key)) {
+    const record = entry.operation === "PUT" ? this.heartbeats.heartbeat(entry) : undefined;
+    if (!record) {
       this.hosts.delete(entry.key);
       return;
     }
@@ -164,12 +160,6 @@ export class PlannerView {
       if (!hosts) this.hostsWithInterface.set(name, (hosts = new Set()));
       hosts.add(entry.key);
     }
-  }
-
-  private believed(record: HostRecord, host: string): boolean {
-    const problem = record.host === host ? this.heartbeats?.verifier.problem(hostCodec, record, host) : `it names host ${record.host}`;
-    if (problem) this.heartbeats?.dropped.drop("heartbeat", host, problem);
-    return !problem;
   }
 
   /** A write older than what the view holds (the watch delivering the planner's own write late) is ignored. */

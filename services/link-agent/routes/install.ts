@@ -6,7 +6,7 @@ import { Network } from "../../../libs/proto/gen/trellis/v1/network.js";
 import { FollowedBucket } from "../../../libs/bus/follow.js";
 import { Buckets, hostStaleAfterMs, IPAM_BLOCKS_FILTER } from "../../../libs/bus/subjects.js";
 import type { RecordVerifier } from "../../../libs/tls/record-signature.js";
-import { SignedRecordFilter } from "./signed-records.js";
+import { SignedRecordFilter } from "../../../libs/tls/signed-records.js";
 import { Grants, routedNetworkIds, type GrantedPrefix } from "./grants.js";
 import { believe, changesSinceApplied, routeChanges, type Belief, type RouteChanges } from "./reconcile.js";
 

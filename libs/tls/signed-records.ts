@@ -1,14 +1,14 @@
 import type { KvWatchEntry } from "@nats-io/kv";
-import { codecOf } from "../../../libs/bus/codec.js";
-import { RouteAnnouncement } from "../../../libs/proto/gen/trellis/v1/routes.js";
-import { HostRecord } from "../../../libs/proto/gen/trellis/v1/state.js";
-import { DroppedRecords, type RecordVerifier } from "../../../libs/tls/record-signature.js";
+import { codecOf } from "../bus/codec.js";
+import { RouteAnnouncement } from "../proto/gen/trellis/v1/routes.js";
+import { HostRecord } from "../proto/gen/trellis/v1/state.js";
+import { DroppedRecords, type RecordVerifier } from "./record-signature.js";
 
 const announcementCodec = codecOf(RouteAnnouncement);
 const hostCodec = codecOf(HostRecord);
 
 /**
- * What route distribution believes of the records hosts publish about themselves, stored under the host's key:
+ * What route distribution and the planner believe of the records hosts publish about themselves, stored under the host's key:
  * with a verifier, only those its agent signed (anything else is dropped and logged once); without one (the
  * lab, a cluster without TLS), every record, as before.
  */
