@@ -6,22 +6,31 @@ import type { LoadedTls } from "./settings.js";
 
 // What a host publishes about itself (its heartbeat, its route announcement) is signed with its agent's key, so
 // that another host, which the NATS server lets store bytes under any key, cannot speak for it: a reader with the
-// CA believes a record only if the CA issued its certificate to the agent of the host the record names.
+// CA believes a record only if the CA issued its certificate to the agent of the host the record names. What the
+// planner writes for the agents (networks, desired endpoints, names) is signed with a planner's key, so that no
+// host can tell another what to build.
 
 /** A record that carries its writer's signature over its encoding without it. */
 export interface Signed {
   signature?: RecordSignature | undefined;
 }
 
-/** Signs records as the agent of the certificate's host. */
+/** The writers whose records are signed, and how each one's certificate is issued. */
+const SIGNING_ROLES = {
+  agent: { what: "a host's agent", issue: "trellis certs issue HOST --role=agent" },
+  planner: { what: "a planner", issue: "trellis certs issue NAME --role=planner" },
+} as const;
+
+/** Signs records as the certificate's holder: a host's agent, or a planner. */
 export class RecordSigner {
   private readonly key: KeyObject;
   private readonly certificate: Uint8Array;
   readonly identity: Identity;
 
-  constructor(tls: LoadedTls) {
-    if (!tls.own || tls.own.identity.role !== "agent") {
-      throw new Error(`failed to sign records: ${tls.own ? `the certificate ${tls.files.cert} is of ${describeIdentity(tls.own.identity)}, not a host's agent` : "no certificate"} (issue one with "trellis certs issue HOST --role=agent")`);
+  constructor(tls: LoadedTls, role: keyof typeof SIGNING_ROLES = "agent") {
+    if (!tls.own || tls.own.identity.role !== role) {
+      const { what, issue } = SIGNING_ROLES[role];
+      throw new Error(`failed to sign records: ${tls.own ? `the certificate ${tls.files.cert} is of ${describeIdentity(tls.own.identity)}, not ${what}` : "no certificate"} (issue one with "${issue}")`);
     }
     this.key = createPrivateKey(tls.own.key);
     this.certificate = new Uint8Array(new X509Certificate(tls.own.cert).raw);
@@ -57,13 +66,22 @@ export class RecordVerifier {
 
   /** Why the record must not be believed as written by `host`'s agent; undefined when it may be. */
   problem<T extends Signed>(codec: MessageCodec<T>, record: T, host: string, now = Date.now()): string | undefined {
+    return this.problemOf(codec, record, (identity) => identity.role === "agent" && identity.name === host, `the agent of host ${host}`, now);
+  }
+
+  /** Why the record must not be believed as written by a planner (any replica); undefined when it may be. */
+  plannerProblem<T extends Signed>(codec: MessageCodec<T>, record: T, now = Date.now()): string | undefined {
+    return this.problemOf(codec, record, (identity) => identity.role === "planner", "a planner", now);
+  }
+
+  private problemOf<T extends Signed>(codec: MessageCodec<T>, record: T, rightful: (identity: Identity) => boolean, writer: string, now: number): string | undefined {
     const { signature } = record;
     if (!signature || signature.certificate.length === 0) return "it is not signed";
     const checked = this.check(signature.certificate);
     if (checked.problem) return checked.problem;
     if (checked.validTo <= now) return `its certificate (${describeIdentity(checked.identity!)}) expired on ${new Date(checked.validTo).toISOString()}`;
     const { identity } = checked;
-    if (identity!.role !== "agent" || identity!.name !== host) return `it is signed by ${describeIdentity(identity!)}, not by the agent of host ${host}`;
+    if (!rightful(identity!)) return `it is signed by ${describeIdentity(identity!)}, not by ${writer}`;
     const bytes = codec.encode({ ...record, signature: undefined });
     if (!verify("sha256", bytes, checked.publicKey!, signature.signature)) return `its signature does not match it (signed by ${describeIdentity(identity!)})`;
     return undefined;
@@ -104,7 +122,7 @@ export interface RecordTrust {
 }
 
 /**
- * How readers drop what they may not believe: each (host, reason) is logged once, so that a forger cannot fill
+ * How readers drop what they may not believe: each (record, reason) is logged once, so that a forger cannot fill
  * the log and an operator still learns of it.
  */
 export class DroppedRecords {
@@ -112,8 +130,9 @@ export class DroppedRecords {
 
   constructor(private readonly log: (line: string) => void) {}
 
-  drop(what: string, host: string, problem: string): void {
-    const line = `dropped the ${what} of host ${host}: ${problem}`;
+  /** `record` says which: "heartbeat of host h2", "network under key n1 of trellis-networks". */
+  drop(record: string, problem: string): void {
+    const line = `dropped the ${record}: ${problem}`;
     if (this.logged.has(line)) return;
     if (this.logged.size >= MAX_CACHED_CERTIFICATES) this.logged.clear();
     this.logged.add(line);

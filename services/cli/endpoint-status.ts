@@ -40,7 +40,7 @@ export async function watchUntil(bucket: KV, key: string, gone: boolean, endpoin
       const status = statusCodec.decode(entry.value);
       const problem = verifier?.problem(statusCodec, status, endpoint.host);
       if (problem) {
-        dropped.drop(`status of container ${endpoint.container}`, endpoint.host, problem);
+        dropped.drop(`status of container ${endpoint.container} of host ${endpoint.host}`, problem);
         continue;
       }
       if (status.state === EndpointState.ENDPOINT_STATE_READY || status.state === EndpointState.ENDPOINT_STATE_FAILED) return status;

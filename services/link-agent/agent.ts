@@ -67,7 +67,7 @@ export class LinkAgent {
     await agent.statuses.load();
     agent.missingKinds = (await missingKinds) ?? [];
     await agent.heartbeat();
-    agent.desired = await DesiredState.start({ networks, desired, names }, options.host, () => agent.schedule(), (line) => console.error(line));
+    agent.desired = await DesiredState.start({ networks, desired, names }, options.host, () => agent.schedule(), (line) => console.error(line), options.verifier);
     agent.loaded = true;
     agent.timers = [
       setInterval(() => void agent.heartbeat().catch(logError("heartbeat")), options.heartbeatMs),

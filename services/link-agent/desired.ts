@@ -1,13 +1,10 @@
 import type { KV, KvWatchEntry } from "@nats-io/kv";
-import { codecOf } from "../../libs/bus/codec.js";
 import { FollowedBucket } from "../../libs/bus/follow.js";
 import { Buckets, hostKeysFilter, networkNamesFilter } from "../../libs/bus/subjects.js";
-import { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
-import { NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
-
-const networkCodec = codecOf(Network);
-const endpointCodec = codecOf(Endpoint);
-const nameCodec = codecOf(NameEntry);
+import type { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
+import type { NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
+import { SignedRecordFilter } from "../../libs/tls/signed-records.js";
+import type { RecordVerifier } from "../../libs/tls/record-signature.js";
 
 export interface DesiredBuckets {
   networks: KV;
@@ -19,7 +16,8 @@ export interface DesiredBuckets {
  * What one host must have, as the planner wrote it: every network (each host has every network's parent), the
  * host's own endpoints (its keys of the desired bucket, nothing of other hosts'), and the names of the
  * containers of the networks it has endpoints on (followed per network, while it has one there). Every
- * change calls `onChange`; the state is read whole by each pass.
+ * change calls `onChange`; the state is read whole by each pass. A value that may not be believed (garbage, or
+ * with TLS one no planner signed) is dropped and the key keeps what it held: a forged write changes nothing.
  */
 export class DesiredState {
   private readonly networksByName = new Map<string, Network>();
@@ -28,16 +26,20 @@ export class DesiredState {
   private readonly names = new Map<string, { entries: Map<string, NameEntry>; follower?: FollowedBucket; loaded: boolean }>();
   private followers: FollowedBucket[] = [];
   private stopped = false;
+  private readonly believed: SignedRecordFilter;
 
   private constructor(
     private readonly buckets: DesiredBuckets,
     private readonly onChange: () => void,
     private readonly log: (line: string) => void,
-  ) {}
+    verifier: RecordVerifier | undefined,
+  ) {
+    this.believed = new SignedRecordFilter(verifier, log);
+  }
 
   /** Resolves once the stored networks and endpoints are in: no pass may act on half of them. */
-  static async start(buckets: DesiredBuckets, host: string, onChange: () => void, log: (line: string) => void): Promise<DesiredState> {
-    const state = new DesiredState(buckets, onChange, log);
+  static async start(buckets: DesiredBuckets, host: string, onChange: () => void, log: (line: string) => void, verifier?: RecordVerifier): Promise<DesiredState> {
+    const state = new DesiredState(buckets, onChange, log, verifier);
     state.followers = await Promise.all([
       FollowedBucket.start(buckets.networks, { bucketName: Buckets.networks, log, onEntry: (entry) => state.applyNetwork(entry) }),
       FollowedBucket.start(buckets.desired, { bucketName: Buckets.desired, filter: hostKeysFilter(host), log, onEntry: (entry) => state.applyEndpoint(entry) }),
@@ -67,14 +69,22 @@ export class DesiredState {
   }
 
   private applyNetwork(entry: KvWatchEntry): void {
-    if (entry.operation === "PUT") this.networksByName.set(entry.key, networkCodec.decode(entry.value));
-    else this.networksByName.delete(entry.key);
+    if (entry.operation !== "PUT") this.networksByName.delete(entry.key);
+    else {
+      const network = this.believed.network(entry);
+      if (!network) return;
+      this.networksByName.set(entry.key, network);
+    }
     this.onChange();
   }
 
   private applyEndpoint(entry: KvWatchEntry): void {
-    if (entry.operation === "PUT") this.endpointsByKey.set(entry.key, endpointCodec.decode(entry.value));
-    else this.endpointsByKey.delete(entry.key);
+    if (entry.operation !== "PUT") this.endpointsByKey.delete(entry.key);
+    else {
+      const endpoint = this.believed.endpoint(entry);
+      if (!endpoint) return;
+      this.endpointsByKey.set(entry.key, endpoint);
+    }
     this.followNames();
     this.onChange();
   }
@@ -96,8 +106,12 @@ export class DesiredState {
         filter: networkNamesFilter(networkId),
         log: this.log,
         onEntry: (entry) => {
-          if (entry.operation === "PUT") names.entries.set(entry.key, nameCodec.decode(entry.value));
-          else names.entries.delete(entry.key);
+          if (entry.operation !== "PUT") names.entries.delete(entry.key);
+          else {
+            const name = this.believed.name(entry);
+            if (!name) return;
+            names.entries.set(entry.key, name);
+          }
           if (names.loaded) this.onChange();
         },
       })

@@ -3,7 +3,7 @@ import { connectBus } from "../../libs/bus/connection.js";
 import { connectIpam } from "../ipam/client.js";
 import { serveGrpc } from "../../libs/grpc/serve.js";
 import type { LoadedTls } from "../../libs/tls/settings.js";
-import { RecordVerifier } from "../../libs/tls/record-signature.js";
+import { RecordSigner, RecordVerifier } from "../../libs/tls/record-signature.js";
 import { CONTROL_ACCESS } from "./access.js";
 import { consumeIntents } from "./intent-consumer.js";
 import { Planner } from "./planner.js";
@@ -42,7 +42,7 @@ export interface RunningPlanner {
 export async function startPlanner(options: PlannerOptions): Promise<RunningPlanner> {
   const retentionMs = options.intentRetentionMs ?? DEFAULT_INTENT_RETENTION_MS;
   const nc = await connectBus({ servers: options.natsUrl, name: "trellis-planner" });
-  const store = await PlannerStore.open(nc, { intentRetentionMs: retentionMs, heartbeatVerifier: options.tls && new RecordVerifier(options.tls.ca) });
+  const store = await PlannerStore.open(nc, { intentRetentionMs: retentionMs, trust: options.tls && { signer: new RecordSigner(options.tls, "planner"), verifier: new RecordVerifier(options.tls.ca) } });
   const ipam = connectIpam(options.ipamAddress, options.tls);
   const planner = new Planner(store, ipam);
   const intents = await consumeIntents(nc, planner, store, retentionMs);

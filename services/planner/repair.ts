@@ -1,9 +1,11 @@
 import type { KV } from "@nats-io/kv";
-import { sameBytes } from "../../libs/bus/codec.js";
+import { sameBytes, type MessageCodec } from "../../libs/bus/codec.js";
 import { FollowedBucket } from "../../libs/bus/follow.js";
 import { getValue } from "../../libs/bus/kv.js";
 import { Buckets, desiredKey, nameKey } from "../../libs/bus/subjects.js";
 import type { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
+import type { NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
+import type { RecordVerifier, Signed } from "../../libs/tls/record-signature.js";
 import { endpointCodec, nameCodec, nameEntryOf, type PlannerStore } from "./store.js";
 
 /** An endpoint younger than this may be an attach that has not published it yet. */
@@ -18,7 +20,8 @@ export interface RepairCount {
 
 /**
  * The level-triggered safety net of desired state: compares what the planner would write for every endpoint
- * (its host's key, its name) with what the desired and names buckets hold, and writes only what differs. It
+ * (its host's key, its name) with what the desired and names buckets hold, and writes only what differs (with
+ * TLS, a value no planner signed differs too: the agents would not believe it). It
  * repairs a publish that failed half way, a key someone deleted or overwrote, and an agent's lost state. A
  * difference is acted on only after the endpoint's own key confirms it, since the view may lag behind
  * another replica's attach or detach. This pass reads whole buckets: it runs at start and then periodically,
@@ -30,18 +33,20 @@ export async function repairPublished(store: PlannerStore, inFlightMs: number, n
   // An attach under way has made its endpoint and not yet published it: that is no damage.
   const endpoints = all.filter((endpoint) => now - Date.parse(endpoint.createdAt) > inFlightMs);
   const count: RepairCount = { rewritten: 0, removed: 0 };
-  const checks: [bucket: "desired" | "names", KV, wanted: Map<string, { container: string; bytes: Uint8Array }>][] = [
-    ["desired", store.buckets.desired, new Map(endpoints.map((e) => [desiredKey(e.host, e.id), { container: e.container, bytes: endpointCodec.encode(e) }]))],
-    ["names", store.buckets.names, new Map(endpoints.map((e) => [nameKey(e.networkId, e.container), { container: e.container, bytes: nameCodec.encode(nameEntryOf(e)) }]))],
+  const checks: [bucket: "desired" | "names", KV, wanted: Map<string, { container: string; record: Endpoint | NameEntry }>][] = [
+    ["desired", store.buckets.desired, new Map(endpoints.map((e) => [desiredKey(e.host, e.id), { container: e.container, record: e }]))],
+    ["names", store.buckets.names, new Map(endpoints.map((e) => [nameKey(e.networkId, e.container), { container: e.container, record: nameEntryOf(e) }]))],
   ];
+  const verifier = store.trust?.verifier;
   for (const [bucket, kv, wanted] of checks) {
     const stored = await snapshot(kv, Buckets[bucket]);
-    for (const [key, { container, bytes }] of wanted) {
-      if (sameBytes(stored.get(key), bytes)) continue;
+    for (const [key, { container, record }] of wanted) {
+      const right = bucket === "desired" ? rightlyStored(endpointCodec, stored.get(key), record as Endpoint, verifier) : rightlyStored(nameCodec, stored.get(key), record as NameEntry, verifier);
+      if (right) continue;
       const current = await currentEndpoint(store, container);
       const still = current && (bucket === "desired" ? desiredKey(current.host, current.id) === key : nameKey(current.networkId, current.container) === key);
       if (!still) continue;
-      await store.repairKey(bucket, key, bucket === "desired" ? endpointCodec.encode(current) : nameCodec.encode(nameEntryOf(current)));
+      await store.repairKey(bucket, key, bucket === "desired" ? current : nameEntryOf(current));
       count.rewritten++;
     }
     const known = new Set(all.map((e) => (bucket === "desired" ? desiredKey(e.host, e.id) : nameKey(e.networkId, e.container))));
@@ -56,6 +61,22 @@ export async function repairPublished(store: PlannerStore, inFlightMs: number, n
     }
   }
   return count;
+}
+
+/**
+ * Whether the stored bytes hold the wanted record as the agents will believe it: the same content (a signature
+ * differs at every signing) and, with TLS, a planner's valid signature.
+ */
+function rightlyStored<T extends Signed>(codec: MessageCodec<T>, bytes: Uint8Array | undefined, wanted: T, verifier: RecordVerifier | undefined): boolean {
+  if (!bytes) return false;
+  let stored: T;
+  try {
+    stored = codec.decode(bytes);
+  } catch {
+    return false;
+  }
+  if (verifier?.plannerProblem(codec, stored)) return false;
+  return sameBytes(codec.encode({ ...stored, signature: undefined }), codec.encode({ ...wanted, signature: undefined }));
 }
 
 /** The endpoint as its own key says now, not as the view remembers it. */

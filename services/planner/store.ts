@@ -1,14 +1,14 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { KV } from "@nats-io/kv";
 import { openBucket } from "../../libs/bus/connection.js";
-import { codecOf } from "../../libs/bus/codec.js";
+import { codecOf, type MessageCodec } from "../../libs/bus/codec.js";
 import { JetStreamPublisher } from "../../libs/bus/jetstream-publisher.js";
 import { getValue, type Versioned } from "../../libs/bus/kv.js";
 import { KvWriter } from "../../libs/bus/kv-writer.js";
 import { Buckets, desiredKey, nameKey } from "../../libs/bus/subjects.js";
 import { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
 import { IntentResult, NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
-import type { RecordVerifier } from "../../libs/tls/record-signature.js";
+import type { RecordSigner, RecordVerifier, Signed } from "../../libs/tls/record-signature.js";
 import { PlannerView } from "./view.js";
 
 export const networkCodec = codecOf(Network);
@@ -19,8 +19,11 @@ const intentCodec = codecOf(IntentResult);
 export interface StoreOptions {
   /** How long an intent's result is kept for its replays; the intent stream keeps intents as long. */
   intentRetentionMs: number;
-  /** With it (TLS), a heartbeat its host's agent did not sign is as none (libs/tls/record-signature.ts). */
-  heartbeatVerifier?: RecordVerifier | undefined;
+  /**
+   * With TLS: networks, desired endpoints and names are signed with the planner's key, for the agents to check;
+   * a heartbeat its host's agent did not sign is as none, and a stored value no planner signed is repaired.
+   */
+  trust?: { signer: RecordSigner; verifier: RecordVerifier } | undefined;
 }
 
 /**
@@ -34,6 +37,7 @@ export class PlannerStore {
     readonly buckets: { networks: KV; endpoints: KV; desired: KV; names: KV; hosts: KV; intents: KV },
     private readonly writers: { networks: KvWriter; endpoints: KvWriter; desired: KvWriter; names: KvWriter; intents: KvWriter },
     private readonly publisher: JetStreamPublisher,
+    readonly trust: StoreOptions["trust"],
   ) {}
 
   static async open(nc: NatsConnection, options: StoreOptions): Promise<PlannerStore> {
@@ -47,12 +51,13 @@ export class PlannerStore {
     ]);
     const publisher = new JetStreamPublisher(nc);
     const writer = (kv: KV) => new KvWriter(kv, publisher);
-    const view = await PlannerView.start({ networks, endpoints, hosts }, options.heartbeatVerifier);
+    const view = await PlannerView.start({ networks, endpoints, hosts }, options.trust?.verifier);
     return new PlannerStore(
       view,
       { networks, endpoints, desired, names, hosts, intents },
       { networks: writer(networks), endpoints: writer(endpoints), desired: writer(desired), names: writer(names), intents: writer(intents) },
       publisher,
+      options.trust,
     );
   }
 
@@ -68,14 +73,14 @@ export class PlannerStore {
 
   /** The new revision, or undefined when a network of that name exists already. */
   async createNetwork(network: Network): Promise<number | undefined> {
-    const revision = await this.writers.networks.create(network.name, networkCodec.encode(network));
+    const revision = await this.writers.networks.create(network.name, this.sealed(networkCodec, network));
     if (revision !== undefined) this.view.noteNetwork(network, revision);
     return revision;
   }
 
   /** The new revision, or undefined when the network changed since `revision`. */
   async updateNetwork(network: Network, revision: number): Promise<number | undefined> {
-    const written = await this.writers.networks.write(network.name, networkCodec.encode(network), { expected: revision });
+    const written = await this.writers.networks.write(network.name, this.sealed(networkCodec, network), { expected: revision });
     if (written.outcome === "conflict") return undefined;
     this.view.noteNetwork(network, written.revision);
     return written.revision;
@@ -104,8 +109,8 @@ export class PlannerStore {
   /** What the endpoint's host and the containers of its network need: its desired key and its name. */
   async publishEndpoint(endpoint: Endpoint): Promise<void> {
     await Promise.all([
-      this.writers.desired.write(desiredKey(endpoint.host, endpoint.id), endpointCodec.encode(endpoint)),
-      this.writers.names.write(nameKey(endpoint.networkId, endpoint.container), nameCodec.encode(nameEntryOf(endpoint))),
+      this.writers.desired.write(desiredKey(endpoint.host, endpoint.id), this.sealed(endpointCodec, endpoint)),
+      this.writers.names.write(nameKey(endpoint.networkId, endpoint.container), this.sealed(nameCodec, nameEntryOf(endpoint))),
     ]);
   }
 
@@ -117,9 +122,15 @@ export class PlannerStore {
   }
 
   /** Repair: one key of the desired or names bucket put right, to `value` or (undefined) removed. */
-  async repairKey(bucket: "desired" | "names", key: string, value: Uint8Array | undefined): Promise<void> {
-    if (value) await this.writers[bucket].write(key, value);
-    else await this.writers[bucket].delete(key);
+  async repairKey(bucket: "desired" | "names", key: string, value: Endpoint | NameEntry | undefined): Promise<void> {
+    if (!value) await this.writers[bucket].delete(key);
+    else if (bucket === "desired") await this.writers.desired.write(key, this.sealed(endpointCodec, value as Endpoint));
+    else await this.writers.names.write(key, this.sealed(nameCodec, value as NameEntry));
+  }
+
+  /** The record's bytes as the agents will believe them: signed by this planner, with TLS. */
+  sealed<T extends Signed>(codec: MessageCodec<T>, record: T): Uint8Array {
+    return codec.encode(this.trust ? this.trust.signer.sign(codec, record) : record);
   }
 
   async getIntentResult(intentId: string): Promise<IntentResult | undefined> {

@@ -1,6 +1,7 @@
 // A compromised host cannot speak for another: on nats-server 2.9.10 agent-h1 can have the server store bytes of its
 // choosing under h2's keys (nats-permissions.test.ts shows how), so heartbeats, route announcements and statuses are
-// signed by their host's agent key, and their readers believe only those. Run on deploy/nats/trellis.conf with TLS, the
+// signed by their host's agent key, and their readers believe only those; and what the planner tells the agents to
+// build (networks, desired endpoints, names) is signed by the planner's key. Run on deploy/nats/trellis.conf with TLS, the
 // certificates from `trellis certs`, and a real route installer reading the buckets as agent-u1.
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -9,19 +10,22 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { codecOf } from "../../libs/bus/codec.js";
 import { connectBus, openBucket } from "../../libs/bus/connection.js";
-import { Buckets, statusKey } from "../../libs/bus/subjects.js";
+import { Buckets, desiredKey, nameKey, statusKey } from "../../libs/bus/subjects.js";
 import { createNamespace, deleteNamespace } from "../../libs/netlink/index.js";
 import { parsePrefix } from "../../libs/ipmath/index.js";
 import { BlockRecord } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
 import { RouteAnnouncement } from "../../libs/proto/gen/trellis/v1/routes.js";
-import { EndpointState, EndpointStatus, HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
+import { EndpointState, EndpointStatus, HostRecord, NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
 import { RecordSigner, RecordVerifier } from "../../libs/tls/record-signature.js";
 import { writeHeartbeat, type HeartbeatOf } from "../../services/link-agent/heartbeat.js";
 import { watchUntil } from "../../services/cli/endpoint-status.js";
 import { Announcer } from "../../services/link-agent/routes/announce.js";
 import { StatusPublisher } from "../../services/link-agent/status.js";
 import { RouteInstaller } from "../../services/link-agent/routes/install.js";
+import { DesiredState } from "../../services/link-agent/desired.js";
+import { PlannerStore } from "../../services/planner/store.js";
+import { repairPublished } from "../../services/planner/repair.js";
 import { blockKey } from "../../services/ipam/keys.js";
 import { makeAuthority, type TestAuthority } from "../support/certificates.js";
 import { certificateOf, deployedAuthority, freshPasswords, natsServerTlsEnvironment, passwordEnvironment } from "../support/deployed-nats.js";
@@ -36,11 +40,14 @@ const STALE_AFTER_MS = 3000;
 const announcementCodec = codecOf(RouteAnnouncement);
 const hostCodec = codecOf(HostRecord);
 const statusCodec = codecOf(EndpointStatus);
+const networkCodec = codecOf(Network);
+const endpointCodec = codecOf(Endpoint);
+const nameCodec = codecOf(NameEntry);
 
 let authority: TestAuthority;
 let nats: NatsServer;
 let verifier: RecordVerifier;
-let signerOf: Record<"h1" | "h2", RecordSigner>;
+let signerOf: Record<"h1" | "h2" | "planner", RecordSigner>;
 const buses = new Map<string, NatsConnection>();
 const namespace = `trellis-signed-${process.pid}`;
 let installer: RouteInstaller | undefined;
@@ -66,16 +73,20 @@ async function eventually<T>(what: string, read: () => T | Promise<T>, ok: (valu
 }
 
 /**
- * As agent-h1, has the server store `bytes` under h2's key of the bucket: h1 writes them under its own key, then
- * names h2's key as the reply subject of a direct read of it, which the server publishes there unchecked.
+ * As agent-h1, has the server store `bytes` under h2's key of the bucket: h1 writes them under its own key (of the
+ * bucket, or of its route announcement for a bucket it may not write at all), then names h2's key as the reply
+ * subject of a direct read of it, which the server publishes there unchecked.
  */
-async function forgeUnderH2(name: string, bytes: Uint8Array, ownKey = H1.host, target = H2.host): Promise<void> {
-  await (await bucket("agent-h1", name)).put(ownKey, bytes);
+async function forgeUnderH2(name: string, bytes: Uint8Array, ownKey = H1.host, target = H2.host, via = name): Promise<void> {
+  await (await bucket("agent-h1", via)).put(ownKey, bytes);
   const nc = buses.get("agent-h1")!;
-  nc.publish(`$JS.API.DIRECT.GET.KV_${name}.$KV.${name}.${ownKey}`, undefined, { reply: `$KV.${name}.${target}` });
+  nc.publish(`$JS.API.DIRECT.GET.KV_${via}.$KV.${via}.${ownKey}`, undefined, { reply: `$KV.${name}.${target}` });
   const stored = await bucket("planner", name);
   await eventually(`the forged value under ${name}/${target}`, async () => Buffer.from((await stored.get(target))?.value ?? []).equals(Buffer.from(bytes)), Boolean);
 }
+
+/** The same, into a bucket only the planner may write, through h1's own key of the routes bucket. */
+const forgeForPlanner = (name: string, bytes: Uint8Array, target: string) => forgeUnderH2(name, bytes, H1.host, target, Buckets.routes);
 
 const believed = () => Object.fromEntries(installer!.believed());
 const heartbeatOfH2 = async () => writeHeartbeat(await bucket("agent-h2", Buckets.hosts), { ...H2, signer: signerOf.h2 });
@@ -85,10 +96,10 @@ beforeAll(async () => {
   authority = await deployedAuthority(["planner", "controller", "agent-h1", "agent-h2", "agent-u1"]);
   nats = await startNatsServer({ configFile: CONFIG_FILE, environment: { ...passwordEnvironment(passwords), ...natsServerTlsEnvironment(authority) } });
   verifier = new RecordVerifier(readFileSync(authority.ca));
-  signerOf = { h1: new RecordSigner(authority.tls("h1")), h2: new RecordSigner(authority.tls("h2")) };
+  signerOf = { h1: new RecordSigner(authority.tls("h1")), h2: new RecordSigner(authority.tls("h2")), planner: new RecordSigner(authority.tls("planner"), "planner") };
   const network = Network.fromPartial({ id: BLOCK.networkId, name: "net", mode: "l3" });
   // What the planner and IPAM would have written: the network, and h2's block in IPAM's bucket.
-  await (await bucket("planner", Buckets.networks)).put(network.name, codecOf(Network).encode(network));
+  await (await bucket("planner", Buckets.networks)).put(network.name, networkCodec.encode(signerOf.planner.sign(networkCodec, network)));
   const block = BlockRecord.fromPartial({ networkId: BLOCK.networkId, host: H2.host, cidr: BLOCK.prefix });
   await (await bucket("planner", Buckets.ipam)).put(blockKey(BLOCK.networkId, parsePrefix(BLOCK.prefix)), codecOf(BlockRecord).encode(block));
   await heartbeatOfH2();
@@ -177,5 +188,51 @@ describe("signed records", () => {
     await stranger.issue("h2", "agent");
     const strangers = new RecordSigner(stranger.tls("h2")).sign(hostCodec, record);
     expect(verifier.problem(hostCodec, strangers, H2.host)).toBe("its certificate (O=Trellis, OU=agent, CN=h2) was not issued by the cluster's CA");
+  });
+
+  it("a forged network, endpoint or name for h2, stored with h1's credentials, is believed by no agent; the planner repairs its own", async () => {
+    const planner = await PlannerStore.open(buses.get("planner")!, { intentRetentionMs: 60_000, trust: { signer: signerOf.planner, verifier } });
+    const h2Logged: string[] = [];
+    const [networks, desired, names] = await Promise.all([Buckets.networks, Buckets.desired, Buckets.names].map((name) => bucket("agent-h2", name)));
+    const state = await DesiredState.start({ networks, desired, names }, H2.host, () => undefined, (line) => h2Logged.push(line), verifier);
+    try {
+      const network = Network.fromPartial({ id: "n2", name: "web", mode: "l2" });
+      const endpoint = Endpoint.fromPartial({ id: "e2", networkId: network.id, networkName: network.name, container: "c2", host: H2.host, addresses: ["10.9.3.2/24"], createdAt: new Date(0).toISOString() });
+      await planner.createNetwork(network);
+      await planner.createEndpoint(endpoint);
+      await planner.publishEndpoint(endpoint);
+      const seen = () => ({ networks: state.networks().map((n) => n.name).sort(), endpoints: state.endpoints().map((e) => e.container), names: state.namesOf(network.id)?.map((n) => n.name) });
+      const planned = { networks: ["net", "web"], endpoints: ["c2"], names: ["c2"] };
+      expect(await eventually("the planner's own records", seen, (now) => JSON.stringify(now) === JSON.stringify(planned))).toEqual(planned);
+
+      const evil = Endpoint.fromPartial({ ...endpoint, id: "evil", container: "evil", addresses: ["10.9.3.66/24"] });
+      await forgeForPlanner(Buckets.desired, endpointCodec.encode(evil), desiredKey(H2.host, "evil"));
+      await forgeForPlanner(Buckets.desired, endpointCodec.encode(signerOf.h1.sign(endpointCodec, { ...endpoint, addresses: ["10.9.3.66/24"] })), desiredKey(H2.host, "e2"));
+      await forgeForPlanner(Buckets.names, nameCodec.encode({ networkId: network.id, name: "evil", addresses: ["10.9.3.66"] }), nameKey(network.id, "evil"));
+      await forgeForPlanner(Buckets.networks, networkCodec.encode(signerOf.h1.sign(networkCodec, Network.fromPartial({ id: "n3", name: "evil", mode: "l2" }))), "evil");
+      // A planner's own signature does not carry a record to another key.
+      const h1Endpoint = signerOf.planner.sign(endpointCodec, { ...endpoint, id: "e1", host: H1.host });
+      await forgeForPlanner(Buckets.desired, endpointCodec.encode(h1Endpoint), desiredKey(H2.host, "e3"));
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(seen()).toEqual(planned);
+      expect(state.endpoints()[0].addresses).toEqual(endpoint.addresses);
+      expect(h2Logged.sort()).toEqual([
+        "dropped the endpoint under key h2.e2 of trellis-desired: it is signed by agent \"h1\", not by a planner",
+        "dropped the endpoint under key h2.e3 of trellis-desired: it is the endpoint of key h1.e1",
+        "dropped the endpoint under key h2.evil of trellis-desired: it is not signed",
+        `dropped the name under key ${network.id}.evil of trellis-names: it is not signed`,
+        'dropped the network under key evil of trellis-networks: it is signed by agent "h1", not by a planner',
+      ]);
+
+      // The repair finds h2's key holding what no planner signed, and the keys of no endpoint, and puts them right.
+      expect(await repairPublished(planner, 0)).toEqual({ rewritten: 1, removed: 3 });
+      const stored = endpointCodec.decode((await desired.get(desiredKey(H2.host, "e2")))!.value);
+      expect(verifier.plannerProblem(endpointCodec, stored)).toBeUndefined();
+      expect(stored.addresses).toEqual(endpoint.addresses);
+      expect(await repairPublished(planner, 0)).toEqual({ rewritten: 0, removed: 0 });
+    } finally {
+      state.stop();
+      planner.close();
+    }
   });
 });

@@ -1,16 +1,13 @@
 import type { KV, KvWatchEntry } from "@nats-io/kv";
-import { codecOf } from "../../../libs/bus/codec.js";
 import { describeRoute, openNetlink, type NetlinkHandle, type RouteChange, type RouteChangeFailure } from "../../../libs/netlink/index.js";
 import type { RouteAnnouncement } from "../../../libs/proto/gen/trellis/v1/routes.js";
-import { Network } from "../../../libs/proto/gen/trellis/v1/network.js";
+import type { Network } from "../../../libs/proto/gen/trellis/v1/network.js";
 import { FollowedBucket } from "../../../libs/bus/follow.js";
 import { Buckets, hostStaleAfterMs, IPAM_BLOCKS_FILTER } from "../../../libs/bus/subjects.js";
 import type { RecordVerifier } from "../../../libs/tls/record-signature.js";
 import { SignedRecordFilter } from "../../../libs/tls/signed-records.js";
 import { Grants, routedNetworkIds, type GrantedPrefix } from "./grants.js";
 import { believe, changesSinceApplied, routeChanges, type Belief, type RouteChanges } from "./reconcile.js";
-
-const networkCodec = codecOf(Network);
 
 export interface InstallerOptions {
   host: string;
@@ -122,8 +119,12 @@ export class RouteInstaller {
   }
 
   private onNetwork(entry: KvWatchEntry): void {
-    if (entry.operation === "PUT") this.allNetworks.set(entry.key, networkCodec.decode(entry.value));
-    else this.allNetworks.delete(entry.key);
+    if (entry.operation !== "PUT") this.allNetworks.delete(entry.key);
+    else {
+      const network = this.signed.network(entry);
+      if (!network) return;
+      this.allNetworks.set(entry.key, network);
+    }
     this.networks = routedNetworkIds(this.allNetworks.values());
     this.schedule();
   }
