@@ -3,7 +3,8 @@ import { codecOf } from "../../libs/bus/codec.js";
 import { FollowedBucket } from "../../libs/bus/follow.js";
 import { Buckets } from "../../libs/bus/subjects.js";
 import { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
-import { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
+import type { RecordVerifier } from "../../libs/tls/record-signature.js";
+import { SignedRecordFilter } from "../../libs/tls/signed-records.js";
 import type { AddressManager } from "./manager.js";
 import type { AllocationView } from "./view.js";
 
@@ -17,19 +18,20 @@ export interface LeakCollectionOptions {
 }
 
 const endpointCodec = codecOf(Endpoint);
-const hostCodec = codecOf(HostRecord);
 
 /**
  * What the collector knows of owners: the planner's endpoints and the hosts' heartbeats, followed into memory
- * by watches, so that a sweep reads no bucket (a listing per sweep cost a get per container, every 15 s).
+ * by watches, so that a sweep reads no bucket (a listing per sweep cost a get per container, every 15 s). With
+ * a verifier (TLS), a heartbeat its host's agent did not sign is dropped: no host can keep another's addresses.
  */
 export class Liveness {
   private readonly endpointIds = new Map<string, string>();
   private readonly heartbeats = new Map<string, number>();
   private followers: FollowedBucket[] = [];
 
-  static async follow(buckets: { endpoints: KV; hosts: KV }): Promise<Liveness> {
+  static async follow(buckets: { endpoints: KV; hosts: KV }, verifier: RecordVerifier | undefined, log: (line: string) => void): Promise<Liveness> {
     const liveness = new Liveness();
+    const believed = new SignedRecordFilter(verifier, log);
     liveness.followers = await Promise.all([
       FollowedBucket.start(buckets.endpoints, {
         bucketName: Buckets.endpoints,
@@ -41,8 +43,11 @@ export class Liveness {
       FollowedBucket.start(buckets.hosts, {
         bucketName: Buckets.hosts,
         onEntry: (entry) => {
-          if (entry.operation === "PUT") liveness.heartbeats.set(entry.key, Date.parse(hostCodec.decode(entry.value).heartbeatAt));
-          else liveness.heartbeats.delete(entry.key);
+          if (entry.operation !== "PUT") liveness.heartbeats.delete(entry.key);
+          else {
+            const heartbeat = believed.heartbeat(entry);
+            if (heartbeat) liveness.heartbeats.set(entry.key, Date.parse(heartbeat.heartbeatAt));
+          }
         },
       }),
     ]);

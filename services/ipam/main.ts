@@ -4,6 +4,7 @@ import { Buckets } from "../../libs/bus/subjects.js";
 import { IpamService } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { serveGrpc } from "../../libs/grpc/serve.js";
 import type { LoadedTls } from "../../libs/tls/settings.js";
+import { RecordVerifier } from "../../libs/tls/record-signature.js";
 import { IPAM_ACCESS } from "./access.js";
 import { LeakCollector, Liveness, type LeakCollectionOptions } from "./collector.js";
 import { AddressManager } from "./manager.js";
@@ -47,7 +48,7 @@ export async function startIpamService(options: IpamServiceOptions): Promise<Run
     const publisher = new JetStreamPublisher(nc);
     const manager = new AddressManager(new IpamStore(kv, publisher), view, { releaseCooldownMs: options.releaseCooldownMs ?? 0 });
     const collector = options.collectLeaks
-      ? new LeakCollector(manager, view, await Liveness.follow({ endpoints: await openBucket(nc, Buckets.endpoints), hosts: await openBucket(nc, Buckets.hosts) }), options.collectLeaks)
+      ? new LeakCollector(manager, view, await Liveness.follow({ endpoints: await openBucket(nc, Buckets.endpoints), hosts: await openBucket(nc, Buckets.hosts) }, options.tls && new RecordVerifier(options.tls.ca), log), options.collectLeaks)
       : undefined;
     collector?.start((error) => log(`failed to collect leaked allocations: ${error.message}`));
     const server = await serveGrpc(IpamService, ipamHandlers(manager), options.listen, { tls: options.tls, access: IPAM_ACCESS, healthListen: options.healthListen });

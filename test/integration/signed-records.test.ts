@@ -27,6 +27,7 @@ import { DesiredState } from "../../services/link-agent/desired.js";
 import { PlannerStore } from "../../services/planner/store.js";
 import { repairPublished } from "../../services/planner/repair.js";
 import { blockKey } from "../../services/ipam/keys.js";
+import { Liveness } from "../../services/ipam/collector.js";
 import { makeAuthority, type TestAuthority } from "../support/certificates.js";
 import { certificateOf, deployedAuthority, freshPasswords, natsServerTlsEnvironment, passwordEnvironment } from "../support/deployed-nats.js";
 import { startNatsServer, type NatsServer } from "../support/nats-server.js";
@@ -93,7 +94,7 @@ const heartbeatOfH2 = async () => writeHeartbeat(await bucket("agent-h2", Bucket
 const announcerOfH2 = async () => new Announcer(await bucket("agent-h2", Buckets.routes), H2.host, H2.addresses, { signer: signerOf.h2, verifier });
 
 beforeAll(async () => {
-  authority = await deployedAuthority(["planner", "controller", "agent-h1", "agent-h2", "agent-u1"]);
+  authority = await deployedAuthority(["planner", "ipam", "controller", "agent-h1", "agent-h2", "agent-u1"]);
   nats = await startNatsServer({ configFile: CONFIG_FILE, environment: { ...passwordEnvironment(passwords), ...natsServerTlsEnvironment(authority) } });
   verifier = new RecordVerifier(readFileSync(authority.ca));
   signerOf = { h1: new RecordSigner(authority.tls("h1")), h2: new RecordSigner(authority.tls("h2")), planner: new RecordSigner(authority.tls("planner"), "planner") };
@@ -144,14 +145,19 @@ describe("signed records", () => {
     expect(await eventually("h2's block again", believed, (routes) => Object.keys(routes).length > 0)).toEqual({ [BLOCK.prefix]: H2.addresses[0] });
   });
 
-  it("a forged heartbeat keeps no silent host's routes alive, signed by h1 or not at all", async () => {
+  it("a forged heartbeat keeps no silent host's routes alive, nor its addresses held, signed by h1 or not at all", async () => {
     // h2 stops heartbeating: its block is withdrawn.
     expect(await eventually("h2 silent", believed, (routes) => Object.keys(routes).length === 0, STALE_AFTER_MS + 5000)).toEqual({});
+    const ipamSees = await Liveness.follow({ endpoints: await bucket("ipam", Buckets.endpoints), hosts: await bucket("ipam", Buckets.hosts) }, verifier, () => undefined);
+    const lastOwnHeartbeat = ipamSees.heartbeatOf(H2.host);
     const forged: HostRecord = { host: H2.host, address: H2.addresses[0], role: "host", heartbeatAt: new Date().toISOString(), missingLinkKinds: [], interfaces: [], heartbeatIntervalMs: 0 };
     await forgeUnderH2(Buckets.hosts, hostCodec.encode(signerOf.h1.sign(hostCodec, forged)));
     await forgeUnderH2(Buckets.hosts, hostCodec.encode(forged));
     await new Promise((resolve) => setTimeout(resolve, 1000));
     expect(believed()).toEqual({});
+    // IPAM's leak collector still sees h2 as silent since its own last heartbeat.
+    expect(ipamSees.heartbeatOf(H2.host)).toBe(lastOwnHeartbeat);
+    ipamSees.stop();
     expect(logged).toContain('dropped the heartbeat of host h2: it is signed by agent "h1", not by the agent of host h2');
     expect(logged).toContain("dropped the heartbeat of host h2: it is not signed");
     // Its own heartbeat brings it back: what was dropped was the forgery alone.
