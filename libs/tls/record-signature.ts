@@ -8,7 +8,8 @@ import type { LoadedTls } from "./settings.js";
 // that another host, which the NATS server lets store bytes under any key, cannot speak for it: a reader with the
 // CA believes a record only if the CA issued its certificate to the agent of the host the record names. What the
 // planner writes for the agents (networks, desired endpoints, names) is signed with a planner's key, so that no
-// host can tell another what to build.
+// host can tell another what to build; and IPAM's block records, which say what each host may announce, with
+// IPAM's key.
 
 /** A record that carries its writer's signature over its encoding without it. */
 export interface Signed {
@@ -19,9 +20,13 @@ export interface Signed {
 const SIGNING_ROLES = {
   agent: { what: "a host's agent", issue: "trellis certs issue HOST --role=agent" },
   planner: { what: "a planner", issue: "trellis certs issue NAME --role=planner" },
+  ipam: { what: "an IPAM replica", issue: "trellis certs issue NAME --role=ipam" },
 } as const;
 
-/** Signs records as the certificate's holder: a host's agent, or a planner. */
+/** The services whose replicas sign what they write for the agents: the planner (desired state), IPAM (blocks). */
+export type SigningService = Exclude<keyof typeof SIGNING_ROLES, "agent">;
+
+/** Signs records as the certificate's holder: a host's agent, a planner or IPAM. */
 export class RecordSigner {
   private readonly key: KeyObject;
   private readonly certificate: Uint8Array;
@@ -69,9 +74,9 @@ export class RecordVerifier {
     return this.problemOf(codec, record, (identity) => identity.role === "agent" && identity.name === host, `the agent of host ${host}`, now);
   }
 
-  /** Why the record must not be believed as written by a planner (any replica); undefined when it may be. */
-  plannerProblem<T extends Signed>(codec: MessageCodec<T>, record: T, now = Date.now()): string | undefined {
-    return this.problemOf(codec, record, (identity) => identity.role === "planner", "a planner", now);
+  /** Why the record must not be believed as written by `service` (any replica); undefined when it may be. */
+  serviceProblem<T extends Signed>(codec: MessageCodec<T>, record: T, service: SigningService, now = Date.now()): string | undefined {
+    return this.problemOf(codec, record, (identity) => identity.role === service, SIGNING_ROLES[service].what, now);
   }
 
   private problemOf<T extends Signed>(codec: MessageCodec<T>, record: T, rightful: (identity: Identity) => boolean, writer: string, now: number): string | undefined {

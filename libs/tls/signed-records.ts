@@ -68,7 +68,7 @@ export class SignedRecordFilter {
     const record = this.decoded(description, entry, codec);
     if (!record) return undefined;
     const key = keyOf(record);
-    const problem = key !== entry.key ? `it is the ${what} of key ${key}` : this.verifier?.plannerProblem(codec, record);
+    const problem = key !== entry.key ? `it is the ${what} of key ${key}` : this.verifier?.serviceProblem(codec, record, "planner");
     if (problem) this.dropped.drop(description, problem);
     return problem ? undefined : record;
   }

@@ -4,7 +4,7 @@ import { Buckets } from "../../libs/bus/subjects.js";
 import { IpamService } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { serveGrpc } from "../../libs/grpc/serve.js";
 import type { LoadedTls } from "../../libs/tls/settings.js";
-import { RecordVerifier } from "../../libs/tls/record-signature.js";
+import { RecordSigner, RecordVerifier } from "../../libs/tls/record-signature.js";
 import { IPAM_ACCESS } from "./access.js";
 import { LeakCollector, Liveness, type LeakCollectionOptions } from "./collector.js";
 import { AddressManager } from "./manager.js";
@@ -46,7 +46,7 @@ export async function startIpamService(options: IpamServiceOptions): Promise<Run
     // Serving before the view is loaded would only make the first calls collide on taken addresses.
     await view.start(kv);
     const publisher = new JetStreamPublisher(nc);
-    const manager = new AddressManager(new IpamStore(kv, publisher), view, { releaseCooldownMs: options.releaseCooldownMs ?? 0 });
+    const manager = new AddressManager(new IpamStore(kv, publisher, options.tls && new RecordSigner(options.tls, "ipam")), view, { releaseCooldownMs: options.releaseCooldownMs ?? 0 });
     const collector = options.collectLeaks
       ? new LeakCollector(manager, view, await Liveness.follow({ endpoints: await openBucket(nc, Buckets.endpoints), hosts: await openBucket(nc, Buckets.hosts) }, options.tls && new RecordVerifier(options.tls.ca), log), options.collectLeaks)
       : undefined;

@@ -5,6 +5,7 @@ import { KV_OPERATION_HEADER, KvWriter } from "../../libs/bus/kv-writer.js";
 import type { MessageCodec } from "../../libs/bus/codec.js";
 import type { JetStreamPublisher } from "../../libs/bus/jetstream-publisher.js";
 import { AddressRecord, BlockRecord, IpamRegistry } from "../../libs/proto/gen/trellis/v1/ipam.js";
+import type { RecordSigner } from "../../libs/tls/record-signature.js";
 import { REGISTRY_KEY } from "./keys.js";
 
 const registryCodec = codecOf(IpamRegistry);
@@ -35,9 +36,11 @@ export class IpamStore {
   private readonly bucket: Bucket;
   private readonly writer: KvWriter;
 
+  /** `signer` (with TLS): block records are signed, since agents believe only grants IPAM signed. */
   constructor(
     readonly kv: KV,
     publisher: JetStreamPublisher,
+    private readonly signer?: RecordSigner,
   ) {
     if (!(kv instanceof Bucket)) throw new Error("failed to open the ipam store: its KV is not a JetStream bucket");
     this.bucket = kv;
@@ -86,7 +89,7 @@ export class IpamStore {
   }
 
   claimBlock(key: string, record: BlockRecord, freedRevision: number): Promise<ClaimResult<BlockRecord>> {
-    return this.claim(key, blockCodec, record, freedRevision);
+    return this.claim(key, blockCodec, this.signer ? this.signer.sign(blockCodec, record) : record, freedRevision);
   }
 
   /**

@@ -75,7 +75,7 @@ function rightlyStored<T extends Signed>(codec: MessageCodec<T>, bytes: Uint8Arr
   } catch {
     return false;
   }
-  if (verifier?.plannerProblem(codec, stored)) return false;
+  if (verifier?.serviceProblem(codec, stored, "planner")) return false;
   return sameBytes(codec.encode({ ...stored, signature: undefined }), codec.encode({ ...wanted, signature: undefined }));
 }
 

@@ -44,11 +44,12 @@ const statusCodec = codecOf(EndpointStatus);
 const networkCodec = codecOf(Network);
 const endpointCodec = codecOf(Endpoint);
 const nameCodec = codecOf(NameEntry);
+const blockCodec = codecOf(BlockRecord);
 
 let authority: TestAuthority;
 let nats: NatsServer;
 let verifier: RecordVerifier;
-let signerOf: Record<"h1" | "h2" | "planner", RecordSigner>;
+let signerOf: Record<"h1" | "h2" | "planner" | "ipam", RecordSigner>;
 const buses = new Map<string, NatsConnection>();
 const namespace = `trellis-signed-${process.pid}`;
 let installer: RouteInstaller | undefined;
@@ -97,12 +98,12 @@ beforeAll(async () => {
   authority = await deployedAuthority(["planner", "ipam", "controller", "agent-h1", "agent-h2", "agent-u1"]);
   nats = await startNatsServer({ configFile: CONFIG_FILE, environment: { ...passwordEnvironment(passwords), ...natsServerTlsEnvironment(authority) } });
   verifier = new RecordVerifier(readFileSync(authority.ca));
-  signerOf = { h1: new RecordSigner(authority.tls("h1")), h2: new RecordSigner(authority.tls("h2")), planner: new RecordSigner(authority.tls("planner"), "planner") };
+  signerOf = { h1: new RecordSigner(authority.tls("h1")), h2: new RecordSigner(authority.tls("h2")), planner: new RecordSigner(authority.tls("planner"), "planner"), ipam: new RecordSigner(authority.tls("ipam"), "ipam") };
   const network = Network.fromPartial({ id: BLOCK.networkId, name: "net", mode: "l3" });
   // What the planner and IPAM would have written: the network, and h2's block in IPAM's bucket.
   await (await bucket("planner", Buckets.networks)).put(network.name, networkCodec.encode(signerOf.planner.sign(networkCodec, network)));
   const block = BlockRecord.fromPartial({ networkId: BLOCK.networkId, host: H2.host, cidr: BLOCK.prefix });
-  await (await bucket("planner", Buckets.ipam)).put(blockKey(BLOCK.networkId, parsePrefix(BLOCK.prefix)), codecOf(BlockRecord).encode(block));
+  await (await bucket("ipam", Buckets.ipam)).put(blockKey(BLOCK.networkId, parsePrefix(BLOCK.prefix)), blockCodec.encode(signerOf.ipam.sign(blockCodec, block)));
   await heartbeatOfH2();
   await (await announcerOfH2()).announce([BLOCK]);
   await createNamespace(namespace);
@@ -143,6 +144,20 @@ describe("signed records", () => {
     await heartbeatOfH2();
     await (await announcerOfH2()).announce([BLOCK]);
     expect(await eventually("h2's block again", believed, (routes) => Object.keys(routes).length > 0)).toEqual({ [BLOCK.prefix]: H2.addresses[0] });
+  });
+
+  it("a block record no IPAM signed grants nothing: h1 cannot give itself a block and announce it", async () => {
+    const stolen = { networkId: BLOCK.networkId, prefix: "10.9.2.64/26" };
+    const key = blockKey(stolen.networkId, parsePrefix(stolen.prefix));
+    const grant = BlockRecord.fromPartial({ networkId: stolen.networkId, host: H1.host, cidr: stolen.prefix });
+    await forgeUnderH2(Buckets.ipam, blockCodec.encode(signerOf.h1.sign(blockCodec, grant)), H1.host, key, Buckets.routes);
+    await writeHeartbeat(await bucket("agent-h1", Buckets.hosts), { ...H1, signer: signerOf.h1 });
+    await new Announcer(await bucket("agent-h1", Buckets.routes), H1.host, H1.addresses, { signer: signerOf.h1, verifier }).announce([stolen]);
+    await heartbeatOfH2();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(believed()).toEqual({ [BLOCK.prefix]: H2.addresses[0] });
+    expect(logged.some((line) => line.includes(`not a block record IPAM wrote for host h1 (${stolen.prefix}): it is signed by agent "h1", not by an IPAM replica`))).toBe(true);
+    await (await bucket("agent-h1", Buckets.routes)).delete(H1.host);
   });
 
   it("a forged heartbeat keeps no silent host's routes alive, nor its addresses held, signed by h1 or not at all", async () => {
@@ -233,7 +248,7 @@ describe("signed records", () => {
       // The repair finds h2's key holding what no planner signed, and the keys of no endpoint, and puts them right.
       expect(await repairPublished(planner, 0)).toEqual({ rewritten: 1, removed: 3 });
       const stored = endpointCodec.decode((await desired.get(desiredKey(H2.host, "e2")))!.value);
-      expect(verifier.plannerProblem(endpointCodec, stored)).toBeUndefined();
+      expect(verifier.serviceProblem(endpointCodec, stored, "planner")).toBeUndefined();
       expect(stored.addresses).toEqual(endpoint.addresses);
       expect(await repairPublished(planner, 0)).toEqual({ rewritten: 0, removed: 0 });
     } finally {

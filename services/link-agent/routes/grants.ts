@@ -2,6 +2,7 @@ import type { KvWatchEntry } from "@nats-io/kv";
 import { codecOf } from "../../../libs/bus/codec.js";
 import { BlockRecord } from "../../../libs/proto/gen/trellis/v1/ipam.js";
 import type { Network } from "../../../libs/proto/gen/trellis/v1/network.js";
+import type { RecordVerifier } from "../../../libs/tls/record-signature.js";
 import { canonicalPrefix, isRoutedMode } from "./prefixes.js";
 
 const blockCodec = codecOf(BlockRecord);
@@ -22,6 +23,7 @@ export interface GrantedPrefix {
  * What IPAM has given each host in the L3/L3S networks: its blocks and the addresses it borrowed, from IPAM's
  * own block records (created only, so one block never has two owners). Announcements are believed only within
  * these (principle 3), so a host can never pull another host's traffic to itself by announcing its prefixes.
+ * With a verifier (TLS), only records IPAM signed are grants: no host can grant itself another's block.
  */
 export class Grants {
   private readonly byKey = new Map<string, { host: string; granted: GrantedPrefix }>();
@@ -29,13 +31,17 @@ export class Grants {
   /** Per host, its grant keys, kept as records come and go: `believe` reads it on every pass. */
   readonly keysByHost = new Map<string, Set<GrantKey>>();
 
-  /** Applies one entry of IPAM's block keys; throws on a value that is no block record. */
+  constructor(private readonly verifier?: RecordVerifier) {}
+
+  /** Applies one entry of IPAM's block keys; throws on a value that is no block record IPAM wrote, keeping what it had. */
   apply(entry: KvWatchEntry): void {
-    this.forget(entry.key);
-    if (entry.operation !== "PUT") return;
+    if (entry.operation !== "PUT") return this.forget(entry.key);
     const record = blockCodec.decode(entry.value);
     const prefix = canonicalPrefix(record.cidr);
-    if (!prefix || !record.host || !record.networkId) throw new Error(`not a block record: ${JSON.stringify(BlockRecord.toJSON(record))}`);
+    if (!prefix || !record.host || !record.networkId) throw new Error(`not a block record: ${JSON.stringify(BlockRecord.toJSON({ ...record, signature: undefined }))}`);
+    const problem = this.verifier?.serviceProblem(blockCodec, record, "ipam");
+    if (problem) throw new Error(`not a block record IPAM wrote for host ${record.host} (${record.cidr}): ${problem}`);
+    this.forget(entry.key);
     const granted = { networkId: record.networkId, prefix };
     this.byKey.set(entry.key, { host: record.host, granted });
     let prefixes = this.byHost.get(record.host);

@@ -39,7 +39,7 @@ export interface InstallerBuckets {
  */
 export class RouteInstaller {
   private readonly announcements = new Map<string, RouteAnnouncement>();
-  private readonly grants = new Grants();
+  private readonly grants: Grants;
   private readonly heartbeats = new Map<string, number>();
   /** Per host, how long it may be silent: at least staleAfterMs, longer for a host that heartbeats less often. */
   private readonly silences = new Map<string, number>();
@@ -67,6 +67,7 @@ export class RouteInstaller {
     private readonly nl: NetlinkHandle,
   ) {
     this.signed = new SignedRecordFilter(options.verifier, options.log);
+    this.grants = new Grants(options.verifier);
   }
 
   static async start(buckets: InstallerBuckets, options: InstallerOptions): Promise<RouteInstaller> {
