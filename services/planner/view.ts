@@ -58,6 +58,15 @@ export class PlannerView {
     return this.networks.get(name);
   }
 
+  networkCount(): number {
+    return this.networks.size;
+  }
+
+  /** How many containers a network has, without listing them. */
+  containerCount(networkId: string): number {
+    return this.containersOf.get(networkId)?.size ?? 0;
+  }
+
   allNetworks(): Network[] {
     return [...this.networks.values()].map((entry) => entry.value);
   }

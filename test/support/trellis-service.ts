@@ -35,7 +35,9 @@ export async function startService(command: "ipam" | "planner", args: string[], 
   const env: NodeJS.ProcessEnv = { ...process.env, ...options.env };
   delete env.OTEL_EXPORTER_OTLP_ENDPOINT;
   delete env.TRELLIS_TRACE_FILE;
-  const child = spawn(process.execPath, [...(options.nodeOptions ?? []), TRELLIS_CLI, command, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+  // Many services run at once in tests: none takes its default metrics port unless the test asks for one.
+  const metrics = args.some((arg) => arg.startsWith("--metrics")) ? [] : ["--metrics=off"];
+  const child = spawn(process.execPath, [...(options.nodeOptions ?? []), TRELLIS_CLI, command, ...args, ...metrics], { env, stdio: ["ignore", "pipe", "pipe"] });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const signal = async (name: NodeJS.Signals) => {
     if (child.exitCode === null && child.signalCode === null) child.kill(name);
