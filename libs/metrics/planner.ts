@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { hostStaleAfterMs } from "../bus/subjects.js";
 import type { PlannerView } from "../../services/planner/view.js";
+import type { ClusterCounts } from "../../services/planner/cluster-status.js";
 import { measured } from "./outcome.js";
 
 /** The four intents of the Control API and of the intent stream. */
@@ -17,7 +18,7 @@ export class PlannerMetrics {
   private readonly intents: Counter<"kind" | "outcome">;
   private readonly intentSeconds: Histogram<"kind" | "outcome">;
 
-  constructor(registry: Registry, view: PlannerView) {
+  constructor(registry: Registry, view: PlannerView, counts: ClusterCounts) {
     this.intents = new Counter({ name: "trellis_planner_intents_total", help: "Intents applied, by kind and outcome (ok, refused, error)", labelNames: ["kind", "outcome"], registers: [registry] });
     this.intentSeconds = new Histogram({
       name: "trellis_planner_intent_duration_seconds",
@@ -42,6 +43,16 @@ export class PlannerMetrics {
       collect() {
         this.reset();
         for (const network of view.allNetworks()) this.set({ network: network.name }, view.containerCount(network.id));
+      },
+    });
+    new Gauge({
+      name: "trellis_planner_container_states",
+      help: "Containers by network (name) and the state their host's agent last reported (ready, pending, failed)",
+      labelNames: ["network", "state"],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const network of view.allNetworks()) for (const [state, count] of Object.entries(counts.states(network.id))) this.set({ network: network.name, state }, count);
       },
     });
     new Gauge({

@@ -1,5 +1,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
-import { connectBus } from "../../libs/bus/connection.js";
+import { connectBus, openBucket } from "../../libs/bus/connection.js";
+import { Buckets } from "../../libs/bus/subjects.js";
+import { ClusterCounts } from "./cluster-status.js";
 import { connectIpam } from "../ipam/client.js";
 import { serveGrpc } from "../../libs/grpc/serve.js";
 import type { LoadedTls } from "../../libs/tls/settings.js";
@@ -56,10 +58,11 @@ export async function startPlanner(options: PlannerOptions): Promise<RunningPlan
   const ipam = connectIpam(options.ipamAddress, options.tls);
   const planner = new Planner(store, ipam);
   observeBus(nc, registry);
-  const metrics = new PlannerMetrics(registry, store.view);
+  const counts = await ClusterCounts.start(store.view, await openBucket(nc, Buckets.status));
+  const metrics = new PlannerMetrics(registry, store.view, counts);
   const intents = await consumeIntents(nc, planner, store, retentionMs, metrics);
   const stopRepair = scheduleRepair(store, options.repairIntervalMs ?? DEFAULT_REPAIR_INTERVAL_MS, (line) => console.error(line));
-  const server = await serveGrpc(ControlService, controlImplementation(planner, store, metrics), options.listen, { tls: options.tls, access: CONTROL_ACCESS, healthListen: options.healthListen });
+  const server = await serveGrpc(ControlService, controlImplementation(planner, store, metrics, counts), options.listen, { tls: options.tls, access: CONTROL_ACCESS, healthListen: options.healthListen });
   return {
     address: server.address,
     metricsAddress: metricsEndpoint?.address,
@@ -69,6 +72,7 @@ export async function startPlanner(options: PlannerOptions): Promise<RunningPlan
       stopRepair();
       intents.stop();
       ipam.close();
+      counts.stop();
       store.close();
       await drain(nc);
     },

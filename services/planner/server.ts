@@ -5,11 +5,12 @@ import { applyOnce } from "./intents.js";
 import type { Planner } from "./planner.js";
 import type { PlannerStore } from "./store.js";
 import type { PlannerMetrics } from "../../libs/metrics/planner.js";
+import { clusterStatus, type ClusterCounts } from "./cluster-status.js";
 
 export { ControlService };
 
 /** The Control API: each mutating call is an intent, applied once per intent id. */
-export function controlImplementation(planner: Planner, store: PlannerStore, metrics: PlannerMetrics): ControlServer {
+export function controlImplementation(planner: Planner, store: PlannerStore, metrics: PlannerMetrics, counts: ClusterCounts): ControlServer {
   return {
     createNetwork: unaryHandler(async (request) => {
       const outcome = await applyOnce(store, request.intentId, () =>
@@ -50,5 +51,6 @@ export function controlImplementation(planner: Planner, store: PlannerStore, met
       return { endpoints: page.endpoints, nextPageToken: page.next };
     }),
     inspectEndpoint: unaryHandler((request) => planner.inspectEndpoint(request.container)),
+    getClusterStatus: unaryHandler(async (request) => clusterStatus(store.view, counts, request)),
   };
 }

@@ -12,6 +12,7 @@ import { IpamMetrics } from "../../libs/metrics/ipam.js";
 import { PlannerMetrics } from "../../libs/metrics/planner.js";
 import { AllocationView } from "../../services/ipam/view.js";
 import type { PlannerView } from "../../services/planner/view.js";
+import type { ClusterCounts } from "../../services/planner/cluster-status.js";
 
 interface Panel {
   title: string;
@@ -35,7 +36,7 @@ function seriesNames(registry: Registry): string[] {
 function exposed(): Set<string> {
   const planner = serviceRegistry();
   observeBus(idleConnection, planner);
-  new PlannerMetrics(planner, {} as PlannerView);
+  new PlannerMetrics(planner, {} as PlannerView, {} as ClusterCounts);
   const ipam = serviceRegistry();
   observeBus(idleConnection, ipam);
   new IpamMetrics(ipam, new AllocationView());
