@@ -5,7 +5,7 @@ import { context } from "@opentelemetry/api";
 import { codecOf } from "../../libs/bus/codec.js";
 import { ensureIntentStream } from "../../libs/bus/connection.js";
 import { INTENT_CONSUMER, INTENT_STREAM } from "../../libs/bus/subjects.js";
-import { contextFromHeaders } from "../../libs/bus/trace.js";
+import { contextFromHeaders, withMessagingSpan } from "../../libs/bus/trace.js";
 import { Intent } from "../../libs/proto/gen/trellis/v1/state.js";
 import { IntentOrder, type IntentKey } from "./intent-order.js";
 import { applyOnce, errorCode, type IntentOutcome } from "./intents.js";
@@ -48,7 +48,9 @@ export async function consumeIntents(nc: NatsConnection, planner: Planner, store
       }
       const applied = order
         .run(intentKeys(intent, planner), () =>
-          context.with(contextFromHeaders(message.headers), () => applyOnce(store, intent.id, () => measuredIntent(metrics, planner, intent))),
+          context.with(contextFromHeaders(message.headers), () =>
+            withMessagingSpan("process", message.subject, () => applyOnce(store, intent.id, () => measuredIntent(metrics, planner, intent))),
+          ),
         )
         .then(
           () => message.ack(),
