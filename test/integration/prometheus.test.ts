@@ -14,6 +14,7 @@ const QUERIES = {
   intents: "trellis_planner_intents_total",
   intentDurations: "trellis_planner_intent_duration_seconds_count",
   containers: "trellis_planner_containers",
+  containerStates: "trellis_planner_container_states",
   networks: "trellis_planner_networks",
   hosts: "trellis_planner_hosts",
   allocations: "trellis_ipam_allocations_total",
@@ -96,6 +97,12 @@ describe("metrics scraped by a real Prometheus", () => {
   it("reports the planner's view: one network with the two containers left, and both hosts live", () => {
     expect(table(outcome.answers.networks)).toEqual({ "trellis-planner": 1 });
     expect(table(outcome.answers.containers)).toEqual({ "trellis-planner network=metrics_net": 2 });
+    // Their host has no agent to report them.
+    expect(table(outcome.answers.containerStates)).toEqual({
+      "trellis-planner network=metrics_net,state=failed": 0,
+      "trellis-planner network=metrics_net,state=pending": 0,
+      "trellis-planner network=metrics_net,state=ready": 0,
+    });
     expect(table(outcome.answers.hosts)).toEqual({ "trellis-planner state=live": 2, "trellis-planner state=stale": 0 });
   });
 
