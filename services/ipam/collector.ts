@@ -114,8 +114,7 @@ export class LeakCollector {
     for (const block of this.view.emptyBlocks()) {
       seen.add(block.key);
       if (!this.isSecondSighting(block.key, block.revision, now)) continue;
-      await this.manager.returnBlockIfStillEmpty(block);
-      this.metrics?.leakCollected("block");
+      if (await this.manager.returnBlockIfStillEmpty(block)) this.metrics?.leakCollected("block");
     }
     for (const key of this.sightings.keys()) if (!seen.has(key)) this.sightings.delete(key);
   }
