@@ -23,6 +23,7 @@ const QUERIES = {
   used: "trellis_ipam_addresses_used",
   usable: "trellis_ipam_addresses_usable",
   passes: 'trellis_agent_convergence_passes_total{outcome="ok"}',
+  linkLists: 'trellis_agent_netlink_operations_total{operation="link.list"}',
   agentContainers: "trellis_agent_containers",
   heartbeatAges: "trellis_agent_heartbeat_age_seconds",
   natsConnected: "trellis_nats_connected",
@@ -118,6 +119,9 @@ describe("metrics scraped by a real Prometheus", () => {
 
   it("reports the agent's passes, its host's containers (none placed there) and the other host's heartbeat age", () => {
     expect(outcome.answers.passes[0]!.value).toBeGreaterThanOrEqual(1);
+    // Every pass and heartbeat lists the host's links.
+    expect(outcome.answers.linkLists.map(({ metric }) => metric.result)).toEqual(["ok"]);
+    expect(outcome.answers.linkLists[0]!.value).toBeGreaterThanOrEqual(outcome.answers.passes[0]!.value);
     expect(table(outcome.answers.agentContainers)).toEqual({ "trellis-agent state=failed": 0, "trellis-agent state=pending": 0, "trellis-agent state=ready": 0 });
     const ages = outcome.answers.heartbeatAges;
     expect(ages.map(({ metric }) => metric.peer)).toEqual([outcome.otherHost]);
