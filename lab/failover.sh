@@ -6,11 +6,11 @@ set -u
 cd "$(dirname "$0")/.."
 
 # A planner of this script's own, beside the lab's, on the same NATS and IPAM: the script stops and starts
-# it by its pid, and the commands below reach only it.
+# it by its pid, and the commands below reach only it. The lab's planner has the metrics port.
 export TRELLIS_PLANNER_ADDR=127.0.0.1:7720
 PIDFILE=/tmp/lab/failover-planner.pid
 start_planner() {
-  trellis planner --listen="$TRELLIS_PLANNER_ADDR" --ipam=127.0.0.1:7711 >>/tmp/lab/failover-planner.log 2>&1 &
+  trellis planner --listen="$TRELLIS_PLANNER_ADDR" --ipam=127.0.0.1:7711 --metrics=off >>/tmp/lab/failover-planner.log 2>&1 &
   echo $! > "$PIDFILE"
   wait_until trellis network ls
 }

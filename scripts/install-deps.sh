@@ -7,10 +7,12 @@
 #   containernetworking-plugins      CNI host-local, the baseline of `npm run bench:ipam`
 #   openssl                          `trellis certs`: the cluster's CA, keys and certificates
 #   bird2                            the BGP speaker of `trellis agent --bgp-peer`, and the lab's routers
+#   prometheus                       test/integration/prometheus.test.ts scrapes the services with it (its own
+#                                    instance, on loopback): the package's system service is stopped and disabled
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nats-server qemu-system-x86 linux-image-amd64 busybox-static iproute2 iputils-ping kmod util-linux containernetworking-plugins openssl bird2)
+packages=(nats-server qemu-system-x86 linux-image-amd64 busybox-static iproute2 iputils-ping kmod util-linux containernetworking-plugins openssl bird2 prometheus)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -22,6 +24,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+  # Debian starts prometheus as a system service on port 9090: the tests run their own, and want no other.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus.service || true
+  fi
 fi
 
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

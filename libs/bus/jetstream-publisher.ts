@@ -2,6 +2,7 @@ import { JetStreamApiError, type PubAck } from "@nats-io/jetstream";
 import { createInbox, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { inboxPrefixOf } from "./connection.js";
 import { BusUnavailableError } from "./errors.js";
+import { destinationOf, withMessagingSpan } from "./trace.js";
 
 /** What JetStream answers a publish with: the ack's fields, or the API error. */
 interface AckBody {
@@ -45,11 +46,13 @@ export class JetStreamPublisher {
   }
 
   publish(subject: string, data: Uint8Array, headers: MsgHdrs): Promise<PubAck> {
-    const token = String(++this.serial);
-    return new Promise((resolve, reject) => {
-      this.pending.set(token, { resolve, reject, deadline: Date.now() + this.timeoutMs });
-      this.queued.push({ token, subject, data, headers });
-      if (this.queued.length === 1) setImmediate(() => this.sendQueued());
+    return withMessagingSpan("publish", destinationOf(subject), () => {
+      const token = String(++this.serial);
+      return new Promise<PubAck>((resolve, reject) => {
+        this.pending.set(token, { resolve, reject, deadline: Date.now() + this.timeoutMs });
+        this.queued.push({ token, subject, data, headers });
+        if (this.queued.length === 1) setImmediate(() => this.sendQueued());
+      });
     });
   }
 

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { ChannelCredentials } from "@grpc/grpc-js";
-import { ControlClient, type ListEndpointsResponse, type ListNetworksResponse } from "../proto/gen/trellis/v1/control.js";
+import { ControlClient, type ClusterStatus, type ListEndpointsResponse, type ListNetworksResponse } from "../proto/gen/trellis/v1/control.js";
 import type { Endpoint, EndpointSpec, Network, NetworkSpec } from "../proto/gen/trellis/v1/network.js";
 import { callUnary, clientOptions, insecure, type UnaryMethod } from "../grpc/unary.js";
 import { addressList, DEFAULT_PLANNER_ADDRESS } from "./addresses.js";
@@ -73,6 +73,11 @@ export class ControlApi {
 
   inspectNetwork(name: string): Promise<Network> {
     return this.call((client) => client.inspectNetwork.bind(client), { name });
+  }
+
+  /** One answer of the cluster's status: every network's counts and the page of hosts after `hostPageToken`. */
+  clusterStatus(hostPageToken = "", hostPageSize = 0): Promise<ClusterStatus> {
+    return this.call((client) => client.getClusterStatus.bind(client), { hostPageToken, hostPageSize });
   }
 
   async listNetworks(): Promise<Network[]> {

@@ -1,7 +1,8 @@
 import { isIP } from "node:net";
-import { Server, type ServerCredentials, type sendUnaryData, type ServerUnaryCall, type ServiceDefinition, type UntypedServiceImplementation } from "@grpc/grpc-js";
-import { context } from "@opentelemetry/api";
-import { contextFromMetadata } from "../telemetry/grpc-context.js";
+import { Server, status, type ServerCredentials, type sendUnaryData, type ServerUnaryCall, type ServiceDefinition, type UntypedServiceImplementation } from "@grpc/grpc-js";
+import { context, SpanKind, trace } from "@opentelemetry/api";
+import { contextFromMetadata, endRpcSpan, rpcAttributes } from "../telemetry/grpc-context.js";
+import { tracer } from "../telemetry/tracing.js";
 import type { LoadedTls } from "../tls/settings.js";
 import { authorisation, type AccessPolicy } from "./authorise.js";
 import { serverCredentials } from "./credentials.js";
@@ -11,15 +12,24 @@ import { ServerHealth, serviceName } from "./health.js";
 import { HealthService } from "../proto/gen/grpc/health/v1/health.js";
 
 /**
- * A unary handler from an async function: the caller's trace context is restored around it, and a thrown
+ * A unary handler from an async function, in a SERVER span (rpc.* conventions) that joins the caller's trace; a thrown
  * StatusError reaches the client with its code and message.
  */
 export function unaryHandler<Req, Res>(handle: (request: Req) => Promise<Res>) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
+    const path = call.getPath();
+    const span = tracer.startSpan(path.slice(1), { kind: SpanKind.SERVER, attributes: rpcAttributes(path) }, contextFromMetadata(call.metadata));
     context
-      .with(contextFromMetadata(call.metadata), () => handle(call.request))
-      .then((response) => callback(null, response))
-      .catch((error: unknown) => callback(toServiceError(error), null));
+      .with(trace.setSpan(contextFromMetadata(call.metadata), span), () => handle(call.request))
+      .then((response) => {
+        endRpcSpan(span, status.OK, "");
+        callback(null, response);
+      })
+      .catch((error: unknown) => {
+        const failure = toServiceError(error);
+        endRpcSpan(span, failure.code ?? status.UNKNOWN, String(failure.details ?? failure.message));
+        callback(failure, null);
+      });
   };
 }
 

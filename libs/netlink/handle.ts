@@ -1,6 +1,7 @@
 import { createRtNetlink, type RtNetlinkSocket } from "netlink";
 import type { Attributes } from "@opentelemetry/api";
 import { withSpan } from "../telemetry/tracing.js";
+import { measuredNetlink } from "../metrics/agent.js";
 import * as addresses from "./addresses.js";
 import { netlinkError } from "./errors.js";
 import * as links from "./links.js";
@@ -92,7 +93,7 @@ class Handle implements NetlinkHandle {
   ) {}
 
   private span<T>(name: string, attributes: Attributes, fn: () => Promise<T>): Promise<T> {
-    return withSpan(`netlink.${name}`, { netns: this.netns, ...attributes }, fn);
+    return withSpan(`netlink.${name}`, { netns: this.netns, ...attributes }, () => measuredNetlink(name, fn));
   }
 
   listLinks(): Promise<Link[]> {

@@ -48,7 +48,8 @@ export async function startTracing(options: TracingOptions): Promise<void> {
   if (provider || propagating) return;
   const spanProcessors: SpanProcessor[] = [];
   if (process.env.OTEL_EXPORTER_OTLP_ENDPOINT) {
-    const { OTLPTraceExporter } = await import("@opentelemetry/exporter-trace-otlp-http");
+    // A CommonJS package: its exports are the import's default, which is all the bundle's import has (no named ones).
+    const { OTLPTraceExporter } = (await import("@opentelemetry/exporter-trace-otlp-http")).default;
     spanProcessors.push(new BatchSpanProcessor(new OTLPTraceExporter()));
   }
   if (process.env.TRELLIS_TRACE_FILE) {

@@ -12,6 +12,7 @@ Client commands:
   exec CONTAINER CMD...          run a command inside a container
   rm CONTAINER...                remove containers
   ps                             list containers
+  status [--json]                the cluster at a glance: hosts, networks and their pools, containers, planners
   (each takes --timeout=SECONDS: how long to retry while the planner restarts or fails over, default 30)
 
 Services:
@@ -42,6 +43,7 @@ const clientCommands: Record<string, () => Promise<Command>> = {
   exec: async () => (await import("./commands/container.js")).execCommand,
   rm: async () => (await import("./commands/container.js")).rmCommand,
   ps: async () => (await import("./commands/container.js")).psCommand,
+  status: async () => (await import("./commands/status.js")).statusCommand,
 };
 
 /** `callsOut`: whether the service calls other services, which then need its callers' trace context. */

@@ -7,6 +7,7 @@ import type { RecordVerifier } from "../../libs/tls/record-signature.js";
 import { SignedRecordFilter } from "../../libs/tls/signed-records.js";
 import type { AddressManager } from "./manager.js";
 import type { AllocationView } from "./view.js";
+import type { IpamMetrics } from "../../libs/metrics/ipam.js";
 
 export interface LeakCollectionOptions {
   /** How long an allocation must stay gone between the two sightings that release it. */
@@ -88,6 +89,7 @@ export class LeakCollector {
     private readonly view: AllocationView,
     private readonly liveness: Liveness,
     private readonly options: LeakCollectionOptions,
+    private readonly metrics?: IpamMetrics,
   ) {}
 
   start(onError: (error: Error) => void): void {
@@ -110,11 +112,14 @@ export class LeakCollector {
     for (const { key, record, revision } of this.view.endpointAddresses()) {
       if (liveEndpoints.has(record.endpointId) && hostLives(record.host)) continue;
       seen.add(key);
-      if (this.isSecondSighting(key, revision, now)) await this.manager.releaseAddresses(record.networkId, record.endpointId);
+      if (!this.isSecondSighting(key, revision, now)) continue;
+      await this.manager.releaseAddresses(record.networkId, record.endpointId);
+      this.metrics?.leakCollected("address");
     }
     for (const block of this.view.emptyBlocks()) {
       seen.add(block.key);
-      if (this.isSecondSighting(block.key, block.revision, now)) await this.manager.returnBlockIfStillEmpty(block);
+      if (!this.isSecondSighting(block.key, block.revision, now)) continue;
+      if (await this.manager.returnBlockIfStillEmpty(block)) this.metrics?.leakCollected("block");
     }
     for (const key of this.sightings.keys()) if (!seen.has(key)) this.sightings.delete(key);
   }

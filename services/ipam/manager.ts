@@ -379,12 +379,14 @@ export class AddressManager {
   }
 
   /** The leak collector's way to return a block it saw empty twice. */
-  async returnBlockIfStillEmpty(block: OwnedBlock): Promise<void> {
+  /** True when it returned the block. */
+  async returnBlockIfStillEmpty(block: OwnedBlock): Promise<boolean> {
     const network = this.view.network(block.record.networkId);
-    if (!network || network.incarnation !== block.record.incarnation) return;
-    if (this.view.hasEndpointIn(network, block.prefix) || this.isPendingIn(network.networkId, block.prefix)) return;
+    if (!network || network.incarnation !== block.record.incarnation) return false;
+    if (this.view.hasEndpointIn(network, block.prefix) || this.isPendingIn(network.networkId, block.prefix)) return false;
     const marker = await this.store.deleteRecord(block.key, block.revision);
     if (marker !== undefined) this.view.noteBlockFreed(block.key, marker);
+    return marker !== undefined;
   }
 
   private isPendingIn(networkId: string, block: Prefix): boolean {

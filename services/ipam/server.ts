@@ -12,12 +12,13 @@ import { unaryHandler } from "../../libs/grpc/serve.js";
 import { invalidArgument } from "../../libs/grpc/status-error.js";
 import { withSpan } from "../../libs/telemetry/tracing.js";
 import type { AddressManager } from "./manager.js";
+import type { IpamMetrics } from "../../libs/metrics/ipam.js";
 
 /** The gRPC face of the manager: each call in its caller's trace, each refusal as its status code. */
-export function ipamHandlers(manager: AddressManager): IpamServer {
-  const allocateAddress = traced("allocateAddress", allocateAttributes, (request: AllocateAddressRequest) => manager.allocateAddress(request));
+export function ipamHandlers(manager: AddressManager, metrics: IpamMetrics): IpamServer {
+  const allocateAddress = traced("allocateAddress", allocateAttributes, (request: AllocateAddressRequest) => metrics.allocation(() => manager.allocateAddress(request)));
   const releaseAddresses = traced("releaseAddresses", releaseAttributes, async (request: ReleaseAddressesRequest) => {
-    await manager.releaseAddresses(request.networkId, request.endpointId);
+    await metrics.release(() => manager.releaseAddresses(request.networkId, request.endpointId));
     return {};
   });
   return {

@@ -53,6 +53,31 @@ export class AllocationView {
     return this.registry.networks.find((network) => network.networkId === networkId);
   }
 
+  registeredNetworks(): readonly IpamNetwork[] {
+    return this.registry.networks;
+  }
+
+  /**
+   * How many addresses of `subnet` the network holds: the network's count of its family when it has one subnet
+   * of that family (the usual case, no walk), else a walk of the network's held addresses.
+   */
+  takenIn(networkId: string, subnet: Prefix): number {
+    const taken = this.holdingsOf(networkId).taken[subnet.family];
+    const network = this.network(networkId);
+    const sameFamily = network?.subnets.filter((candidate) => familyOf(candidate.ipv6) === subnet.family).length ?? 0;
+    if (sameFamily <= 1) return taken.size;
+    let count = 0;
+    for (const value of taken) if (contains(subnet, { family: subnet.family, value })) count++;
+    return count;
+  }
+
+  /** How many blocks each host holds. */
+  blockCountsByHost(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const block of this.blocks.values()) counts.set(block.record.host, (counts.get(block.record.host) ?? 0) + 1);
+    return counts;
+  }
+
   setRegistry(registry: IpamRegistry): void {
     this.registry = registry;
   }

@@ -19,6 +19,7 @@ import { RouteDistribution } from "./routes/distribution.js";
 import { StatusPublisher } from "./status.js";
 import type { RecordTrust } from "../../libs/tls/record-signature.js";
 import type { BgpOptions } from "./bgp/options.js";
+import { measuredPass } from "../../libs/metrics/agent.js";
 
 /** `signer` and `verifier`: its heartbeats and announcements signed, and others' checked (libs/tls/record-signature.ts). */
 export interface AgentOptions extends RecordTrust {
@@ -91,7 +92,7 @@ export class LinkAgent {
       this.again = true;
       return;
     }
-    this.running = this.converge()
+    this.running = measuredPass(() => this.converge())
       .catch(logError("converge"))
       .finally(() => {
         this.running = undefined;

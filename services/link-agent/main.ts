@@ -1,17 +1,29 @@
 import { connectBus } from "../../libs/bus/connection.js";
+import { agentRegistry } from "../../libs/metrics/agent.js";
+import { observeBus } from "../../libs/metrics/bus.js";
+import { serveMetrics } from "../../libs/metrics/endpoint.js";
 import { LinkAgent, type AgentOptions } from "./agent.js";
 
 export interface RunningAgent {
   agent: LinkAgent;
+  /** HOST:PORT of the metrics endpoint, when serving one. */
+  metricsAddress: string | undefined;
   stop(): Promise<void>;
 }
 
-export async function startAgent(natsUrl: string, options: AgentOptions): Promise<RunningAgent> {
+/** `metricsListen`: HOST:PORT to serve Prometheus metrics on; none when absent. */
+export async function startAgent(natsUrl: string, options: AgentOptions, metricsListen?: string): Promise<RunningAgent> {
+  // First: a port already taken is said before anything else starts.
+  const metrics = metricsListen === undefined ? undefined : await serveMetrics([agentRegistry], metricsListen);
   const nc = await connectBus({ servers: natsUrl, name: `trellis-agent-${options.host}` });
+  // The process's one agent registry: a second agent in the process (tests) does not count its connection twice.
+  if (metrics) observeBus(nc, agentRegistry);
   const agent = await LinkAgent.start(nc, options);
   return {
     agent,
+    metricsAddress: metrics?.address,
     async stop() {
+      await metrics?.stop();
       await agent.stop();
       await nc.drain().catch(() => nc.close());
     },

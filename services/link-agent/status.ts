@@ -3,6 +3,7 @@ import { codecOf, sameBytes } from "../../libs/bus/codec.js";
 import { endpointIdOfKey, hostKeysFilter, statusKey } from "../../libs/bus/subjects.js";
 import { EndpointStatus } from "../../libs/proto/gen/trellis/v1/state.js";
 import type { RecordTrust } from "../../libs/tls/record-signature.js";
+import { countContainerStates } from "../../libs/metrics/agent.js";
 
 const statusCodec = codecOf(EndpointStatus);
 
@@ -33,6 +34,7 @@ export class StatusPublisher {
 
   /** Writes only statuses that changed, and removes those of endpoints gone from this host. */
   async publish(statuses: Map<string, EndpointStatus>): Promise<void> {
+    countContainerStates(statuses.values());
     for (const [endpointId, status] of statuses) {
       const key = statusKey(this.host, endpointId);
       const bytes = statusCodec.encode(status);

@@ -19,4 +19,5 @@ export const CONTROL_ACCESS = accessPolicy(ControlService, {
   listNetworks: READ,
   listEndpoints: READ,
   inspectEndpoint: READ,
+  getClusterStatus: READ,
 });

@@ -5,12 +5,13 @@ import { context } from "@opentelemetry/api";
 import { codecOf } from "../../libs/bus/codec.js";
 import { ensureIntentStream } from "../../libs/bus/connection.js";
 import { INTENT_CONSUMER, INTENT_STREAM } from "../../libs/bus/subjects.js";
-import { contextFromHeaders } from "../../libs/bus/trace.js";
+import { contextFromHeaders, withMessagingSpan } from "../../libs/bus/trace.js";
 import { Intent } from "../../libs/proto/gen/trellis/v1/state.js";
 import { IntentOrder, type IntentKey } from "./intent-order.js";
 import { applyOnce, errorCode, type IntentOutcome } from "./intents.js";
 import type { Planner } from "./planner.js";
 import type { PlannerStore } from "./store.js";
+import type { IntentKind, PlannerMetrics } from "../../libs/metrics/planner.js";
 
 const intentCodec = codecOf(Intent);
 const RETRY_DELAY_MS = 1000;
@@ -23,7 +24,7 @@ const MAX_IN_FLIGHT = 64;
  * (the result is kept in the intents bucket for the controller to read); an intent that failed for a
  * passing reason is redelivered.
  */
-export async function consumeIntents(nc: NatsConnection, planner: Planner, store: PlannerStore, retentionMs: number): Promise<ConsumerMessages> {
+export async function consumeIntents(nc: NatsConnection, planner: Planner, store: PlannerStore, retentionMs: number, metrics: PlannerMetrics): Promise<ConsumerMessages> {
   await ensureIntentStream(nc, retentionMs);
   const jsm = await jetstreamManager(nc);
   await jsm.consumers.add(INTENT_STREAM, {
@@ -47,7 +48,9 @@ export async function consumeIntents(nc: NatsConnection, planner: Planner, store
       }
       const applied = order
         .run(intentKeys(intent, planner), () =>
-          context.with(contextFromHeaders(message.headers), () => applyOnce(store, intent.id, () => applyIntent(planner, intent))),
+          context.with(contextFromHeaders(message.headers), () =>
+            withMessagingSpan("process", message.subject, () => applyOnce(store, intent.id, () => measuredIntent(metrics, planner, intent))),
+          ),
         )
         .then(
           () => message.ack(),
@@ -77,6 +80,19 @@ async function applyIntent(planner: Planner, intent: Intent): Promise<IntentOutc
     case undefined:
       return {};
   }
+}
+
+const KINDS: Record<NonNullable<Intent["action"]>["$case"], IntentKind> = {
+  createNetwork: "create_network",
+  deleteNetwork: "delete_network",
+  attachEndpoint: "attach",
+  detachEndpoint: "detach",
+};
+
+/** An intent with no action does nothing, and is not counted. */
+function measuredIntent(metrics: PlannerMetrics, planner: Planner, intent: Intent): Promise<IntentOutcome> {
+  const apply = () => applyIntent(planner, intent);
+  return intent.action ? metrics.intent(KINDS[intent.action.$case], apply) : apply();
 }
 
 /** What an intent touches: a network it changes or uses, and its container. */

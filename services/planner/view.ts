@@ -30,6 +30,9 @@ export class PlannerView {
   private readonly sorted = new Map<string, string[]>();
   /** Interface name → hosts that reported it. */
   private readonly hostsWithInterface = new Map<string, Set<string>>();
+  /** Host names sorted, made when a page of hosts needs them and dropped when a host comes or goes. */
+  private sortedHosts: string[] | undefined;
+  private readonly endpointListeners: ((before: Endpoint | undefined, after: Endpoint | undefined) => void)[] = [];
   private followers: FollowedBucket[] = [];
 
   private constructor(private readonly heartbeats: SignedRecordFilter) {}
@@ -58,6 +61,15 @@ export class PlannerView {
     return this.networks.get(name);
   }
 
+  networkCount(): number {
+    return this.networks.size;
+  }
+
+  /** How many containers a network has, without listing them. */
+  containerCount(networkId: string): number {
+    return this.containersOf.get(networkId)?.size ?? 0;
+  }
+
   allNetworks(): Network[] {
     return [...this.networks.values()].map((entry) => entry.value);
   }
@@ -80,15 +92,7 @@ export class PlannerView {
    * network or of all: a page of a listing. The order is sorted once per change of the set, not per page.
    */
   endpointsAfter(after: string, limit: number, networkId?: string): Endpoint[] {
-    const names = this.sortedNames(networkId);
-    let low = 0;
-    let high = names.length;
-    while (low < high) {
-      const middle = (low + high) >> 1;
-      if (names[middle]! <= after) low = middle + 1;
-      else high = middle;
-    }
-    return names.slice(low, low + limit).flatMap((name) => this.endpoints.get(name)?.value ?? []);
+    return pageAfter(this.sortedNames(networkId), after, limit).flatMap((name) => this.endpoints.get(name)?.value ?? []);
   }
 
   private sortedNames(networkId: string | undefined): string[] {
@@ -112,6 +116,17 @@ export class PlannerView {
 
   hostNames(): string[] {
     return [...this.hosts.keys()];
+  }
+
+  /** Up to `limit` host names in name order after `after` (empty: from the first): a page of hosts. */
+  hostsAfter(after: string, limit: number): string[] {
+    this.sortedHosts ??= [...this.hosts.keys()].sort();
+    return pageAfter(this.sortedHosts, after, limit);
+  }
+
+  /** Calls `listener` with each change of a container's endpoint (before, after; undefined when none). */
+  onEndpointChange(listener: (before: Endpoint | undefined, after: Endpoint | undefined) => void): void {
+    this.endpointListeners.push(listener);
   }
 
   /** Hosts that reported an interface of this name. */
@@ -150,6 +165,7 @@ export class PlannerView {
     const previous = this.hosts.get(entry.key);
     for (const name of previous?.interfaces ?? []) this.hostsWithInterface.get(name)?.delete(entry.key);
     const record = entry.operation === "PUT" ? this.heartbeats.heartbeat(entry) : undefined;
+    if (!record !== !previous) this.sortedHosts = undefined;
     if (!record) {
       this.hosts.delete(entry.key);
       return;
@@ -173,6 +189,7 @@ export class PlannerView {
   private setEndpoint(container: string, next: Versioned<Endpoint> | undefined, revision = next?.revision ?? 0): void {
     const current = this.endpoints.get(container);
     if (current && current.revision > revision) return;
+    for (const listener of this.endpointListeners) listener(current?.value, next?.value);
     if (!current || !next || current.value.networkId !== next.value.networkId) {
       this.sorted.delete("");
       if (current) this.sorted.delete(current.value.networkId);
@@ -192,6 +209,18 @@ export class PlannerView {
     containers.add(container);
     for (const address of next.value.addresses) this.addressHolders.set(addressKeyOf(next.value.networkId, address), container);
   }
+}
+
+/** Up to `limit` of sorted `names` that come after `after`, found by bisection. */
+function pageAfter(names: string[], after: string, limit: number): string[] {
+  let low = 0;
+  let high = names.length;
+  while (low < high) {
+    const middle = (low + high) >> 1;
+    if (names[middle]! <= after) low = middle + 1;
+    else high = middle;
+  }
+  return names.slice(low, low + limit);
 }
 
 function addressKeyOf(networkId: string, cidr: string): string {

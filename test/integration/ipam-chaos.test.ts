@@ -36,7 +36,7 @@ class Replica {
   }
 
   async start(): Promise<void> {
-    const child = spawn(process.execPath, [join(BUILD_DIR, "services/cli/main.js"), "ipam", `--nats=${this.natsUrl}`, `--listen=${this.address}`], {
+    const child = spawn(process.execPath, [join(BUILD_DIR, "services/cli/main.js"), "ipam", `--nats=${this.natsUrl}`, `--listen=${this.address}`, "--metrics=off"], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     this.child = child;

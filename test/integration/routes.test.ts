@@ -16,6 +16,7 @@ import { blockKey } from "../../services/ipam/keys.js";
 import { parsePrefix } from "../../libs/ipmath/index.js";
 import { eventually as eventuallyValue } from "../support/eventually.js";
 import { startNatsServer, type NatsServer } from "../support/nats-server.js";
+import { agentRegistry } from "../../libs/metrics/agent.js";
 
 // Several agents' route installers, each programming its own fresh namespace, against a real nats-server.
 // Each namespace has a veth "underlay" 192.168.77.0/24 so that next hops there are reachable.
@@ -182,6 +183,9 @@ describe("route installer", () => {
     await eventually(() => expect(trellisRoutes(h3.netns)).toEqual(["10.1.0.1 via 192.168.77.11 dev ul0", "10.1.0.2 via 192.168.77.12 dev ul0"]));
     expect(logs).toContain("refused announcement of 10.1.0.1/32 (network l3net) by host h2: IPAM has not given 10.1.0.1/32 to host h2 in network l3net");
     expect(logs).toContain("refused announcement of 10.1.0.0/16 (network l3net) by host h2: IPAM has not given 10.1.0.0/16 to host h2 in network l3net");
+    // What the agent's metrics say of it (h3's is the only installer running).
+    const gauge = async (name: string) => (await agentRegistry.getSingleMetric(name)!.get()).values.map(({ value }) => value);
+    expect([await gauge("trellis_agent_routes_installed"), await gauge("trellis_agent_refused_announcements")]).toEqual([[2], [2]]);
   });
 
   it("a restarted installer changes no route that is already right", async () => {

@@ -29,13 +29,17 @@ export interface ServiceOptions {
 
 /**
  * Starts `trellis <command> <args>` from the build and resolves on its "<command> ready on HOST:PORT" line.
- * Trace exporters that the caller's environment may name are removed: they would measure the exporter.
+ * Trace exporters that the caller's environment may name are removed (they would measure the exporter), unless
+ * `options.env` names them.
  */
 export async function startService(command: "ipam" | "planner", args: string[], options: ServiceOptions = {}): Promise<ServiceProcess> {
-  const env: NodeJS.ProcessEnv = { ...process.env, ...options.env };
+  const env: NodeJS.ProcessEnv = { ...process.env };
   delete env.OTEL_EXPORTER_OTLP_ENDPOINT;
   delete env.TRELLIS_TRACE_FILE;
-  const child = spawn(process.execPath, [...(options.nodeOptions ?? []), TRELLIS_CLI, command, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+  Object.assign(env, options.env);
+  // Many services run at once in tests: none takes its default metrics port unless the test asks for one.
+  const metrics = args.some((arg) => arg.startsWith("--metrics")) ? [] : ["--metrics=off"];
+  const child = spawn(process.execPath, [...(options.nodeOptions ?? []), TRELLIS_CLI, command, ...args, ...metrics], { env, stdio: ["ignore", "pipe", "pipe"] });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const signal = async (name: NodeJS.Signals) => {
     if (child.exitCode === null && child.signalCode === null) child.kill(name);

@@ -9,6 +9,7 @@ import { describe, expect, it } from "vitest";
 import { NETNS_RUN_DIR } from "../../libs/netlink/netns.js";
 import { NETNS_ETC_DIR } from "../../services/link-agent/hosts-file.js";
 import { parseBgpOptions } from "../../services/link-agent/bgp/options.js";
+import { DEFAULT_METRICS_ADDRESS } from "../../libs/metrics/endpoint.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const K8S = "deploy/kubernetes";
@@ -143,7 +144,8 @@ describe("Kubernetes manifests (deploy/kubernetes)", () => {
       expect(run.stderr, workload).toContain("Unknown option '--manifest-probe'");
       expect(run.status, workload).toBe(2);
     }
-  });
+    // One Node start-up per workload: on a loaded machine that is seconds.
+  }, 60_000);
 
   it("set only environment variables that Trellis reads, or that the container's own command uses", () => {
     const reads = variablesTrellisReads();
@@ -240,6 +242,17 @@ describe("Kubernetes manifests (deploy/kubernetes)", () => {
     expect(envValue(agentContainer, "TRELLIS_HOST")?.valueFrom?.fieldRef?.fieldPath).toBe("spec.nodeName");
     expect(envValue(agentContainer, "TRELLIS_UNDERLAY_ADDRESS")?.valueFrom?.fieldRef?.fieldPath).toBe("status.hostIP");
     expect(trellisArgv(agentContainer)).toEqual(["agent", "--address=$TRELLIS_UNDERLAY_ADDRESS", "--bgp-as=$TRELLIS_BGP_AS", "--bgp-peer=$TRELLIS_BGP_PEER"]);
+  });
+
+  it("have Prometheus scrape each service's metrics port, where the service serves its metrics by default", () => {
+    for (const [name, service] of [["trellis-planner", "planner"], ["trellis-ipam", "ipam"], ["trellis-agent", "agent"]] as const) {
+      const workload = workloads.find((w) => w.metadata.name === name)!;
+      const template = workload.spec!.template! as { metadata: { annotations?: Record<string, string> }; spec: PodSpec };
+      const port = Number(DEFAULT_METRICS_ADDRESS[service].split(":")[1]);
+      expect(template.metadata.annotations, name).toEqual({ "prometheus.io/scrape": "true", "prometheus.io/port": String(port), "prometheus.io/path": "/metrics" });
+      expect(template.spec.containers[0]!.ports, name).toContainEqual({ name: "metrics", containerPort: port });
+      expect(template.spec.containers[0]!.args?.some((arg) => arg.startsWith("--metrics")) ?? false, `${name} keeps the default metrics address`).toBe(false);
+    }
   });
 
   it("give the agent BGP settings that its parser takes, from the ConfigMap it reads them from", () => {

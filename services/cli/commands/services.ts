@@ -9,6 +9,7 @@ import { DEFAULT_HEARTBEAT_MS } from "../../../libs/bus/subjects.js";
 import { RecordSigner, RecordVerifier, type RecordTrust } from "../../../libs/tls/record-signature.js";
 import { parseCommand, UsageError } from "../parse.js";
 import { settings } from "../settings.js";
+import { metricsAddress, type MetricsService } from "../../../libs/metrics/endpoint.js";
 
 const RESYNC_MS = 15_000;
 
@@ -27,15 +28,30 @@ const TLS_USAGE = "[--tls-ca=FILE --tls-cert=FILE --tls-key=FILE]";
 /** A plaintext listener with the health service alone, for probes that speak no TLS (kubelet's). */
 const HEALTH_FLAG = { "health-listen": { type: "string" } } as const;
 const HEALTH_USAGE = "[--health-listen=HOST:PORT]";
+/** Prometheus metrics on HOST:PORT, on by default (libs/metrics/endpoint.ts has the ports), off with --metrics=off. */
+const METRICS_FLAG = { metrics: { type: "string" } } as const;
+const METRICS_USAGE = "[--metrics=HOST:PORT|off]";
+
+function metricsOf(service: MetricsService, flag: string | undefined, usage: string): string | undefined {
+  try {
+    return metricsAddress(service, flag);
+  } catch (error) {
+    throw new UsageError((error as Error).message, usage);
+  }
+}
+
+function sayMetrics(service: string, address: string | undefined): void {
+  if (address) console.log(`${service} metrics on http://${address}/metrics`);
+}
 
 function tlsOf(values: { "tls-ca"?: string | undefined; "tls-cert"?: string | undefined; "tls-key"?: string | undefined }) {
   return settings.tls({ ca: values["tls-ca"], cert: values["tls-cert"], key: values["tls-key"] });
 }
 
-const IPAM_USAGE = `Usage: trellis ipam [--nats=URL] [--listen=HOST:PORT] [--release-cooldown=SECONDS] ${TLS_USAGE} ${HEALTH_USAGE}`;
+const IPAM_USAGE = `Usage: trellis ipam [--nats=URL] [--listen=HOST:PORT] [--release-cooldown=SECONDS] ${TLS_USAGE} ${HEALTH_USAGE} ${METRICS_USAGE}`;
 
 export async function ipamCommand(argv: string[]): Promise<number> {
-  const { values } = parseCommand(argv, { nats: { type: "string" }, listen: { type: "string" }, "release-cooldown": { type: "string" }, ...TLS_FLAGS, ...HEALTH_FLAG }, IPAM_USAGE);
+  const { values } = parseCommand(argv, { nats: { type: "string" }, listen: { type: "string" }, "release-cooldown": { type: "string" }, ...TLS_FLAGS, ...HEALTH_FLAG, ...METRICS_FLAG }, IPAM_USAGE);
   const ipam = await startIpamService({
     natsUrl: values.nats ?? settings.natsUrl(),
     listen: values.listen ?? settings.ipamAddress(),
@@ -43,11 +59,13 @@ export async function ipamCommand(argv: string[]): Promise<number> {
     releaseCooldownMs: cooldownMs(values["release-cooldown"]),
     tls: tlsOf(values),
     healthListen: values["health-listen"],
+    metricsListen: metricsOf("ipam", values.metrics, IPAM_USAGE),
   });
+  sayMetrics("ipam", ipam.metricsAddress);
   return runUntilSignalled([ipam]);
 }
 
-const PLANNER_USAGE = `Usage: trellis planner [--nats=URL] [--listen=HOST:PORT] [--ipam=HOST:PORT] [--intent-retention=DURATION] [--repair-interval=DURATION] ${TLS_USAGE} ${HEALTH_USAGE}`;
+const PLANNER_USAGE = `Usage: trellis planner [--nats=URL] [--listen=HOST:PORT] [--ipam=HOST:PORT] [--intent-retention=DURATION] [--repair-interval=DURATION] ${TLS_USAGE} ${HEALTH_USAGE} ${METRICS_USAGE}`;
 
 export async function plannerCommand(argv: string[]): Promise<number> {
   const { values } = parseCommand(
@@ -60,6 +78,7 @@ export async function plannerCommand(argv: string[]): Promise<number> {
       "repair-interval": { type: "string" },
       ...TLS_FLAGS,
       ...HEALTH_FLAG,
+      ...METRICS_FLAG,
     },
     PLANNER_USAGE,
   );
@@ -71,13 +90,15 @@ export async function plannerCommand(argv: string[]): Promise<number> {
     repairIntervalMs: durationMs("--repair-interval", values["repair-interval"], DEFAULT_REPAIR_INTERVAL_MS, 1000),
     tls: tlsOf(values),
     healthListen: values["health-listen"],
+    metricsListen: metricsOf("planner", values.metrics, PLANNER_USAGE),
   });
+  sayMetrics("planner", planner.metricsAddress);
   console.log(`planner ready on ${planner.address}`);
   return runUntilSignalled([planner]);
 }
 
 const AGENT_USAGE =
-  "Usage: trellis agent [--host=NAME] [--address=UNDERLAY-IP]... [--role=host|upstream] [--nats=URL] [--heartbeat-interval=SECONDS] [--bgp-as=AS --bgp-peer=ADDRESS[:AS]...]";
+  "Usage: trellis agent [--host=NAME] [--address=UNDERLAY-IP]... [--role=host|upstream] [--nats=URL] [--heartbeat-interval=SECONDS] [--bgp-as=AS --bgp-peer=ADDRESS[:AS]...] [--metrics=HOST:PORT|off]";
 const UP_USAGE = "Usage: trellis up [--nats=URL] [--host=NAME] [--address=UNDERLAY-IP]...";
 
 export async function agentCommand(argv: string[]): Promise<number> {
@@ -91,6 +112,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
       "heartbeat-interval": { type: "string" },
       "bgp-as": { type: "string" },
       "bgp-peer": { type: "string", multiple: true },
+      ...METRICS_FLAG,
     },
     AGENT_USAGE,
   );
@@ -98,6 +120,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   if (role !== "host" && role !== "upstream") throw new UsageError(`invalid --role "${role}": must be host or upstream`, AGENT_USAGE);
   const host = values.host ?? settings.host();
   const addresses = underlayAddresses(values.address, AGENT_USAGE);
+  const metrics = metricsOf("agent", values.metrics, AGENT_USAGE);
   const agent = await startAgent(values.nats ?? settings.natsUrl(), {
     host,
     addresses,
@@ -106,7 +129,8 @@ export async function agentCommand(argv: string[]): Promise<number> {
     heartbeatMs: heartbeatMs(values["heartbeat-interval"]),
     resyncMs: RESYNC_MS,
     ...recordTrust(host),
-  });
+  }, metrics);
+  sayMetrics("agent", agent.metricsAddress);
   await agent.agent.settled();
   console.log(`agent ready for host ${host}`);
   warnMissingLinkKinds(host, agent.agent.missingLinkKinds);

@@ -8,6 +8,7 @@ import { BirdSpeaker, stopLeftoverSpeaker } from "../bgp/speaker.js";
 import type { BgpOptions } from "../bgp/options.js";
 import { Announcer, servedPrefixes } from "./announce.js";
 import { RouteInstaller } from "./install.js";
+import { setAnnouncedPrefixes } from "../../../libs/metrics/agent.js";
 
 export interface DistributionOptions extends RecordTrust {
   host: string;
@@ -43,6 +44,7 @@ export class RouteDistribution {
   /** Called after every converge pass with the host's networks and endpoints and the statuses read back from the kernel. */
   async announce(networks: Network[], endpoints: Endpoint[], statuses: EndpointStatus[]): Promise<void> {
     const served = servedPrefixes({ networks, endpoints, grants: this.installer.grantsOfSelf() }, statuses, this.addresses);
+    setAnnouncedPrefixes(served.length);
     // Neither waits for the other: a bus that is down must not keep routers from learning, nor BIRD the bus.
     const outcomes = await Promise.allSettled([this.announcer.announce(served), this.speaker?.advertise(served.map(({ prefix }) => prefix))]);
     const failures = outcomes.flatMap((outcome) => (outcome.status === "rejected" ? [(outcome.reason as Error).message] : []));

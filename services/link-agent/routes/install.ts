@@ -8,6 +8,7 @@ import type { RecordVerifier } from "../../../libs/tls/record-signature.js";
 import { SignedRecordFilter } from "../../../libs/tls/signed-records.js";
 import { Grants, routedNetworkIds, type GrantedPrefix } from "./grants.js";
 import { believe, changesSinceApplied, routeChanges, type Belief, type RouteChanges } from "./reconcile.js";
+import { countRouteChanges, followHeartbeatAges, setRouteBelief } from "../../../libs/metrics/agent.js";
 
 export interface InstallerOptions {
   host: string;
@@ -80,7 +81,7 @@ export class RouteInstaller {
         FollowedBucket.start(buckets.hosts, { bucketName: Buckets.hosts, log, onEntry: (entry) => installer.onHeartbeat(entry) }),
         FollowedBucket.start(buckets.routes, { bucketName: Buckets.routes, log, onEntry: (entry) => installer.onAnnouncement(entry) }),
       ]);
-      installer.stops = followers.map((follower) => () => follower.stop());
+      installer.stops = [...followers.map((follower) => () => follower.stop()), followHeartbeatAges(options.host, installer.heartbeats)];
     } catch (error) {
       await installer.stop();
       throw new Error(`failed to start the route installer of host ${options.host}: ${(error as Error).message}`);
@@ -228,6 +229,7 @@ export class RouteInstaller {
     let failures: RouteChangeFailure[];
     try {
       failures = await this.nl.changeRoutes(batch);
+      countRouteChanges(batch, failures.length);
     } catch (error) {
       // The socket failed mid-batch: what the kernel has is unknown until it is read again.
       this.resyncDue = true;
@@ -255,6 +257,7 @@ export class RouteInstaller {
       ),
       ...this.blocked.map(({ dst, protocol }) => `route ${dst} left alone: the kernel already has it with protocol ${protocol}, which Trellis does not own`),
     ];
+    setRouteBelief(belief.routes.size, belief.refused.length);
     for (const line of lines) if (!this.reported.has(line)) this.options.log(line);
     this.reported = new Set(lines);
   }
