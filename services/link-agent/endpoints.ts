@@ -22,22 +22,23 @@ import {
  */
 export async function ensureEndpoint(
   root: NetlinkHandle,
+  inside: NetlinkHandle,
   endpoint: Endpoint,
   network: Network,
   parentIndex: number,
 ): Promise<EndpointStatus> {
-  if (!namespaceExists(endpoint.netns)) await createNamespace(endpoint.netns);
-  const inside = await openNetlink(endpoint.netns);
-  try {
-    const eth0 = await ensureIpvlan(root, inside, endpoint, network, parentIndex);
-    const loopback = await inside.getLink("lo");
-    if (loopback && !loopback.up) await inside.setUp(loopback.index);
-    await ensureAddresses(inside, eth0.index, endpoint.addresses);
-    await ensureRoutes(inside, eth0.index, endpoint.routes);
-    return await observedStatus(inside, endpoint, eth0.index);
-  } finally {
-    inside.close();
-  }
+  const eth0 = await ensureIpvlan(root, inside, endpoint, network, parentIndex);
+  const loopback = await inside.getLink("lo");
+  if (loopback && !loopback.up) await inside.setUp(loopback.index);
+  await ensureAddresses(inside, eth0.index, endpoint.addresses);
+  await ensureRoutes(inside, eth0.index, endpoint.routes);
+  return await observedStatus(inside, endpoint, eth0.index);
+}
+
+/** The container's namespace, made when missing, and a socket bound to it (the caller keeps and closes it). */
+export async function openContainerNamespace(netns: string): Promise<NetlinkHandle> {
+  if (!namespaceExists(netns)) await createNamespace(netns);
+  return openNetlink(netns);
 }
 
 async function ensureIpvlan(
@@ -134,13 +135,14 @@ export function failedStatus(endpoint: Endpoint, message: string): EndpointStatu
   };
 }
 
-/** Namespaces of this host's containers that are no longer wanted; removing one removes its eth0. */
-export async function removeStaleNamespaces(host: string, wanted: Endpoint[]): Promise<void> {
-  const suffix = `@${host}`;
-  const keep = new Set(wanted.map((endpoint) => endpoint.netns));
-  for (const name of listNamespaces().filter((name) => name.endsWith(suffix) && !keep.has(name))) {
-    await deleteNamespace(name);
-  }
+/** The namespaces of this host's containers (`NAME@HOST`) that exist now. */
+export function hostNamespaces(host: string): string[] {
+  return listNamespaces().filter((name) => name.endsWith(`@${host}`));
+}
+
+/** Removes a container's namespace, and with it its eth0; one already gone is fine. */
+export async function removeNamespace(netns: string): Promise<void> {
+  if (namespaceExists(netns)) await deleteNamespace(netns);
 }
 
 function listNamespaces(): string[] {
