@@ -5,19 +5,24 @@
  * - at most `concurrency` keys run at a time, urgent ones (a change just seen) before background ones (the
  *   periodic full pass), so a full pass over everything never holds up an attach for longer than one step.
  * Each request resolves once a run of its key that started after the request has finished, failed or not:
- * the failure goes to `onError`, as the work's own outcome is recorded by the work itself.
+ * the failure goes to `onError`, as the work's own outcome is recorded by the work itself. The work is told
+ * whether anyone asked for its run urgently.
  */
 export type Priority = "urgent" | "background";
 
 export interface KeyedQueueOptions<K> {
-  work: (key: K) => Promise<void>;
+  work: (key: K, priority: Priority) => Promise<void>;
   concurrency: number;
   onError: (key: K, error: Error) => void;
 }
 
-interface Waiting {
+interface Deferred {
   promise: Promise<void>;
   resolve: () => void;
+}
+
+interface Waiting extends Deferred {
+  priority: Priority;
 }
 
 export class KeyedWorkQueue<K> {
@@ -26,7 +31,7 @@ export class KeyedWorkQueue<K> {
   private readonly urgent = new Set<K>();
   private readonly background = new Set<K>();
   private readonly running = new Set<K>();
-  private idle: Waiting | undefined;
+  private idle: Deferred | undefined;
   private stopped = false;
 
   constructor(private readonly options: KeyedQueueOptions<K>) {}
@@ -35,10 +40,11 @@ export class KeyedWorkQueue<K> {
     if (this.stopped) return Promise.resolve();
     let waiting = this.waiting.get(key);
     if (!waiting) {
-      waiting = deferred();
+      waiting = { ...deferred(), priority };
       this.waiting.set(key, waiting);
     }
     if (priority === "urgent") {
+      waiting.priority = "urgent";
       this.background.delete(key);
       this.urgent.add(key);
     } else if (!this.urgent.has(key)) {
@@ -97,7 +103,7 @@ export class KeyedWorkQueue<K> {
     this.waiting.delete(key);
     this.running.add(key);
     void this.options
-      .work(key)
+      .work(key, waiting.priority)
       .catch((error: Error) => this.options.onError(key, error))
       .finally(() => {
         this.running.delete(key);
@@ -107,7 +113,7 @@ export class KeyedWorkQueue<K> {
   }
 }
 
-function deferred(): Waiting {
+function deferred(): Deferred {
   let resolve!: () => void;
   const promise = new Promise<void>((r) => (resolve = r));
   return { promise, resolve };

@@ -72,8 +72,8 @@ export class LinkAgent {
   /** Endpoint id → the status last read back from the kernel: what announcements are computed from. */
   private readonly statusById = new Map<string, EndpointStatus>();
   private hostWatch: LinkWatch | undefined;
-  private readonly parentQueue = this.queue((networkId) => this.convergeParent(networkId), Number.POSITIVE_INFINITY, "converge the parent of network");
-  private readonly endpointQueue = this.queue((netns) => this.convergeEndpoint(netns), ENDPOINT_CONCURRENCY, "converge container namespace");
+  private readonly parentQueue = this.queue((networkId, priority) => this.convergeParent(networkId, priority), Number.POSITIVE_INFINITY, "converge the parent of network");
+  private readonly endpointQueue = this.queue((netns, priority) => this.convergeEndpoint(netns, priority), ENDPOINT_CONCURRENCY, "converge container namespace");
   private readonly namesQueue = this.queue((networkId) => this.convergeNames(networkId), 1, "write the hosts files of network");
   private readonly announceQueue = this.queue(() => this.announce(), 1, "announce the host's routes");
   private readonly passQueue = this.queue(() => this.fullPass(), 1, "run the full pass");
@@ -182,7 +182,7 @@ export class LinkAgent {
   }
 
   /** The per-network step: the network's parent link exists and is up, or goes with the last network using it. */
-  private async convergeParent(networkId: string): Promise<void> {
+  private async convergeParent(networkId: string, priority: Priority): Promise<void> {
     const network = this.desired.network(networkId);
     if (!network) {
       this.parents.delete(networkId);
@@ -190,7 +190,7 @@ export class LinkAgent {
     }
     const parent = network.parent!;
     const links = (await Promise.all([parent.name, parent.base].filter(Boolean).map((name) => this.root.getLink(name)))).flatMap((link) => (link ? [link] : []));
-    const result = await this.traced(`network:${network.id}`, network.traceparent, "agent.parent.ensure", { "trellis.network": network.name }, () =>
+    const result = await this.traced(`network:${network.id}`, network.traceparent, priority, "agent.parent.ensure", { "trellis.network": network.name }, () =>
       ensureParent(this.options.host, this.root, links, network),
     );
     this.parents.set(networkId, result);
@@ -200,22 +200,23 @@ export class LinkAgent {
    * The per-endpoint step, keyed by the container's namespace: the container as desired (after its network's
    * parent step), or, when no endpoint wants the namespace any more, its removal.
    */
-  private async convergeEndpoint(netns: string): Promise<void> {
+  private async convergeEndpoint(netns: string, priority: Priority): Promise<void> {
     const endpoint = this.desired.endpointIn(netns);
     if (!endpoint) return this.removeEndpoint(netns);
     const network = this.desired.network(endpoint.networkId);
-    if (network) await this.parentQueue.request(network.id);
-    const status = await this.endpointStatus(endpoint, network, network && this.parents.get(network.id));
+    // Background: checking the parent on the way is no change of the parent's own (see traced).
+    if (network) await this.parentQueue.request(network.id, "background");
+    const status = await this.endpointStatus(endpoint, network, network && this.parents.get(network.id), priority);
     await this.record(endpoint, status);
   }
 
-  private async endpointStatus(endpoint: Endpoint, network: Network | undefined, parent: ParentResult | undefined): Promise<EndpointStatus> {
+  private async endpointStatus(endpoint: Endpoint, network: Network | undefined, parent: ParentResult | undefined, priority: Priority): Promise<EndpointStatus> {
     if (!network || !parent) return failedStatus(endpoint, `network ${endpoint.networkName} is not known on host ${this.options.host}`);
     if ("error" in parent) return failedStatus(endpoint, parent.error);
     const attributes = { "trellis.container": endpoint.container, "trellis.host": endpoint.host };
     const fingerprint = `endpoint:${endpoint.id}:${endpoint.addresses.join(",")}`;
     try {
-      return await this.traced(fingerprint, endpoint.traceparent, "agent.endpoint.ensure", attributes, async () => {
+      return await this.traced(fingerprint, endpoint.traceparent, priority, "agent.endpoint.ensure", { ...attributes, netns: endpoint.netns }, async () => {
         const inside = await this.containerHandle(endpoint);
         return await ensureEndpoint(this.root, inside, endpoint, network, parent.index);
       });
@@ -320,16 +321,20 @@ export class LinkAgent {
   }
 
   /**
-   * The first time something is converged its work joins the trace of the intent that asked for it;
-   * later passes (resyncs) that find it right stay out of every trace.
+   * The first time something is converged its work joins the trace of the intent that asked for it. Later,
+   * a step that a change asked for (a link deleted by hand, an edited endpoint) is a trace of its own, and the
+   * full pass, which finds nearly everything right, stays out of every trace.
    */
-  private traced<T>(fingerprint: string, traceparent: string, name: string, attributes: Record<string, string>, work: () => Promise<T>): Promise<T> {
-    if (this.converged.has(fingerprint)) return context.with(suppressTracing(ROOT_CONTEXT), work);
-    this.converged.add(fingerprint);
-    return context.with(contextFromTraceparent(traceparent), () => withSpan(name, attributes, work));
+  private traced<T>(fingerprint: string, traceparent: string, priority: Priority, name: string, attributes: Record<string, string>, work: () => Promise<T>): Promise<T> {
+    if (!this.converged.has(fingerprint)) {
+      this.converged.add(fingerprint);
+      return context.with(contextFromTraceparent(traceparent), () => withSpan(name, attributes, work));
+    }
+    if (priority === "urgent") return context.with(ROOT_CONTEXT, () => withSpan(name, attributes, work));
+    return context.with(suppressTracing(ROOT_CONTEXT), work);
   }
 
-  private queue(work: (key: string) => Promise<void>, concurrency: number, what: string): KeyedWorkQueue<string> {
+  private queue(work: (key: string, priority: Priority) => Promise<void>, concurrency: number, what: string): KeyedWorkQueue<string> {
     return new KeyedWorkQueue<string>({ work, concurrency, onError: (key, error) => console.error(`failed to ${what} ${key}: ${error.message}`) });
   }
 

@@ -4,15 +4,17 @@ import { KeyedWorkQueue } from "../../libs/converge/keyed-queue.js";
 /** A queue whose work on each key waits until the test lets it finish, recording what ran. */
 function gatedQueue(concurrency: number) {
   const started: string[] = [];
+  const priorities: string[] = [];
   const gates = new Map<string, () => void>();
   let running = 0;
   let mostAtOnce = 0;
   const queue = new KeyedWorkQueue<string>({
     concurrency,
     onError: () => undefined,
-    work: (key) =>
+    work: (key, priority) =>
       new Promise<void>((resolve) => {
         started.push(key);
+        priorities.push(priority);
         running++;
         mostAtOnce = Math.max(mostAtOnce, running);
         gates.set(key, () => {
@@ -28,7 +30,7 @@ function gatedQueue(concurrency: number) {
     gate();
     await new Promise((resolve) => setImmediate(resolve));
   };
-  return { queue, started, finish, mostAtOnce: () => mostAtOnce };
+  return { queue, started, priorities, finish, mostAtOnce: () => mostAtOnce };
 }
 
 describe("the keyed work queue", () => {
@@ -47,7 +49,7 @@ describe("the keyed work queue", () => {
   });
 
   it("runs different keys side by side up to its concurrency, urgent ones before background ones", async () => {
-    const { queue, started, finish, mostAtOnce } = gatedQueue(2);
+    const { queue, started, priorities, finish, mostAtOnce } = gatedQueue(2);
     const background = ["b1", "b2", "b3", "b4"].map((key) => queue.request(key, "background"));
     const urgent = queue.request("u1");
     expect(started).toEqual(["b1", "b2"]);
@@ -56,7 +58,18 @@ describe("the keyed work queue", () => {
     for (const key of ["u1", "b2", "b3", "b4"]) await finish(key);
     await Promise.all([...background, urgent]);
     expect(started).toEqual(["b1", "b2", "u1", "b3", "b4"]);
+    expect(priorities).toEqual(["background", "background", "urgent", "background", "background"]);
     expect(mostAtOnce()).toBe(2);
+  });
+
+  it("a background request for a key already asked for urgently keeps it urgent, and an urgent one makes it so", async () => {
+    const { queue, started, priorities, finish } = gatedQueue(1);
+    const blocker = queue.request("x");
+    const requests = [queue.request("a", "background"), queue.request("b"), queue.request("b", "background"), queue.request("a")];
+    for (const key of ["x", "b", "a"]) await finish(key);
+    await Promise.all([blocker, ...requests]);
+    expect(started).toEqual(["x", "b", "a"]);
+    expect(priorities).toEqual(["urgent", "urgent", "urgent"]);
   });
 
   it("a failed run goes to onError and still answers its requests", async () => {
