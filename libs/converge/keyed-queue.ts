@@ -3,7 +3,8 @@
  * - the work of one key never runs twice at once;
  * - asking while it runs makes it run once more afterwards (however often one asked): no change is missed;
  * - at most `concurrency` keys run at a time, urgent ones (a change just seen) before background ones (the
- *   periodic full pass), so a full pass over everything never holds up an attach for longer than one step.
+ *   periodic full pass), and at most `backgroundConcurrency` of those: a full pass over everything never holds up
+ *   an attach for longer than that many steps.
  * Each request resolves once a run of its key that started after the request has finished, failed or not:
  * the failure goes to `onError`, as the work's own outcome is recorded by the work itself. The work is told
  * whether anyone asked for its run urgently.
@@ -13,6 +14,8 @@ export type Priority = "urgent" | "background";
 export interface KeyedQueueOptions<K> {
   work: (key: K, priority: Priority) => Promise<void>;
   concurrency: number;
+  /** Of `concurrency`, how many may be background work (default: all). */
+  backgroundConcurrency?: number;
   onError: (key: K, error: Error) => void;
 }
 
@@ -31,6 +34,7 @@ export class KeyedWorkQueue<K> {
   private readonly urgent = new Set<K>();
   private readonly background = new Set<K>();
   private readonly running = new Set<K>();
+  private runningBackground = 0;
   private idle: Deferred | undefined;
   private stopped = false;
 
@@ -77,7 +81,8 @@ export class KeyedWorkQueue<K> {
 
   private pump(): void {
     while (this.running.size < this.options.concurrency) {
-      const key = this.next(this.urgent) ?? this.next(this.background);
+      const backgroundRoom = this.runningBackground < (this.options.backgroundConcurrency ?? this.options.concurrency);
+      const key = this.next(this.urgent) ?? (backgroundRoom ? this.next(this.background) : undefined);
       if (key === undefined) break;
       this.start(key);
     }
@@ -102,11 +107,14 @@ export class KeyedWorkQueue<K> {
     const waiting = this.waiting.get(key)!;
     this.waiting.delete(key);
     this.running.add(key);
+    const background = waiting.priority === "background";
+    if (background) this.runningBackground++;
     void this.options
       .work(key, waiting.priority)
       .catch((error: Error) => this.options.onError(key, error))
       .finally(() => {
         this.running.delete(key);
+        if (background) this.runningBackground--;
         waiting.resolve();
         this.pump();
       });

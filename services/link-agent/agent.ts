@@ -7,7 +7,7 @@ import { Buckets, MAX_REPORTED_INTERFACES } from "../../libs/bus/subjects.js";
 import { contextFromTraceparent } from "../../libs/bus/trace.js";
 import { withSpan } from "../../libs/telemetry/tracing.js";
 import { KeyedWorkQueue, type Priority } from "../../libs/converge/keyed-queue.js";
-import { namespaceExists, openNetlink, watchLinks, type LinkWatch, type NetlinkHandle } from "../../libs/netlink/index.js";
+import { namespaceExists, openNetlink, watchLinks, type LinkEvent, type LinkWatch, type NetlinkHandle } from "../../libs/netlink/index.js";
 import { EndpointState, type EndpointStatus } from "../../libs/proto/gen/trellis/v1/state.js";
 import type { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
 import { DesiredState, type DesiredChange } from "./desired.js";
@@ -36,8 +36,10 @@ export interface AgentOptions extends RecordTrust {
   bgp?: BgpOptions;
 }
 
-/** Endpoints converged at once: enough to overlap their kernel calls, few enough that an attach waits at most for these. */
+/** Endpoint steps at once: enough to overlap their kernel calls and their `ip netns add`. */
 const ENDPOINT_CONCURRENCY = 4;
+/** Of those, the full pass's: one, so that an attach waits at most for one step that finds all right. */
+const FULL_PASS_CONCURRENCY = 1;
 
 /** What the agent holds open for one container while it exists: a socket in its namespace and a link watch there. */
 interface Container {
@@ -63,6 +65,8 @@ export class LinkAgent {
   /** Spec fingerprints already converged in this process: their work no longer joins the intent's trace. */
   private readonly converged = new Set<string>();
   private timers: NodeJS.Timeout[] = [];
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
   private missingKinds: readonly string[] = [];
   /** No step before the stored desired state is in: a pass on none of it would remove every container. */
   private loaded = false;
@@ -73,7 +77,7 @@ export class LinkAgent {
   private readonly statusById = new Map<string, EndpointStatus>();
   private hostWatch: LinkWatch | undefined;
   private readonly parentQueue = this.queue((networkId, priority) => this.convergeParent(networkId, priority), Number.POSITIVE_INFINITY, "converge the parent of network");
-  private readonly endpointQueue = this.queue((netns, priority) => this.convergeEndpoint(netns, priority), ENDPOINT_CONCURRENCY, "converge container namespace");
+  private readonly endpointQueue = this.queue((netns, priority) => this.convergeEndpoint(netns, priority), ENDPOINT_CONCURRENCY, "converge container namespace", FULL_PASS_CONCURRENCY);
   private readonly namesQueue = this.queue((networkId) => this.convergeNames(networkId), 1, "write the hosts files of network");
   private readonly announceQueue = this.queue(() => this.announce(), 1, "announce the host's routes");
   private readonly passQueue = this.queue(() => this.fullPass(), 1, "run the full pass");
@@ -98,20 +102,27 @@ export class LinkAgent {
     await agent.statuses.load();
     agent.missingKinds = (await missingKinds) ?? [];
     await agent.heartbeat();
-    agent.hostWatch = watchLinks(undefined, (event) => event.type === "deleted" && agent.parentLost(event.name), () => agent.lostNotifications());
+    agent.hostWatch = watchLinks(undefined, (event) => agent.hostLinkChanged(event), () => agent.lostNotifications());
     agent.desired = await DesiredState.start({ networks, desired, names }, options.host, (change) => agent.changed(change), (line) => console.error(line));
     agent.loaded = true;
-    agent.schedule();
+    void agent.passQueue.request("full").then(() => agent.resyncLater());
     agent.timers = [
       setInterval(() => void agent.heartbeat().catch(logError("heartbeat")), options.heartbeatMs),
-      setInterval(() => agent.schedule(), options.resyncMs),
       setInterval(() => void agent.recheckLinkKinds().catch(logError("heartbeat")), options.resyncMs),
     ];
     return agent;
   }
 
+  /** The periodic full pass: resyncMs after the last one ended, so that a long one is not followed at once by the next. */
+  private resyncLater(): void {
+    if (this.stopped) return;
+    this.resyncTimer = setTimeout(() => void this.passQueue.request("full", "background").then(() => this.resyncLater()), this.options.resyncMs);
+  }
+
   async stop(): Promise<void> {
+    this.stopped = true;
     this.timers.forEach(clearInterval);
+    clearTimeout(this.resyncTimer);
     this.desired?.stop();
     this.hostWatch?.close();
     const queues = [this.passQueue, this.endpointQueue, this.parentQueue, this.namesQueue, this.announceQueue];
@@ -169,10 +180,15 @@ export class LinkAgent {
     }
   }
 
-  /** A link deleted in the host's namespace: if it was a parent, its networks' parent steps put it back. */
-  private parentLost(name: string): void {
+  /**
+   * A link of the host's namespace deleted or changed: a deleted parent is put back by its networks' parent steps,
+   * and one that appears (the operator made it) lets the networks that were waiting for it go on.
+   */
+  private hostLinkChanged(event: LinkEvent): void {
     if (!this.loaded) return;
-    for (const network of this.desired.networksOnParent(name)) void this.parentQueue.request(network.id);
+    for (const network of this.desired.networksOnParent(event.name)) {
+      if (event.type === "deleted" || !("index" in (this.parents.get(network.id) ?? {}))) void this.parentQueue.request(network.id);
+    }
   }
 
   /** The kernel dropped notifications (its buffer was full): any change may be among them. */
@@ -193,7 +209,12 @@ export class LinkAgent {
     const result = await this.traced(`network:${network.id}`, network.traceparent, priority, "agent.parent.ensure", { "trellis.network": network.name }, () =>
       ensureParent(this.options.host, this.root, links, network),
     );
+    const previous = this.parents.get(networkId);
     this.parents.set(networkId, result);
+    // A parent made again (deleted by hand) or put right: its containers' eth0s went with the old one, or wait for it.
+    if (previous && !sameParent(previous, result)) {
+      for (const endpoint of this.desired.endpointsOf(networkId)) void this.endpointQueue.request(endpoint.netns);
+    }
   }
 
   /**
@@ -204,8 +225,10 @@ export class LinkAgent {
     const endpoint = this.desired.endpointIn(netns);
     if (!endpoint) return this.removeEndpoint(netns);
     const network = this.desired.network(endpoint.networkId);
-    // Background: checking the parent on the way is no change of the parent's own (see traced).
-    if (network) await this.parentQueue.request(network.id, "background");
+    // The parent's outcome is kept true by its own step: run on every change of the network, on every deletion of
+    // a link in the host's namespace that was a parent, and by every full pass. Only a network seen for the first
+    // time, or whose parent was not usable, waits for it here (background: no change of the parent's own, see traced).
+    if (network && !("index" in (this.parents.get(network.id) ?? {}))) await this.parentQueue.request(network.id, "background");
     const status = await this.endpointStatus(endpoint, network, network && this.parents.get(network.id), priority);
     await this.record(endpoint, status);
   }
@@ -334,8 +357,8 @@ export class LinkAgent {
     return context.with(suppressTracing(ROOT_CONTEXT), work);
   }
 
-  private queue(work: (key: string, priority: Priority) => Promise<void>, concurrency: number, what: string): KeyedWorkQueue<string> {
-    return new KeyedWorkQueue<string>({ work, concurrency, onError: (key, error) => console.error(`failed to ${what} ${key}: ${error.message}`) });
+  private queue(work: (key: string, priority: Priority) => Promise<void>, concurrency: number, what: string, backgroundConcurrency?: number): KeyedWorkQueue<string> {
+    return new KeyedWorkQueue<string>({ work, concurrency, backgroundConcurrency, onError: (key, error) => console.error(`failed to ${what} ${key}: ${error.message}`) });
   }
 
   /** The host's own interfaces, as its heartbeat reports them to the planner. */
@@ -346,6 +369,10 @@ export class LinkAgent {
   private get etcDir(): string {
     return this.options.netnsEtcDir ?? NETNS_ETC_DIR;
   }
+}
+
+function sameParent(a: ParentResult, b: ParentResult): boolean {
+  return "index" in a && "index" in b ? a.index === b.index : "error" in a && "error" in b && a.error === b.error;
 }
 
 function closeContainer(container: Container): void {

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { KeyedWorkQueue } from "../../libs/converge/keyed-queue.js";
 
 /** A queue whose work on each key waits until the test lets it finish, recording what ran. */
-function gatedQueue(concurrency: number) {
+function gatedQueue(concurrency: number, backgroundConcurrency?: number) {
   const started: string[] = [];
   const priorities: string[] = [];
   const gates = new Map<string, () => void>();
@@ -10,6 +10,7 @@ function gatedQueue(concurrency: number) {
   let mostAtOnce = 0;
   const queue = new KeyedWorkQueue<string>({
     concurrency,
+    backgroundConcurrency,
     onError: () => undefined,
     work: (key, priority) =>
       new Promise<void>((resolve) => {
@@ -70,6 +71,16 @@ describe("the keyed work queue", () => {
     await Promise.all([blocker, ...requests]);
     expect(started).toEqual(["x", "b", "a"]);
     expect(priorities).toEqual(["urgent", "urgent", "urgent"]);
+  });
+
+  it("runs no more background keys at once than its background concurrency, leaving the rest to urgent ones", async () => {
+    const { queue, started, finish } = gatedQueue(3, 1);
+    const background = ["b1", "b2"].map((key) => queue.request(key, "background"));
+    const urgent = ["u1", "u2"].map((key) => queue.request(key));
+    expect(started).toEqual(["b1", "u1", "u2"]);
+    for (const key of ["b1", "u1", "u2", "b2"]) await finish(key);
+    await Promise.all([...background, ...urgent]);
+    expect(started).toEqual(["b1", "u1", "u2", "b2"]);
   });
 
   it("a failed run goes to onError and still answers its requests", async () => {
