@@ -229,11 +229,25 @@ export class LinkAgent {
     // a link in the host's namespace that was a parent, and by every full pass. Only a network seen for the first
     // time, or whose parent was not usable, waits for it here (background: no change of the parent's own, see traced).
     if (network && !("index" in (this.parents.get(network.id) ?? {}))) await this.parentQueue.request(network.id, "background");
-    const status = await this.endpointStatus(endpoint, network, network && this.parents.get(network.id), priority);
+    const status = await this.endpointStatus(endpoint, network, priority);
     await this.record(endpoint, status);
   }
 
-  private async endpointStatus(endpoint: Endpoint, network: Network | undefined, parent: ParentResult | undefined, priority: Priority): Promise<EndpointStatus> {
+  /**
+   * A step that fails looks at its parent once more and tries again: the parent may have been deleted a moment ago,
+   * its notification not yet seen, so that the index in hand is stale.
+   */
+  private async endpointStatus(endpoint: Endpoint, network: Network | undefined, priority: Priority): Promise<EndpointStatus> {
+    const first = await this.endpointStatusOnce(endpoint, network, network && this.parents.get(network.id), priority);
+    if (first.state !== EndpointState.ENDPOINT_STATE_FAILED || !network) return first;
+    const before = this.parents.get(network.id);
+    await this.parentQueue.request(network.id);
+    const after = this.parents.get(network.id);
+    if (!after || !("index" in after) || (before && sameParent(before, after))) return first;
+    return this.endpointStatusOnce(endpoint, network, after, priority);
+  }
+
+  private async endpointStatusOnce(endpoint: Endpoint, network: Network | undefined, parent: ParentResult | undefined, priority: Priority): Promise<EndpointStatus> {
     if (!network || !parent) return failedStatus(endpoint, `network ${endpoint.networkName} is not known on host ${this.options.host}`);
     if ("error" in parent) return failedStatus(endpoint, parent.error);
     const attributes = { "trellis.container": endpoint.container, "trellis.host": endpoint.host };
@@ -345,15 +359,16 @@ export class LinkAgent {
 
   /**
    * The first time something is converged its work joins the trace of the intent that asked for it. Later,
-   * a step that a change asked for (a link deleted by hand, an edited endpoint) is a trace of its own, and the
-   * full pass, which finds nearly everything right, stays out of every trace.
+   * a step that a change asked for (a link deleted by hand, an edited endpoint) is a trace of its own, one span,
+   * and the full pass, which finds nearly everything right, stays out of every trace.
    */
   private traced<T>(fingerprint: string, traceparent: string, priority: Priority, name: string, attributes: Record<string, string>, work: () => Promise<T>): Promise<T> {
     if (!this.converged.has(fingerprint)) {
       this.converged.add(fingerprint);
       return context.with(contextFromTraceparent(traceparent), () => withSpan(name, attributes, work));
     }
-    if (priority === "urgent") return context.with(ROOT_CONTEXT, () => withSpan(name, attributes, work));
+    // One span for the step, none for its calls: the lab writes every span synchronously, and a repair must be quick.
+    if (priority === "urgent") return context.with(ROOT_CONTEXT, () => withSpan(name, attributes, () => context.with(suppressTracing(context.active()), work)));
     return context.with(suppressTracing(ROOT_CONTEXT), work);
   }
 
