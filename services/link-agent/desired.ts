@@ -6,6 +6,12 @@ import type { NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
 import { SignedRecordFilter } from "../../libs/tls/signed-records.js";
 import type { RecordVerifier } from "../../libs/tls/record-signature.js";
 
+/** What one stored entry changed; a removed network or endpoint comes with its last value. */
+export type DesiredChange =
+  | { kind: "network"; network: Network }
+  | { kind: "endpoint"; endpoint: Endpoint }
+  | { kind: "names"; networkId: string };
+
 export interface DesiredBuckets {
   networks: KV;
   desired: KV;
@@ -16,12 +22,16 @@ export interface DesiredBuckets {
  * What one host must have, as the planner wrote it: every network (each host has every network's parent), the
  * host's own endpoints (its keys of the desired bucket, nothing of other hosts'), and the names of the
  * containers of the networks it has endpoints on (followed per network, while it has one there). Every
- * change calls `onChange`; the state is read whole by each pass. A value that may not be believed (garbage, or
- * with TLS one no planner signed) is dropped and the key keeps what it held: a forged write changes nothing.
+ * change calls `onChange` with what changed, so that the agent converges only that. A value that may not be
+ * believed (garbage, or with TLS one no planner signed) is dropped and the key keeps what it held: a forged write
+ * changes nothing.
  */
 export class DesiredState {
   private readonly networksByName = new Map<string, Network>();
+  private readonly networksById = new Map<string, Network>();
   private readonly endpointsByKey = new Map<string, Endpoint>();
+  /** The agent's key of an endpoint: its namespace, unique on the host and known even once it is gone. */
+  private readonly endpointsByNetns = new Map<string, Endpoint>();
   /** Network id → its containers' names, for the networks this host has endpoints on. */
   private readonly names = new Map<string, { entries: Map<string, NameEntry>; follower?: FollowedBucket; loaded: boolean }>();
   private followers: FollowedBucket[] = [];
@@ -30,7 +40,7 @@ export class DesiredState {
 
   private constructor(
     private readonly buckets: DesiredBuckets,
-    private readonly onChange: () => void,
+    private readonly onChange: (change: DesiredChange) => void,
     private readonly log: (line: string) => void,
     verifier: RecordVerifier | undefined,
   ) {
@@ -38,7 +48,13 @@ export class DesiredState {
   }
 
   /** Resolves once the stored networks and endpoints are in: no pass may act on half of them. */
-  static async start(buckets: DesiredBuckets, host: string, onChange: () => void, log: (line: string) => void, verifier?: RecordVerifier): Promise<DesiredState> {
+  static async start(
+    buckets: DesiredBuckets,
+    host: string,
+    onChange: (change: DesiredChange) => void,
+    log: (line: string) => void,
+    verifier?: RecordVerifier,
+  ): Promise<DesiredState> {
     const state = new DesiredState(buckets, onChange, log, verifier);
     state.followers = await Promise.all([
       FollowedBucket.start(buckets.networks, { bucketName: Buckets.networks, log, onEntry: (entry) => state.applyNetwork(entry) }),
@@ -62,6 +78,24 @@ export class DesiredState {
     return [...this.endpointsByKey.values()];
   }
 
+  network(id: string): Network | undefined {
+    return this.networksById.get(id);
+  }
+
+  /** The networks whose parent is the link `name`. */
+  networksOnParent(name: string): Network[] {
+    return this.networks().filter((network) => network.parent?.name === name);
+  }
+
+  endpointIn(netns: string): Endpoint | undefined {
+    return this.endpointsByNetns.get(netns);
+  }
+
+  /** This host's endpoints on one network. */
+  endpointsOf(networkId: string): Endpoint[] {
+    return this.endpoints().filter((endpoint) => endpoint.networkId === networkId);
+  }
+
   /** The names of a network's containers; undefined until they are loaded (a hosts file is then left as it is). */
   namesOf(networkId: string): NameEntry[] | undefined {
     const names = this.names.get(networkId);
@@ -69,24 +103,36 @@ export class DesiredState {
   }
 
   private applyNetwork(entry: KvWatchEntry): void {
-    if (entry.operation !== "PUT") this.networksByName.delete(entry.key);
-    else {
-      const network = this.believed.network(entry);
-      if (!network) return;
+    const network = entry.operation === "PUT" ? this.believed.network(entry) : undefined;
+    if (entry.operation === "PUT" && !network) return;
+    const previous = this.networksByName.get(entry.key);
+    if (previous) this.networksById.delete(previous.id);
+    if (network) {
       this.networksByName.set(entry.key, network);
+      this.networksById.set(network.id, network);
+      this.onChange({ kind: "network", network });
+    } else {
+      this.networksByName.delete(entry.key);
+      if (previous) this.onChange({ kind: "network", network: previous });
     }
-    this.onChange();
   }
 
   private applyEndpoint(entry: KvWatchEntry): void {
-    if (entry.operation !== "PUT") this.endpointsByKey.delete(entry.key);
-    else {
-      const endpoint = this.believed.endpoint(entry);
-      if (!endpoint) return;
+    const endpoint = entry.operation === "PUT" ? this.believed.endpoint(entry) : undefined;
+    if (entry.operation === "PUT" && !endpoint) return;
+    const previous = this.endpointsByKey.get(entry.key);
+    if (previous) this.endpointsByNetns.delete(previous.netns);
+    if (endpoint) {
       this.endpointsByKey.set(entry.key, endpoint);
+      this.endpointsByNetns.set(endpoint.netns, endpoint);
+    } else {
+      this.endpointsByKey.delete(entry.key);
     }
     this.followNames();
-    this.onChange();
+    const current = this.endpointsByKey.get(entry.key);
+    // A namespace no endpoint wants any more is a change too: its step removes it.
+    if (previous && previous.netns !== current?.netns) this.onChange({ kind: "endpoint", endpoint: previous });
+    if (current) this.onChange({ kind: "endpoint", endpoint: current });
   }
 
   /** Follows the names of exactly the networks this host has endpoints on. */
@@ -112,14 +158,14 @@ export class DesiredState {
             if (!name) return;
             names.entries.set(entry.key, name);
           }
-          if (names.loaded) this.onChange();
+          if (names.loaded) this.onChange({ kind: "names", networkId });
         },
       })
         .then((follower) => {
           if (this.stopped || this.names.get(networkId) !== names) return follower.stop();
           names.follower = follower;
           names.loaded = true;
-          this.onChange();
+          this.onChange({ kind: "names", networkId });
         })
         .catch((error: Error) => {
           this.names.delete(networkId);

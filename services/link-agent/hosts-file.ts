@@ -41,11 +41,13 @@ export async function ensureHostsFile(etcDir: string, endpoint: Endpoint, names:
   }
 }
 
-/** Removes the hosts folders of this host's containers that are gone, as their namespaces are. */
-export async function removeStaleHostsFiles(etcDir: string, host: string, wanted: Endpoint[]): Promise<void> {
-  const keep = new Set(wanted.map((endpoint) => endpoint.netns));
+/** The hosts folders of this host's containers (`NAME@HOST`), wanted or not. */
+export async function hostsFolders(etcDir: string, host: string): Promise<string[]> {
   const present = await readdir(etcDir).catch(() => [] as string[]);
-  for (const name of present.filter((name) => name.endsWith(`@${host}`) && !keep.has(name))) {
-    await rm(join(etcDir, name), { recursive: true, force: true });
-  }
+  return present.filter((name) => name.endsWith(`@${host}`));
+}
+
+/** Removes the hosts folder of a container that is gone, as its namespace is. */
+export async function removeHostsFolder(etcDir: string, netns: string): Promise<void> {
+  await rm(join(etcDir, netns), { recursive: true, force: true });
 }

@@ -190,7 +190,7 @@ describe("signed records", () => {
       await forgeUnderH2(Buckets.status, statusCodec.encode(forged), statusKey(H1.host, "ep1"), statusKey(H2.host, "ep2"));
       await eventually("the forgery seen", () => warnings.mock.calls.length, (calls) => calls > 0);
       const own = new StatusPublisher(await bucket("agent-h2", Buckets.status), H2.host, { signer: signerOf.h2, verifier });
-      await own.publish(new Map([["ep2", { ...status(H2.host, EndpointState.ENDPOINT_STATE_READY), message: "" }]]));
+      await own.put({ ...status(H2.host, EndpointState.ENDPOINT_STATE_READY), message: "" });
       expect(await waiting).toMatchObject({ host: H2.host, state: EndpointState.ENDPOINT_STATE_READY });
       expect(warnings.mock.calls.map(([line]) => line)).toEqual([
         'Warning: dropped the status of container c2 of host h2: it is signed by agent "h1", not by the agent of host h2',
