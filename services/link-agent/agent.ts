@@ -7,12 +7,12 @@ import { Buckets, MAX_REPORTED_INTERFACES } from "../../libs/bus/subjects.js";
 import { contextFromTraceparent } from "../../libs/bus/trace.js";
 import { withSpan } from "../../libs/telemetry/tracing.js";
 import { openNetlink, type NetlinkHandle } from "../../libs/netlink/index.js";
-import type { EndpointStatus, NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
+import type { EndpointStatus } from "../../libs/proto/gen/trellis/v1/state.js";
 import type { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
 import { DesiredState } from "./desired.js";
 import { ensureEndpoint, failedStatus, removeStaleNamespaces } from "./endpoints.js";
 import { writeHeartbeat } from "./heartbeat.js";
-import { ensureHostsFile, NETNS_ETC_DIR, removeStaleHostsFiles } from "./hosts-file.js";
+import { DnsServer } from "./dns/server.js";
 import { findMissingLinkKinds, NEEDED_LINK_KINDS } from "./link-kinds.js";
 import { ensureParent, removeUnusedParents, type ParentResult } from "./parents.js";
 import { RouteDistribution } from "./routes/distribution.js";
@@ -29,8 +29,10 @@ export interface AgentOptions extends RecordTrust {
   heartbeatMs: number;
   /** Level-triggered safety net: converge this often even when nothing was announced. */
   resyncMs: number;
-  /** Where containers' hosts files go (NETNS_ETC_DIR, which `ip netns exec` reads); tests point it elsewhere. */
+  /** Where containers' resolv.conf go (NETNS_ETC_DIR, which `ip netns exec` reads); tests point it elsewhere. */
   netnsEtcDir?: string;
+  /** The host's resolvers, whom the containers' DNS server forwards other names to (default /etc/resolv.conf). */
+  resolvConf?: string;
   /** Set by --bgp-as and --bgp-peer: the host advertises what it serves to these routers (bgp/speaker.ts). */
   bgp?: BgpOptions;
 }
@@ -41,6 +43,7 @@ export interface AgentOptions extends RecordTrust {
  */
 export class LinkAgent {
   private desired!: DesiredState;
+  private dns!: DnsServer;
   private running: Promise<void> | undefined;
   private again = false;
   /** Spec fingerprints already converged in this process: their work no longer joins the intent's trace. */
@@ -67,7 +70,8 @@ export class LinkAgent {
     await agent.statuses.load();
     agent.missingKinds = (await missingKinds) ?? [];
     await agent.heartbeat();
-    agent.desired = await DesiredState.start({ networks, desired, names }, options.host, () => agent.schedule(), (line) => console.error(line));
+    agent.dns = DnsServer.start({ host: options.host, etcDir: options.netnsEtcDir, resolvConf: options.resolvConf });
+    agent.desired = await DesiredState.start({ networks, desired, names }, options.host, () => agent.schedule(), (line) => console.error(line), agent.dns.names);
     agent.loaded = true;
     agent.timers = [
       setInterval(() => void agent.heartbeat().catch(logError("heartbeat")), options.heartbeatMs),
@@ -81,6 +85,7 @@ export class LinkAgent {
     this.timers.forEach(clearInterval);
     this.desired?.stop();
     await this.running;
+    await this.dns?.stop();
     await this.routes.stop();
   }
 
@@ -142,11 +147,11 @@ export class LinkAgent {
       const statuses = new Map<string, EndpointStatus>();
       for (const endpoint of endpoints) {
         const network = networksById.get(endpoint.networkId);
-        const names = this.desired.namesOf(endpoint.networkId);
-        statuses.set(endpoint.id, await this.endpointStatus(root, endpoint, network, network && parents.get(network.id), names));
+        statuses.set(endpoint.id, await this.endpointStatus(root, endpoint, network, network && parents.get(network.id)));
       }
+      // Before the namespaces go: the DNS server's sockets in one would keep it, and its eth0, alive.
+      await this.dns.retainOnly(endpoints);
       await removeStaleNamespaces(this.options.host, endpoints);
-      await removeStaleHostsFiles(this.etcDir, this.options.host, endpoints);
       await removeUnusedParents(root, await root.listLinks(), networks);
       await this.statuses.publish(statuses);
       await this.routes.announce(networks, endpoints, [...statuses.values()]);
@@ -160,7 +165,6 @@ export class LinkAgent {
     endpoint: Endpoint,
     network: Network | undefined,
     parent: ParentResult | undefined,
-    names: NameEntry[] | undefined,
   ): Promise<EndpointStatus> {
     if (!network || !parent) return failedStatus(endpoint, `network ${endpoint.networkName} is not known on host ${this.options.host}`);
     if ("error" in parent) return failedStatus(endpoint, parent.error);
@@ -169,7 +173,7 @@ export class LinkAgent {
     try {
       return await this.traced(fingerprint, endpoint.traceparent, "agent.endpoint.ensure", attributes, async () => {
         const status = await ensureEndpoint(root, endpoint, network, parent.index);
-        if (names) await ensureHostsFile(this.etcDir, endpoint, names);
+        await this.dns.serve(endpoint);
         return status;
       });
     } catch (error) {
@@ -186,10 +190,6 @@ export class LinkAgent {
     if (this.converged.has(fingerprint)) return context.with(suppressTracing(ROOT_CONTEXT), work);
     this.converged.add(fingerprint);
     return context.with(contextFromTraceparent(traceparent), () => withSpan(name, attributes, work));
-  }
-
-  private get etcDir(): string {
-    return this.options.netnsEtcDir ?? NETNS_ETC_DIR;
   }
 }
 

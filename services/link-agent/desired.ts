@@ -9,6 +9,13 @@ const networkCodec = codecOf(Network);
 const endpointCodec = codecOf(Endpoint);
 const nameCodec = codecOf(NameEntry);
 
+/** Told of every change to the names followed (the DNS server's table, dns/name-table.ts). */
+export interface NamesListener {
+  put(networkId: string, key: string, entry: NameEntry): void;
+  delete(networkId: string, key: string): void;
+  dropNetwork(networkId: string): void;
+}
+
 export interface DesiredBuckets {
   networks: KV;
   desired: KV;
@@ -18,14 +25,15 @@ export interface DesiredBuckets {
 /**
  * What one host must have, as the planner wrote it: every network (each host has every network's parent), the
  * host's own endpoints (its keys of the desired bucket, nothing of other hosts'), and the names of the
- * containers of the networks it has endpoints on (followed per network, while it has one there). Every
- * change calls `onChange`; the state is read whole by each pass.
+ * containers of the networks it has endpoints on (followed per network, while it has one there, into
+ * `namesListener`). Every change of networks or endpoints calls `onChange`; that state is read whole by each
+ * pass. Names change no kernel state: they go to the listener (the DNS server's table) alone.
  */
 export class DesiredState {
   private readonly networksByName = new Map<string, Network>();
   private readonly endpointsByKey = new Map<string, Endpoint>();
-  /** Network id → its containers' names, for the networks this host has endpoints on. */
-  private readonly names = new Map<string, { entries: Map<string, NameEntry>; follower?: FollowedBucket; loaded: boolean }>();
+  /** Network id → the follower of its containers' names, for the networks this host has endpoints on. */
+  private readonly names = new Map<string, { follower?: FollowedBucket }>();
   private followers: FollowedBucket[] = [];
   private stopped = false;
 
@@ -33,11 +41,18 @@ export class DesiredState {
     private readonly buckets: DesiredBuckets,
     private readonly onChange: () => void,
     private readonly log: (line: string) => void,
+    private readonly namesListener: NamesListener,
   ) {}
 
   /** Resolves once the stored networks and endpoints are in: no pass may act on half of them. */
-  static async start(buckets: DesiredBuckets, host: string, onChange: () => void, log: (line: string) => void): Promise<DesiredState> {
-    const state = new DesiredState(buckets, onChange, log);
+  static async start(
+    buckets: DesiredBuckets,
+    host: string,
+    onChange: () => void,
+    log: (line: string) => void,
+    namesListener: NamesListener,
+  ): Promise<DesiredState> {
+    const state = new DesiredState(buckets, onChange, log, namesListener);
     state.followers = await Promise.all([
       FollowedBucket.start(buckets.networks, { bucketName: Buckets.networks, log, onEntry: (entry) => state.applyNetwork(entry) }),
       FollowedBucket.start(buckets.desired, { bucketName: Buckets.desired, filter: hostKeysFilter(host), log, onEntry: (entry) => state.applyEndpoint(entry) }),
@@ -60,12 +75,6 @@ export class DesiredState {
     return [...this.endpointsByKey.values()];
   }
 
-  /** The names of a network's containers; undefined until they are loaded (a hosts file is then left as it is). */
-  namesOf(networkId: string): NameEntry[] | undefined {
-    const names = this.names.get(networkId);
-    return names?.loaded ? [...names.entries.values()] : undefined;
-  }
-
   private applyNetwork(entry: KvWatchEntry): void {
     if (entry.operation === "PUT") this.networksByName.set(entry.key, networkCodec.decode(entry.value));
     else this.networksByName.delete(entry.key);
@@ -79,36 +88,37 @@ export class DesiredState {
     this.onChange();
   }
 
-  /** Follows the names of exactly the networks this host has endpoints on. */
+  /** Follows the names of exactly the networks this host has endpoints on, into the names listener. */
   private followNames(): void {
     const wanted = new Set(this.endpoints().map((endpoint) => endpoint.networkId));
     for (const [networkId, names] of this.names) {
       if (wanted.has(networkId)) continue;
       names.follower?.stop();
       this.names.delete(networkId);
+      this.namesListener.dropNetwork(networkId);
     }
     for (const networkId of wanted) {
       if (this.names.has(networkId)) continue;
-      const names = { entries: new Map<string, NameEntry>(), follower: undefined as FollowedBucket | undefined, loaded: false };
+      const names: { follower?: FollowedBucket } = {};
       this.names.set(networkId, names);
       void FollowedBucket.start(this.buckets.names, {
         bucketName: Buckets.names,
         filter: networkNamesFilter(networkId),
         log: this.log,
         onEntry: (entry) => {
-          if (entry.operation === "PUT") names.entries.set(entry.key, nameCodec.decode(entry.value));
-          else names.entries.delete(entry.key);
-          if (names.loaded) this.onChange();
+          // A follower being replaced or stopped may still deliver: only the current one is heard.
+          if (this.names.get(networkId) !== names) return;
+          if (entry.operation === "PUT") this.namesListener.put(networkId, entry.key, nameCodec.decode(entry.value));
+          else this.namesListener.delete(networkId, entry.key);
         },
       })
         .then((follower) => {
           if (this.stopped || this.names.get(networkId) !== names) return follower.stop();
           names.follower = follower;
-          names.loaded = true;
-          this.onChange();
         })
         .catch((error: Error) => {
           this.names.delete(networkId);
+          this.namesListener.dropNetwork(networkId);
           this.log(`failed to follow the names of network ${networkId}: ${error.message}`);
         });
     }

@@ -1,0 +1,95 @@
+import { randomInt } from "node:crypto";
+import { createSocket } from "node:dgram";
+import { connect } from "node:net";
+import ipaddr from "ipaddr.js";
+import type { DecodedPacket } from "dns-packet";
+import { failure, type Transport } from "./answer.js";
+
+const DNS_PORT = 53;
+
+/**
+ * Asks the host's resolvers, in order, what the containers' table cannot answer. Each attempt has its own
+ * socket (a fresh source port) and a fresh id, so an answer that does not come from the resolver asked,
+ * to this very query, is not taken; the answer that is taken is relayed as it came, rcode included
+ * (NXDOMAIN stays NXDOMAIN). When every resolver failed or stayed silent for `attemptMs`, the client
+ * gets SERVFAIL: never a hang.
+ */
+export class Forwarder {
+  constructor(
+    private readonly nameservers: readonly string[],
+    private readonly attemptMs: number,
+  ) {}
+
+  get canForward(): boolean {
+    return this.nameservers.length > 0;
+  }
+
+  /** Resolves with the answer for the client (its own id), never rejects. */
+  async forward(query: DecodedPacket, message: Buffer, transport: Transport): Promise<Buffer> {
+    for (const server of this.nameservers) {
+      const id = randomInt(65_536);
+      const asked = Buffer.from(message);
+      asked.writeUInt16BE(id, 0);
+      const answer = await (transport === "udp" ? askOverUdp : askOverTcp)(server, asked, this.attemptMs).catch(() => undefined);
+      if (answer && isAnswerTo(answer, id)) {
+        answer.writeUInt16BE(query.id!, 0);
+        return answer;
+      }
+    }
+    return failure(query, "SERVFAIL");
+  }
+}
+
+/** An answer (QR set) carrying the id that was sent. */
+function isAnswerTo(answer: Buffer, id: number): boolean {
+  return answer.length >= 12 && answer.readUInt16BE(0) === id && (answer.readUInt16BE(2) & 0x8000) !== 0;
+}
+
+function familyOf(server: string): "udp4" | "udp6" {
+  return ipaddr.parse(server.replace(/%.*/, "")).kind() === "ipv6" ? "udp6" : "udp4";
+}
+
+function askOverUdp(server: string, query: Buffer, timeoutMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const socket = createSocket(familyOf(server));
+    const done = (error: Error | undefined, answer?: Buffer) => {
+      clearTimeout(timer);
+      socket.close();
+      if (error) reject(error);
+      else resolve(answer!);
+    };
+    const timer = setTimeout(() => done(new Error(`no answer from ${server} within ${timeoutMs} ms`)), timeoutMs);
+    socket.on("error", (error) => done(error));
+    // Connected: the kernel passes on only datagrams from the resolver asked.
+    socket.connect(DNS_PORT, server, () => socket.send(query, (error) => error && done(error)));
+    socket.on("message", (answer) => isAnswerTo(answer, query.readUInt16BE(0)) && done(undefined, answer));
+  });
+}
+
+/** DNS over TCP: each message preceded by its length in two bytes. */
+function askOverTcp(server: string, query: Buffer, timeoutMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: server, port: DNS_PORT });
+    let received = Buffer.alloc(0);
+    const done = (error: Error | undefined, answer?: Buffer) => {
+      clearTimeout(timer);
+      socket.destroy();
+      if (error) reject(error);
+      else resolve(answer!);
+    };
+    const timer = setTimeout(() => done(new Error(`no answer from ${server} within ${timeoutMs} ms`)), timeoutMs);
+    socket.on("error", (error) => done(error));
+    socket.on("connect", () => socket.write(Buffer.concat([lengthOf(query), query])));
+    socket.on("data", (chunk) => {
+      received = Buffer.concat([received, chunk]);
+      if (received.length >= 2 && received.length >= 2 + received.readUInt16BE(0)) done(undefined, received.subarray(2, 2 + received.readUInt16BE(0)));
+    });
+    socket.on("end", () => done(new Error(`${server} closed the connection before answering`)));
+  });
+}
+
+export function lengthOf(message: Buffer): Buffer {
+  const length = Buffer.alloc(2);
+  length.writeUInt16BE(message.length);
+  return length;
+}
