@@ -11,13 +11,14 @@ const DNS_PORT = 53;
  * Asks the host's resolvers, in order, what the containers' table cannot answer. Each attempt has its own
  * socket (a fresh source port) and a fresh id, so an answer that does not come from the resolver asked,
  * to this very query, is not taken; the answer that is taken is relayed as it came, rcode included
- * (NXDOMAIN stays NXDOMAIN). When every resolver failed or stayed silent for `attemptMs`, the client
- * gets SERVFAIL: never a hang.
+ * (NXDOMAIN stays NXDOMAIN). The resolvers share `budgetMs`, each getting an even part of what is left
+ * (a resolver that fails at once leaves its part to the next); when every one failed or stayed silent,
+ * the client gets SERVFAIL: never a hang.
  */
 export class Forwarder {
   constructor(
     private readonly nameservers: readonly string[],
-    private readonly attemptMs: number,
+    private readonly budgetMs: number,
   ) {}
 
   get canForward(): boolean {
@@ -26,11 +27,13 @@ export class Forwarder {
 
   /** Resolves with the answer for the client (its own id), never rejects. */
   async forward(query: DecodedPacket, message: Buffer, transport: Transport): Promise<Buffer> {
-    for (const server of this.nameservers) {
+    const deadline = Date.now() + this.budgetMs;
+    for (const [i, server] of this.nameservers.entries()) {
       const id = randomInt(65_536);
       const asked = Buffer.from(message);
       asked.writeUInt16BE(id, 0);
-      const answer = await (transport === "udp" ? askOverUdp : askOverTcp)(server, asked, this.attemptMs).catch(() => undefined);
+      const attemptMs = Math.max(0, deadline - Date.now()) / (this.nameservers.length - i);
+      const answer = await (transport === "udp" ? askOverUdp : askOverTcp)(server, asked, attemptMs).catch(() => undefined);
       if (answer && isAnswerTo(answer, id)) {
         answer.writeUInt16BE(query.id!, 0);
         return answer;
@@ -52,7 +55,10 @@ function familyOf(server: string): "udp4" | "udp6" {
 function askOverUdp(server: string, query: Buffer, timeoutMs: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const socket = createSocket(familyOf(server));
+    let finished = false;
     const done = (error: Error | undefined, answer?: Buffer) => {
+      if (finished) return;
+      finished = true;
       clearTimeout(timer);
       socket.close();
       if (error) reject(error);
@@ -71,7 +77,10 @@ function askOverTcp(server: string, query: Buffer, timeoutMs: number): Promise<B
   return new Promise((resolve, reject) => {
     const socket = connect({ host: server, port: DNS_PORT });
     let received = Buffer.alloc(0);
+    let finished = false;
     const done = (error: Error | undefined, answer?: Buffer) => {
+      if (finished) return;
+      finished = true;
       clearTimeout(timer);
       socket.destroy();
       if (error) reject(error);

@@ -96,7 +96,16 @@ export async function listenInNamespace(
     }
   });
   const udp = createSocket("udp4");
-  udp.on("message", (message, peer) => onQuery(message, (answer) => udp.send(answer, peer.port, peer.address)));
+  udp.on("message", (message, peer) =>
+    onQuery(message, (answer) => {
+      // The answer of a forwarded query may come after the namespace stopped being served.
+      try {
+        udp.send(answer, peer.port, peer.address);
+      } catch {
+        // closed meanwhile: the client asks again, or gives up
+      }
+    }),
+  );
   udp.on("error", () => undefined);
   const connections = new Set<TcpSocket>();
   const tcp = createServer((socket) => {

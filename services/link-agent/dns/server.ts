@@ -10,8 +10,11 @@ import { ensureNetnsEtc, LOOPBACK_HOSTS, NETNS_ETC_DIR, removeStaleNetnsEtc } fr
 import { CONTAINER_NAMESERVER, containerResolvConf, readResolverConfig, type ResolverConfig } from "./resolv-conf.js";
 
 const DNS_PORT = 53;
-/** How long one of the host's resolvers has to answer a forwarded query before the next is asked. */
-const FORWARD_ATTEMPT_MS = 1_000;
+/**
+ * How long the host's resolvers have, together, to answer a forwarded query before the client gets
+ * SERVFAIL: less than a glibc client waits (5 s) before it asks again, enough for a recursive resolver.
+ */
+const FORWARD_BUDGET_MS = 2_000;
 /** Forwarded queries under way at once, for the whole host: beyond, SERVFAIL at once rather than a growing queue. */
 const MAX_FORWARDS = 256;
 /** A container's idle DNS-over-TCP connection is closed after this, and it may hold at most so many at once. */
@@ -54,7 +57,7 @@ export class DnsServer {
 
   static start(options: DnsServerOptions): DnsServer {
     const resolvers = readResolverConfig(options.resolvConf ?? "/etc/resolv.conf");
-    return new DnsServer(options, resolvers, new Forwarder(resolvers.nameservers, FORWARD_ATTEMPT_MS));
+    return new DnsServer(options, resolvers, new Forwarder(resolvers.nameservers, FORWARD_BUDGET_MS));
   }
 
   /**
