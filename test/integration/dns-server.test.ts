@@ -194,6 +194,32 @@ describe("the embedded DNS server, in namespaces, against real resolvers", () =>
     expect(nslookupResult.ms).toBeLessThan(7_000);
   }, 15_000);
 
+  it("asks the next resolver at once when the host cannot send to one, and answers SERVFAIL at once when it can send to none", async () => {
+    // A broadcast address: connect() refuses it (EACCES) and nothing is sent, as with a resolver the host has no route to.
+    const netns = `unreachable@${HOST}`;
+    await addNamespace(netns);
+    const answerFrom = async (resolvers: string[]) => {
+      writeFileSync(join(etcDir, "unreachable.conf"), resolvers.map((r) => `nameserver ${r}\n`).join(""));
+      const lonely = DnsServer.start({ host: HOST, etcDir, resolvConf: join(etcDir, "unreachable.conf") });
+      try {
+        await lonely.serve({ ...endpoint("unreachable", "net1"), netns });
+        return await query(netns, "example.test", "A", "udp");
+      } finally {
+        await lonely.stop();
+      }
+    };
+    try {
+      const next = await answerFrom(["255.255.255.255", UPSTREAM]);
+      expect(next).toMatchObject({ rcode: "NOERROR", answers: ["198.51.100.7"] });
+      expect(next.ms).toBeLessThan(500);
+      const none = await answerFrom(["255.255.255.255"]);
+      expect(none.rcode).toBe("SERVFAIL");
+      expect(none.ms).toBeLessThan(500);
+    } finally {
+      await run("ip", ["netns", "delete", netns]);
+    }
+  });
+
   it("truncates a long answer over UDP, with TC set, and gives it whole over TCP: its own and forwarded ones", async () => {
     expect(await query(web.netns, "big", "A", "udp")).toMatchObject({ rcode: "NOERROR", tc: true, answers: [] });
     const overTcp = await query(web.netns, "big", "A", "tcp");

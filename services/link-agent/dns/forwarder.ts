@@ -52,41 +52,41 @@ function familyOf(server: string): "udp4" | "udp6" {
   return ipaddr.parse(server.replace(/%.*/, "")).kind() === "ipv6" ? "udp6" : "udp4";
 }
 
-function askOverUdp(server: string, query: Buffer, timeoutMs: number): Promise<Buffer> {
+type Done = (error: Error | undefined, answer?: Buffer) => void;
+
+/** One attempt at one resolver: `start` sends, and settles with `done`, at most once; `close` then ends it. */
+function attempt(server: string, timeoutMs: number, close: () => void, start: (done: Done) => void): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const socket = createSocket(familyOf(server));
     let finished = false;
-    const done = (error: Error | undefined, answer?: Buffer) => {
+    const done: Done = (error, answer) => {
       if (finished) return;
       finished = true;
       clearTimeout(timer);
-      socket.close();
+      close();
       if (error) reject(error);
       else resolve(answer!);
     };
     const timer = setTimeout(() => done(new Error(`no answer from ${server} within ${timeoutMs} ms`)), timeoutMs);
+    start(done);
+  });
+}
+
+function askOverUdp(server: string, query: Buffer, timeoutMs: number): Promise<Buffer> {
+  const socket = createSocket(familyOf(server));
+  return attempt(server, timeoutMs, () => socket.close(), (done) => {
     socket.on("error", (error) => done(error));
     // Connected: the kernel passes on only datagrams from the resolver asked.
-    socket.connect(DNS_PORT, server, () => socket.send(query, (error) => error && done(error)));
+    // A resolver the host has no route to fails here at once (ENETUNREACH), and its part goes to the next.
+    socket.connect(DNS_PORT, server, (error?: Error) => (error ? done(error) : socket.send(query, (failed) => failed && done(failed))));
     socket.on("message", (answer) => isAnswerTo(answer, query.readUInt16BE(0)) && done(undefined, answer));
   });
 }
 
 /** DNS over TCP: each message preceded by its length in two bytes. */
 function askOverTcp(server: string, query: Buffer, timeoutMs: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({ host: server, port: DNS_PORT });
-    let received = Buffer.alloc(0);
-    let finished = false;
-    const done = (error: Error | undefined, answer?: Buffer) => {
-      if (finished) return;
-      finished = true;
-      clearTimeout(timer);
-      socket.destroy();
-      if (error) reject(error);
-      else resolve(answer!);
-    };
-    const timer = setTimeout(() => done(new Error(`no answer from ${server} within ${timeoutMs} ms`)), timeoutMs);
+  const socket = connect({ host: server, port: DNS_PORT });
+  let received = Buffer.alloc(0);
+  return attempt(server, timeoutMs, () => socket.destroy(), (done) => {
     socket.on("error", (error) => done(error));
     socket.on("connect", () => socket.write(Buffer.concat([lengthOf(query), query])));
     socket.on("data", (chunk) => {

@@ -115,7 +115,10 @@ export async function listenInNamespace(
   });
   try {
     await new Promise<void>((resolve, reject) => {
-      udp.once("error", reject);
+      udp.once("error", (error) => {
+        closeSync(tcpFd);
+        reject(error);
+      });
       udp.bind({ fd: udpFd }, () => resolve());
     });
     await new Promise<void>((resolve, reject) => {

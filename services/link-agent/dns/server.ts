@@ -72,7 +72,7 @@ export class DnsServer {
         "resolv.conf": containerResolvConf(this.resolvers, endpoint.container),
         hosts: LOOPBACK_HOSTS,
       });
-      const inode = statSync(namespacePath(endpoint.netns)).ino;
+      const inode = inodeOf(endpoint.netns);
       if (served.listeners && served.inode === inode) return;
       if (served.listeners) await closeListeners(served.listeners);
       served.listeners = undefined;
@@ -139,13 +139,23 @@ export class DnsServer {
         netns,
         CONTAINER_NAMESERVER,
         DNS_PORT,
-        (message, reply) => void this.handle(served, message, "udp").then((answer) => answer && reply(answer)),
+        (message, reply) => void this.answerSafely(served, message, "udp").then((answer) => answer && reply(answer)),
         (socket) => this.handleConnection(served, socket),
       );
       listeners.tcp.maxConnections = TCP_CONNECTIONS_PER_NAMESPACE;
       return listeners;
     } catch (error) {
       throw new Error(`failed to serve DNS in namespace ${netns} on ${CONTAINER_NAMESERVER}:${DNS_PORT}: ${(error as Error).message}`);
+    }
+  }
+
+  /** A container's query can never take the agent down: a failure answering it is logged, and it gets no answer. */
+  private async answerSafely(served: ServedNamespace, message: Buffer, transport: Transport): Promise<Buffer | undefined> {
+    try {
+      return await this.handle(served, message, transport);
+    } catch (error) {
+      console.error(`failed to answer a DNS query over ${transport}: ${(error as Error).message}`);
+      return undefined;
     }
   }
 
@@ -175,7 +185,7 @@ export class DnsServer {
         const message = received.subarray(2, 2 + received.readUInt16BE(0));
         received = received.subarray(2 + message.length);
         answering = answering.then(async () => {
-          const answer = await this.handle(served, message, "tcp");
+          const answer = await this.answerSafely(served, message, "tcp");
           if (answer && !socket.destroyed) socket.write(Buffer.concat([lengthOf(answer), answer]));
         });
       }
@@ -184,5 +194,13 @@ export class DnsServer {
 
   private get etcDir(): string {
     return this.options.etcDir ?? NETNS_ETC_DIR;
+  }
+}
+
+function inodeOf(netns: string): number {
+  try {
+    return statSync(namespacePath(netns)).ino;
+  } catch (error) {
+    throw new Error(`failed to serve DNS in namespace ${netns}: ${(error as Error).message}; the agent makes it again on its next pass`);
   }
 }
