@@ -13,7 +13,7 @@ import type { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.
 import { DesiredState, type DesiredChange } from "./desired.js";
 import { ensureEndpoint, failedStatus, hostNamespaces, openContainerNamespace, removeNamespace } from "./endpoints.js";
 import { writeHeartbeat } from "./heartbeat.js";
-import { ensureHostsFile, hostsFolders, NETNS_ETC_DIR, removeHostsFolder } from "./hosts-file.js";
+import { DnsServer } from "./dns/server.js";
 import { findMissingLinkKinds, NEEDED_LINK_KINDS } from "./link-kinds.js";
 import { ensureParent, OWNED_LINK_ALIAS, removeUnusedParents, type ParentResult } from "./parents.js";
 import { RouteDistribution } from "./routes/distribution.js";
@@ -30,8 +30,10 @@ export interface AgentOptions extends RecordTrust {
   heartbeatMs: number;
   /** Level-triggered safety net: converge this often even when nothing was announced. */
   resyncMs: number;
-  /** Where containers' hosts files go (NETNS_ETC_DIR, which `ip netns exec` reads); tests point it elsewhere. */
+  /** Where containers' resolv.conf go (NETNS_ETC_DIR, which `ip netns exec` reads); tests point it elsewhere. */
   netnsEtcDir?: string;
+  /** The host's resolvers, whom the containers' DNS server forwards other names to (default /etc/resolv.conf). */
+  resolvConf?: string;
   /** Set by --bgp-as and --bgp-peer: the host advertises what it serves to these routers (bgp/speaker.ts). */
   bgp?: BgpOptions;
 }
@@ -57,11 +59,12 @@ interface Container {
  * never holds up an attach. Each step reads the kernel afresh, so the agent may be killed at any instant.
  *
  * The steps, for whoever needs to hook into them: convergeParent (per network: its parent link),
- * convergeEndpoint (per container, keyed by its namespace: namespace, eth0, addresses, routes, status),
- * convergeNames (per network: hosts files), announce (the host's route announcement).
+ * convergeEndpoint (per container, keyed by its namespace: namespace, eth0, addresses, routes, DNS, status),
+ * announce (the host's route announcement). Names need no step: the DNS server answers from the names bucket.
  */
 export class LinkAgent {
   private desired!: DesiredState;
+  private dns!: DnsServer;
   /** Spec fingerprints already converged in this process: their work no longer joins the intent's trace. */
   private readonly converged = new Set<string>();
   private timers: NodeJS.Timeout[] = [];
@@ -78,7 +81,6 @@ export class LinkAgent {
   private hostWatch: LinkWatch | undefined;
   private readonly parentQueue = this.queue((networkId, priority) => this.convergeParent(networkId, priority), Number.POSITIVE_INFINITY, "converge the parent of network");
   private readonly endpointQueue = this.queue((netns, priority) => this.convergeEndpoint(netns, priority), ENDPOINT_CONCURRENCY, "converge container namespace", FULL_PASS_CONCURRENCY);
-  private readonly namesQueue = this.queue((networkId) => this.convergeNames(networkId), 1, "write the hosts files of network");
   private readonly announceQueue = this.queue(() => this.announce(), 1, "announce the host's routes");
   private readonly passQueue = this.queue(() => this.fullPass(), 1, "run the full pass");
 
@@ -103,7 +105,15 @@ export class LinkAgent {
     agent.missingKinds = (await missingKinds) ?? [];
     await agent.heartbeat();
     agent.hostWatch = watchLinks(undefined, (event) => agent.hostLinkChanged(event), () => agent.lostNotifications());
-    agent.desired = await DesiredState.start({ networks, desired, names }, options.host, (change) => agent.changed(change), (line) => console.error(line), options.verifier);
+    agent.dns = DnsServer.start({ host: options.host, etcDir: options.netnsEtcDir, resolvConf: options.resolvConf });
+    agent.desired = await DesiredState.start(
+      { networks, desired, names },
+      options.host,
+      (change) => agent.changed(change),
+      (line) => console.error(line),
+      agent.dns.names,
+      options.verifier,
+    );
     agent.loaded = true;
     void agent.passQueue.request("full").then(() => agent.resyncLater());
     agent.timers = [
@@ -125,8 +135,9 @@ export class LinkAgent {
     clearTimeout(this.resyncTimer);
     this.desired?.stop();
     this.hostWatch?.close();
-    const queues = [this.passQueue, this.endpointQueue, this.parentQueue, this.namesQueue, this.announceQueue];
+    const queues = [this.passQueue, this.endpointQueue, this.parentQueue, this.announceQueue];
     for (const queue of queues) await queue.stop();
+    await this.dns?.stop();
     for (const container of this.containers.values()) closeContainer(container);
     this.root.close();
     await this.routes.stop();
@@ -166,9 +177,6 @@ export class LinkAgent {
     switch (change.kind) {
       case "endpoint":
         void this.endpointQueue.request(change.endpoint.netns);
-        return;
-      case "names":
-        void this.namesQueue.request(change.networkId);
         return;
       case "network":
         void this.parentQueue.request(change.network.id);
@@ -255,7 +263,9 @@ export class LinkAgent {
     try {
       return await this.traced(fingerprint, endpoint.traceparent, priority, "agent.endpoint.ensure", { ...attributes, netns: endpoint.netns }, async () => {
         const inside = await this.containerHandle(endpoint);
-        return await ensureEndpoint(this.root, inside, endpoint, network, parent.index);
+        const status = await ensureEndpoint(this.root, inside, endpoint, network, parent.index);
+        await this.dns.serve(endpoint);
+        return status;
       });
     } catch (error) {
       this.converged.delete(fingerprint);
@@ -300,7 +310,7 @@ export class LinkAgent {
     if (await this.statuses.put(status)) void this.announceQueue.request("announce");
   }
 
-  /** A removed endpoint: its namespace (and so its eth0), its hosts folder and its status, nothing else. */
+  /** A removed endpoint: its namespace (and so its eth0), its /etc/netns folder and its status, nothing else. */
   private async removeEndpoint(netns: string): Promise<void> {
     const container = this.containers.get(netns);
     if (container) {
@@ -308,22 +318,14 @@ export class LinkAgent {
       this.containers.delete(netns);
       await this.forget(container.endpointId);
     }
-    if (netns.endsWith(`@${this.options.host}`)) {
-      await removeNamespace(netns);
-      await removeHostsFolder(this.etcDir, netns);
-    }
+    // Before the namespace goes: the DNS server's sockets in it would keep it, and its eth0, alive.
+    await this.dns.release(netns);
+    if (netns.endsWith(`@${this.options.host}`)) await removeNamespace(netns);
   }
 
   private async forget(endpointId: string): Promise<void> {
     this.statusById.delete(endpointId);
     if (await this.statuses.remove(endpointId)) void this.announceQueue.request("announce");
-  }
-
-  /** The per-network hosts files: the names of a network's containers in each of this host's containers on it. */
-  private async convergeNames(networkId: string): Promise<void> {
-    const names = this.desired.namesOf(networkId);
-    if (!names) return;
-    for (const endpoint of this.desired.endpointsOf(networkId)) await ensureHostsFile(this.etcDir, endpoint, names);
   }
 
   /** The host's route announcement, from the statuses kept in memory: no kernel read. */
@@ -333,17 +335,17 @@ export class LinkAgent {
 
   /**
    * Everything, through the same steps at background priority (a change seen meanwhile goes first), then what
-   * nothing wants any more: namespaces, hosts folders and statuses of gone containers, parents of gone networks.
+   * nothing wants any more: namespaces, /etc/netns folders and statuses of gone containers, parents of gone networks.
    */
   private async fullPass(): Promise<void> {
     const background: Priority = "background";
     const networks = this.desired.networks();
     await Promise.all(networks.map((network) => this.parentQueue.request(network.id, background)));
     const wanted = this.desired.endpoints();
-    const present = new Set([...hostNamespaces(this.options.host), ...(await hostsFolders(this.etcDir, this.options.host)), ...this.containers.keys()]);
+    const present = new Set([...hostNamespaces(this.options.host), ...this.containers.keys()]);
     const netnses = new Set([...wanted.map((endpoint) => endpoint.netns), ...present]);
     await Promise.all([...netnses].map((netns) => this.endpointQueue.request(netns, background)));
-    await Promise.all([...new Set(wanted.map((endpoint) => endpoint.networkId))].map((id) => this.namesQueue.request(id, background)));
+    await this.dns.retainOnly(this.desired.endpoints());
     const wantedIds = new Set(this.desired.endpoints().map((endpoint) => endpoint.id));
     for (const endpointId of this.statuses.endpointIds()) {
       if (!wantedIds.has(endpointId)) await this.forget(endpointId);
@@ -379,10 +381,6 @@ export class LinkAgent {
   /** The host's own interfaces, as its heartbeat reports them to the planner. */
   private async interfaceNames(): Promise<string[]> {
     return (await this.root.listLinks()).map((link) => link.name).sort().slice(0, MAX_REPORTED_INTERFACES);
-  }
-
-  private get etcDir(): string {
-    return this.options.netnsEtcDir ?? NETNS_ETC_DIR;
   }
 }
 

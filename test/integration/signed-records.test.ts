@@ -215,14 +215,16 @@ describe("signed records", () => {
     const planner = await PlannerStore.open(buses.get("planner")!, { intentRetentionMs: 60_000, trust: { signer: signerOf.planner, verifier } });
     const h2Logged: string[] = [];
     const [networks, desired, names] = await Promise.all([Buckets.networks, Buckets.desired, Buckets.names].map((name) => bucket("agent-h2", name)));
-    const state = await DesiredState.start({ networks, desired, names }, H2.host, () => undefined, (line) => h2Logged.push(line), verifier);
+    const namesSeen = new Map<string, NameEntry>();
+    const listener = { put: (_: string, key: string, entry: NameEntry) => namesSeen.set(key, entry), delete: (_: string, key: string) => namesSeen.delete(key), dropNetwork: () => namesSeen.clear() };
+    const state = await DesiredState.start({ networks, desired, names }, H2.host, () => undefined, (line) => h2Logged.push(line), listener, verifier);
     try {
       const network = Network.fromPartial({ id: "n2", name: "web", mode: "l2" });
       const endpoint = Endpoint.fromPartial({ id: "e2", networkId: network.id, networkName: network.name, container: "c2", host: H2.host, addresses: ["10.9.3.2/24"], createdAt: new Date(0).toISOString() });
       await planner.createNetwork(network);
       await planner.createEndpoint(endpoint);
       await planner.publishEndpoint(endpoint);
-      const seen = () => ({ networks: state.networks().map((n) => n.name).sort(), endpoints: state.endpoints().map((e) => e.container), names: state.namesOf(network.id)?.map((n) => n.name) });
+      const seen = () => ({ networks: state.networks().map((n) => n.name).sort(), endpoints: state.endpoints().map((e) => e.container), names: [...namesSeen.values()].map((n) => n.name) });
       const planned = { networks: ["net", "web"], endpoints: ["c2"], names: ["c2"] };
       expect(await eventually("the planner's own records", seen, (now) => JSON.stringify(now) === JSON.stringify(planned))).toEqual(planned);
 
