@@ -57,13 +57,45 @@ section l2-ping-same-subnet
 show in_c b114@h2 ping -c 2 -W 2 192.168.114.10
 section l2-ping-other-subnet
 show in_c c116@h1 ping -c 2 -W 1 192.168.114.10
+# Names go through h2's agent's DNS server at 127.0.0.11 inside b114@h2: `trellis exec` (ip netns exec)
+# finds it in the resolv.conf mounted over /etc/resolv.conf, nsenter (no mounts, no hosts file) is told it.
 section name-across-hosts
 show trellis exec b114 ping -c 2 -W 2 a114
-# h2's agent learns of c116 (on h1) a moment after c116 is up.
-wait_until grep -q c116 /etc/netns/b114@h2/hosts
-section hosts-file-b114
+section resolv-conf-b114
 # (its comment line left out: a "# " line ends a section for test/support/lab.ts)
-grep -v '^#' /etc/netns/b114@h2/hosts
+grep -v '^#' /etc/netns/b114@h2/resolv.conf
+section hosts-b114
+cat /etc/netns/b114@h2/hosts
+section nslookup-across-hosts
+show nsenter --net=/run/netns/b114@h2 busybox nslookup c116 127.0.0.11
+# Milliseconds since $started.
+ms_since() {
+  echo $(( ($(date +%s%N) - started) / 1000000 ))
+}
+# Looks d114 up from b114@h2 until the answer is $1 (found or gone), at most 10 s; prints how long after
+# $started the first lookup that saw it began (each lookup, a process start under emulation, takes a while).
+lookup_d114_until() {
+  while :; do
+    began=$(ms_since)
+    if nsenter --net=/run/netns/b114@h2 busybox nslookup -type=A d114 127.0.0.11 >/dev/null 2>&1; then seen=found; else seen=gone; fi
+    [ "$seen" = "$1" ] || [ "$began" -gt 10000 ] && break
+  done
+  echo "$1 by the lookup begun $began ms after"
+}
+# A container of h1 asked for from h2 from the moment `trellis run` returns (h1 reports it ready).
+section nslookup-new-container
+trellis run --net=ipvlan114 --ip=192.168.114.12 --name=d114 --host=h1
+started=$(date +%s%N)
+lookup_d114_until found
+show nsenter --net=/run/netns/b114@h2 busybox nslookup -type=A d114 127.0.0.11
+section nslookup-unknown
+started=$(date +%s%N)
+show nsenter --net=/run/netns/b114@h2 busybox nslookup -type=A nosuchcontainer 127.0.0.11
+echo "answered after $(ms_since) ms"
+section nslookup-removed-container
+show trellis rm d114
+started=$(date +%s%N)
+lookup_d114_until gone
 
 # --- Dual stack (ipvlan140): two IPv4 subnets and one IPv6, all with gateways, on VLAN 140.
 section create-ipvlan140

@@ -1,10 +1,10 @@
-// Bundles the trellis CLI (and through it every service) into a few files under dist/bundle. In the
-// emulated lab kernel each module file a process opens costs dearly; one bundle per command starts
-// many times faster than the hundreds of files tsc's output and node_modules would load.
+// Bundles the trellis CLI (and through it every service), and bench:attach's program that runs in the lab,
+// into a few files under dist/bundle. In the emulated lab kernel each module file a process opens costs dearly;
+// one bundle per command starts many times faster than the hundreds of files tsc's output and node_modules would load.
 import { build } from "esbuild";
 
 await build({
-  entryPoints: { trellis: "services/cli/main.ts" },
+  entryPoints: { trellis: "services/cli/main.ts", "bench-attach": "bench/attach.ts" },
   outdir: "dist/bundle",
   bundle: true,
   splitting: true,

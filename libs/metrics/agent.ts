@@ -14,8 +14,8 @@ export const agentRegistry: Registry = serviceRegistry();
 const PASS_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 const NETLINK_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
 
-const passes = new Counter({ name: "trellis_agent_convergence_passes_total", help: "Convergence passes, by outcome (ok, error)", labelNames: ["outcome"], registers: [agentRegistry] });
-const passSeconds = new Histogram({ name: "trellis_agent_convergence_duration_seconds", help: "How long a convergence pass took", buckets: PASS_BUCKETS, registers: [agentRegistry] });
+const passes = new Counter({ name: "trellis_agent_convergence_passes_total", help: "Convergence steps run, by step (full, parent, container, announce) and outcome (ok, error)", labelNames: ["step", "outcome"], registers: [agentRegistry] });
+const passSeconds = new Histogram({ name: "trellis_agent_convergence_duration_seconds", help: "How long a convergence step took, by step", labelNames: ["step"], buckets: PASS_BUCKETS, registers: [agentRegistry] });
 const containers = new Gauge({ name: "trellis_agent_containers", help: "This host's containers by state, as last read back from the kernel", labelNames: ["state"], registers: [agentRegistry] });
 const netlinkOperations = new Counter({ name: "trellis_agent_netlink_operations_total", help: "Netlink operations, by operation and result (ok, or the errno)", labelNames: ["operation", "result"], registers: [agentRegistry] });
 const netlinkSeconds = new Histogram({ name: "trellis_agent_netlink_operation_duration_seconds", help: "How long a netlink operation took, by operation", labelNames: ["operation"], buckets: NETLINK_BUCKETS, registers: [agentRegistry] });
@@ -23,7 +23,7 @@ const routeChanges = new Counter({ name: "trellis_agent_route_changes_total", he
 const routesInstalled = new Gauge({ name: "trellis_agent_routes_installed", help: "Routes to other hosts' prefixes the agent holds installed", registers: [agentRegistry] });
 const refusedAnnouncements = new Gauge({ name: "trellis_agent_refused_announcements", help: "Prefixes other hosts announce that the agent refuses to route (not theirs to announce: forged or stale)", registers: [agentRegistry] });
 const announcedPrefixes = new Gauge({ name: "trellis_agent_announced_prefixes", help: "Prefixes this host announces for its L3 containers", registers: [agentRegistry] });
-const dnsQueries = new Counter({ name: "trellis_agent_dns_queries_total", help: "DNS queries the agent's resolver answered, by result", labelNames: ["result"], registers: [agentRegistry] });
+const dnsQueries = new Counter({ name: "trellis_agent_dns_queries_total", help: "DNS queries the agent's DNS server answered, by source (local, forwarded) and the answer's rcode", labelNames: ["source", "rcode"], registers: [agentRegistry] });
 
 const STATE_LABELS: Record<number, string> = {
   [EndpointState.ENDPOINT_STATE_PENDING]: "pending",
@@ -33,22 +33,21 @@ const STATE_LABELS: Record<number, string> = {
 for (const state of Object.values(STATE_LABELS)) containers.set({ state }, 0);
 for (const change of ["installed", "withdrawn"]) routeChanges.inc({ change }, 0);
 
-/** Runs one convergence pass, counting it and its duration. */
-export function measuredPass(pass: () => Promise<void>): Promise<void> {
-  return measured(pass, (outcome, seconds) => {
-    passes.inc({ outcome: outcome === "ok" ? "ok" : "error" });
-    passSeconds.observe(seconds);
+/** The agent's convergence steps (services/link-agent/agent.ts): a bounded label. */
+export type ConvergenceStep = "full" | "parent" | "container" | "announce";
+
+/** Runs one convergence step, counting it and its duration. */
+export function measuredStep(step: ConvergenceStep, work: () => Promise<void>): Promise<void> {
+  return measured(work, (outcome, seconds) => {
+    passes.inc({ step, outcome: outcome === "ok" ? "ok" : "error" });
+    passSeconds.observe({ step }, seconds);
   });
 }
 
-/** The statuses a pass read back: the host's containers by state. */
-export function countContainerStates(statuses: Iterable<EndpointStatus>): void {
-  const counts = new Map(Object.values(STATE_LABELS).map((state) => [state, 0]));
-  for (const status of statuses) {
-    const state = STATE_LABELS[status.state] ?? "pending";
-    counts.set(state, counts.get(state)! + 1);
-  }
-  for (const [state, count] of counts) containers.set({ state }, count);
+/** One container's status changed (undefined: it had none, or has none any more): the host's containers by state. */
+export function containerStateChanged(before: EndpointStatus | undefined, after: EndpointStatus | undefined): void {
+  if (before) containers.dec({ state: STATE_LABELS[before.state] ?? "pending" });
+  if (after) containers.inc({ state: STATE_LABELS[after.state] ?? "pending" });
 }
 
 /** Runs one netlink operation (its span's name, e.g. link.create), counting it by result, and timing it. */
@@ -107,9 +106,13 @@ export function followHeartbeatAges(self: string, lastSeen: ReadonlyMap<string, 
 }
 
 /** The outcomes of a DNS query, as the agent's resolver reports them. */
-export type DnsResult = "answered" | "nxdomain" | "forwarded" | "refused" | "error";
+/** Where a DNS answer came from: the names of the host's networks, or the host's resolvers. */
+export type DnsSource = "local" | "forwarded";
 
-/** For the agent's DNS server (services/link-agent/dns/): one call per query answered. */
-export function countDnsQuery(result: DnsResult): void {
-  dnsQueries.inc({ result });
+const RCODE_LABELS = ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"];
+
+/** For the agent's DNS server (services/link-agent/dns/): one call per answer sent, labelled by its rcode. */
+export function countDnsAnswer(source: DnsSource, answer: Buffer): void {
+  const rcode = answer.length >= 4 ? (RCODE_LABELS[answer.readUInt16BE(2) & 0x0f] ?? "other") : "other";
+  dnsQueries.inc({ source, rcode });
 }

@@ -15,3 +15,4 @@ export {
   type Route,
   type RouteSpec,
 } from "./types.js";
+export { watchLinks, type LinkEvent, type LinkWatch } from "./link-watch.js";

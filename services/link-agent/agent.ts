@@ -6,20 +6,21 @@ import { openBucket } from "../../libs/bus/connection.js";
 import { Buckets, MAX_REPORTED_INTERFACES } from "../../libs/bus/subjects.js";
 import { contextFromTraceparent } from "../../libs/bus/trace.js";
 import { withSpan } from "../../libs/telemetry/tracing.js";
-import { openNetlink, type NetlinkHandle } from "../../libs/netlink/index.js";
-import type { EndpointStatus, NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
+import { KeyedWorkQueue, type Priority } from "../../libs/converge/keyed-queue.js";
+import { namespaceExists, openNetlink, watchLinks, type LinkEvent, type LinkWatch, type NetlinkHandle } from "../../libs/netlink/index.js";
+import { EndpointState, type EndpointStatus } from "../../libs/proto/gen/trellis/v1/state.js";
 import type { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
-import { DesiredState } from "./desired.js";
-import { ensureEndpoint, failedStatus, removeStaleNamespaces } from "./endpoints.js";
+import { DesiredState, type DesiredChange } from "./desired.js";
+import { ensureEndpoint, failedStatus, hostNamespaces, openContainerNamespace, removeNamespace } from "./endpoints.js";
 import { writeHeartbeat } from "./heartbeat.js";
-import { ensureHostsFile, NETNS_ETC_DIR, removeStaleHostsFiles } from "./hosts-file.js";
+import { DnsServer } from "./dns/server.js";
 import { findMissingLinkKinds, NEEDED_LINK_KINDS } from "./link-kinds.js";
-import { ensureParent, removeUnusedParents, type ParentResult } from "./parents.js";
+import { ensureParent, OWNED_LINK_ALIAS, removeUnusedParents, type ParentResult } from "./parents.js";
 import { RouteDistribution } from "./routes/distribution.js";
 import { StatusPublisher } from "./status.js";
 import type { RecordTrust } from "../../libs/tls/record-signature.js";
 import type { BgpOptions } from "./bgp/options.js";
-import { measuredPass } from "../../libs/metrics/agent.js";
+import { containerStateChanged, measuredStep, type ConvergenceStep } from "../../libs/metrics/agent.js";
 
 /** `signer` and `verifier`: its heartbeats and announcements signed, and others' checked (libs/tls/record-signature.ts). */
 export interface AgentOptions extends RecordTrust {
@@ -30,32 +31,67 @@ export interface AgentOptions extends RecordTrust {
   heartbeatMs: number;
   /** Level-triggered safety net: converge this often even when nothing was announced. */
   resyncMs: number;
-  /** Where containers' hosts files go (NETNS_ETC_DIR, which `ip netns exec` reads); tests point it elsewhere. */
+  /** Where containers' resolv.conf go (NETNS_ETC_DIR, which `ip netns exec` reads); tests point it elsewhere. */
   netnsEtcDir?: string;
+  /** The host's resolvers, whom the containers' DNS server forwards other names to (default /etc/resolv.conf). */
+  resolvConf?: string;
   /** Set by --bgp-as and --bgp-peer: the host advertises what it serves to these routers (bgp/speaker.ts). */
   bgp?: BgpOptions;
 }
 
+/** Endpoint steps at once: enough to overlap their kernel calls and their `ip netns add`. */
+const ENDPOINT_CONCURRENCY = 4;
+/** Of those, the full pass's: one, so that an attach waits at most for one step that finds all right. */
+const FULL_PASS_CONCURRENCY = 1;
+
+/** What the agent holds open for one container while it exists: a socket in its namespace and a link watch there. */
+interface Container {
+  endpointId: string;
+  netns: string;
+  handle: NetlinkHandle | undefined;
+  watch: LinkWatch | undefined;
+}
+
 /**
- * One per host. Watches the host's desired state, converges the kernel to it, and publishes what the
- * kernel really has. Every pass reads both sides afresh, so the agent may be killed at any instant.
+ * One per host. Converges the kernel to the host's desired state one piece at a time: a change to one endpoint
+ * runs that endpoint's step (after its network's parent step) and nothing else, and the kernel's link
+ * notifications run the step of whatever lost a link. A full pass over everything, on start and every
+ * resyncMs, is the level-triggered safety net; it goes through the same queues at background priority, so it
+ * never holds up an attach. Each step reads the kernel afresh, so the agent may be killed at any instant.
+ *
+ * The steps, for whoever needs to hook into them: convergeParent (per network: its parent link),
+ * convergeEndpoint (per container, keyed by its namespace: namespace, eth0, addresses, routes, DNS, status),
+ * announce (the host's route announcement). Names need no step: the DNS server answers from the names bucket.
  */
 export class LinkAgent {
   private desired!: DesiredState;
-  private running: Promise<void> | undefined;
-  private again = false;
+  private dns!: DnsServer;
   /** Spec fingerprints already converged in this process: their work no longer joins the intent's trace. */
   private readonly converged = new Set<string>();
   private timers: NodeJS.Timeout[] = [];
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
   private missingKinds: readonly string[] = [];
-  /** No pass before the stored desired state is in: a pass on none of it would remove every container. */
+  /** No step before the stored desired state is in: a pass on none of it would remove every container. */
   private loaded = false;
+  /** Network id → the outcome of its parent step, which its endpoints' steps use. */
+  private readonly parents = new Map<string, ParentResult>();
+  private readonly containers = new Map<string, Container>();
+  /** Endpoint id → the status last read back from the kernel: what announcements are computed from. */
+  private readonly statusById = new Map<string, EndpointStatus>();
+  private hostWatch: LinkWatch | undefined;
+  private readonly parentQueue = this.queue("parent", (networkId, priority) => this.convergeParent(networkId, priority), Number.POSITIVE_INFINITY, "converge the parent of network");
+  private readonly endpointQueue = this.queue("container", (netns, priority) => this.convergeEndpoint(netns, priority), ENDPOINT_CONCURRENCY, "converge container namespace", FULL_PASS_CONCURRENCY);
+  private readonly announceQueue = this.queue("announce", () => this.announce(), 1, "announce the host's routes");
+  private readonly passQueue = this.queue("full", () => this.fullPass(), 1, "run the full pass");
 
   private constructor(
     private readonly options: AgentOptions,
     private readonly hosts: KV,
     private readonly statuses: StatusPublisher,
     private readonly routes: RouteDistribution,
+    /** A socket in the host's namespace, for parents, held for the agent's life. */
+    private readonly root: NetlinkHandle,
   ) {}
 
   static async start(nc: NatsConnection, options: AgentOptions): Promise<LinkAgent> {
@@ -64,49 +100,58 @@ export class LinkAgent {
     const [hosts, status, networks, desired, names] = await Promise.all(
       [Buckets.hosts, Buckets.status, Buckets.networks, Buckets.desired, Buckets.names].map((b) => openBucket(nc, b)),
     );
-    const agent = new LinkAgent(options, hosts, new StatusPublisher(status, options.host, options), await RouteDistribution.start(nc, options));
+    const routes = await RouteDistribution.start(nc, options);
+    const agent = new LinkAgent(options, hosts, new StatusPublisher(status, options.host, options), routes, await openNetlink());
     await agent.statuses.load();
     agent.missingKinds = (await missingKinds) ?? [];
     await agent.heartbeat();
-    agent.desired = await DesiredState.start({ networks, desired, names }, options.host, () => agent.schedule(), (line) => console.error(line), options.verifier);
+    agent.hostWatch = watchLinks(undefined, (event) => agent.hostLinkChanged(event), () => agent.lostNotifications());
+    agent.dns = DnsServer.start({ host: options.host, etcDir: options.netnsEtcDir, resolvConf: options.resolvConf });
+    agent.desired = await DesiredState.start(
+      { networks, desired, names },
+      options.host,
+      (change) => agent.changed(change),
+      (line) => console.error(line),
+      agent.dns.names,
+      options.verifier,
+    );
     agent.loaded = true;
+    void agent.passQueue.request("full").then(() => agent.resyncLater());
     agent.timers = [
       setInterval(() => void agent.heartbeat().catch(logError("heartbeat")), options.heartbeatMs),
-      setInterval(() => agent.schedule(), options.resyncMs),
       setInterval(() => void agent.recheckLinkKinds().catch(logError("heartbeat")), options.resyncMs),
     ];
     return agent;
   }
 
+  /** The periodic full pass: resyncMs after the last one ended, so that a long one is not followed at once by the next. */
+  private resyncLater(): void {
+    if (this.stopped) return;
+    this.resyncTimer = setTimeout(() => void this.passQueue.request("full", "background").then(() => this.resyncLater()), this.options.resyncMs);
+  }
+
   async stop(): Promise<void> {
+    this.stopped = true;
     this.timers.forEach(clearInterval);
+    clearTimeout(this.resyncTimer);
     this.desired?.stop();
-    await this.running;
+    this.hostWatch?.close();
+    const queues = [this.passQueue, this.endpointQueue, this.parentQueue, this.announceQueue];
+    for (const queue of queues) await queue.stop();
+    await this.dns?.stop();
+    for (const container of this.containers.values()) closeContainer(container);
+    this.root.close();
     await this.routes.stop();
   }
 
-  /** Runs a pass now, or right after the one under way: never two at once, never a change missed. */
+  /** Asks for a full pass: now, or right after the one under way. */
   schedule(): void {
-    if (!this.loaded) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = measuredPass(() => this.converge())
-      .catch(logError("converge"))
-      .finally(() => {
-        this.running = undefined;
-        if (this.again) {
-          this.again = false;
-          this.schedule();
-        }
-      });
+    if (this.loaded) void this.passQueue.request("full");
   }
 
-  /** Resolves once a pass that started after this call has finished. */
+  /** Resolves once a full pass that started after this call has finished. */
   async settled(): Promise<void> {
-    this.schedule();
-    while (this.running) await this.running;
+    if (this.loaded) await this.passQueue.request("full");
   }
 
   /** Link kinds the agent needs that the kernel lacks, as its heartbeat reports them. */
@@ -115,7 +160,7 @@ export class LinkAgent {
   }
 
   private async heartbeat(): Promise<void> {
-    await writeHeartbeat(this.hosts, { ...this.options, missingLinkKinds: this.missingKinds, interfaces: await interfaceNames() });
+    await writeHeartbeat(this.hosts, { ...this.options, missingLinkKinds: this.missingKinds, interfaces: await this.interfaceNames() });
   }
 
   /** Kinds found missing are asked for again now and then, so that loading a module needs no agent restart. */
@@ -127,71 +172,236 @@ export class LinkAgent {
     await this.heartbeat();
   }
 
-  private async converge(): Promise<void> {
-    const networks = this.desired.networks().sort((a, b) => a.name.localeCompare(b.name));
-    const endpoints = this.desired.endpoints().sort((a, b) => a.container.localeCompare(b.container));
-    const root = await openNetlink();
-    try {
-      const links = await root.listLinks();
-      const parents = new Map<string, ParentResult>();
-      for (const network of networks) {
-        parents.set(network.id, await this.traced(`network:${network.id}`, network.traceparent, "agent.parent.ensure", { "trellis.network": network.name }, () =>
-          ensureParent(this.options.host, root, links, network),
-        ));
-      }
-      const networksById = new Map(networks.map((network) => [network.id, network]));
-      const statuses = new Map<string, EndpointStatus>();
-      for (const endpoint of endpoints) {
-        const network = networksById.get(endpoint.networkId);
-        const names = this.desired.namesOf(endpoint.networkId);
-        statuses.set(endpoint.id, await this.endpointStatus(root, endpoint, network, network && parents.get(network.id), names));
-      }
-      await removeStaleNamespaces(this.options.host, endpoints);
-      await removeStaleHostsFiles(this.etcDir, this.options.host, endpoints);
-      await removeUnusedParents(root, await root.listLinks(), networks);
-      await this.statuses.publish(statuses);
-      await this.routes.announce(networks, endpoints, [...statuses.values()]);
-    } finally {
-      root.close();
+  /** One stored change: only the steps of what it touches. */
+  private changed(change: DesiredChange): void {
+    if (!this.loaded) return; // the first full pass covers all of it
+    switch (change.kind) {
+      case "endpoint":
+        void this.endpointQueue.request(change.endpoint.netns);
+        return;
+      case "network":
+        void this.parentQueue.request(change.network.id);
+        // Endpoints that were waiting for their network (failed: not known here) can go on now.
+        for (const endpoint of this.desired.endpointsOf(change.network.id)) {
+          if (this.statusById.get(endpoint.id)?.state !== EndpointState.ENDPOINT_STATE_READY) void this.endpointQueue.request(endpoint.netns);
+        }
+        void this.announceQueue.request("announce");
     }
   }
 
-  private async endpointStatus(
-    root: NetlinkHandle,
-    endpoint: Endpoint,
-    network: Network | undefined,
-    parent: ParentResult | undefined,
-    names: NameEntry[] | undefined,
-  ): Promise<EndpointStatus> {
+  /**
+   * A link of the host's namespace deleted or changed: a deleted parent is put back by its networks' parent steps,
+   * and one that appears (the operator made it) lets the networks that were waiting for it go on.
+   */
+  private hostLinkChanged(event: LinkEvent): void {
+    if (!this.loaded) return;
+    for (const network of this.desired.networksOnParent(event.name)) {
+      if (event.type === "deleted" || !("index" in (this.parents.get(network.id) ?? {}))) void this.parentQueue.request(network.id);
+    }
+  }
+
+  /** The kernel dropped notifications (its buffer was full): any change may be among them. */
+  private lostNotifications(): void {
+    console.error("link notifications were lost; converging everything");
+    this.schedule();
+  }
+
+  /** The per-network step: the network's parent link exists and is up, or goes with the last network using it. */
+  private async convergeParent(networkId: string, priority: Priority): Promise<void> {
+    const network = this.desired.network(networkId);
+    if (!network) {
+      this.parents.delete(networkId);
+      return;
+    }
+    const parent = network.parent!;
+    const links = (await Promise.all([parent.name, parent.base].filter(Boolean).map((name) => this.root.getLink(name)))).flatMap((link) => (link ? [link] : []));
+    const result = await this.traced(`network:${network.id}`, network.traceparent, priority, "agent.parent.ensure", { "trellis.network": network.name }, () =>
+      ensureParent(this.options.host, this.root, links, network),
+    );
+    const previous = this.parents.get(networkId);
+    this.parents.set(networkId, result);
+    // A parent made again (deleted by hand) or put right: its containers' eth0s went with the old one, or wait for it.
+    if (previous && !sameParent(previous, result)) {
+      for (const endpoint of this.desired.endpointsOf(networkId)) void this.endpointQueue.request(endpoint.netns);
+    }
+  }
+
+  /**
+   * The per-endpoint step, keyed by the container's namespace: the container as desired (after its network's
+   * parent step), or, when no endpoint wants the namespace any more, its removal.
+   */
+  private async convergeEndpoint(netns: string, priority: Priority): Promise<void> {
+    const endpoint = this.desired.endpointIn(netns);
+    if (!endpoint) return this.removeEndpoint(netns);
+    const network = this.desired.network(endpoint.networkId);
+    // The parent's outcome is kept true by its own step: run on every change of the network, on every deletion of
+    // a link in the host's namespace that was a parent, and by every full pass. Only a network seen for the first
+    // time, or whose parent was not usable, waits for it here (background: no change of the parent's own, see traced).
+    if (network && !("index" in (this.parents.get(network.id) ?? {}))) await this.parentQueue.request(network.id, "background");
+    const status = await this.endpointStatus(endpoint, network, priority);
+    await this.record(endpoint, status);
+  }
+
+  /**
+   * A step that fails looks at its parent once more and tries again: the parent may have been deleted a moment ago,
+   * its notification not yet seen, so that the index in hand is stale.
+   */
+  private async endpointStatus(endpoint: Endpoint, network: Network | undefined, priority: Priority): Promise<EndpointStatus> {
+    const first = await this.endpointStatusOnce(endpoint, network, network && this.parents.get(network.id), priority);
+    if (first.state !== EndpointState.ENDPOINT_STATE_FAILED || !network) return first;
+    const before = this.parents.get(network.id);
+    await this.parentQueue.request(network.id);
+    const after = this.parents.get(network.id);
+    if (!after || !("index" in after) || (before && sameParent(before, after))) return first;
+    return this.endpointStatusOnce(endpoint, network, after, priority);
+  }
+
+  private async endpointStatusOnce(endpoint: Endpoint, network: Network | undefined, parent: ParentResult | undefined, priority: Priority): Promise<EndpointStatus> {
     if (!network || !parent) return failedStatus(endpoint, `network ${endpoint.networkName} is not known on host ${this.options.host}`);
     if ("error" in parent) return failedStatus(endpoint, parent.error);
     const attributes = { "trellis.container": endpoint.container, "trellis.host": endpoint.host };
     const fingerprint = `endpoint:${endpoint.id}:${endpoint.addresses.join(",")}`;
     try {
-      return await this.traced(fingerprint, endpoint.traceparent, "agent.endpoint.ensure", attributes, async () => {
-        const status = await ensureEndpoint(root, endpoint, network, parent.index);
-        if (names) await ensureHostsFile(this.etcDir, endpoint, names);
+      return await this.traced(fingerprint, endpoint.traceparent, priority, "agent.endpoint.ensure", { ...attributes, netns: endpoint.netns }, async () => {
+        const inside = await this.containerHandle(endpoint);
+        const status = await ensureEndpoint(this.root, inside, endpoint, network, parent.index);
+        await this.dns.serve(endpoint);
         return status;
       });
     } catch (error) {
       this.converged.delete(fingerprint);
+      // The next try starts from a fresh socket: this one may be what failed.
+      const container = this.containers.get(endpoint.netns);
+      container?.handle?.close();
+      if (container) container.handle = undefined;
       return failedStatus(endpoint, describeKernelError(this.options.host, error as Error));
     }
   }
 
   /**
-   * The first time something is converged its work joins the trace of the intent that asked for it;
-   * later passes (resyncs) that find it right stay out of every trace.
+   * The container's socket, opened once and kept while the namespace exists; and the watch that runs the
+   * container's step when one of its links is deleted (`ip link del eth0` by hand, or its parent's deletion).
    */
-  private traced<T>(fingerprint: string, traceparent: string, name: string, attributes: Record<string, string>, work: () => Promise<T>): Promise<T> {
-    if (this.converged.has(fingerprint)) return context.with(suppressTracing(ROOT_CONTEXT), work);
-    this.converged.add(fingerprint);
-    return context.with(contextFromTraceparent(traceparent), () => withSpan(name, attributes, work));
+  private async containerHandle(endpoint: Endpoint): Promise<NetlinkHandle> {
+    let container = this.containers.get(endpoint.netns);
+    if (container && !namespaceExists(endpoint.netns)) {
+      // Deleted under us (ip netns delete): the sockets still hold the old, orphaned namespace.
+      closeContainer(container);
+      container = undefined;
+    }
+    if (!container) {
+      container = { endpointId: endpoint.id, netns: endpoint.netns, handle: undefined, watch: undefined };
+      this.containers.set(endpoint.netns, container);
+    }
+    container.handle ??= await openContainerNamespace(endpoint.netns);
+    const netns = endpoint.netns;
+    container.watch ??= watchLinks(netns, (event) => event.type === "deleted" && void this.endpointQueue.request(netns), () => this.lostNotifications());
+    return container.handle;
   }
 
-  private get etcDir(): string {
-    return this.options.netnsEtcDir ?? NETNS_ETC_DIR;
+  /** Publishes the endpoint's status if it changed, and then the host's routes (they follow from the statuses). */
+  private async record(endpoint: Endpoint, status: EndpointStatus): Promise<void> {
+    const container = this.containers.get(endpoint.netns);
+    if (container && container.endpointId !== endpoint.id) {
+      // The namespace's container was replaced by another of the same name: the old one's status goes.
+      await this.forget(container.endpointId);
+      container.endpointId = endpoint.id;
+    }
+    containerStateChanged(this.statusById.get(endpoint.id), status);
+    this.statusById.set(endpoint.id, status);
+    if (await this.statuses.put(status)) void this.announceQueue.request("announce");
   }
+
+  /** A removed endpoint: its namespace (and so its eth0), its /etc/netns folder and its status, nothing else. */
+  private async removeEndpoint(netns: string): Promise<void> {
+    const container = this.containers.get(netns);
+    if (container) {
+      closeContainer(container);
+      this.containers.delete(netns);
+      await this.forget(container.endpointId);
+    }
+    // Before the namespace goes: the DNS server's sockets in it would keep it, and its eth0, alive.
+    await this.dns.release(netns);
+    if (netns.endsWith(`@${this.options.host}`)) await removeNamespace(netns);
+  }
+
+  private async forget(endpointId: string): Promise<void> {
+    containerStateChanged(this.statusById.get(endpointId), undefined);
+    this.statusById.delete(endpointId);
+    if (await this.statuses.remove(endpointId)) void this.announceQueue.request("announce");
+  }
+
+  /** The host's route announcement, from the statuses kept in memory: no kernel read. */
+  private async announce(): Promise<void> {
+    await this.routes.announce(this.desired.networks(), this.desired.endpoints(), [...this.statusById.values()]);
+  }
+
+  /**
+   * Everything, through the same steps at background priority (a change seen meanwhile goes first), then what
+   * nothing wants any more: namespaces, /etc/netns folders and statuses of gone containers, parents of gone networks.
+   */
+  private async fullPass(): Promise<void> {
+    const background: Priority = "background";
+    const networks = this.desired.networks();
+    await Promise.all(networks.map((network) => this.parentQueue.request(network.id, background)));
+    const wanted = this.desired.endpoints();
+    const present = new Set([...hostNamespaces(this.options.host), ...this.containers.keys()]);
+    const netnses = new Set([...wanted.map((endpoint) => endpoint.netns), ...present]);
+    await Promise.all([...netnses].map((netns) => this.endpointQueue.request(netns, background)));
+    await this.dns.retainOnly(this.desired.endpoints());
+    const wantedIds = new Set(this.desired.endpoints().map((endpoint) => endpoint.id));
+    for (const endpointId of this.statuses.endpointIds()) {
+      if (!wantedIds.has(endpointId)) await this.forget(endpointId);
+    }
+    await this.removeStaleParents();
+    await this.announceQueue.request("announce", background);
+  }
+
+  private async removeStaleParents(): Promise<void> {
+    const owned = (await this.root.listLinks()).filter((link) => link.alias === OWNED_LINK_ALIAS);
+    if (owned.length > 0) await removeUnusedParents(this.root, owned, this.desired.networks());
+  }
+
+  /**
+   * The first time something is converged its work joins the trace of the intent that asked for it. Later,
+   * a step that a change asked for (a link deleted by hand, an edited endpoint) is a trace of its own, one span,
+   * and the full pass, which finds nearly everything right, stays out of every trace.
+   */
+  private traced<T>(fingerprint: string, traceparent: string, priority: Priority, name: string, attributes: Record<string, string>, work: () => Promise<T>): Promise<T> {
+    if (!this.converged.has(fingerprint)) {
+      this.converged.add(fingerprint);
+      return context.with(contextFromTraceparent(traceparent), () => withSpan(name, attributes, work));
+    }
+    // One span for the step, none for its calls: the lab writes every span synchronously, and a repair must be quick.
+    if (priority === "urgent") return context.with(ROOT_CONTEXT, () => withSpan(name, attributes, () => context.with(suppressTracing(context.active()), work)));
+    return context.with(suppressTracing(ROOT_CONTEXT), work);
+  }
+
+  /** A queue of one step, each run of it counted and timed (trellis_agent_convergence_passes_total). */
+  private queue(step: ConvergenceStep, work: (key: string, priority: Priority) => Promise<void>, concurrency: number, what: string, backgroundConcurrency?: number): KeyedWorkQueue<string> {
+    return new KeyedWorkQueue<string>({
+      work: (key, priority) => measuredStep(step, () => work(key, priority)),
+      concurrency,
+      backgroundConcurrency,
+      onError: (key, error) => console.error(`failed to ${what} ${key}: ${error.message}`),
+    });
+  }
+
+  /** The host's own interfaces, as its heartbeat reports them to the planner. */
+  private async interfaceNames(): Promise<string[]> {
+    return (await this.root.listLinks()).map((link) => link.name).sort().slice(0, MAX_REPORTED_INTERFACES);
+  }
+}
+
+function sameParent(a: ParentResult, b: ParentResult): boolean {
+  return "index" in a && "index" in b ? a.index === b.index : "error" in a && "error" in b && a.error === b.error;
+}
+
+function closeContainer(container: Container): void {
+  container.handle?.close();
+  container.watch?.close();
+  container.handle = undefined;
+  container.watch = undefined;
 }
 
 /** A kernel without ipvlan answers EOPNOTSUPP; say that plainly instead of the raw errno. */
@@ -200,16 +410,6 @@ function describeKernelError(host: string, error: Error & { code?: string }): st
     return `host ${host}'s kernel has no ipvlan support (CONFIG_IPVLAN); load the ipvlan module or use a kernel that has it: ${error.message}`;
   }
   return error.message;
-}
-
-/** The host's own interfaces, as its heartbeat reports them to the planner. */
-async function interfaceNames(): Promise<string[]> {
-  const nl = await openNetlink();
-  try {
-    return (await nl.listLinks()).map((link) => link.name).sort().slice(0, MAX_REPORTED_INTERFACES);
-  } finally {
-    nl.close();
-  }
 }
 
 function logError(what: string) {

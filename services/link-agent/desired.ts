@@ -6,6 +6,16 @@ import type { NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
 import { SignedRecordFilter } from "../../libs/tls/signed-records.js";
 import type { RecordVerifier } from "../../libs/tls/record-signature.js";
 
+/** What one stored entry changed; a removed network or endpoint comes with its last value. */
+export type DesiredChange = { kind: "network"; network: Network } | { kind: "endpoint"; endpoint: Endpoint };
+
+/** Told of every change to the names followed (the DNS server's table, dns/name-table.ts). */
+export interface NamesListener {
+  put(networkId: string, key: string, entry: NameEntry): void;
+  delete(networkId: string, key: string): void;
+  dropNetwork(networkId: string): void;
+}
+
 export interface DesiredBuckets {
   networks: KV;
   desired: KV;
@@ -15,31 +25,44 @@ export interface DesiredBuckets {
 /**
  * What one host must have, as the planner wrote it: every network (each host has every network's parent), the
  * host's own endpoints (its keys of the desired bucket, nothing of other hosts'), and the names of the
- * containers of the networks it has endpoints on (followed per network, while it has one there). Every
- * change calls `onChange`; the state is read whole by each pass. A value that may not be believed (garbage, or
- * with TLS one no planner signed) is dropped and the key keeps what it held: a forged write changes nothing.
+ * containers of the networks it has endpoints on (followed per network, while it has one there, into
+ * `namesListener`). Every change of networks or endpoints calls `onChange` with what changed, so that the agent
+ * converges only that. Names change no kernel state: they go to the listener (the DNS server's table) alone. A value that may not be
+ * believed (garbage, or with TLS one no planner signed) is dropped and the key keeps what it held: a forged write
+ * changes nothing.
  */
 export class DesiredState {
   private readonly networksByName = new Map<string, Network>();
+  private readonly networksById = new Map<string, Network>();
   private readonly endpointsByKey = new Map<string, Endpoint>();
-  /** Network id → its containers' names, for the networks this host has endpoints on. */
-  private readonly names = new Map<string, { entries: Map<string, NameEntry>; follower?: FollowedBucket; loaded: boolean }>();
+  /** The agent's key of an endpoint: its namespace, unique on the host and known even once it is gone. */
+  private readonly endpointsByNetns = new Map<string, Endpoint>();
+  /** Network id → the follower of its containers' names, for the networks this host has endpoints on. */
+  private readonly names = new Map<string, { follower?: FollowedBucket }>();
   private followers: FollowedBucket[] = [];
   private stopped = false;
   private readonly believed: SignedRecordFilter;
 
   private constructor(
     private readonly buckets: DesiredBuckets,
-    private readonly onChange: () => void,
+    private readonly onChange: (change: DesiredChange) => void,
     private readonly log: (line: string) => void,
+    private readonly namesListener: NamesListener,
     verifier: RecordVerifier | undefined,
   ) {
     this.believed = new SignedRecordFilter(verifier, log);
   }
 
   /** Resolves once the stored networks and endpoints are in: no pass may act on half of them. */
-  static async start(buckets: DesiredBuckets, host: string, onChange: () => void, log: (line: string) => void, verifier?: RecordVerifier): Promise<DesiredState> {
-    const state = new DesiredState(buckets, onChange, log, verifier);
+  static async start(
+    buckets: DesiredBuckets,
+    host: string,
+    onChange: (change: DesiredChange) => void,
+    log: (line: string) => void,
+    namesListener: NamesListener,
+    verifier?: RecordVerifier,
+  ): Promise<DesiredState> {
+    const state = new DesiredState(buckets, onChange, log, namesListener, verifier);
     state.followers = await Promise.all([
       FollowedBucket.start(buckets.networks, { bucketName: Buckets.networks, log, onEntry: (entry) => state.applyNetwork(entry) }),
       FollowedBucket.start(buckets.desired, { bucketName: Buckets.desired, filter: hostKeysFilter(host), log, onEntry: (entry) => state.applyEndpoint(entry) }),
@@ -62,67 +85,89 @@ export class DesiredState {
     return [...this.endpointsByKey.values()];
   }
 
-  /** The names of a network's containers; undefined until they are loaded (a hosts file is then left as it is). */
-  namesOf(networkId: string): NameEntry[] | undefined {
-    const names = this.names.get(networkId);
-    return names?.loaded ? [...names.entries.values()] : undefined;
+  network(id: string): Network | undefined {
+    return this.networksById.get(id);
+  }
+
+  /** The networks whose parent is the link `name`. */
+  networksOnParent(name: string): Network[] {
+    return this.networks().filter((network) => network.parent?.name === name);
+  }
+
+  endpointIn(netns: string): Endpoint | undefined {
+    return this.endpointsByNetns.get(netns);
+  }
+
+  /** This host's endpoints on one network. */
+  endpointsOf(networkId: string): Endpoint[] {
+    return this.endpoints().filter((endpoint) => endpoint.networkId === networkId);
   }
 
   private applyNetwork(entry: KvWatchEntry): void {
-    if (entry.operation !== "PUT") this.networksByName.delete(entry.key);
-    else {
-      const network = this.believed.network(entry);
-      if (!network) return;
+    const network = entry.operation === "PUT" ? this.believed.network(entry) : undefined;
+    if (entry.operation === "PUT" && !network) return;
+    const previous = this.networksByName.get(entry.key);
+    if (previous) this.networksById.delete(previous.id);
+    if (network) {
       this.networksByName.set(entry.key, network);
+      this.networksById.set(network.id, network);
+      this.onChange({ kind: "network", network });
+    } else {
+      this.networksByName.delete(entry.key);
+      if (previous) this.onChange({ kind: "network", network: previous });
     }
-    this.onChange();
   }
 
   private applyEndpoint(entry: KvWatchEntry): void {
-    if (entry.operation !== "PUT") this.endpointsByKey.delete(entry.key);
-    else {
-      const endpoint = this.believed.endpoint(entry);
-      if (!endpoint) return;
+    const endpoint = entry.operation === "PUT" ? this.believed.endpoint(entry) : undefined;
+    if (entry.operation === "PUT" && !endpoint) return;
+    const previous = this.endpointsByKey.get(entry.key);
+    if (previous) this.endpointsByNetns.delete(previous.netns);
+    if (endpoint) {
       this.endpointsByKey.set(entry.key, endpoint);
+      this.endpointsByNetns.set(endpoint.netns, endpoint);
+    } else {
+      this.endpointsByKey.delete(entry.key);
     }
     this.followNames();
-    this.onChange();
+    const current = this.endpointsByKey.get(entry.key);
+    // A namespace no endpoint wants any more is a change too: its step removes it.
+    if (previous && previous.netns !== current?.netns) this.onChange({ kind: "endpoint", endpoint: previous });
+    if (current) this.onChange({ kind: "endpoint", endpoint: current });
   }
 
-  /** Follows the names of exactly the networks this host has endpoints on. */
+  /** Follows the names of exactly the networks this host has endpoints on, into the names listener. */
   private followNames(): void {
     const wanted = new Set(this.endpoints().map((endpoint) => endpoint.networkId));
     for (const [networkId, names] of this.names) {
       if (wanted.has(networkId)) continue;
       names.follower?.stop();
       this.names.delete(networkId);
+      this.namesListener.dropNetwork(networkId);
     }
     for (const networkId of wanted) {
       if (this.names.has(networkId)) continue;
-      const names = { entries: new Map<string, NameEntry>(), follower: undefined as FollowedBucket | undefined, loaded: false };
+      const names: { follower?: FollowedBucket } = {};
       this.names.set(networkId, names);
       void FollowedBucket.start(this.buckets.names, {
         bucketName: Buckets.names,
         filter: networkNamesFilter(networkId),
         log: this.log,
         onEntry: (entry) => {
-          if (entry.operation !== "PUT") names.entries.delete(entry.key);
-          else {
-            const name = this.believed.name(entry);
-            if (!name) return;
-            names.entries.set(entry.key, name);
-          }
-          if (names.loaded) this.onChange();
+          // A follower being replaced or stopped may still deliver: only the current one is heard.
+          if (this.names.get(networkId) !== names) return;
+          if (entry.operation !== "PUT") return this.namesListener.delete(networkId, entry.key);
+          const name = this.believed.name(entry);
+          if (name) this.namesListener.put(networkId, entry.key, name);
         },
       })
         .then((follower) => {
           if (this.stopped || this.names.get(networkId) !== names) return follower.stop();
           names.follower = follower;
-          names.loaded = true;
-          this.onChange();
         })
         .catch((error: Error) => {
           this.names.delete(networkId);
+          this.namesListener.dropNetwork(networkId);
           this.log(`failed to follow the names of network ${networkId}: ${error.message}`);
         });
     }

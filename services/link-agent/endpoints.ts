@@ -22,22 +22,23 @@ import {
  */
 export async function ensureEndpoint(
   root: NetlinkHandle,
+  inside: NetlinkHandle,
   endpoint: Endpoint,
   network: Network,
   parentIndex: number,
 ): Promise<EndpointStatus> {
-  if (!namespaceExists(endpoint.netns)) await createNamespace(endpoint.netns);
-  const inside = await openNetlink(endpoint.netns);
-  try {
-    const eth0 = await ensureIpvlan(root, inside, endpoint, network, parentIndex);
-    const loopback = await inside.getLink("lo");
-    if (loopback && !loopback.up) await inside.setUp(loopback.index);
-    await ensureAddresses(inside, eth0.index, endpoint.addresses);
-    await ensureRoutes(inside, eth0.index, endpoint.routes);
-    return await observedStatus(inside, endpoint, eth0.index);
-  } finally {
-    inside.close();
-  }
+  const eth0 = await ensureIpvlan(root, inside, endpoint, network, parentIndex);
+  const loopback = await inside.getLink("lo");
+  if (loopback && !loopback.up) await inside.setUp(loopback.index);
+  const addresses = await ensureAddresses(inside, eth0.index, endpoint.addresses);
+  const routes = await ensureRoutes(inside, eth0.index, endpoint.routes);
+  return observedStatus(endpoint, eth0.index, addresses, routes);
+}
+
+/** The container's namespace, made when missing, and a socket bound to it (the caller keeps and closes it). */
+export async function openContainerNamespace(netns: string): Promise<NetlinkHandle> {
+  if (!namespaceExists(netns)) await createNamespace(netns);
+  return openNetlink(netns);
 }
 
 async function ensureIpvlan(
@@ -76,37 +77,46 @@ function isLinkLocal(cidr: string): boolean {
   return ipaddr.parseCIDR(cidr)[0].range() === "linkLocal";
 }
 
-async function ensureAddresses(inside: NetlinkHandle, index: number, wanted: string[]): Promise<void> {
+/** Returns the addresses the kernel has afterwards: read again only if something was changed. */
+async function ensureAddresses(inside: NetlinkHandle, index: number, wanted: string[]): Promise<string[]> {
   const present = (await inside.listAddresses(index)).map((address) => address.cidr);
-  for (const cidr of wanted.filter((cidr) => !present.includes(cidr))) {
-    await inside.addAddress(index, cidr, { nodad: true });
-  }
-  for (const cidr of present.filter((cidr) => !wanted.includes(cidr) && !isLinkLocal(cidr))) {
-    await inside.deleteAddress(index, cidr);
-  }
+  const missing = wanted.filter((cidr) => !present.includes(cidr));
+  const extra = present.filter((cidr) => !wanted.includes(cidr) && !isLinkLocal(cidr));
+  for (const cidr of missing) await inside.addAddress(index, cidr, { nodad: true });
+  for (const cidr of extra) await inside.deleteAddress(index, cidr);
+  if (missing.length === 0 && extra.length === 0) return present;
+  return (await inside.listAddresses(index)).map((address) => address.cidr);
 }
 
 function sameRoute(route: Route, wanted: ContainerRoute): boolean {
   return route.dst === wanted.dst && route.family === (wanted.ipv6 ? 6 : 4) && (route.gateway ?? "") === wanted.via;
 }
 
-/** Only default routes are managed inside the container; the kernel owns the subnet routes. */
-async function ensureRoutes(inside: NetlinkHandle, index: number, wanted: ContainerRoute[]): Promise<void> {
-  const present = [...(await inside.listRoutes(4)), ...(await inside.listRoutes(6))].filter((r) => r.dst === "default");
-  for (const route of present.filter((route) => !wanted.some((w) => sameRoute(route, w)))) {
-    await inside.deleteRoute({ dst: route.dst, gateway: route.gateway, linkIndex: route.linkIndex, family: route.family, protocol: route.protocol });
-  }
-  for (const route of wanted.filter((w) => !present.some((route) => sameRoute(route, w)))) {
-    await inside.replaceRoute({ dst: route.dst, gateway: route.via || undefined, linkIndex: index, family: route.ipv6 ? 6 : 4 });
-  }
+async function defaultRoutes(inside: NetlinkHandle): Promise<Route[]> {
+  return [...(await inside.listRoutes(4)), ...(await inside.listRoutes(6))].filter((route) => route.dst === "default");
 }
 
-/** Announce only what is real: the status is read back from the kernel, not copied from the plan. */
-async function observedStatus(inside: NetlinkHandle, endpoint: Endpoint, index: number): Promise<EndpointStatus> {
-  const addresses = (await inside.listAddresses(index)).map((a) => a.cidr).filter((cidr) => !isLinkLocal(cidr));
-  const routes = [...(await inside.listRoutes(4)), ...(await inside.listRoutes(6))]
-    .filter((route) => route.dst === "default")
-    .map((route) => ({ dst: route.dst, via: route.gateway ?? "", ipv6: route.family === 6 }));
+/**
+ * Only default routes are managed inside the container; the kernel owns the subnet routes. Returns the default
+ * routes the kernel has afterwards: read again only if something was changed.
+ */
+async function ensureRoutes(inside: NetlinkHandle, index: number, wanted: ContainerRoute[]): Promise<Route[]> {
+  const present = await defaultRoutes(inside);
+  const extra = present.filter((route) => !wanted.some((w) => sameRoute(route, w)));
+  const missing = wanted.filter((w) => !present.some((route) => sameRoute(route, w)));
+  for (const route of extra) {
+    await inside.deleteRoute({ dst: route.dst, gateway: route.gateway, linkIndex: route.linkIndex, family: route.family, protocol: route.protocol });
+  }
+  for (const route of missing) {
+    await inside.replaceRoute({ dst: route.dst, gateway: route.via || undefined, linkIndex: index, family: route.ipv6 ? 6 : 4 });
+  }
+  return extra.length === 0 && missing.length === 0 ? present : defaultRoutes(inside);
+}
+
+/** Announce only what is real: the status is what was read back from the kernel, not copied from the plan. */
+function observedStatus(endpoint: Endpoint, index: number, present: string[], defaults: Route[]): EndpointStatus {
+  const addresses = present.filter((cidr) => !isLinkLocal(cidr));
+  const routes = defaults.map((route) => ({ dst: route.dst, via: route.gateway ?? "", ipv6: route.family === 6 }));
   return {
     endpointId: endpoint.id,
     host: endpoint.host,
@@ -134,13 +144,14 @@ export function failedStatus(endpoint: Endpoint, message: string): EndpointStatu
   };
 }
 
-/** Namespaces of this host's containers that are no longer wanted; removing one removes its eth0. */
-export async function removeStaleNamespaces(host: string, wanted: Endpoint[]): Promise<void> {
-  const suffix = `@${host}`;
-  const keep = new Set(wanted.map((endpoint) => endpoint.netns));
-  for (const name of listNamespaces().filter((name) => name.endsWith(suffix) && !keep.has(name))) {
-    await deleteNamespace(name);
-  }
+/** The namespaces of this host's containers (`NAME@HOST`) that exist now. */
+export function hostNamespaces(host: string): string[] {
+  return listNamespaces().filter((name) => name.endsWith(`@${host}`));
+}
+
+/** Removes a container's namespace, and with it its eth0; one already gone is fine. */
+export async function removeNamespace(netns: string): Promise<void> {
+  if (namespaceExists(netns)) await deleteNamespace(netns);
 }
 
 function listNamespaces(): string[] {

@@ -3,7 +3,6 @@ import { codecOf, sameBytes } from "../../libs/bus/codec.js";
 import { endpointIdOfKey, hostKeysFilter, statusKey } from "../../libs/bus/subjects.js";
 import { EndpointStatus } from "../../libs/proto/gen/trellis/v1/state.js";
 import type { RecordTrust } from "../../libs/tls/record-signature.js";
-import { countContainerStates } from "../../libs/metrics/agent.js";
 
 const statusCodec = codecOf(EndpointStatus);
 
@@ -32,23 +31,30 @@ export class StatusPublisher {
     }
   }
 
-  /** Writes only statuses that changed, and removes those of endpoints gone from this host. */
-  async publish(statuses: Map<string, EndpointStatus>): Promise<void> {
-    countContainerStates(statuses.values());
-    for (const [endpointId, status] of statuses) {
-      const key = statusKey(this.host, endpointId);
-      const bytes = statusCodec.encode(status);
-      if (sameBytes(this.published.get(key), bytes)) continue;
-      if (status.state !== this.lastState(key) && status.message) console.error(`endpoint ${status.container}: ${status.message}`);
-      const stamped = { ...status, updatedAt: new Date().toISOString() };
-      await this.bucket.put(key, statusCodec.encode(this.trust.signer ? this.trust.signer.sign(statusCodec, stamped) : stamped));
-      this.published.set(key, bytes);
-    }
-    for (const key of [...this.published.keys()]) {
-      if (statuses.has(endpointIdOfKey(key))) continue;
-      await this.bucket.delete(key);
-      this.published.delete(key);
-    }
+  /** Writes the status of one endpoint if it changed; says whether it did. */
+  async put(status: EndpointStatus): Promise<boolean> {
+    const key = statusKey(this.host, status.endpointId);
+    const bytes = statusCodec.encode(status);
+    if (sameBytes(this.published.get(key), bytes)) return false;
+    if (status.state !== this.lastState(key) && status.message) console.error(`endpoint ${status.container}: ${status.message}`);
+    const stamped = { ...status, updatedAt: new Date().toISOString() };
+    await this.bucket.put(key, statusCodec.encode(this.trust.signer ? this.trust.signer.sign(statusCodec, stamped) : stamped));
+    this.published.set(key, bytes);
+    return true;
+  }
+
+  /** Removes the status of an endpoint gone from this host; says whether there was one. */
+  async remove(endpointId: string): Promise<boolean> {
+    const key = statusKey(this.host, endpointId);
+    if (!this.published.has(key)) return false;
+    await this.bucket.delete(key);
+    this.published.delete(key);
+    return true;
+  }
+
+  /** The endpoints it has a status of (published by this run or an earlier one). */
+  endpointIds(): string[] {
+    return [...this.published.keys()].map(endpointIdOfKey);
   }
 
   private lastState(key: string): number | undefined {

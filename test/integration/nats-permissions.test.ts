@@ -206,7 +206,7 @@ function endpointStatus(host: string, endpointId: string, addresses: string[] = 
 
 async function publishStatus(agent: HeartbeatOf, as: string, endpointId: string): Promise<void> {
   const statuses = new StatusPublisher(await bucket(as, Buckets.status), agent.host);
-  await statuses.publish(new Map([[endpointId, endpointStatus(agent.host, endpointId)]]));
+  await statuses.put(endpointStatus(agent.host, endpointId));
 }
 
 async function announce(agent: HeartbeatOf, as: string, prefixes: AnnouncedPrefix[]): Promise<void> {
@@ -324,7 +324,7 @@ describe.each(AGENTS)("the link-agent of $host", (agent) => {
 
     const restarted = new StatusPublisher(await bucket(user, Buckets.status), agent.host);
     await restarted.load();
-    await restarted.publish(new Map());
+    for (const endpointId of restarted.endpointIds()) await restarted.remove(endpointId);
     await announce(agent, user, []);
     expect(isLive(await status.get(statusKey(agent.host, `ep-${agent.host}`)))).toBe(false);
     expect(isLive(await routes.get(agent.host))).toBe(false);

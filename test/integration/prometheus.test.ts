@@ -22,7 +22,7 @@ const QUERIES = {
   releases: "trellis_ipam_releases_total",
   used: "trellis_ipam_addresses_used",
   usable: "trellis_ipam_addresses_usable",
-  passes: 'trellis_agent_convergence_passes_total{outcome="ok"}',
+  passes: 'trellis_agent_convergence_passes_total{step="full",outcome="ok"}',
   linkLists: 'trellis_agent_netlink_operations_total{operation="link.list"}',
   agentContainers: "trellis_agent_containers",
   heartbeatAges: "trellis_agent_heartbeat_age_seconds",

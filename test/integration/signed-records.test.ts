@@ -190,7 +190,7 @@ describe("signed records", () => {
       await forgeUnderH2(Buckets.status, statusCodec.encode(forged), statusKey(H1.host, "ep1"), statusKey(H2.host, "ep2"));
       await eventually("the forgery seen", () => warnings.mock.calls.length, (calls) => calls > 0);
       const own = new StatusPublisher(await bucket("agent-h2", Buckets.status), H2.host, { signer: signerOf.h2, verifier });
-      await own.publish(new Map([["ep2", { ...status(H2.host, EndpointState.ENDPOINT_STATE_READY), message: "" }]]));
+      await own.put({ ...status(H2.host, EndpointState.ENDPOINT_STATE_READY), message: "" });
       expect(await waiting).toMatchObject({ host: H2.host, state: EndpointState.ENDPOINT_STATE_READY });
       expect(warnings.mock.calls.map(([line]) => line)).toEqual([
         'Warning: dropped the status of container c2 of host h2: it is signed by agent "h1", not by the agent of host h2',
@@ -215,14 +215,16 @@ describe("signed records", () => {
     const planner = await PlannerStore.open(buses.get("planner")!, { intentRetentionMs: 60_000, trust: { signer: signerOf.planner, verifier } });
     const h2Logged: string[] = [];
     const [networks, desired, names] = await Promise.all([Buckets.networks, Buckets.desired, Buckets.names].map((name) => bucket("agent-h2", name)));
-    const state = await DesiredState.start({ networks, desired, names }, H2.host, () => undefined, (line) => h2Logged.push(line), verifier);
+    const namesSeen = new Map<string, NameEntry>();
+    const listener = { put: (_: string, key: string, entry: NameEntry) => namesSeen.set(key, entry), delete: (_: string, key: string) => namesSeen.delete(key), dropNetwork: () => namesSeen.clear() };
+    const state = await DesiredState.start({ networks, desired, names }, H2.host, () => undefined, (line) => h2Logged.push(line), listener, verifier);
     try {
       const network = Network.fromPartial({ id: "n2", name: "web", mode: "l2" });
       const endpoint = Endpoint.fromPartial({ id: "e2", networkId: network.id, networkName: network.name, container: "c2", host: H2.host, addresses: ["10.9.3.2/24"], createdAt: new Date(0).toISOString() });
       await planner.createNetwork(network);
       await planner.createEndpoint(endpoint);
       await planner.publishEndpoint(endpoint);
-      const seen = () => ({ networks: state.networks().map((n) => n.name).sort(), endpoints: state.endpoints().map((e) => e.container), names: state.namesOf(network.id)?.map((n) => n.name) });
+      const seen = () => ({ networks: state.networks().map((n) => n.name).sort(), endpoints: state.endpoints().map((e) => e.container), names: [...namesSeen.values()].map((n) => n.name) });
       const planned = { networks: ["net", "web"], endpoints: ["c2"], names: ["c2"] };
       expect(await eventually("the planner's own records", seen, (now) => JSON.stringify(now) === JSON.stringify(planned))).toEqual(planned);
 

@@ -61,11 +61,28 @@ describe("lab: the reference driver's examples, on two hosts", () => {
     it("the two subnets cannot reach each other without a router", () => {
       expect(section("l2-ping-other-subnet")).toMatch(PINGS_FAIL);
     });
-    it("resolves a container on another host by name", () => {
+    it("resolves a container on another host by name, through its host's DNS server", () => {
       expect(section("name-across-hosts")).toMatch(/PING a114 \(192\.168\.114\.10\)/);
       expect(section("name-across-hosts")).toMatch(PINGS_PASS);
-      expect(section("hosts-file-b114")).toMatch(/^192\.168\.114\.10\ta114$/m);
-      expect(section("hosts-file-b114")).toMatch(/^192\.168\.116\.10\tc116$/m);
+      expect(section("resolv-conf-b114")).toMatch(/^nameserver 127\.0\.0\.11$/m);
+      expect(section("resolv-conf-b114")).toMatch(/^options .*ndots:0/m);
+      // No names in the hosts file: they come from the DNS server only.
+      expect(section("hosts-b114")).not.toMatch(/a114|c116/);
+    });
+    it("answers a program that entered only the network namespace (nsenter, no hosts file), for a container on another host", () => {
+      expect(section("nslookup-across-hosts")).toMatch(/^Name:\s+c116\nAddress: 192\.168\.116\.10$/m);
+      expect(section("nslookup-across-hosts")).toContain("exit 0");
+    });
+    it("resolves a new container of another host within 1 s of its being ready, and forgets it within 1 s of its removal", () => {
+      expect(section("nslookup-new-container")).toMatch(/^Name:\s+d114\nAddress: 192\.168\.114\.12$/m);
+      expect(Number(/found by the lookup begun (\d+) ms after/.exec(section("nslookup-new-container"))?.[1])).toBeLessThan(1_000);
+      expect(section("nslookup-removed-container")).toMatch(/^d114\nexit 0$/m);
+      expect(Number(/gone by the lookup begun (\d+) ms after/.exec(section("nslookup-removed-container"))?.[1])).toBeLessThan(1_000);
+    });
+    it("fails a name no container has cleanly and quickly: NXDOMAIN, or SERVFAIL as the lab has no resolver to forward to", () => {
+      expect(section("nslookup-unknown")).toMatch(/server can't find nosuchcontainer: (NXDOMAIN|SERVFAIL)/);
+      expect(section("nslookup-unknown")).toContain("exit 1");
+      expect(Number(/answered after (\d+) ms/.exec(section("nslookup-unknown"))?.[1])).toBeLessThan(3_000);
     });
   });
 

@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { parseAllDocuments } from "yaml";
 import { describe, expect, it } from "vitest";
 import { NETNS_RUN_DIR } from "../../libs/netlink/netns.js";
-import { NETNS_ETC_DIR } from "../../services/link-agent/hosts-file.js";
+import { NETNS_ETC_DIR } from "../../services/link-agent/dns/netns-etc.js";
 import { parseBgpOptions } from "../../services/link-agent/bgp/options.js";
 import { DEFAULT_METRICS_ADDRESS } from "../../libs/metrics/endpoint.js";
 
@@ -227,7 +227,7 @@ describe("Kubernetes manifests (deploy/kubernetes)", () => {
     expect(hostAndPort(natsListen)[1]).toBe(servicePortTarget(find("Service", "nats")));
   });
 
-  it("run the agent in each node's network namespace, making containers' namespaces and hosts files on the node", () => {
+  it("run the agent in each node's network namespace, making containers' namespaces and resolv.conf files on the node", () => {
     expect(agent.hostNetwork).toBe(true);
     expect(agent.dnsPolicy).toBe("ClusterFirstWithHostNet");
     const hostMount = (path: string) => {

@@ -1,0 +1,192 @@
+// What one attach costs on a host, against Debian's CNI ipvlan plugin (issue 10's benchmark). Runs inside the lab
+// (lab/bench-attach.sh, through `npm run bench:attach`): ipvlan exists only there. On h1's eth0, in one run:
+// (a) Trellis attaches through the Control API from one long-running client, each timed until h1's agent
+//     reports the container ready, interleaved with
+// (b) the CNI `ipvlan` plugin with `host-local` IPAM doing ADD into a fresh namespace, as a runtime calls it
+//     (the network configuration on stdin, the CNI_* variables; the namespace made beforehand, untimed, and
+//     the plugin entered into h1 with nsenter, whose exec is in the figure); then
+// (c) the same Trellis attach once h1 holds HOST_CONTAINERS containers, and the agent's RSS; and
+// (d) `trellis run -d` end to end, Node's start-up included, as a user runs it.
+// Medians. Prints one line at the end, the format of the issue.
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import type { KV } from "@nats-io/kv";
+import { codecOf } from "../libs/bus/codec.js";
+import { connectBus, openBucket } from "../libs/bus/connection.js";
+import { Buckets, hostKeysFilter, statusKey } from "../libs/bus/subjects.js";
+import { ControlApi } from "../libs/control-client/index.js";
+import { NetworkSpec } from "../libs/proto/gen/trellis/v1/network.js";
+import { EndpointState, EndpointStatus } from "../libs/proto/gen/trellis/v1/state.js";
+
+const HOST = "h1";
+const PARENT = "eth0";
+const NETWORK = "bench";
+const CNI_BIN = "/usr/lib/cni";
+const CNI_SUBNET = "10.61.0.0/16";
+const READY_TIMEOUT_MS = 120_000;
+/** Attaches in flight while the host is filled: enough to keep the agent's queue busy. */
+const FILL_CONCURRENCY = 8;
+const statusCodec = codecOf(EndpointStatus);
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: "string", default: "20" },
+    containers: { type: "string", default: "200" },
+    "trellis-runs": { type: "string", default: "5" },
+    "agents-dir": { type: "string", default: "/run/trellis-lab/agents" },
+  },
+});
+const ROUNDS = Number(values.rounds);
+const HOST_CONTAINERS = Number(values.containers);
+const TRELLIS_RUNS = Number(values["trellis-runs"]);
+
+/** Every status h1's agent writes, from one watch: a controller's long-running view, not a watch per attach. */
+class ReadyWatch {
+  private readonly states = new Map<string, EndpointState>();
+  private readonly waiters = new Map<string, () => void>();
+
+  static async start(bucket: KV): Promise<ReadyWatch> {
+    const watch = new ReadyWatch();
+    const entries = await bucket.watch({ key: hostKeysFilter(HOST) });
+    void (async () => {
+      for await (const entry of entries) {
+        if (entry.operation !== "PUT") continue;
+        const state = statusCodec.decode(entry.value).state;
+        watch.states.set(entry.key, state);
+        if (state === EndpointState.ENDPOINT_STATE_READY || state === EndpointState.ENDPOINT_STATE_FAILED) watch.waiters.get(entry.key)?.();
+      }
+    })();
+    return watch;
+  }
+
+  async ready(endpointId: string, container: string): Promise<void> {
+    const key = statusKey(HOST, endpointId);
+    const known = this.states.get(key);
+    if (known === undefined || known === EndpointState.ENDPOINT_STATE_PENDING || known === EndpointState.ENDPOINT_STATE_UNSPECIFIED) {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`container ${container} was not ready on ${HOST} after ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
+        this.waiters.set(key, () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      this.waiters.delete(key);
+    }
+    if (this.states.get(key) !== EndpointState.ENDPOINT_STATE_READY) throw new Error(`container ${container} failed on ${HOST}`);
+  }
+}
+
+async function trellisAttach(control: ControlApi, watch: ReadyWatch, container: string): Promise<number> {
+  const started = performance.now();
+  const endpoint = await control.attachEndpoint({ network: NETWORK, container, host: HOST, ipv4: "", ipv6: "" });
+  await watch.ready(endpoint.id, container);
+  return performance.now() - started;
+}
+
+/** Runs a program, feeding it `input`; rejects with its stderr when it fails. */
+function run(argv: string[], env: NodeJS.ProcessEnv = process.env, input = ""): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0]!, argv.slice(1), { env, stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on("error", reject);
+    child.on("close", (code) => (code === 0 ? resolve(stdout) : reject(new Error(`${argv.join(" ")} failed (exit ${code}): ${stderr}${stdout}`))));
+    child.stdin.end(input);
+  });
+}
+
+const cniConfig = JSON.stringify({
+  cniVersion: "1.0.0",
+  name: "bench-cni",
+  type: "ipvlan",
+  master: PARENT,
+  mode: "l2",
+  ipam: { type: "host-local", subnet: CNI_SUBNET, dataDir: "/tmp/bench-cni-ipam" },
+});
+
+function cniEnv(command: "ADD" | "DEL", id: string): NodeJS.ProcessEnv {
+  return { ...process.env, CNI_COMMAND: command, CNI_CONTAINERID: id, CNI_NETNS: `/run/netns/${id}`, CNI_IFNAME: "eth0", CNI_PATH: CNI_BIN };
+}
+
+/** One ADD into a fresh namespace, timed; then DEL and the namespace removed, untimed, so that h1 stays as it was. */
+async function cniAdd(round: number): Promise<number> {
+  const id = `bench-cni-${round}`;
+  await run(["ip", "netns", "add", id]);
+  const started = performance.now();
+  const result = await run(["nsenter", `--net=/run/netns/${HOST}`, `${CNI_BIN}/ipvlan`], cniEnv("ADD", id), cniConfig);
+  const took = performance.now() - started;
+  if (!/"ips"/.test(result)) throw new Error(`the CNI plugin's ADD returned no address: ${result}`);
+  await run(["nsenter", `--net=/run/netns/${HOST}`, `${CNI_BIN}/ipvlan`], cniEnv("DEL", id), cniConfig);
+  await run(["ip", "netns", "delete", id]);
+  return took;
+}
+
+/** Attaches until h1 holds `count` containers, FILL_CONCURRENCY at a time. */
+async function fill(control: ControlApi, watch: ReadyWatch, from: number, count: number): Promise<void> {
+  let next = from;
+  const loop = async () => {
+    while (next < count) await trellisAttach(control, watch, `fill-${next++}`);
+  };
+  await Promise.all(Array.from({ length: FILL_CONCURRENCY }, loop));
+}
+
+function agentRssMb(): number {
+  const { pid } = JSON.parse(readFileSync(`${values["agents-dir"]}/${HOST}.json`, "utf8")) as { pid: number };
+  const rss = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  if (!rss) throw new Error(`failed to read the RSS of ${HOST}'s agent (pid ${pid}) from /proc/${pid}/status`);
+  return Number(rss[1]) / 1024;
+}
+
+function median(samples: number[]): number {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? 0;
+}
+
+const round0 = (n: number) => Math.round(n);
+const round2 = (n: number) => Math.round(n * 100) / 100;
+
+async function main(): Promise<void> {
+  const control = new ControlApi();
+  const nc = await connectBus({ servers: process.env.TRELLIS_NATS_URL ?? "nats://127.0.0.1:4222", name: "bench-attach" });
+  try {
+    const watch = await ReadyWatch.start(await openBucket(nc, Buckets.status));
+    await control.createNetwork(NetworkSpec.fromPartial({ name: NETWORK, driver: "ipvlan", subnets: ["10.60.0.0/16"], options: { parent: PARENT } }));
+    // One of each first, untimed: the first attach and the first exec of the plugin pay for warming up.
+    await trellisAttach(control, watch, "warm-up");
+    await cniAdd(0);
+    const trellis: number[] = [];
+    const cni: number[] = [];
+    for (let round = 1; round <= ROUNDS; round++) {
+      trellis.push(await trellisAttach(control, watch, `empty-${round}`));
+      cni.push(await cniAdd(round));
+    }
+    console.log(`empty host: trellis ${trellis.map(round0).join(" ")} ms; cni-ipvlan ${cni.map(round0).join(" ")} ms`);
+
+    await fill(control, watch, ROUNDS + 1, HOST_CONTAINERS);
+    const full: number[] = [];
+    for (let round = 1; round <= ROUNDS; round++) full.push(await trellisAttach(control, watch, `full-${round}`));
+    const rss = agentRssMb();
+    console.log(`at ${HOST_CONTAINERS} containers: trellis ${full.map(round0).join(" ")} ms`);
+
+    const runs: number[] = [];
+    for (let i = 1; i <= TRELLIS_RUNS; i++) {
+      const started = performance.now();
+      await run(["trellis", "run", "-d", `--net=${NETWORK}`, `--name=run-${i}`, `--host=${HOST}`]);
+      runs.push(performance.now() - started);
+    }
+    console.log(`trellis run -d: ${runs.map(round0).join(" ")} ms`);
+
+    const [a, c, a2, t] = [median(trellis), median(cni), median(full), median(runs)];
+    console.log(
+      `attach: trellis ${round0(a)} ms, cni-ipvlan ${round0(c)} ms, ratio ${round2(a / c)}, at ${HOST_CONTAINERS} containers trellis ${round0(a2)} ms (x${round2(a2 / a)}), agent rss ${round0(rss)} MB, trellis run ${round0(t)} ms`,
+    );
+  } finally {
+    control.close();
+    await nc.close();
+  }
+}
+
+await main();
