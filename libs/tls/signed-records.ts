@@ -1,5 +1,6 @@
 import type { KvWatchEntry } from "@nats-io/kv";
 import { codecOf } from "../bus/codec.js";
+import { checkedAnnouncement, checkedHeartbeat } from "../bus/records.js";
 import { RouteAnnouncement } from "../proto/gen/trellis/v1/routes.js";
 import { HostRecord } from "../proto/gen/trellis/v1/state.js";
 import { DroppedRecords, type RecordVerifier } from "./record-signature.js";
@@ -22,30 +23,24 @@ export class SignedRecordFilter {
     this.dropped = new DroppedRecords(log);
   }
 
-  /** The announcement under the entry's key, or undefined when it may not be believed. */
+  /**
+   * The announcement under the entry's key, or undefined when it may not be believed; throws on one that is no
+   * announcement of that key's host at all (libs/bus/records.ts), which the follower logs and ignores.
+   */
   announcement(entry: KvWatchEntry): RouteAnnouncement | undefined {
-    const announcement = this.decoded("route announcement", entry, announcementCodec.decode);
-    if (!announcement || !this.verifier) return announcement;
+    const announcement = checkedAnnouncement(entry);
+    if (!this.verifier) return announcement;
     const problem = announcement.host === entry.key ? this.verifier.problem(announcementCodec, announcement, entry.key) : `it names host ${announcement.host}`;
     if (problem) this.dropped.drop("route announcement", entry.key, problem);
     return problem ? undefined : announcement;
   }
 
-  /** The heartbeat under the entry's key, or undefined when it may not be believed. */
+  /** The heartbeat under the entry's key, or undefined when it may not be believed; throws as announcement() does. */
   heartbeat(entry: KvWatchEntry): HostRecord | undefined {
-    const record = this.decoded("heartbeat", entry, hostCodec.decode);
-    if (!record || !this.verifier) return record;
+    const record = checkedHeartbeat(entry);
+    if (!this.verifier) return record;
     const problem = record.host === entry.key ? this.verifier.problem(hostCodec, record, entry.key) : `it names host ${record.host}`;
     if (problem) this.dropped.drop("heartbeat", entry.key, problem);
     return problem ? undefined : record;
-  }
-
-  private decoded<T>(what: string, entry: KvWatchEntry, decode: (bytes: Uint8Array) => T): T | undefined {
-    try {
-      return decode(entry.value);
-    } catch (error) {
-      this.dropped.drop(what, entry.key, `it is not a ${what} (${(error as Error).message})`);
-      return undefined;
-    }
   }
 }

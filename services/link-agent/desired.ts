@@ -1,13 +1,9 @@
 import type { KV, KvWatchEntry } from "@nats-io/kv";
-import { codecOf } from "../../libs/bus/codec.js";
 import { FollowedBucket } from "../../libs/bus/follow.js";
+import { checkedEndpoint, checkedName, checkedNetwork } from "../../libs/bus/records.js";
 import { Buckets, hostKeysFilter, networkNamesFilter } from "../../libs/bus/subjects.js";
-import { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
-import { NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
-
-const networkCodec = codecOf(Network);
-const endpointCodec = codecOf(Endpoint);
-const nameCodec = codecOf(NameEntry);
+import type { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
+import type { NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
 
 export interface DesiredBuckets {
   networks: KV;
@@ -67,13 +63,13 @@ export class DesiredState {
   }
 
   private applyNetwork(entry: KvWatchEntry): void {
-    if (entry.operation === "PUT") this.networksByName.set(entry.key, networkCodec.decode(entry.value));
+    if (entry.operation === "PUT") this.networksByName.set(entry.key, checkedNetwork(entry));
     else this.networksByName.delete(entry.key);
     this.onChange();
   }
 
   private applyEndpoint(entry: KvWatchEntry): void {
-    if (entry.operation === "PUT") this.endpointsByKey.set(entry.key, endpointCodec.decode(entry.value));
+    if (entry.operation === "PUT") this.endpointsByKey.set(entry.key, checkedEndpoint(entry, "host"));
     else this.endpointsByKey.delete(entry.key);
     this.followNames();
     this.onChange();
@@ -96,7 +92,7 @@ export class DesiredState {
         filter: networkNamesFilter(networkId),
         log: this.log,
         onEntry: (entry) => {
-          if (entry.operation === "PUT") names.entries.set(entry.key, nameCodec.decode(entry.value));
+          if (entry.operation === "PUT") names.entries.set(entry.key, checkedName(entry));
           else names.entries.delete(entry.key);
           if (names.loaded) this.onChange();
         },

@@ -1,8 +1,8 @@
 import type { KV, KvWatchEntry } from "@nats-io/kv";
-import { codecOf } from "../../../libs/bus/codec.js";
 import { describeRoute, openNetlink, type NetlinkHandle, type RouteChange, type RouteChangeFailure } from "../../../libs/netlink/index.js";
 import type { RouteAnnouncement } from "../../../libs/proto/gen/trellis/v1/routes.js";
-import { Network } from "../../../libs/proto/gen/trellis/v1/network.js";
+import type { Network } from "../../../libs/proto/gen/trellis/v1/network.js";
+import { checkedNetwork } from "../../../libs/bus/records.js";
 import { FollowedBucket } from "../../../libs/bus/follow.js";
 import { Buckets, hostStaleAfterMs, IPAM_BLOCKS_FILTER } from "../../../libs/bus/subjects.js";
 import type { BusContact } from "../../../libs/bus/contact.js";
@@ -10,8 +10,6 @@ import type { RecordVerifier } from "../../../libs/tls/record-signature.js";
 import { SignedRecordFilter } from "../../../libs/tls/signed-records.js";
 import { Grants, routedNetworkIds, type GrantedPrefix } from "./grants.js";
 import { believe, changesSinceApplied, routeChanges, type Belief, type RouteChanges } from "./reconcile.js";
-
-const networkCodec = codecOf(Network);
 
 export interface InstallerOptions {
   host: string;
@@ -138,7 +136,7 @@ export class RouteInstaller {
   }
 
   private onNetwork(entry: KvWatchEntry): void {
-    if (entry.operation === "PUT") this.allNetworks.set(entry.key, networkCodec.decode(entry.value));
+    if (entry.operation === "PUT") this.allNetworks.set(entry.key, checkedNetwork(entry));
     else this.allNetworks.delete(entry.key);
     this.networks = routedNetworkIds(this.allNetworks.values());
     this.schedule();
