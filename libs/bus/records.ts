@@ -76,17 +76,21 @@ export function checkedNetwork(entry: KvWatchEntry): Network {
   return network;
 }
 
-/** An endpoint of the planner's endpoints bucket (keyed by container) or of the desired bucket (by host and id). */
-export function checkedEndpoint(entry: KvWatchEntry, keyed: "container" | "host"): Endpoint {
+/**
+ * An endpoint of the planner's endpoints bucket ("planned", keyed by container: what the planner's view needs, its
+ * addresses) or of the desired bucket ("desired", keyed by host and id: everything an agent puts in the kernel).
+ */
+export function checkedEndpoint(entry: KvWatchEntry, bucket: "planned" | "desired"): Endpoint {
   const endpoint = decoded("endpoint", entry, endpointCodec.decode);
   check(ID.test(endpoint.id), () => `endpoint id ${JSON.stringify(endpoint.id)} is not an id`);
-  check(NAME.test(endpoint.container), () => `container name ${JSON.stringify(endpoint.container)} is not a name`);
-  const key = keyed === "container" ? endpoint.container : desiredKey(endpoint.host, endpoint.id);
+  const key = bucket === "planned" ? endpoint.container : desiredKey(endpoint.host, endpoint.id);
   check(key === entry.key, () => `it is the endpoint of key ${key}, not ${entry.key}`);
+  for (const address of endpoint.addresses) checkCidr("address", address);
+  if (bucket === "planned") return endpoint;
+  check(NAME.test(endpoint.container), () => `container name ${JSON.stringify(endpoint.container)} is not a name`);
   check(ID.test(endpoint.networkId), () => `network id ${JSON.stringify(endpoint.networkId)} is not an id`);
   check(endpoint.netns.length > 0 && endpoint.netns.length <= 255 && !/[\s/]/.test(endpoint.netns) && !endpoint.netns.startsWith("."), () => `namespace ${JSON.stringify(endpoint.netns)} is no namespace name`);
   checkInterfaceName("interface", endpoint.ifname);
-  for (const address of endpoint.addresses) checkCidr("address", address);
   for (const route of endpoint.routes) {
     if (route.dst !== "default") checkCidr("route destination", route.dst);
     if (route.via) checkAddress("next hop", route.via);

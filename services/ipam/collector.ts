@@ -1,7 +1,9 @@
 import type { KV } from "@nats-io/kv";
+import { codecOf } from "../../libs/bus/codec.js";
 import { FollowedBucket } from "../../libs/bus/follow.js";
-import { checkedEndpoint, checkedHeartbeat } from "../../libs/bus/records.js";
 import { Buckets } from "../../libs/bus/subjects.js";
+import { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
+import { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
 import type { AddressManager } from "./manager.js";
 import type { AllocationView } from "./view.js";
 
@@ -13,6 +15,9 @@ export interface LeakCollectionOptions {
   /** Time between sweeps. */
   intervalMs: number;
 }
+
+const endpointCodec = codecOf(Endpoint);
+const hostCodec = codecOf(HostRecord);
 
 /**
  * What the collector knows of owners: the planner's endpoints and the hosts' heartbeats, followed into memory
@@ -29,14 +34,14 @@ export class Liveness {
       FollowedBucket.start(buckets.endpoints, {
         bucketName: Buckets.endpoints,
         onEntry: (entry) => {
-          if (entry.operation === "PUT") liveness.endpointIds.set(entry.key, checkedEndpoint(entry, "container").id);
+          if (entry.operation === "PUT") liveness.endpointIds.set(entry.key, endpointCodec.decode(entry.value).id);
           else liveness.endpointIds.delete(entry.key);
         },
       }),
       FollowedBucket.start(buckets.hosts, {
         bucketName: Buckets.hosts,
         onEntry: (entry) => {
-          if (entry.operation === "PUT") liveness.heartbeats.set(entry.key, Date.parse(checkedHeartbeat(entry).heartbeatAt));
+          if (entry.operation === "PUT") liveness.heartbeats.set(entry.key, Date.parse(hostCodec.decode(entry.value).heartbeatAt));
           else liveness.heartbeats.delete(entry.key);
         },
       }),

@@ -69,7 +69,7 @@ export class DesiredState {
   }
 
   private applyEndpoint(entry: KvWatchEntry): void {
-    if (entry.operation === "PUT") this.endpointsByKey.set(entry.key, checkedEndpoint(entry, "host"));
+    if (entry.operation === "PUT") this.endpointsByKey.set(entry.key, checkedEndpoint(entry, "desired"));
     else this.endpointsByKey.delete(entry.key);
     this.followNames();
     this.onChange();

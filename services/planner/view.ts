@@ -139,7 +139,7 @@ export class PlannerView {
   }
 
   private applyEndpoint(entry: KvWatchEntry): void {
-    if (entry.operation === "PUT") this.setEndpoint(entry.key, { value: checkedEndpoint(entry, "container"), revision: entry.revision });
+    if (entry.operation === "PUT") this.setEndpoint(entry.key, { value: checkedEndpoint(entry, "planned"), revision: entry.revision });
     else this.setEndpoint(entry.key, undefined, entry.revision);
   }
 
