@@ -65,6 +65,12 @@ function checkInterfaceName(what: string, name: string): void {
 export function checkedNetwork(entry: KvWatchEntry): Network {
   const network = decoded("network", entry, networkCodec.decode);
   check(network.name === entry.key, () => `it names network ${JSON.stringify(network.name)}, not ${entry.key}`);
+  checkNetwork(network);
+  return network;
+}
+
+/** What in a network an agent puts in the kernel: throws BadRecordError naming what is wrong. */
+export function checkNetwork(network: Network): void {
   check(ID.test(network.id), () => `network id ${JSON.stringify(network.id)} is not an id`);
   check(MODES.has(network.mode), () => `mode ${JSON.stringify(network.mode)} is none of l2, l3, l3s`);
   if (network.parent?.name) checkInterfaceName("parent", network.parent.name);
@@ -73,7 +79,6 @@ export function checkedNetwork(entry: KvWatchEntry): Network {
     if (subnet.gateway) checkAddress("gateway", subnet.gateway);
     check(!subnet.gateway || parseAddress(subnet.gateway).family === family, () => `gateway ${subnet.gateway} is not of subnet ${subnet.cidr}'s family`);
   }
-  return network;
 }
 
 /**
@@ -85,8 +90,14 @@ export function checkedEndpoint(entry: KvWatchEntry, bucket: "planned" | "desire
   check(ID.test(endpoint.id), () => `endpoint id ${JSON.stringify(endpoint.id)} is not an id`);
   const key = bucket === "planned" ? endpoint.container : desiredKey(endpoint.host, endpoint.id);
   check(key === entry.key, () => `it is the endpoint of key ${key}, not ${entry.key}`);
+  if (bucket === "desired") checkDesiredEndpoint(endpoint);
+  else for (const address of endpoint.addresses) checkCidr("address", address);
+  return endpoint;
+}
+
+/** What in a desired endpoint an agent puts in the kernel and the file system: throws BadRecordError naming it. */
+export function checkDesiredEndpoint(endpoint: Endpoint): void {
   for (const address of endpoint.addresses) checkCidr("address", address);
-  if (bucket === "planned") return endpoint;
   check(NAME.test(endpoint.container), () => `container name ${JSON.stringify(endpoint.container)} is not a name`);
   check(ID.test(endpoint.networkId), () => `network id ${JSON.stringify(endpoint.networkId)} is not an id`);
   check(endpoint.netns.length > 0 && endpoint.netns.length <= 255 && !/[\s/]/.test(endpoint.netns) && !endpoint.netns.startsWith("."), () => `namespace ${JSON.stringify(endpoint.netns)} is no namespace name`);
@@ -95,27 +106,36 @@ export function checkedEndpoint(entry: KvWatchEntry, bucket: "planned" | "desire
     if (route.dst !== "default") checkCidr("route destination", route.dst);
     if (route.via) checkAddress("next hop", route.via);
   }
-  return endpoint;
 }
 
 /** A container's name and addresses in one network: lines of hosts files, answers of DNS. */
 export function checkedName(entry: KvWatchEntry): NameEntry {
   const name = decoded("name entry", entry, nameCodec.decode);
-  check(NAME.test(name.name), () => `name ${JSON.stringify(name.name)} is not a container name`);
-  check(ID.test(name.networkId), () => `network id ${JSON.stringify(name.networkId)} is not an id`);
+  checkName(name);
   const key = nameKey(name.networkId, name.name);
   check(key === entry.key, () => `it is the name of key ${key}, not ${entry.key}`);
-  for (const address of name.addresses) checkAddress("address", address);
   return name;
+}
+
+/** A container's name as hosts files and DNS answers take it: throws BadRecordError naming what is wrong. */
+export function checkName(name: NameEntry): void {
+  check(NAME.test(name.name), () => `name ${JSON.stringify(name.name)} is not a container name`);
+  check(ID.test(name.networkId), () => `network id ${JSON.stringify(name.networkId)} is not an id`);
+  for (const address of name.addresses) checkAddress("address", address);
 }
 
 /** A heartbeat: under its own host's key, with a time that is one. */
 export function checkedHeartbeat(entry: KvWatchEntry): HostRecord {
   const record = decoded("heartbeat", entry, hostCodec.decode);
   check(record.host === entry.key, () => `it names host ${JSON.stringify(record.host)}, not ${entry.key}`);
+  checkHeartbeat(record);
+  return record;
+}
+
+/** A heartbeat's time and address: throws BadRecordError naming what is wrong. */
+export function checkHeartbeat(record: HostRecord): void {
   check(!Number.isNaN(Date.parse(record.heartbeatAt)), () => `heartbeat time ${JSON.stringify(record.heartbeatAt)} is not a time`);
   if (record.address) checkAddress("address", record.address);
-  return record;
 }
 
 /**
@@ -126,6 +146,12 @@ export function checkedHeartbeat(entry: KvWatchEntry): HostRecord {
 export function checkedAnnouncement(entry: KvWatchEntry): RouteAnnouncement {
   const announcement = decoded("route announcement", entry, announcementCodec.decode);
   check(announcement.host === entry.key, () => `it names host ${JSON.stringify(announcement.host)}, not ${entry.key}`);
+  checkAnnouncement(announcement);
+  return announcement;
+}
+
+/** An announcement's next hops: addresses, one per family; throws BadRecordError naming what is wrong. */
+export function checkAnnouncement(announcement: RouteAnnouncement): void {
   const families = new Set<number>();
   for (const nextHop of announcement.nextHops) {
     checkAddress("next hop", nextHop);
@@ -133,5 +159,4 @@ export function checkedAnnouncement(entry: KvWatchEntry): RouteAnnouncement {
     check(!families.has(family), () => `it has two IPv${family} next hops`);
     families.add(family);
   }
-  return announcement;
 }
