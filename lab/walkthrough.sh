@@ -1,11 +1,20 @@
 #!/bin/sh
 # The Trellis walkthrough: the reference driver's single-host examples, run across the hosts of the lab.
-# Run it with `scripts/walkthrough.sh` (or `trellis lab run --hosts 2 $PWD/lab/walkthrough.sh`).
+# Run it with `npm run lab:walkthrough` (or `trellis lab run --hosts 2 --upstreams 1 $PWD/lab/walkthrough.sh`).
 # Every step prints what it does, then what the user would see; test/lab/walkthrough.test.ts asserts on it.
 set -u
 . "$(dirname "$0")/lib.sh"
 
-say "Hosts h1 (192.168.1.11) and h2 (192.168.1.12) share one Ethernet segment; each runs a Trellis agent."
+say "Hosts h1 (192.168.1.11) and h2 (192.168.1.12) share one Ethernet segment with u1 (192.168.1.201), an upstream"
+say "router; each runs a Trellis agent (u1's only installs routes)."
+
+# A Trellis route (protocol 210) on a host that covers the address, via the given next hop; none at all.
+has_route() {
+  ip -n "$1" route show proto 210 match "$2" | grep -q " via $3 "
+}
+no_route() {
+  ! ip -n "$1" route show proto 210 match "$2" | grep -q .
+}
 
 say "An L2 network on the hosts' own interface eth0, as in the reference's db_net example."
 section create-db_net
@@ -107,6 +116,60 @@ say "Giving h1's agent time to converge (it would delete foo now if it ever did)
 sleep 5
 section foo-after-rm
 show ip -n h1 -o link show foo
+
+say "An L3 network across hosts: each host routes its containers' addresses itself and announces them; the other"
+say "hosts and the upstream u1 install a route to them via that host. (db_net goes first: the kernel keeps one"
+say "ipvlan mode per parent, and this network uses eth0 too.)"
+show trellis rm ipv1 ipv2
+show trellis network rm db_net
+section create-l3net
+show trellis network create -d ipvlan -o ipvlan_mode=l3 --subnet=10.1.0.0/16 -o parent=eth0 l3net
+section run-web1
+show trellis run --net=l3net --name=web1 --host=h1
+section run-web2
+show trellis run --net=l3net --name=web2 --host=h2
+WEB1=$(addr_of web1)
+WEB2=$(addr_of web2)
+WAIT_SECONDS=20 wait_until has_route h1 "$WEB2" 192.168.1.12
+WAIT_SECONDS=20 wait_until has_route h2 "$WEB1" 192.168.1.11
+WAIT_SECONDS=20 wait_until has_route u1 "$WEB2" 192.168.1.12
+for host in h1 h2 u1; do
+  section "l3-routes-$host"
+  ip -n "$host" route show proto 210
+done
+section ping-l3-across-hosts
+show trellis exec web1 ping -c 2 -W 2 "$WEB2"
+section ping-u1-web1
+show trellis host exec u1 ping -c 2 -W 2 "$WEB1"
+section ping-u1-web2
+show trellis host exec u1 ping -c 2 -W 2 "$WEB2"
+
+say "Containers find each other by name, across hosts."
+WAIT_SECONDS=10 wait_until ip netns exec web1@h1 ping -c 1 -W 1 web2
+section ping-by-name
+show ip netns exec web1@h1 ping -c 1 -W 2 web2
+
+say "h2's agent stops: within its heartbeat window (10 s) no host routes to web2 any more; when it starts"
+say "again, the routes are back."
+trellis lab agent stop h2
+stopped=$(date +%s)
+WAIT_SECONDS=30 wait_until no_route h1 "$WEB2"
+WAIT_SECONDS=30 wait_until no_route u1 "$WEB2"
+section h2-stopped
+echo "withdrawn after $(( $(date +%s) - stopped )) s"
+ip -n h1 route show proto 210
+ip -n u1 route show proto 210
+trellis lab agent start h2
+WAIT_SECONDS=30 wait_until has_route h1 "$WEB2" 192.168.1.12
+WAIT_SECONDS=30 wait_until has_route u1 "$WEB2" 192.168.1.12
+section h2-started
+ip -n h1 route show proto 210
+ip -n u1 route show proto 210
+section ping-after-h2-start
+show trellis host exec u1 ping -c 2 -W 2 "$WEB2"
+section rm-l3net
+show trellis rm web1 web2
+show trellis network rm l3net
 
 say "Bad input gets a clear error and changes nothing."
 section ls-before-bad

@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 npm run build
-exec node dist/bundle/trellis.js lab run --hosts 2 "$PWD/lab/walkthrough.sh"
+exec node dist/bundle/trellis.js lab run --hosts 2 --upstreams 1 "$PWD/lab/walkthrough.sh"

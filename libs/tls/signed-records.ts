@@ -1,10 +1,10 @@
 import type { KvWatchEntry } from "@nats-io/kv";
 import { codecOf, type MessageCodec } from "../bus/codec.js";
-import { desiredKey, nameKey } from "../bus/subjects.js";
+import { checkedAnnouncement, checkedEndpoint, checkedHeartbeat, checkedName, checkedNetwork } from "../bus/records.js";
 import { Endpoint, Network } from "../proto/gen/trellis/v1/network.js";
 import { RouteAnnouncement } from "../proto/gen/trellis/v1/routes.js";
 import { HostRecord, NameEntry } from "../proto/gen/trellis/v1/state.js";
-import { DroppedRecords, type RecordVerifier, type Signed } from "./record-signature.js";
+import { DroppedRecords, type RecordVerifier, type Signed, type SigningService } from "./record-signature.js";
 
 const announcementCodec = codecOf(RouteAnnouncement);
 const hostCodec = codecOf(HostRecord);
@@ -13,11 +13,11 @@ const endpointCodec = codecOf(Endpoint);
 const nameCodec = codecOf(NameEntry);
 
 /**
- * What readers believe of the records stored in Trellis's buckets: a record that does not decode, or that is not
- * the record its key names, is dropped (and logged once). With a verifier (TLS) so is one its rightful writer did
- * not sign: a host's own records (announcement, heartbeat) by that host's agent, what agents are told to build
- * (networks, desired endpoints, names) by a planner. Without one (the lab, a cluster without TLS), signatures are
- * not asked for, as before.
+ * What readers believe of the records stored in Trellis's buckets. A value that is no record of its key at all
+ * (garbage, an address that is none, another key's record: libs/bus/records.ts) throws, and the follower logs it
+ * once and ignores it. With a verifier (TLS), a record its rightful writer did not sign is dropped (logged once):
+ * a host's own records (announcement, heartbeat) by that host's agent, what agents are told to build (networks,
+ * desired endpoints, names) by a planner. Without one (the lab, a cluster without TLS), signatures are not asked for.
  */
 export class SignedRecordFilter {
   private readonly dropped: DroppedRecords;
@@ -31,54 +31,38 @@ export class SignedRecordFilter {
 
   /** The announcement under the entry's key, or undefined when it may not be believed. */
   announcement(entry: KvWatchEntry): RouteAnnouncement | undefined {
-    return this.ofHost("route announcement", entry, announcementCodec);
+    const announcement = checkedAnnouncement(entry);
+    return this.believed(`route announcement of host ${entry.key}`, announcement, this.verifier?.problem(announcementCodec, announcement, entry.key));
   }
 
   /** The heartbeat under the entry's key, or undefined when it may not be believed. */
   heartbeat(entry: KvWatchEntry): HostRecord | undefined {
-    return this.ofHost("heartbeat", entry, hostCodec);
+    const record = checkedHeartbeat(entry);
+    return this.believed(`heartbeat of host ${entry.key}`, record, this.verifier?.problem(hostCodec, record, entry.key));
   }
 
   /** The network under the entry's key (its name), or undefined when it may not be believed. */
   network(entry: KvWatchEntry): Network | undefined {
-    return this.ofPlanner("network", entry, networkCodec, (network) => network.name);
+    return this.fromService("network", entry, networkCodec, checkedNetwork(entry), "planner");
   }
 
   /** The endpoint under the entry's key (`<host>.<endpoint id>`), or undefined when it may not be believed. */
   endpoint(entry: KvWatchEntry): Endpoint | undefined {
-    return this.ofPlanner("endpoint", entry, endpointCodec, (endpoint) => desiredKey(endpoint.host, endpoint.id));
+    return this.fromService("endpoint", entry, endpointCodec, checkedEndpoint(entry, "desired"), "planner");
   }
 
   /** The name under the entry's key (`<network id>.<container>`), or undefined when it may not be believed. */
   name(entry: KvWatchEntry): NameEntry | undefined {
-    return this.ofPlanner("name", entry, nameCodec, (name) => nameKey(name.networkId, name.name));
+    return this.fromService("name", entry, nameCodec, checkedName(entry), "planner");
   }
 
-  private ofHost<T extends Signed & { host: string }>(what: string, entry: KvWatchEntry, codec: MessageCodec<T>): T | undefined {
-    const record = this.decoded(`${what} of host ${entry.key}`, entry, codec);
-    if (!record) return undefined;
-    const problem =
-      record.host !== entry.key ? `it names host ${record.host}` : this.verifier?.problem(codec, record, entry.key);
-    if (problem) this.dropped.drop(`${what} of host ${entry.key}`, problem);
-    return problem ? undefined : record;
+  private fromService<T extends Signed>(what: string, entry: KvWatchEntry, codec: MessageCodec<T>, record: T, service: SigningService): T | undefined {
+    return this.believed(`${what} under key ${entry.key} of ${entry.bucket}`, record, this.verifier?.serviceProblem(codec, record, service));
   }
 
-  private ofPlanner<T extends Signed>(what: string, entry: KvWatchEntry, codec: MessageCodec<T>, keyOf: (record: T) => string): T | undefined {
-    const description = `${what} under key ${entry.key} of ${entry.bucket}`;
-    const record = this.decoded(description, entry, codec);
-    if (!record) return undefined;
-    const key = keyOf(record);
-    const problem = key !== entry.key ? `it is the ${what} of key ${key}` : this.verifier?.serviceProblem(codec, record, "planner");
-    if (problem) this.dropped.drop(description, problem);
-    return problem ? undefined : record;
-  }
-
-  private decoded<T>(description: string, entry: KvWatchEntry, codec: MessageCodec<T>): T | undefined {
-    try {
-      return codec.decode(entry.value);
-    } catch (error) {
-      this.dropped.drop(description, `it does not decode (${(error as Error).message})`);
-      return undefined;
-    }
+  private believed<T>(description: string, record: T, problem: string | undefined): T | undefined {
+    if (!problem) return record;
+    this.dropped.drop(description, problem);
+    return undefined;
   }
 }

@@ -25,7 +25,12 @@ export class StatusPublisher {
     for await (const key of await this.bucket.keys(hostKeysFilter(this.host))) {
       const entry = await this.bucket.get(key);
       if (entry?.operation !== "PUT") continue;
-      const stored = statusCodec.decode(entry.value);
+      let stored: EndpointStatus;
+      try {
+        stored = statusCodec.decode(entry.value);
+      } catch {
+        continue; // not a status (someone else's garbage): written again by the first pass
+      }
       if (this.trust.verifier?.problem(statusCodec, stored, this.host)) continue;
       this.published.set(key, statusCodec.encode({ ...stored, updatedAt: "", signature: undefined }));
     }

@@ -1,16 +1,13 @@
 import type { KV, KvWatchEntry } from "@nats-io/kv";
-import { codecOf } from "../../libs/bus/codec.js";
 import { FollowedBucket } from "../../libs/bus/follow.js";
+import { checkedEndpoint, checkedNetwork } from "../../libs/bus/records.js";
 import type { Versioned } from "../../libs/bus/kv.js";
 import { Buckets } from "../../libs/bus/subjects.js";
 import { formatAddress, parseCidr } from "../../libs/ipmath/index.js";
-import { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
+import type { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
 import type { HostRecord } from "../../libs/proto/gen/trellis/v1/state.js";
 import type { RecordVerifier } from "../../libs/tls/record-signature.js";
 import { SignedRecordFilter } from "../../libs/tls/signed-records.js";
-
-const networkCodec = codecOf(Network);
-const endpointCodec = codecOf(Endpoint);
 
 /**
  * The planner's memory of the cluster: every network, container and host, fed by watches of their buckets,
@@ -152,12 +149,12 @@ export class PlannerView {
   }
 
   private applyNetwork(entry: KvWatchEntry): void {
-    if (entry.operation === "PUT") this.setNetwork(entry.key, { value: networkCodec.decode(entry.value), revision: entry.revision });
+    if (entry.operation === "PUT") this.setNetwork(entry.key, { value: checkedNetwork(entry), revision: entry.revision });
     else this.setNetwork(entry.key, undefined, entry.revision);
   }
 
   private applyEndpoint(entry: KvWatchEntry): void {
-    if (entry.operation === "PUT") this.setEndpoint(entry.key, { value: endpointCodec.decode(entry.value), revision: entry.revision });
+    if (entry.operation === "PUT") this.setEndpoint(entry.key, { value: checkedEndpoint(entry, "planned"), revision: entry.revision });
     else this.setEndpoint(entry.key, undefined, entry.revision);
   }
 

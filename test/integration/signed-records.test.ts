@@ -133,7 +133,7 @@ describe("signed records", () => {
     await forgeUnderH2(Buckets.routes, announcementCodec.encode(signerOf.h1.sign(announcementCodec, forged)));
     expect(await eventually("the forged announcement dropped", believed, (routes) => Object.keys(routes).length === 0)).toEqual({});
     expect(logged).toContain('dropped the route announcement of host h2: it is signed by agent "h1", not by the agent of host h2');
-    expect(logged).toContain("dropped the route announcement of host h1: it names host h2");
+    expect(logged).toContain('ignored key h1 of trellis-routes: it names host "h2", not h1');
 
     await forgeUnderH2(Buckets.routes, announcementCodec.encode(forged));
     await new Promise((resolve) => setTimeout(resolve, 500));
@@ -220,7 +220,7 @@ describe("signed records", () => {
     const state = await DesiredState.start({ networks, desired, names }, H2.host, () => undefined, (line) => h2Logged.push(line), listener, verifier);
     try {
       const network = Network.fromPartial({ id: "n2", name: "web", mode: "l2" });
-      const endpoint = Endpoint.fromPartial({ id: "e2", networkId: network.id, networkName: network.name, container: "c2", host: H2.host, addresses: ["10.9.3.2/24"], createdAt: new Date(0).toISOString() });
+      const endpoint = Endpoint.fromPartial({ id: "e2", networkId: network.id, networkName: network.name, container: "c2", host: H2.host, netns: "c2@h2", ifname: "eth0", addresses: ["10.9.3.2/24"], createdAt: new Date(0).toISOString() });
       await planner.createNetwork(network);
       await planner.createEndpoint(endpoint);
       await planner.publishEndpoint(endpoint);
@@ -241,10 +241,11 @@ describe("signed records", () => {
       expect(state.endpoints()[0].addresses).toEqual(endpoint.addresses);
       expect(h2Logged.sort()).toEqual([
         "dropped the endpoint under key h2.e2 of trellis-desired: it is signed by agent \"h1\", not by a planner",
-        "dropped the endpoint under key h2.e3 of trellis-desired: it is the endpoint of key h1.e1",
+
         "dropped the endpoint under key h2.evil of trellis-desired: it is not signed",
         `dropped the name under key ${network.id}.evil of trellis-names: it is not signed`,
         'dropped the network under key evil of trellis-networks: it is signed by agent "h1", not by a planner',
+        "ignored key h2.e3 of trellis-desired: it is the endpoint of key h1.e1, not h2.e3",
       ]);
 
       // The repair finds h2's key holding what no planner signed, and the keys of no endpoint, and puts them right.

@@ -8,12 +8,12 @@ const walkthrough = new URL("../../lab/walkthrough.sh", import.meta.url).pathnam
 
 // One boot of the lab runs the whole walkthrough (the README's first command); each test reads what
 // one step printed.
-describe("lab walkthrough: ipvlan networks from intent to ping, across two hosts", () => {
+describe("lab walkthrough: ipvlan networks from intent to ping, across two hosts and an upstream", () => {
   let lab: LabResult;
   const section = (name: string) => lab.section(name);
 
   beforeAll(async () => {
-    lab = await runInLab(walkthrough, { hosts: 2 });
+    lab = await runInLab(walkthrough, { hosts: 2, upstreams: 1 });
   });
   afterAll(() => rmSync(lab.outDir, { recursive: true, force: true }));
 
@@ -73,6 +73,36 @@ describe("lab walkthrough: ipvlan networks from intent to ping, across two hosts
     expect(section("run-ivlan_test5")).toContain("exit 0");
     expect(section("rm-ipvlan40")).not.toContain("exit 1");
     expect(section("foo-after-rm")).toMatch(/foo@eth0:.*UP.*\nexit 0/);
+  });
+
+  it("an L3 network: each host gets a route to the other's container via that host, and so does the upstream", () => {
+    expect(section("run-web2")).toContain("exit 0");
+    expect(section("l3-routes-h1")).toMatch(/^10\.1\.\S+ via 192\.168\.1\.12 dev eth0/m);
+    expect(section("l3-routes-h1")).not.toContain("via 192.168.1.11");
+    expect(section("l3-routes-h2")).toMatch(/^10\.1\.\S+ via 192\.168\.1\.11 dev eth0/m);
+    expect(section("l3-routes-u1")).toMatch(/^10\.1\.\S+ via 192\.168\.1\.11 dev eth0/m);
+    expect(section("l3-routes-u1")).toMatch(/^10\.1\.\S+ via 192\.168\.1\.12 dev eth0/m);
+  });
+
+  it("containers of the L3 network on h1 and h2 ping each other, and the upstream pings both", () => {
+    for (const name of ["ping-l3-across-hosts", "ping-u1-web1", "ping-u1-web2"]) {
+      expect(section(name), name).toMatch(/2 packets transmitted, 2 received, 0% packet loss/);
+    }
+  });
+
+  it("a container pings another on the other host by name", () => {
+    expect(section("ping-by-name")).toMatch(/^PING web2 \(10\.1\.[\d.]+\)/m);
+    expect(section("ping-by-name")).toMatch(/1 packets transmitted, 1 received, 0% packet loss/);
+  });
+
+  it("withdraws h2's routes everywhere within the heartbeat window when its agent stops, and brings them back when it starts", () => {
+    const stopped = section("h2-stopped");
+    expect(Number(/withdrawn after (\d+) s/.exec(stopped)?.[1])).toBeLessThanOrEqual(15);
+    expect(stopped).not.toContain("via 192.168.1.12");
+    expect(stopped).toContain("via 192.168.1.11");
+    expect(section("h2-started")).toMatch(/via 192\.168\.1\.12 dev eth0[\s\S]*via 192\.168\.1\.12 dev eth0/);
+    expect(section("ping-after-h2-start")).toMatch(/2 packets transmitted, 2 received, 0% packet loss/);
+    expect(section("rm-l3net")).not.toContain("exit 1");
   });
 
   it("refuses a VLAN id out of range with the reference's message and changes nothing", () => {

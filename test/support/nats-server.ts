@@ -11,6 +11,10 @@ export interface NatsServer {
   stop(): Promise<void>;
   /** SIGKILL and start again on the same port and store, as a crash would. */
   restart(): Promise<void>;
+  /** SIGSTOP: the server hangs with its connections open, as a stalled host or network would. */
+  freeze(): void;
+  /** SIGCONT after freeze(). */
+  thaw(): void;
 }
 
 export interface NatsServerOptions {
@@ -53,6 +57,12 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     async restart() {
       await kill(child, "SIGKILL");
       child = await launch(port, config, env);
+    },
+    freeze() {
+      child.kill("SIGSTOP");
+    },
+    thaw() {
+      child.kill("SIGCONT");
     },
   };
 }

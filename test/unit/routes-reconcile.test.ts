@@ -172,6 +172,14 @@ describe("believe", () => {
     expect(belief.silent).toEqual(["h2", "h3"]);
   });
 
+  it("counts no host silent from before contact with the bus came back, and a host still silent a window after it", () => {
+    const old = new Map([["h2", NOW - 60_000], ["h3", NOW - 60_000]]);
+    expect(believe(input({ heartbeats: old, silentFromAtLeast: NOW - 9_000 })).silent).toEqual([]);
+    expect(believe(input({ heartbeats: old, silentFromAtLeast: NOW - 10_001 })).silent).toEqual(["h2", "h3"]);
+    // A host never heard of is not made alive by the return.
+    expect(believe(input({ heartbeats: new Map([["h3", NOW]]), silentFromAtLeast: NOW })).silent).toEqual(["h2"]);
+  });
+
   it("ignores its own announcement", () => {
     expect(believe(input({ self: "h2" })).routes.has("10.1.0.2/32")).toBe(false);
   });

@@ -1,5 +1,6 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { openBucket } from "../../../libs/bus/connection.js";
+import { BusContact } from "../../../libs/bus/contact.js";
 import { Buckets, HOST_STALE_AFTER_MS } from "../../../libs/bus/subjects.js";
 import type { Endpoint, Network } from "../../../libs/proto/gen/trellis/v1/network.js";
 import type { EndpointStatus } from "../../../libs/proto/gen/trellis/v1/state.js";
@@ -27,18 +28,24 @@ export class RouteDistribution {
     private readonly installer: RouteInstaller,
     private readonly addresses: string[],
     private readonly speaker: BirdSpeaker | undefined,
+    private readonly contact: BusContact,
   ) {}
 
   static async start(nc: NatsConnection, options: DistributionOptions): Promise<RouteDistribution> {
     const [routes, hosts, ipam, networks] = await Promise.all([Buckets.routes, Buckets.hosts, Buckets.ipam, Buckets.networks].map((b) => openBucket(nc, b)));
     const announcer = new Announcer(routes, options.host, options.addresses, options);
+    const contact = new BusContact(nc);
+    const log = (line: string) => console.error(line);
     const installer = await RouteInstaller.start(
       { routes, hosts, ipam, networks },
-      { host: options.host, role: options.role, staleAfterMs: HOST_STALE_AFTER_MS, resyncMs: options.resyncMs, log: (line) => console.error(line), verifier: options.verifier },
-    );
+      { host: options.host, role: options.role, staleAfterMs: HOST_STALE_AFTER_MS, resyncMs: options.resyncMs, log, verifier: options.verifier, contact },
+    ).catch((error: Error) => {
+      contact.stop();
+      throw error;
+    });
     const speaker = options.bgp && new BirdSpeaker({ host: options.host, bgp: options.bgp, addresses: options.addresses });
     if (!speaker) await stopLeftoverSpeaker(options.host).catch((error: Error) => console.error(error.message));
-    return new RouteDistribution(announcer, installer, options.addresses, speaker);
+    return new RouteDistribution(announcer, installer, options.addresses, speaker, contact);
   }
 
   /** Called after every converge pass with the host's networks and endpoints and the statuses read back from the kernel. */
@@ -51,7 +58,8 @@ export class RouteDistribution {
     if (failures.length > 0) throw new Error(failures.join("; "));
   }
 
-  stop(): Promise<void> {
-    return this.installer.stop();
+  async stop(): Promise<void> {
+    this.contact.stop();
+    await this.installer.stop();
   }
 }

@@ -4,6 +4,7 @@ import type { RouteAnnouncement } from "../../../libs/proto/gen/trellis/v1/route
 import type { Network } from "../../../libs/proto/gen/trellis/v1/network.js";
 import { FollowedBucket } from "../../../libs/bus/follow.js";
 import { Buckets, hostStaleAfterMs, IPAM_BLOCKS_FILTER } from "../../../libs/bus/subjects.js";
+import type { BusContact } from "../../../libs/bus/contact.js";
 import type { RecordVerifier } from "../../../libs/tls/record-signature.js";
 import { SignedRecordFilter } from "../../../libs/tls/signed-records.js";
 import { Grants, routedNetworkIds, type GrantedPrefix } from "./grants.js";
@@ -21,6 +22,12 @@ export interface InstallerOptions {
   log: (line: string) => void;
   /** With it, heartbeats and announcements not signed by their own host's agent are dropped (and logged once). */
   verifier?: RecordVerifier | undefined;
+  /**
+   * The process's contact with NATS. With it, no host's silence is judged beyond what the bus is known to have
+   * delivered, nothing in the kernel is changed while cut off, and every host gets a whole window from the moment
+   * contact comes back; without it (the bench), the bus is taken as always there.
+   */
+  contact?: BusContact | undefined;
 }
 
 export interface InstallerBuckets {
@@ -82,6 +89,15 @@ export class RouteInstaller {
         FollowedBucket.start(buckets.routes, { bucketName: Buckets.routes, log, onEntry: (entry) => installer.onAnnouncement(entry) }),
       ]);
       installer.stops = [...followers.map((follower) => () => follower.stop()), followHeartbeatAges(options.host, installer.heartbeats)];
+      const unsubscribe = options.contact?.onChange((inContact) => {
+        options.log(
+          inContact
+            ? "contact with NATS is back: every host has a whole heartbeat window from now before its routes may be withdrawn"
+            : "lost contact with NATS: no host's routes are withdrawn and no route is changed until it is back",
+        );
+        if (inContact) installer.schedule();
+      });
+      if (unsubscribe) installer.stops.push(unsubscribe);
     } catch (error) {
       await installer.stop();
       throw new Error(`failed to start the route installer of host ${options.host}: ${(error as Error).message}`);
@@ -157,6 +173,7 @@ export class RouteInstaller {
   }
 
   private belief(): Belief {
+    const contact = this.options.contact;
     return believe({
       self: this.options.host,
       role: this.options.role,
@@ -164,7 +181,8 @@ export class RouteInstaller {
       announcements: [...this.announcements.values()],
       grants: this.grants.keysByHost,
       heartbeats: this.heartbeats,
-      now: Date.now(),
+      now: contact ? Math.min(Date.now(), contact.knownUntil()) : Date.now(),
+      silentFromAtLeast: contact?.regainedAt() ?? 0,
       staleAfterMs: this.options.staleAfterMs,
       hostStaleAfterMs: this.silences,
     });
@@ -183,6 +201,8 @@ export class RouteInstaller {
   /** Runs a pass now, or right after the one under way: never two at once, never a change missed. */
   private schedule(): void {
     if (!this.loaded || this.stopped) return;
+    // Cut off, the belief is only what the bus said last: the pass waits for contact (onChange schedules it).
+    if (this.options.contact && !this.options.contact.inContact()) return;
     if (this.running) {
       this.again = true;
       return;

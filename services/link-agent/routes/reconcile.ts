@@ -17,6 +17,8 @@ export interface BeliefInput {
   /** Per host, when its last heartbeat was seen (ms since the epoch). */
   heartbeats: Map<string, number>;
   now: number;
+  /** No host counts as silent from before this (ms since the epoch): when contact with the bus came back. */
+  silentFromAtLeast?: number;
   staleAfterMs: number;
   /** Per host, a longer silence it may keep, from the heartbeat interval it reports. */
   hostStaleAfterMs?: Map<string, number>;
@@ -66,7 +68,8 @@ export function believe(input: BeliefInput): Belief {
   const announcements = [...input.announcements].sort((a, b) => a.host.localeCompare(b.host));
   for (const announcement of announcements) {
     if (announcement.host === input.self) continue;
-    const seen = input.heartbeats.get(announcement.host);
+    const heard = input.heartbeats.get(announcement.host);
+    const seen = heard === undefined ? undefined : Math.max(heard, input.silentFromAtLeast ?? 0);
     if (seen === undefined || input.now - seen > (input.hostStaleAfterMs?.get(announcement.host) ?? input.staleAfterMs)) {
       silent.push(announcement.host);
       continue;
