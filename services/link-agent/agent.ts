@@ -12,6 +12,7 @@ import type { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.
 import { DesiredState } from "./desired.js";
 import { ensureEndpoint, failedStatus, removeStaleNamespaces } from "./endpoints.js";
 import { writeHeartbeat } from "./heartbeat.js";
+import { ensureHostShim, removeStaleShims } from "./host-shim.js";
 import { ensureHostsFile, NETNS_ETC_DIR, removeStaleHostsFiles } from "./hosts-file.js";
 import { findMissingLinkKinds, NEEDED_LINK_KINDS } from "./link-kinds.js";
 import { ensureParent, removeUnusedParents, type ParentResult } from "./parents.js";
@@ -137,7 +138,10 @@ export class LinkAgent {
         parents.set(network.id, await this.traced(`network:${network.id}`, network.traceparent, "agent.parent.ensure", { "trellis.network": network.name }, () =>
           ensureParent(this.options.host, root, links, network),
         ));
+        const parent = parents.get(network.id)!;
+        await ensureHostShim(root, links, network, "index" in parent ? parent.index : undefined, this.desired.shimOf(network.id), endpoints).catch(logError("converge"));
       }
+      await removeStaleShims(root, links, networks).catch(logError("converge"));
       const networksById = new Map(networks.map((network) => [network.id, network]));
       const statuses = new Map<string, EndpointStatus>();
       for (const endpoint of endpoints) {

@@ -1,13 +1,14 @@
 import type { KV, KvWatchEntry } from "@nats-io/kv";
 import { codecOf } from "../../libs/bus/codec.js";
 import { FollowedBucket } from "../../libs/bus/follow.js";
-import { Buckets, hostKeysFilter, networkNamesFilter } from "../../libs/bus/subjects.js";
-import { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
+import { Buckets, hostKeysFilter, isHostShimKey, networkNamesFilter } from "../../libs/bus/subjects.js";
+import { Endpoint, HostShim, Network } from "../../libs/proto/gen/trellis/v1/network.js";
 import { NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
 
 const networkCodec = codecOf(Network);
 const endpointCodec = codecOf(Endpoint);
 const nameCodec = codecOf(NameEntry);
+const hostShimCodec = codecOf(HostShim);
 
 export interface DesiredBuckets {
   networks: KV;
@@ -24,6 +25,8 @@ export interface DesiredBuckets {
 export class DesiredState {
   private readonly networksByName = new Map<string, Network>();
   private readonly endpointsByKey = new Map<string, Endpoint>();
+  /** Network id → the host's own shim on it (`<host>.shim.<network id>`, services/link-agent/host-shim.ts). */
+  private readonly shimsByNetwork = new Map<string, HostShim>();
   /** Network id → its containers' names, for the networks this host has endpoints on. */
   private readonly names = new Map<string, { entries: Map<string, NameEntry>; follower?: FollowedBucket; loaded: boolean }>();
   private followers: FollowedBucket[] = [];
@@ -60,6 +63,11 @@ export class DesiredState {
     return [...this.endpointsByKey.values()];
   }
 
+  /** The host's shim on a network, if the planner gave it one. */
+  shimOf(networkId: string): HostShim | undefined {
+    return this.shimsByNetwork.get(networkId);
+  }
+
   /** The names of a network's containers; undefined until they are loaded (a hosts file is then left as it is). */
   namesOf(networkId: string): NameEntry[] | undefined {
     const names = this.names.get(networkId);
@@ -73,9 +81,17 @@ export class DesiredState {
   }
 
   private applyEndpoint(entry: KvWatchEntry): void {
+    if (isHostShimKey(entry.key)) return this.applyHostShim(entry);
     if (entry.operation === "PUT") this.endpointsByKey.set(entry.key, endpointCodec.decode(entry.value));
     else this.endpointsByKey.delete(entry.key);
     this.followNames();
+    this.onChange();
+  }
+
+  private applyHostShim(entry: KvWatchEntry): void {
+    const networkId = entry.key.slice(entry.key.lastIndexOf(".") + 1);
+    if (entry.operation === "PUT") this.shimsByNetwork.set(networkId, hostShimCodec.decode(entry.value));
+    else this.shimsByNetwork.delete(networkId);
     this.onChange();
   }
 
