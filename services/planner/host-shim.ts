@@ -5,6 +5,7 @@ import { hostShimKey, networkHostShimsFilter } from "../../libs/bus/subjects.js"
 import { HostShim, type Network } from "../../libs/proto/gen/trellis/v1/network.js";
 import type { IpamCalls } from "../ipam/client.js";
 import { hostShimEndpointId } from "../ipam/host-shim-id.js";
+import { networkCodec } from "./store.js";
 
 // A host's shim on a network with -o host_shim=true: an address of the network for the host itself, held in
 // IPAM like a container's, and one key of desired state that the host's agent turns into an ipvlan interface
@@ -12,7 +13,7 @@ import { hostShimEndpointId } from "../ipam/host-shim-id.js";
 // to the network, and kept until the network is removed: the host's address on the network stays the same
 // while containers come and go, and no detach has to race an attach over it. A network's removal releases its
 // addresses with the subnets; the agents drop the interface as the network goes, and the repair pass deletes
-// the keys left behind (repairHostShimKey).
+// the keys left behind (isOrphanHostShim).
 
 export const hostShimCodec = codecOf(HostShim);
 
@@ -64,14 +65,13 @@ export async function hostShimsOf(desired: KV, network: Network): Promise<HostSh
  * Repair: whether a stored shim key is left from a network that is gone (removed, or removed and made again
  * under its name), as the network's own key says now.
  */
-export async function isOrphanHostShim(networks: KV, networkCodec: { decode(bytes: Uint8Array): Network }, bytes: Uint8Array): Promise<boolean> {
+export async function isOrphanHostShim(networks: KV, bytes: Uint8Array): Promise<boolean> {
   let shim: HostShim;
   try {
     shim = hostShimCodec.decode(bytes);
   } catch {
     return true;
   }
-  const current = await networks.get(shim.networkName).catch(() => null);
-  if (!current || current.operation !== "PUT") return true;
-  return networkCodec.decode(current.value).id !== shim.networkId;
+  const current = await getValue(networks, networkCodec, shim.networkName);
+  return current?.value.id !== shim.networkId;
 }

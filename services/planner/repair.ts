@@ -5,7 +5,7 @@ import { getValue } from "../../libs/bus/kv.js";
 import { Buckets, desiredKey, isHostShimKey, nameKey } from "../../libs/bus/subjects.js";
 import type { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
 import { isOrphanHostShim } from "./host-shim.js";
-import { endpointCodec, nameCodec, nameEntryOf, networkCodec, type PlannerStore } from "./store.js";
+import { endpointCodec, nameCodec, nameEntryOf, type PlannerStore } from "./store.js";
 
 /** An endpoint younger than this may be an attach that has not published it yet. */
 const ATTACH_IN_FLIGHT_MS = 30_000;
@@ -50,7 +50,7 @@ export async function repairPublished(store: PlannerStore, inFlightMs: number, n
       if (known.has(key)) continue;
       // A host's shim is no endpoint's: it goes once its network has (services/planner/host-shim.ts).
       if (bucket === "desired" && isHostShimKey(key)) {
-        if (!(await isOrphanHostShim(store.buckets.networks, networkCodec, stored.get(key)!))) continue;
+        if (!(await isOrphanHostShim(store.buckets.networks, stored.get(key)!))) continue;
         await store.repairKey(bucket, key, undefined);
         count.removed++;
         continue;
