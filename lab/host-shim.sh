@@ -62,10 +62,15 @@ section ping-a1-h1
 show trellis exec a1 ping -c1 -W2 "$L2ADDR"
 section ping-h1-p1
 show trellis host exec h1 ping -c1 -W2 "$P1"
+# Not for want of a route: through the parent itself, the kernel delivers nothing to its ipvlan slaves.
+ip -n h1 route add 10.31.0.0/24 dev eth0.30
+section ping-h1-p1-via-parent
+show trellis host exec h1 ping -c1 -W2 "$P1"
+ip -n h1 route del 10.31.0.0/24 dev eth0.30
 
-say "The same in L3 mode on eth0: shimnet3 with host_shim=true, plain3 without."
+say "The same in L3 mode on eth0: shimnet3 (dual-stack) with host_shim=true, plain3 without."
 section create-l3
-show trellis network create -o parent=eth0 -o ipvlan_mode=l3 --subnet=10.40.0.0/16 -o host_shim=true shimnet3
+show trellis network create -o parent=eth0 -o ipvlan_mode=l3 --subnet=10.40.0.0/16 --subnet=fd00:40::/64 -o host_shim=true shimnet3
 show trellis network create -o parent=eth0 -o ipvlan_mode=l3 --subnet=10.41.0.0/16 plain3
 section run-l3
 show trellis run --net=shimnet3 --name=b1 --host=h1
@@ -78,9 +83,13 @@ echo "b1=$B1 q1=$Q1 shim=$L3SHIM"
 WAIT_SECONDS=20 wait_until has_shim_route h1 "$L3SHIM" "$B1"
 section shim-h1-l3
 ip -n h1 -d -o link show "$L3SHIM" | grep -o 'ipvlan *mode [a-z0-9]*'
-ip -n h1 -4 -o addr show dev "$L3SHIM" | awk '{print $4}'
+ip -n h1 -o addr show dev "$L3SHIM" scope global | awk '{print $4}'
 ip -n h1 route show dev "$L3SHIM"
+ip -n h1 -6 route show dev "$L3SHIM" proto 211
 L3ADDR=$(shim_addr h1 "$L3SHIM")
+L3ADDR6=$(ip -n h1 -6 -o addr show dev "$L3SHIM" scope global | awk '{print $4}' | cut -d/ -f1)
+B1V6=$(addr6_of b1)
+echo "b1v6=$B1V6 shim6=$L3ADDR6"
 section announced-h2
 # What h2 learnt from h1: blocks only, never the shim's address on its own.
 ip -n h2 route show proto 210
@@ -92,6 +101,14 @@ section ping-b1-h1
 show trellis exec b1 ping -c1 -W2 "$L3ADDR"
 section ping-h1-q1
 show trellis host exec h1 ping -c1 -W2 "$Q1"
+ip -n h1 route add 10.41.0.0/16 dev eth0
+section ping-h1-q1-via-parent
+show trellis host exec h1 ping -c1 -W2 "$Q1"
+ip -n h1 route del 10.41.0.0/16 dev eth0
+section ping6-h1-b1
+show trellis host exec h1 ping -6 -c1 -W2 "$B1V6"
+section ping6-b1-h1
+show trellis exec b1 ping -6 -c1 -W2 "$L3ADDR6"
 
 say "h1's agent restarts: both shims keep their ifindex and address, and h1 still reaches its containers."
 BEFORE="$(ifindex_of h1 "$L2SHIM") $(ifindex_of h1 "$L3SHIM") $L2ADDR $L3ADDR"

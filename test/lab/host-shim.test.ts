@@ -51,9 +51,11 @@ describe("lab: a host reaches its own containers through a host shim", () => {
     expect(section("ping-h1-a1")).toMatch(PINGED);
     expect(section("ping-a1-h1")).toMatch(PINGED);
     expectNoAnswer(section("ping-h1-p1"));
+    // A route through the parent gets no answer either: the kernel's isolation, not a missing route.
+    expect(section("ping-h1-p1-via-parent")).toMatch(/ 0 received,.* 100% packet loss[\s\S]*exit 1/);
   });
 
-  it("in l3 mode too, and h1's shim address is announced to no one on its own", () => {
+  it("in l3 mode too, over IPv4 and IPv6, and h1's shim address is announced to no one on its own", () => {
     const shim = section("shim-h1-l3");
     expect(shim).toMatch(/ipvlan +mode l3/);
     expect(shim).toMatch(/^10\.40\.\d+\.\d+\/16$/m);
@@ -61,6 +63,13 @@ describe("lab: a host reaches its own containers through a host shim", () => {
     expect(section("ping-h1-b1")).toMatch(PINGED);
     expect(section("ping-b1-h1")).toMatch(PINGED);
     expectNoAnswer(section("ping-h1-q1"));
+    expect(section("ping-h1-q1-via-parent")).toMatch(/ 0 received,.* 100% packet loss[\s\S]*exit 1/);
+    // Over IPv6 too: the shim has an address of each family, and a /128 to b1.
+    const [b1v6] = /b1v6=(\S+)/.exec(lab.output)!.slice(1);
+    expect(shim).toMatch(/^fd00:40::\S+\/64$/m);
+    expect(shim).toContain(`${b1v6} `);
+    expect(section("ping6-h1-b1")).toMatch(PINGED);
+    expect(section("ping6-b1-h1")).toMatch(PINGED);
     // h2 learns h1's block of shimnet3 (which holds b1 and the shim), never a host route for the shim.
     expect(section("announced-h2")).toMatch(/^10\.40\.\d+\.\d+\/26 via 192\.168\.1\.11 /m);
     expect(section("announced-h2")).not.toMatch(/^10\.40\.\d+\.\d+ via /m);
