@@ -1,10 +1,10 @@
 import type { KvWatchEntry } from "@nats-io/kv";
 import { parseAddress, parseCidr } from "../ipmath/index.js";
-import { Endpoint, Network } from "../proto/gen/trellis/v1/network.js";
+import { Endpoint, HostShim, Network } from "../proto/gen/trellis/v1/network.js";
 import { RouteAnnouncement } from "../proto/gen/trellis/v1/routes.js";
 import { HostRecord, NameEntry } from "../proto/gen/trellis/v1/state.js";
 import { codecOf } from "./codec.js";
-import { desiredKey, nameKey } from "./subjects.js";
+import { desiredKey, hostShimKey, nameKey } from "./subjects.js";
 
 // Every record a service reads from a bucket, decoded and checked where it arrives: a value some peer wrote that
 // is garbage, or decodes but could not be meant (an address that is none, a key that is not its own), throws here,
@@ -16,6 +16,7 @@ const endpointCodec = codecOf(Endpoint);
 const nameCodec = codecOf(NameEntry);
 const hostCodec = codecOf(HostRecord);
 const announcementCodec = codecOf(RouteAnnouncement);
+const hostShimCodec = codecOf(HostShim);
 
 /** No record Trellis writes comes near this; a bigger one is refused before it is decoded. */
 export const MAX_RECORD_BYTES = 256 * 1024;
@@ -122,6 +123,16 @@ export function checkName(name: NameEntry): void {
   check(NAME.test(name.name), () => `name ${JSON.stringify(name.name)} is not a container name`);
   check(ID.test(name.networkId), () => `network id ${JSON.stringify(name.networkId)} is not an id`);
   for (const address of name.addresses) checkAddress("address", address);
+}
+
+/** A host's shim on a network (services/link-agent/host-shim.ts): under its own key, with addresses that are ones. */
+export function checkedHostShim(entry: KvWatchEntry): HostShim {
+  const shim = decoded("host shim", entry, hostShimCodec.decode);
+  check(ID.test(shim.networkId), () => `network id ${JSON.stringify(shim.networkId)} is not an id`);
+  const key = hostShimKey(shim.host, shim.networkId);
+  check(key === entry.key, () => `it is the host shim of key ${key}, not ${entry.key}`);
+  for (const address of shim.addresses) checkCidr("address", address);
+  return shim;
 }
 
 /** A heartbeat: under its own host's key, with a time that is one. */

@@ -58,6 +58,26 @@ export function desiredKey(host: string, endpointId: string): string {
   return `${keyToken(host)}.${endpointId}`;
 }
 
+const HOST_SHIM_TOKEN = "shim";
+
+/**
+ * A host's shim on a network (trellis-desired, under the host's keys, so its agent's watch of `<host>.>` sees it):
+ * `<host>.shim.<network id>`. Endpoint keys have two tokens, so the middle "shim" tells the two apart.
+ */
+export function hostShimKey(host: string, networkId: string): string {
+  return `${keyToken(host)}.${HOST_SHIM_TOKEN}.${networkId}`;
+}
+
+export function isHostShimKey(key: string): boolean {
+  const tokens = key.split(".");
+  return tokens.length === 3 && tokens[1] === HOST_SHIM_TOKEN;
+}
+
+/** Every host's shim on one network: what `trellis network inspect` shows. */
+export function networkHostShimsFilter(networkId: string): string {
+  return `*.${HOST_SHIM_TOKEN}.${networkId}`;
+}
+
 export function nameKey(networkId: string, container: string): string {
   return `${networkId}.${keyToken(container)}`;
 }

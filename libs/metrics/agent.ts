@@ -14,7 +14,7 @@ export const agentRegistry: Registry = serviceRegistry();
 const PASS_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 const NETLINK_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
 
-const passes = new Counter({ name: "trellis_agent_convergence_passes_total", help: "Convergence steps run, by step (full, parent, container, announce) and outcome (ok, error)", labelNames: ["step", "outcome"], registers: [agentRegistry] });
+const passes = new Counter({ name: "trellis_agent_convergence_passes_total", help: "Convergence steps run, by step (full, parent, container, shim, announce) and outcome (ok, error)", labelNames: ["step", "outcome"], registers: [agentRegistry] });
 const passSeconds = new Histogram({ name: "trellis_agent_convergence_duration_seconds", help: "How long a convergence step took, by step", labelNames: ["step"], buckets: PASS_BUCKETS, registers: [agentRegistry] });
 const containers = new Gauge({ name: "trellis_agent_containers", help: "This host's containers by state, as last read back from the kernel", labelNames: ["state"], registers: [agentRegistry] });
 const netlinkOperations = new Counter({ name: "trellis_agent_netlink_operations_total", help: "Netlink operations, by operation and result (ok, or the errno)", labelNames: ["operation", "result"], registers: [agentRegistry] });
@@ -34,7 +34,7 @@ for (const state of Object.values(STATE_LABELS)) containers.set({ state }, 0);
 for (const change of ["installed", "withdrawn"]) routeChanges.inc({ change }, 0);
 
 /** The agent's convergence steps (services/link-agent/agent.ts): a bounded label. */
-export type ConvergenceStep = "full" | "parent" | "container" | "announce";
+export type ConvergenceStep = "full" | "parent" | "container" | "shim" | "announce";
 
 /** Runs one convergence step, counting it and its duration. */
 export function measuredStep(step: ConvergenceStep, work: () => Promise<void>): Promise<void> {

@@ -5,6 +5,7 @@ import { Buckets } from "../../libs/bus/subjects.js";
 import { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
 import type { RecordVerifier } from "../../libs/tls/record-signature.js";
 import { SignedRecordFilter } from "../../libs/tls/signed-records.js";
+import { isHostShimEndpointId } from "./host-shim-id.js";
 import type { AddressManager } from "./manager.js";
 import type { AllocationView } from "./view.js";
 import type { IpamMetrics } from "../../libs/metrics/ipam.js";
@@ -111,6 +112,8 @@ export class LeakCollector {
     const seen = new Set<string>();
     for (const { key, record, revision } of this.view.endpointAddresses()) {
       if (liveEndpoints.has(record.endpointId) && hostLives(record.host)) continue;
+      // A host's shim has no container key; it is released with its network (services/planner/host-shim.ts).
+      if (isHostShimEndpointId(record.endpointId)) continue;
       seen.add(key);
       if (!this.isSecondSighting(key, revision, now)) continue;
       await this.manager.releaseAddresses(record.networkId, record.endpointId);

@@ -14,6 +14,7 @@ import { DesiredState, type DesiredChange } from "./desired.js";
 import { ensureEndpoint, failedStatus, hostNamespaces, openContainerNamespace, removeNamespace } from "./endpoints.js";
 import { writeHeartbeat } from "./heartbeat.js";
 import { DnsServer } from "./dns/server.js";
+import { ensureHostShim, removeStaleShims } from "./host-shim.js";
 import { findMissingLinkKinds, NEEDED_LINK_KINDS } from "./link-kinds.js";
 import { ensureParent, OWNED_LINK_ALIAS, removeUnusedParents, type ParentResult } from "./parents.js";
 import { RouteDistribution } from "./routes/distribution.js";
@@ -82,6 +83,7 @@ export class LinkAgent {
   private hostWatch: LinkWatch | undefined;
   private readonly parentQueue = this.queue("parent", (networkId, priority) => this.convergeParent(networkId, priority), Number.POSITIVE_INFINITY, "converge the parent of network");
   private readonly endpointQueue = this.queue("container", (netns, priority) => this.convergeEndpoint(netns, priority), ENDPOINT_CONCURRENCY, "converge container namespace", FULL_PASS_CONCURRENCY);
+  private readonly shimQueue = this.queue("shim", (networkId) => this.convergeShim(networkId), 1, "converge the host shim of network");
   private readonly announceQueue = this.queue("announce", () => this.announce(), 1, "announce the host's routes");
   private readonly passQueue = this.queue("full", () => this.fullPass(), 1, "run the full pass");
 
@@ -136,7 +138,7 @@ export class LinkAgent {
     clearTimeout(this.resyncTimer);
     this.desired?.stop();
     this.hostWatch?.close();
-    const queues = [this.passQueue, this.endpointQueue, this.parentQueue, this.announceQueue];
+    const queues = [this.passQueue, this.endpointQueue, this.parentQueue, this.shimQueue, this.announceQueue];
     for (const queue of queues) await queue.stop();
     await this.dns?.stop();
     for (const container of this.containers.values()) closeContainer(container);
@@ -178,9 +180,14 @@ export class LinkAgent {
     switch (change.kind) {
       case "endpoint":
         void this.endpointQueue.request(change.endpoint.netns);
+        void this.shimQueue.request(change.endpoint.networkId);
+        return;
+      case "shim":
+        void this.shimQueue.request(change.networkId);
         return;
       case "network":
         void this.parentQueue.request(change.network.id);
+        void this.shimQueue.request(change.network.id);
         // Endpoints that were waiting for their network (failed: not known here) can go on now.
         for (const endpoint of this.desired.endpointsOf(change.network.id)) {
           if (this.statusById.get(endpoint.id)?.state !== EndpointState.ENDPOINT_STATE_READY) void this.endpointQueue.request(endpoint.netns);
@@ -220,6 +227,7 @@ export class LinkAgent {
     );
     const previous = this.parents.get(networkId);
     this.parents.set(networkId, result);
+    void this.shimQueue.request(networkId);
     // A parent made again (deleted by hand) or put right: its containers' eth0s went with the old one, or wait for it.
     if (previous && !sameParent(previous, result)) {
       for (const endpoint of this.desired.endpointsOf(networkId)) void this.endpointQueue.request(endpoint.netns);
@@ -331,6 +339,18 @@ export class LinkAgent {
     if (await this.statuses.remove(endpointId)) void this.announceQueue.request("announce");
   }
 
+  /**
+   * The per-network host shim (host-shim.ts): the host's own ipvlan on the network's parent, with a route to each of
+   * its containers there; or none. Run after the parent step, and when the host's containers on the network change.
+   */
+  private async convergeShim(networkId: string): Promise<void> {
+    const network = this.desired.network(networkId);
+    const links = await this.root.listLinks();
+    if (!network) return removeStaleShims(this.root, links, this.desired.networks());
+    const parent = this.parents.get(networkId);
+    await ensureHostShim(this.root, links, network, parent && "index" in parent ? parent.index : undefined, this.desired.shimOf(networkId), this.desired.endpointsOf(networkId));
+  }
+
   /** The host's route announcement, from the statuses kept in memory: no kernel read. */
   private async announce(): Promise<void> {
     await this.routes.announce(this.desired.networks(), this.desired.endpoints(), [...this.statusById.values()]);
@@ -353,6 +373,8 @@ export class LinkAgent {
     for (const endpointId of this.statuses.endpointIds()) {
       if (!wantedIds.has(endpointId)) await this.forget(endpointId);
     }
+    await Promise.all(networks.map((network) => this.shimQueue.request(network.id, background)));
+    await removeStaleShims(this.root, await this.root.listLinks(), this.desired.networks());
     await this.removeStaleParents();
     await this.announceQueue.request("announce", background);
   }

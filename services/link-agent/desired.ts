@@ -1,13 +1,16 @@
 import type { KV, KvWatchEntry } from "@nats-io/kv";
 import { FollowedBucket } from "../../libs/bus/follow.js";
-import { Buckets, hostKeysFilter, networkNamesFilter } from "../../libs/bus/subjects.js";
-import type { Endpoint, Network } from "../../libs/proto/gen/trellis/v1/network.js";
+import { Buckets, hostKeysFilter, isHostShimKey, networkNamesFilter } from "../../libs/bus/subjects.js";
+import type { Endpoint, HostShim, Network } from "../../libs/proto/gen/trellis/v1/network.js";
 import type { NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
 import { SignedRecordFilter } from "../../libs/tls/signed-records.js";
 import type { RecordVerifier } from "../../libs/tls/record-signature.js";
 
 /** What one stored entry changed; a removed network or endpoint comes with its last value. */
-export type DesiredChange = { kind: "network"; network: Network } | { kind: "endpoint"; endpoint: Endpoint };
+export type DesiredChange =
+  | { kind: "network"; network: Network }
+  | { kind: "endpoint"; endpoint: Endpoint }
+  | { kind: "shim"; networkId: string };
 
 /** Told of every change to the names followed (the DNS server's table, dns/name-table.ts). */
 export interface NamesListener {
@@ -37,6 +40,8 @@ export class DesiredState {
   private readonly endpointsByKey = new Map<string, Endpoint>();
   /** The agent's key of an endpoint: its namespace, unique on the host and known even once it is gone. */
   private readonly endpointsByNetns = new Map<string, Endpoint>();
+  /** Network id → the host's own shim on it (`<host>.shim.<network id>`, services/link-agent/host-shim.ts). */
+  private readonly shimsByNetwork = new Map<string, HostShim>();
   /** Network id → the follower of its containers' names, for the networks this host has endpoints on. */
   private readonly names = new Map<string, { follower?: FollowedBucket }>();
   private followers: FollowedBucket[] = [];
@@ -103,6 +108,11 @@ export class DesiredState {
     return this.endpoints().filter((endpoint) => endpoint.networkId === networkId);
   }
 
+  /** The host's shim on a network, if the planner gave it one. */
+  shimOf(networkId: string): HostShim | undefined {
+    return this.shimsByNetwork.get(networkId);
+  }
+
   private applyNetwork(entry: KvWatchEntry): void {
     const network = entry.operation === "PUT" ? this.believed.network(entry) : undefined;
     if (entry.operation === "PUT" && !network) return;
@@ -119,6 +129,7 @@ export class DesiredState {
   }
 
   private applyEndpoint(entry: KvWatchEntry): void {
+    if (isHostShimKey(entry.key)) return this.applyHostShim(entry);
     const endpoint = entry.operation === "PUT" ? this.believed.endpoint(entry) : undefined;
     if (entry.operation === "PUT" && !endpoint) return;
     const previous = this.endpointsByKey.get(entry.key);
@@ -134,6 +145,17 @@ export class DesiredState {
     // A namespace no endpoint wants any more is a change too: its step removes it.
     if (previous && previous.netns !== current?.netns) this.onChange({ kind: "endpoint", endpoint: previous });
     if (current) this.onChange({ kind: "endpoint", endpoint: current });
+  }
+
+  private applyHostShim(entry: KvWatchEntry): void {
+    const networkId = entry.key.slice(entry.key.lastIndexOf(".") + 1);
+    if (entry.operation !== "PUT") this.shimsByNetwork.delete(networkId);
+    else {
+      const shim = this.believed.hostShim(entry);
+      if (!shim) return;
+      this.shimsByNetwork.set(networkId, shim);
+    }
+    this.onChange({ kind: "shim", networkId });
   }
 
   /** Follows the names of exactly the networks this host has endpoints on, into the names listener. */

@@ -13,6 +13,7 @@ import { withSpan } from "../../libs/telemetry/tracing.js";
 import { checkHostSupports } from "./host-support.js";
 import { errorCode } from "./intents.js";
 import { KeyedLock } from "./keyed-lock.js";
+import { ensureHostShim, hostShimsOf } from "./host-shim.js";
 import { checkHostHasParent, checkParentExistsSomewhere } from "./parent-presence.js";
 import { containerNetns, containerRoutes, CONTAINER_IFNAME, dummyParentName } from "./plan.js";
 import { validateName, validateNetworkSpec, type ValidatedNetwork } from "./validate.js";
@@ -94,7 +95,8 @@ export class Planner {
   }
 
   async inspectNetwork(name: string): Promise<Network> {
-    return (await this.requireNetwork(name)).value;
+    const network = (await this.requireNetwork(name)).value;
+    return { ...network, hostShims: await hostShimsOf(this.store.buckets.desired, network) };
   }
 
   async listNetworks(): Promise<Network[]> {
@@ -120,6 +122,7 @@ export class Planner {
         checkHostHasParent(host, network, this.store.view);
         checkStaticAddresses(network, spec);
         this.checkAddressesFree(network, spec);
+        await ensureHostShim(this.store, this.ipam, network, spec.host);
         const endpoint = endpointOf(network, spec, await this.allocateAddresses(network, spec, endpointIdFor(intentId)), intentId);
         const revision = await this.store.createEndpoint(endpoint);
         if (revision === undefined) return this.lostNameRace(network, endpoint, intentId);
@@ -296,6 +299,8 @@ function networkOf(id: string, validated: ValidatedNetwork, subnets: AllocatedSu
     ipv6BlockPrefix: validated.hostBlocks?.ipv6PrefixLength,
     intentId,
     deleting: false,
+    hostShim: validated.hostShim,
+    hostShims: [],
   };
 }
 

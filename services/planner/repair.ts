@@ -2,10 +2,11 @@ import type { KV } from "@nats-io/kv";
 import { sameBytes, type MessageCodec } from "../../libs/bus/codec.js";
 import { FollowedBucket } from "../../libs/bus/follow.js";
 import { getValue } from "../../libs/bus/kv.js";
-import { Buckets, desiredKey, nameKey } from "../../libs/bus/subjects.js";
+import { Buckets, desiredKey, isHostShimKey, nameKey } from "../../libs/bus/subjects.js";
 import type { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
 import type { NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
 import type { RecordVerifier, Signed } from "../../libs/tls/record-signature.js";
+import { isOrphanHostShim } from "./host-shim.js";
 import { endpointCodec, nameCodec, nameEntryOf, type PlannerStore } from "./store.js";
 
 /** An endpoint younger than this may be an attach that has not published it yet. */
@@ -52,6 +53,13 @@ export async function repairPublished(store: PlannerStore, inFlightMs: number, n
     const known = new Set(all.map((e) => (bucket === "desired" ? desiredKey(e.host, e.id) : nameKey(e.networkId, e.container))));
     for (const key of stored.keys()) {
       if (known.has(key)) continue;
+      // A host's shim is no endpoint's: it goes once its network has (services/planner/host-shim.ts).
+      if (bucket === "desired" && isHostShimKey(key)) {
+        if (!(await isOrphanHostShim(store.buckets.networks, stored.get(key)!))) continue;
+        await store.repairKey(bucket, key, undefined);
+        count.removed++;
+        continue;
+      }
       const container = containerOfStored(bucket, stored.get(key)!);
       const current = container === undefined ? undefined : await currentEndpoint(store, container);
       const wantedNow = current && (bucket === "desired" ? desiredKey(current.host, current.id) : nameKey(current.networkId, current.container));

@@ -24,7 +24,7 @@ import { DEFAULT_BLOCK_LENGTH } from "../ipam/blocks.js";
 
 export const IPVLAN_MODES = ["l2", "l3", "l3s"] as const;
 export const IPVLAN_FLAGS = ["bridge", "private", "vepa"] as const;
-export const NETWORK_OPTIONS = ["parent", "ipvlan_mode", "ipvlan_flag", "ipv4_block_prefix", "ipv6_block_prefix"] as const;
+export const NETWORK_OPTIONS = ["parent", "ipvlan_mode", "ipvlan_flag", "ipv4_block_prefix", "ipv6_block_prefix", "host_shim"] as const;
 export type IpvlanMode = (typeof IPVLAN_MODES)[number];
 export type IpvlanFlag = (typeof IPVLAN_FLAGS)[number];
 
@@ -62,6 +62,8 @@ export interface ValidatedNetwork {
   notes: string[];
   /** l3 / l3s: the block lengths each host takes, defaults resolved; undefined in l2. */
   hostBlocks: HostBlocks | undefined;
+  /** -o host_shim=true: hosts get an interface of their own on the network (services/planner/host-shim.ts). */
+  hostShim: boolean;
 }
 
 export function validateName(what: string, name: string): void {
@@ -95,7 +97,8 @@ export function validateNetworkSpec(spec: NetworkSpec): ValidatedNetwork {
   if (!subnets.some((s) => !s.ipv6)) subnets.unshift({ cidr: "", gateway: "", ipv6: false });
   if (ipv6 && !subnets.some((s) => s.ipv6)) subnets.push({ cidr: "", gateway: "", ipv6: true });
   const hostBlocks = hostBlocksOf(spec.options, mode, ipv6);
-  return { name: spec.name, mode, flag, parent, internal, ipv6, subnets, notes, hostBlocks };
+  const hostShim = hostShimOf(spec.options.host_shim);
+  return { name: spec.name, mode, flag, parent, internal, ipv6, subnets, notes, hostBlocks, hostShim };
 }
 
 /** The given subnets with their gateways, ip ranges and aux addresses, as IPAM is to be asked for them. */
@@ -140,6 +143,13 @@ function blockPrefix(options: Record<string, string>, { option, family, shortest
     throw invalidArgument(`${option} must be between ${shortest}-${ADDRESS_BITS[family]}, received: ${text}`);
   }
   return length;
+}
+
+/** Off by default: the kernel keeping a host from its ipvlan containers is a feature, so the way round it is asked for. */
+function hostShimOf(text: string | undefined): boolean {
+  if (text === undefined || text === "" || text === "false") return false;
+  if (text === "true") return true;
+  throw invalidArgument(`invalid host_shim "${text}": must be true or false (true gives each host an interface of its own on the network, to reach its containers)`);
 }
 
 function oneOf<T extends string>(option: string, value: string, valid: readonly T[]): T {

@@ -208,7 +208,15 @@ describe("network create refuses bad input and changes nothing", () => {
     await refused(
       () => createNetwork(spec("bad", { options: { macvlan_mode: "bridge" } })),
       status.INVALID_ARGUMENT,
-      'unknown option "macvlan_mode": valid options are parent, ipvlan_mode, ipvlan_flag, ipv4_block_prefix, ipv6_block_prefix',
+      'unknown option "macvlan_mode": valid options are parent, ipvlan_mode, ipvlan_flag, ipv4_block_prefix, ipv6_block_prefix, host_shim',
+    );
+  });
+
+  it("a host_shim that is neither true nor false", async () => {
+    await refused(
+      () => createNetwork(spec("bad", { options: { host_shim: "yes" } })),
+      status.INVALID_ARGUMENT,
+      'invalid host_shim "yes": must be true or false (true gives each host an interface of its own on the network, to reach its containers)',
     );
   });
 

@@ -22,6 +22,8 @@ function network(overrides: Partial<Network>): Network {
     traceparent: "",
     intentId: "",
     deleting: false,
+    hostShim: false,
+    hostShims: [],
     ...overrides,
   };
 }

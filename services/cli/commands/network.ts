@@ -6,12 +6,13 @@ import { printTable } from "../table.js";
 const CREATE_USAGE = `Usage: trellis network create [-d ipvlan] [--subnet=CIDR]... [--gateway=IP]... [--ip-range=CIDR]...
                               [--aux-address=NAME=IP]... [--internal] [--ipv6]
                               [-o parent=IF] [-o ipvlan_mode=l2|l3|l3s] [-o ipvlan_flag=bridge|private|vepa]
-                              [-o ipv4_block_prefix=20-32] [-o ipv6_block_prefix=116-128] NAME
+                              [-o ipv4_block_prefix=20-32] [-o ipv6_block_prefix=116-128] [-o host_shim=true] NAME
 
   --ip-range and --aux-address belong to the --subnet that contains them: automatic addresses come
   from the ip range only (at most one per subnet), and aux addresses are never given to a container.
   ipv4_block_prefix and ipv6_block_prefix (l3 and l3s only, default 26 and 122) size the blocks of
-  addresses each host takes, one route per block.`;
+  addresses each host takes, one route per block. host_shim=true gives each host that runs a container
+  on the network an interface of its own there, so that the host and its containers reach each other.`;
 const USAGE = `Usage: trellis network create|ls|inspect|rm ...`;
 
 export async function networkCommand(argv: string[]): Promise<number> {
