@@ -187,6 +187,8 @@ export class LinkAgent {
   private hostLinkChanged(event: LinkEvent): void {
     if (!this.loaded) return;
     for (const network of this.desired.networksOnParent(event.name)) {
+      // Forgotten at once: a container step that starts now waits for the parent step instead of using a dead index.
+      if (event.type === "deleted") this.parents.delete(network.id);
       if (event.type === "deleted" || !("index" in (this.parents.get(network.id) ?? {}))) void this.parentQueue.request(network.id);
     }
   }
