@@ -227,10 +227,11 @@ export class LinkAgent {
     const endpoint = this.desired.endpointIn(netns);
     if (!endpoint) return this.removeEndpoint(netns);
     const network = this.desired.network(endpoint.networkId);
-    // The parent's outcome is kept true by its own step: run on every change of the network, on every deletion of
-    // a link in the host's namespace that was a parent, and by every full pass. Only a network seen for the first
-    // time, or whose parent was not usable, waits for it here (background: no change of the parent's own, see traced).
-    if (network && !("index" in (this.parents.get(network.id) ?? {}))) await this.parentQueue.request(network.id, "background");
+    // A change (an attach, a link deleted by hand) converges the parent too: its notification may not have been seen
+    // yet. The full pass has just run every parent step, so its container steps take the outcome as it is, unless
+    // the parent was not usable. Background: no change of the parent's own (see traced).
+    const parent = network && this.parents.get(network.id);
+    if (network && (priority === "urgent" || !parent || !("index" in parent))) await this.parentQueue.request(network.id, "background");
     const status = await this.endpointStatus(endpoint, network, priority);
     await this.record(endpoint, status);
   }
