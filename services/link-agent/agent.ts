@@ -203,6 +203,8 @@ export class LinkAgent {
   private hostLinkChanged(event: LinkEvent): void {
     if (!this.loaded) return;
     for (const network of this.desired.networksOnParent(event.name)) {
+      // Forgotten at once: a container step that starts now waits for the parent step instead of using a dead index.
+      if (event.type === "deleted") this.parents.delete(network.id);
       if (event.type === "deleted" || !("index" in (this.parents.get(network.id) ?? {}))) void this.parentQueue.request(network.id);
     }
   }
@@ -242,10 +244,11 @@ export class LinkAgent {
     const endpoint = this.desired.endpointIn(netns);
     if (!endpoint) return this.removeEndpoint(netns);
     const network = this.desired.network(endpoint.networkId);
-    // The parent's outcome is kept true by its own step: run on every change of the network, on every deletion of
-    // a link in the host's namespace that was a parent, and by every full pass. Only a network seen for the first
-    // time, or whose parent was not usable, waits for it here (background: no change of the parent's own, see traced).
-    if (network && !("index" in (this.parents.get(network.id) ?? {}))) await this.parentQueue.request(network.id, "background");
+    // A change (an attach, a link deleted by hand) converges the parent too: its notification may not have been seen
+    // yet. The full pass has just run every parent step, so its container steps take the outcome as it is, unless
+    // the parent was not usable. Background: no change of the parent's own (see traced).
+    const parent = network && this.parents.get(network.id);
+    if (network && (priority === "urgent" || !parent || !("index" in parent))) await this.parentQueue.request(network.id, "background");
     const status = await this.endpointStatus(endpoint, network, priority);
     await this.record(endpoint, status);
   }
