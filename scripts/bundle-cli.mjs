@@ -1,7 +1,11 @@
 // Bundles the trellis CLI (and through it every service), and bench:attach's program that runs in the lab,
 // into a few files under dist/bundle. In the emulated lab kernel each module file a process opens costs dearly;
 // one bundle per command starts many times faster than the hundreds of files tsc's output and node_modules would load.
+import { rmSync } from "node:fs";
 import { build } from "esbuild";
+
+// Chunk names are content hashes: without this, every build would leave the last one's chunks behind.
+rmSync("dist/bundle", { recursive: true, force: true });
 
 await build({
   entryPoints: { trellis: "services/cli/main.ts", "bench-attach": "bench/attach.ts" },

@@ -1,7 +1,6 @@
-import { rmSync } from "node:fs";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ROUTER_HOLD_SECONDS } from "../../services/lab/routers.js";
-import { runInLab, type LabResult } from "../support/lab.js";
+import { bootLab } from "../support/lab.js";
 
 const script = new URL("../../lab/bgp.sh", import.meta.url).pathname;
 const PINGED = /2 packets transmitted, 2 received, 0% packet loss/;
@@ -21,13 +20,8 @@ function sessionsUpSince(text: string): Map<string, number> {
 
 // One boot: two hosts whose agents peer over BGP with r1, a plain BIRD router, and a client behind r1.
 describe("lab: routers learn container subnets over BGP", () => {
-  let lab: LabResult;
+  const lab = bootLab(script, { hosts: 2, routers: 1 });
   const section = (name: string) => lab.section(name);
-
-  beforeAll(async () => {
-    lab = await runInLab(script, { hosts: 2, routers: 1 });
-  });
-  afterAll(() => rmSync(lab.outDir, { recursive: true, force: true }));
 
   it("runs to the end", () => {
     expect(lab.code, lab.output).toBe(0);

@@ -1,19 +1,13 @@
-import { rmSync } from "node:fs";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runInLab, type LabResult } from "../support/lab.js";
+import { describe, expect, it } from "vitest";
+import { bootLab } from "../support/lab.js";
 
 const script = new URL("../../lab/failover.sh", import.meta.url).pathname;
 
 // "A failover is a delay, not an error": `trellis run` with a real agent, while its planner is down and
 // comes back.
 describe("lab: trellis run across a planner restart", () => {
-  let lab: LabResult;
+  const lab = bootLab(script, { hosts: 1 });
   const section = (name: string) => lab.section(name);
-
-  beforeAll(async () => {
-    lab = await runInLab(script, { hosts: 1 });
-  });
-  afterAll(() => rmSync(lab.outDir, { recursive: true, force: true }));
 
   it("runs to the end", () => {
     expect(lab.code, lab.output).toBe(0);

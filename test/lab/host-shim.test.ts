@@ -1,6 +1,5 @@
-import { rmSync } from "node:fs";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runInLab, type LabResult } from "../support/lab.js";
+import { describe, expect, it } from "vitest";
+import { bootLab } from "../support/lab.js";
 
 const script = new URL("../../lab/host-shim.sh", import.meta.url).pathname;
 const PINGED = /1 packets transmitted, 1 received, 0% packet loss/;
@@ -13,13 +12,8 @@ function expectNoAnswer(output: string): void {
 
 // One boot, two hosts: a host reaches its own containers through its shim, in L2 and L3 mode, and not without one.
 describe("lab: a host reaches its own containers through a host shim", () => {
-  let lab: LabResult;
+  const lab = bootLab(script, { hosts: 2 });
   const section = (name: string) => lab.section(name);
-
-  beforeAll(async () => {
-    lab = await runInLab(script, { hosts: 2 });
-  });
-  afterAll(() => rmSync(lab.outDir, { recursive: true, force: true }));
 
   it("runs to the end", () => {
     expect(lab.code, lab.output).toBe(0);

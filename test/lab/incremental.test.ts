@@ -1,7 +1,7 @@
-import { readFileSync, rmSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runInLab, type LabResult } from "../support/lab.js";
+import { describe, expect, it } from "vitest";
+import { bootLab, type LabResult } from "../support/lab.js";
 import type { SpanRecord } from "../../libs/telemetry/tracing.js";
 
 const script = new URL("../../lab/incremental.sh", import.meta.url).pathname;
@@ -32,13 +32,8 @@ function repairTimes(text: string): number[] {
 // One boot, one host: a change to one container touches no other, and the kernel's link notifications repair a
 // container's eth0 or a parent deleted by hand well before the agent's 15 s full pass would.
 describe("lab: one change converges one container, and links deleted by hand come back at once", () => {
-  let lab: LabResult;
+  const lab = bootLab(script, { hosts: 1 });
   const section = (name: string) => lab.section(name);
-
-  beforeAll(async () => {
-    lab = await runInLab(script, { hosts: 1 });
-  });
-  afterAll(() => rmSync(lab.outDir, { recursive: true, force: true }));
 
   it("runs to the end", () => {
     expect(lab.code, lab.output).toBe(0);

@@ -1,19 +1,13 @@
-import { rmSync } from "node:fs";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runInLab, type LabResult } from "../support/lab.js";
+import { describe, expect, it } from "vitest";
+import { bootLab } from "../support/lab.js";
 
 const script = new URL("../../lab/nats-outage.sh", import.meta.url).pathname;
 
 // "The dataplane outlives the control plane": NATS frozen for 20 s (twice the heartbeat window), then killed and
 // started again, while containers on two hosts ping each other over an L3 and an L2 network.
 describe("lab: containers keep talking while NATS is frozen, killed and started again", () => {
-  let lab: LabResult;
+  const lab = bootLab(script, { hosts: 2 });
   const section = (name: string) => lab.section(name);
-
-  beforeAll(async () => {
-    lab = await runInLab(script, { hosts: 2 });
-  });
-  afterAll(() => rmSync(lab.outDir, { recursive: true, force: true }));
 
   it("runs to the end", () => {
     expect(lab.code, lab.output).toBe(0);

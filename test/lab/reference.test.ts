@@ -1,6 +1,5 @@
-import { rmSync } from "node:fs";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runInLab, type LabResult } from "../support/lab.js";
+import { describe, expect, it } from "vitest";
+import { bootLab } from "../support/lab.js";
 
 const script = new URL("../../lab/reference.sh", import.meta.url).pathname;
 const PINGS_PASS = /2 packets transmitted, 2 received, 0% packet loss[\s\S]*exit 0/;
@@ -9,13 +8,8 @@ const PINGS_FAIL = /100% packet loss[\s\S]*exit 1/;
 // One boot of the lab runs every example of the reference driver (lab/reference.sh); each test reads
 // what one section printed.
 describe("lab: the reference driver's examples, on two hosts", () => {
-  let lab: LabResult;
+  const lab = bootLab(script, { hosts: 2 });
   const section = (name: string) => lab.section(name);
-
-  beforeAll(async () => {
-    lab = await runInLab(script, { hosts: 2 });
-  });
-  afterAll(() => rmSync(lab.outDir, { recursive: true, force: true }));
 
   it("runs to the end", () => {
     expect(lab.code, lab.output).toBe(0);

@@ -1,19 +1,13 @@
-import { rmSync } from "node:fs";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runInLab, type LabResult } from "../support/lab.js";
+import { describe, expect, it } from "vitest";
+import { bootLab } from "../support/lab.js";
 
 const script = new URL("../../lab/routes.sh", import.meta.url).pathname;
 const PINGED = /2 packets transmitted, 2 received, 0% packet loss/;
 
 // One boot: three hosts and an upstream, an L3 network, and every route-distribution scenario in turn.
 describe("lab: L3 route distribution across hosts and to an upstream", () => {
-  let lab: LabResult;
+  const lab = bootLab(script, { hosts: 3, upstreams: 1 });
   const section = (name: string) => lab.section(name);
-
-  beforeAll(async () => {
-    lab = await runInLab(script, { hosts: 3, upstreams: 1 });
-  });
-  afterAll(() => rmSync(lab.outDir, { recursive: true, force: true }));
 
   it("runs to the end", () => {
     expect(lab.code, lab.output).toBe(0);

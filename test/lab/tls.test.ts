@@ -1,18 +1,12 @@
-import { rmSync } from "node:fs";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runInLab, type LabResult } from "../support/lab.js";
+import { describe, expect, it } from "vitest";
+import { bootLab } from "../support/lab.js";
 
 const script = new URL("../../lab/tls.sh", import.meta.url).pathname;
 const PINGED = /2 packets transmitted, 2 received, 0% packet loss/;
 
 describe("lab with TLS: mutual TLS everywhere, each service with its own certificate, signed records", () => {
-  let lab: LabResult;
+  const lab = bootLab(script, { hosts: 2, tls: true });
   const section = (name: string) => lab.section(name);
-
-  beforeAll(async () => {
-    lab = await runInLab(script, { hosts: 2, tls: true });
-  });
-  afterAll(() => rmSync(lab.outDir, { recursive: true, force: true }));
 
   it("runs to the end, with no warning from any process", () => {
     expect(lab.code, lab.output).toBe(0);

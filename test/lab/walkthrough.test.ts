@@ -1,7 +1,7 @@
-import { readFileSync, rmSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runInLab, type LabResult } from "../support/lab.js";
+import { describe, expect, it } from "vitest";
+import { bootLab } from "../support/lab.js";
 import type { SpanRecord } from "../../libs/telemetry/tracing.js";
 
 const walkthrough = new URL("../../lab/walkthrough.sh", import.meta.url).pathname;
@@ -9,13 +9,8 @@ const walkthrough = new URL("../../lab/walkthrough.sh", import.meta.url).pathnam
 // One boot of the lab runs the whole walkthrough (the README's first command); each test reads what
 // one step printed.
 describe("lab walkthrough: ipvlan networks from intent to ping, across two hosts and an upstream", () => {
-  let lab: LabResult;
+  const lab = bootLab(walkthrough, { hosts: 2, upstreams: 1 });
   const section = (name: string) => lab.section(name);
-
-  beforeAll(async () => {
-    lab = await runInLab(walkthrough, { hosts: 2, upstreams: 1 });
-  });
-  afterAll(() => rmSync(lab.outDir, { recursive: true, force: true }));
 
   it("runs to the end", () => {
     expect(lab.code, lab.output).toBe(0);

@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
+import { afterAll, beforeAll } from "vitest";
 import { join } from "node:path";
 
 const repo = new URL("../..", import.meta.url).pathname;
@@ -16,8 +17,15 @@ export interface LabResult {
   section(name: string): string;
 }
 
+export interface LabOptions {
+  hosts?: number;
+  upstreams?: number;
+  routers?: number;
+  tls?: boolean;
+}
+
 /** Runs a script in the lab (a real kernel with ipvlan, 802.1Q and dummy), through the real CLI. */
-export async function runInLab(script: string, options: { hosts?: number; upstreams?: number; routers?: number; tls?: boolean } = {}): Promise<LabResult> {
+export async function runInLab(script: string, options: LabOptions = {}): Promise<LabResult> {
   // Not under /tmp: the lab kernel mounts its own tmpfs there and would hide the folder.
   const outDir = mkdtempSync(join(repo, "test/lab/.out-"));
   const args = [
@@ -36,6 +44,39 @@ export async function runInLab(script: string, options: { hosts?: number; upstre
     return text;
   };
   return { code, output, sections, outDir, section };
+}
+
+/**
+ * Boots the lab once for the enclosing describe block (beforeAll) and removes its output folder after (afterAll).
+ * The run it answers is read by the tests only: before the boot, reading it throws.
+ */
+export function bootLab(script: string, options: LabOptions = {}): LabResult {
+  let result: LabResult | undefined;
+  beforeAll(async () => {
+    result = await runInLab(script, options);
+  });
+  afterAll(() => {
+    if (result) rmSync(result.outDir, { recursive: true, force: true });
+  });
+  const run = (): LabResult => {
+    if (!result) throw new Error(`the lab of ${script} has not run yet`);
+    return result;
+  };
+  return {
+    get code() {
+      return run().code;
+    },
+    get output() {
+      return run().output;
+    },
+    get sections() {
+      return run().sections;
+    },
+    get outDir() {
+      return run().outDir;
+    },
+    section: (name) => run().section(name),
+  };
 }
 
 export function splitSections(output: string): Map<string, string> {
