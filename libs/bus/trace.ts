@@ -1,4 +1,5 @@
-import { context, propagation, SpanKind, SpanStatusCode, trace, type Context } from "@opentelemetry/api";
+import { context, propagation, SpanKind, type Context } from "@opentelemetry/api";
+import { withSpan } from "../telemetry/tracing.js";
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
 
 // There is no NATS instrumentation for OpenTelemetry JS: trace context rides in message headers
@@ -32,8 +33,6 @@ export function contextFromTraceparent(traceparent: string): Context {
   return propagation.extract(context.active(), { traceparent });
 }
 
-const tracer = trace.getTracer("trellis");
-
 /**
  * Runs `work` in a span after OpenTelemetry's messaging conventions: `publish <destination>` (PRODUCER) for a
  * publish until its ack, `process <destination>` (CONSUMER) for handling a delivery. `destination` is the subject,
@@ -42,17 +41,7 @@ const tracer = trace.getTracer("trellis");
 export function withMessagingSpan<T>(operation: "publish" | "process", destination: string, work: () => Promise<T>): Promise<T> {
   const kind = operation === "publish" ? SpanKind.PRODUCER : SpanKind.CONSUMER;
   const attributes = { "messaging.system": "nats", "messaging.destination.name": destination, "messaging.operation.type": operation, "messaging.operation.name": operation };
-  return tracer.startActiveSpan(`${operation} ${destination}`, { kind, attributes }, async (span) => {
-    try {
-      return await work();
-    } catch (error) {
-      span.recordException(error as Error);
-      span.setStatus({ code: SpanStatusCode.ERROR, message: (error as Error).message });
-      throw error;
-    } finally {
-      span.end();
-    }
-  });
+  return withSpan(`${operation} ${destination}`, attributes, work, kind);
 }
 
 /** A subject's destination for a span's name: `$KV.<bucket>` for a KV key's subject, else the subject. */

@@ -17,7 +17,7 @@ import {
   W3CTraceContextPropagator,
   type ExportResult,
 } from "@opentelemetry/core";
-import { context, propagation, SpanStatusCode, trace, type Attributes, type Span } from "@opentelemetry/api";
+import { context, propagation, SpanStatusCode, trace, type Attributes, type Span, type SpanKind } from "@opentelemetry/api";
 
 export const tracer = trace.getTracer("trellis");
 
@@ -77,9 +77,9 @@ export async function stopTracing(): Promise<void> {
   await running?.shutdown();
 }
 
-/** Runs `fn` inside a new active span that records failures and always ends. */
-export async function withSpan<T>(name: string, attributes: Attributes, fn: (span: Span) => Promise<T>): Promise<T> {
-  return tracer.startActiveSpan(name, { attributes }, async (span) => {
+/** Runs `fn` inside a new active span (of `kind`, INTERNAL by default) that records failures and always ends. */
+export async function withSpan<T>(name: string, attributes: Attributes, fn: (span: Span) => Promise<T>, kind?: SpanKind): Promise<T> {
+  return tracer.startActiveSpan(name, { attributes, kind }, async (span) => {
     try {
       return await fn(span);
     } catch (error) {
