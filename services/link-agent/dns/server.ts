@@ -1,3 +1,4 @@
+import { isAbsolute } from "node:path";
 import { statSync } from "node:fs";
 import type { Socket as TcpSocket } from "node:net";
 import type { Endpoint } from "../../../libs/proto/gen/trellis/v1/network.js";
@@ -68,10 +69,13 @@ export class DnsServer {
     const served = this.served(endpoint.netns);
     served.networks.set(endpoint.id, endpoint.networkId);
     return this.inOrder(served, async () => {
-      await ensureNetnsEtc(this.etcDir, endpoint.netns, {
-        "resolv.conf": containerResolvConf(this.resolvers, endpoint.container),
-        hosts: LOOPBACK_HOSTS,
-      });
+      // A runtime's namespace (an absolute path) gets its resolv.conf from the runtime, which the CNI result tells.
+      if (!isAbsolute(endpoint.netns)) {
+        await ensureNetnsEtc(this.etcDir, endpoint.netns, {
+          "resolv.conf": containerResolvConf(this.resolvers, endpoint.container),
+          hosts: LOOPBACK_HOSTS,
+        });
+      }
       const inode = inodeOf(endpoint.netns);
       if (served.listeners && served.inode === inode) return;
       if (served.listeners) await closeListeners(served.listeners);
@@ -102,7 +106,7 @@ export class DnsServer {
       served.networks.clear();
       await this.inOrder(served, () => this.closeIfUnused(netns, served));
     }
-    await removeNetnsEtc(this.etcDir, netns);
+    if (!isAbsolute(netns)) await removeNetnsEtc(this.etcDir, netns);
   }
 
   /** The full pass: stops serving every namespace none of `endpoints` is in, and removes their /etc/netns folders. */
