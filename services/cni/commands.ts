@@ -1,7 +1,7 @@
 import { EndpointState } from "../../libs/proto/gen/trellis/v1/state.js";
 import type { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
 import { listRecords, readRecord, removeRecord, saveRecord, type AttachmentRecord } from "./attachments.js";
-import { TrellisConnection } from "./control-plane.js";
+import { NEVER_REACHED, TrellisConnection } from "./control-plane.js";
 import { CniCode, CniError } from "./errors.js";
 import { containerName, staticAddresses, type Invocation } from "./invocation.js";
 import { readInterface } from "./kernel.js";
@@ -68,7 +68,10 @@ async function add(invocation: Invocation, connection: TrellisConnection): Promi
     if (!ipamOnly) attachment.iface = await madeInterface(invocation, connection, endpoint);
     return formatResult(invocation.version, attachment);
   } catch (error) {
-    await release(invocation, connection, record.containerId, record.ifname).catch(() => undefined);
+    // Nothing can have been attached when no planner was reached; otherwise DEL's way, and should that fail
+    // too, the record stays for the runtime's DEL or GC to release what may be held.
+    if ((error as CniError).details === NEVER_REACHED) await removeRecord(invocation.dataDir, invocation.network, record.containerId, record.ifname);
+    else await release(invocation, connection, record.containerId, record.ifname).catch(() => undefined);
     throw error;
   }
 }

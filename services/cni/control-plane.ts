@@ -98,12 +98,14 @@ export class TrellisConnection {
   }
 }
 
+/** In `details` of an error that proves the call never got to a planner (every address refused it at once). */
+export const NEVER_REACHED = "no planner was reached";
+
 /** The gRPC code goes in `details` so that callers can tell a refusal's kind (NOT_FOUND for an idempotent DEL). */
 export function cniErrorOf(error: Error): CniError {
   if (error instanceof CniError) return error;
-  if (error instanceof PlannerUnreachableError || error instanceof ControlTimeoutError) {
-    return new CniError(CniCode.tryAgainLater, `failed to reach the control plane: ${error.message}`);
-  }
+  if (error instanceof PlannerUnreachableError) return new CniError(CniCode.tryAgainLater, `failed to reach the control plane: ${error.message}`, NEVER_REACHED);
+  if (error instanceof ControlTimeoutError) return new CniError(CniCode.tryAgainLater, `failed to reach the control plane: ${error.message}`);
   if (error instanceof ControlRefusedError) return new CniError(CniCode.refused, `Trellis refused: ${error.details}`, String(error.code));
   return new CniError(CniCode.tryAgainLater, `failed to reach the control plane: ${error.message}`);
 }
