@@ -86,6 +86,37 @@ section reuse-ip
 show pod h1 run -d --name=p3 --network=cni60 --ip=10.60.0.50 --cap-add=NET_RAW localhost/bb sleep 3600
 pod h1 exec p3 ip -4 addr show eth0
 
+# --- L3: a podman container on h1 reaches a `trellis run` container on h2 through the distributed routes.
+section l3
+show trellis network create --subnet=10.61.0.0/16 -o parent=eth0 -o ipvlan_mode=l3 cni61
+for host in h1 h2; do TRELLIS_HOST=$host trellis cni install --bin-dir=/tmp/cni/bin --conf-dir=/tmp/cni/$host cni61 >/dev/null; done
+trellis run --net=cni61 --name=t2 --host=h2 >/dev/null
+T2=$(addr_of t2)
+show pod h1 run -d --name=q1 --network=cni61 --cap-add=NET_RAW localhost/bb sleep 3600
+section l3-route
+pod h1 exec q1 ip route
+section l3-ping
+wait_until pod h1 exec q1 ping -c 1 -W 1 "$T2"
+show pod h1 exec q1 ping -c 2 -W 2 "$T2"
+
+# --- Debian's ipvlan plugin with trellis-ipam on two hosts: cluster-wide addresses, never one twice.
+section ipvlan-ipam
+show trellis network create --subnet=10.62.0.0/24 --gateway=10.62.0.1 cni62
+for host in h1 h2; do
+  cat > /tmp/cni/$host/cni62.conflist <<CONF
+{"cniVersion": "1.0.0", "name": "cni62", "plugins": [{"type": "ipvlan", "master": "eth0.60",
+  "ipam": {"type": "trellis-ipam", "network": "cni62", "host": "$host", "planner": "$TRELLIS_PLANNER_ADDR", "nats": "$TRELLIS_NATS_URL"}}]}
+CONF
+done
+show pod h1 run -d --name=i1 --network=cni62 --cap-add=NET_RAW localhost/bb sleep 3600
+show pod h2 run -d --name=i2 --network=cni62 --cap-add=NET_RAW localhost/bb sleep 3600
+I1=$(pod h1 exec i1 ip -4 -o addr show eth0 | awk '{print $4}')
+I2=$(pod h2 exec i2 ip -4 -o addr show eth0 | awk '{print $4}')
+echo "i1 $I1"
+echo "i2 $I2"
+section ipvlan-ipam-ping
+show pod h2 exec i2 ping -c 2 -W 2 "${I1%/*}"
+
 section timing
 # Start-up of the plugin (VERSION) next to Node's own with an empty script, in this run's emulated kernel.
 echo > /tmp/empty.js

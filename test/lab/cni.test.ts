@@ -49,6 +49,22 @@ describe("lab: podman containers on a Trellis network, across hosts", () => {
     expect(section("reuse-ip")).toMatch(/exit 0[\s\S]*inet 10\.60\.0\.50\/24/);
   });
 
+  it("on an L3 network, a podman container on h1 reaches a trellis run container on h2 through the routes", () => {
+    expect(section("l3")).not.toMatch(/^exit [1-9]/m);
+    expect(section("l3-route")).toMatch(/^default dev eth0/m);
+    expect(section("l3-ping")).toMatch(PINGS_PASS);
+  });
+
+  it("Debian's ipvlan plugin with trellis-ipam on two hosts: two addresses of the network, never one twice", () => {
+    expect(section("ipvlan-ipam")).not.toMatch(/^exit [1-9]/m);
+    const i1 = /^i1 (10\.62\.0\.\d+\/24)$/m.exec(section("ipvlan-ipam"))?.[1];
+    const i2 = /^i2 (10\.62\.0\.\d+\/24)$/m.exec(section("ipvlan-ipam"))?.[1];
+    expect(i1).toBeDefined();
+    expect(i2).toBeDefined();
+    expect(i1).not.toBe(i2);
+    expect(section("ipvlan-ipam-ping")).toMatch(PINGS_PASS);
+  });
+
   it("measures the plugin's start-up next to Node's own, and a podman run", () => {
     console.log(section("timing"));
     expect(section("timing")).toMatch(/^plugin VERSION: \d+ ms$/m);
