@@ -92,8 +92,9 @@ async function madeInterface(invocation: Invocation, connection: TrellisConnecti
   if (reported?.state === EndpointState.ENDPOINT_STATE_FAILED) {
     throw new CniError(CniCode.agentFailed, `failed to make ${invocation.ifname} in ${invocation.netns} on host ${invocation.host}: ${reported.message}`);
   }
-  const view = await readInterface(invocation.netns, invocation.ifname);
-  return { name: invocation.ifname, mac: view?.mac ?? "", sandbox: invocation.netns };
+  // The agent's report names the MAC it read from the kernel; iproute2 is asked only when it does not (older agents).
+  const mac = reported?.mac || (await readInterface(invocation.netns, invocation.ifname))?.mac || "";
+  return { name: invocation.ifname, mac, sandbox: invocation.netns };
 }
 
 /**

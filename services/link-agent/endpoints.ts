@@ -33,7 +33,7 @@ export async function ensureEndpoint(
   if (loopback && !loopback.up) await inside.setUp(loopback.index);
   const addresses = await ensureAddresses(inside, eth0.index, endpoint.addresses);
   const routes = await ensureRoutes(inside, eth0.index, endpoint.routes);
-  return observedStatus(endpoint, eth0.index, addresses, routes);
+  return { ...observedStatus(endpoint, eth0.index, addresses, routes), ...(eth0.mac ? { mac: eth0.mac } : {}) };
 }
 
 /** The container's namespace, made when missing, and a socket bound to it (the caller keeps and closes it). */
