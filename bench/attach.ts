@@ -6,7 +6,9 @@
 //     (the network configuration on stdin, the CNI_* variables; the namespace made beforehand, untimed, and
 //     the plugin entered into h1 with nsenter, whose exec is in the figure); then
 // (c) the same Trellis attach once h1 holds HOST_CONTAINERS containers, and the agent's RSS; and
-// (d) `trellis run -d` end to end, Node's start-up included, as a user runs it.
+// (d) `trellis run -d` end to end, Node's start-up included, as a user runs it; and
+// (e) an ADD through the `trellis` CNI plugin (dist/cni/trellis-cni.mjs) into a fresh namespace, interleaved with
+//     (b), and the start-up of Node alone (an empty script), so that the plugin's own cost can be told apart.
 // Medians. Prints one line at the end, the format of the issue.
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -124,6 +126,31 @@ async function cniAdd(round: number): Promise<number> {
   return took;
 }
 
+const TRELLIS_PLUGIN = new URL("../cni/trellis-cni.mjs", import.meta.url).pathname;
+const trellisCniConfig = JSON.stringify({ cniVersion: "1.0.0", name: "bench-trellis", type: "trellis", network: NETWORK, host: HOST, dataDir: "/tmp/bench-trellis-cni" });
+
+/**
+ * One ADD through the trellis plugin, timed until it answers (the agent has made the interface); then DEL and the
+ * namespace removed, untimed. The plugin talks only to the control plane, so it runs where the lab's planner is seen.
+ */
+async function trellisCniAdd(round: number): Promise<number> {
+  const id = `bench-trellis-${round}`;
+  await run(["ip", "netns", "add", id]);
+  const started = performance.now();
+  const result = await run([process.execPath, TRELLIS_PLUGIN], cniEnv("ADD", id), trellisCniConfig);
+  const took = performance.now() - started;
+  if (!/"ips"/.test(result)) throw new Error(`the trellis plugin's ADD returned no address: ${result}`);
+  await run([process.execPath, TRELLIS_PLUGIN], cniEnv("DEL", id), trellisCniConfig);
+  await run(["ip", "netns", "delete", id]);
+  return took;
+}
+
+async function nodeStartup(): Promise<number> {
+  const started = performance.now();
+  await run([process.execPath, "-e", ""]);
+  return performance.now() - started;
+}
+
 /** Attaches until h1 holds `count` containers, FILL_CONCURRENCY at a time. */
 async function fill(control: ControlApi, watch: ReadyWatch, from: number, count: number): Promise<void> {
   let next = from;
@@ -157,13 +184,21 @@ async function main(): Promise<void> {
     // One of each first, untimed: the first attach and the first exec of the plugin pay for warming up.
     await trellisAttach(control, watch, "warm-up");
     await cniAdd(0);
+    await trellisCniAdd(0);
     const trellis: number[] = [];
     const cni: number[] = [];
+    const plugin: number[] = [];
+    const node: number[] = [];
     for (let round = 1; round <= ROUNDS; round++) {
       trellis.push(await trellisAttach(control, watch, `empty-${round}`));
       cni.push(await cniAdd(round));
+      plugin.push(await trellisCniAdd(round));
+      node.push(await nodeStartup());
     }
     console.log(`empty host: trellis ${trellis.map(round0).join(" ")} ms; cni-ipvlan ${cni.map(round0).join(" ")} ms`);
+    const [p, n, c0] = [median(plugin), median(node), median(cni)];
+    console.log(`cni add: trellis plugin ${plugin.map(round0).join(" ")} ms; node start-up ${node.map(round0).join(" ")} ms`);
+    console.log(`cni add: trellis ${round0(p)} ms (less node start-up ${round0(p - n)} ms), cni-ipvlan ${round0(c0)} ms, ratio less start-up ${round2((p - n) / c0)}, whole ${round2(p / c0)}`);
 
     await fill(control, watch, ROUNDS + 1, HOST_CONTAINERS);
     const full: number[] = [];

@@ -22,3 +22,18 @@ await build({
   banner: { js: 'import { createRequire as trellisCreateRequire } from "node:module"; const require = trellisCreateRequire(import.meta.url);' },
   logLevel: "warning",
 });
+
+// The CNI plugin: one self-contained file (no chunks, no native addon), as `trellis cni install` copies it into a
+// runtime's plugin folder and a runtime starts it once per call, where start-up is the cost that counts.
+await build({
+  entryPoints: { "trellis-cni": "services/cni/main.ts" },
+  outdir: "dist/cni",
+  outExtension: { ".js": ".mjs" },
+  bundle: true,
+  format: "esm",
+  platform: "node",
+  target: "node20",
+  minify: true,
+  banner: { js: 'import { createRequire as trellisCreateRequire } from "node:module"; const require = trellisCreateRequire(import.meta.url);' },
+  logLevel: "warning",
+});

@@ -4,7 +4,9 @@
 #   nats-server                      the bus (JetStream streams and KV)
 #   qemu-system-x86 linux-image-amd64 busybox-static   the lab: a kernel with ipvlan, 802.1Q and dummy
 #   iproute2 iputils-ping kmod util-linux              namespaces, links, pings, modules, nsenter
-#   containernetworking-plugins      CNI host-local, the baseline of `npm run bench:ipam`
+#   containernetworking-plugins      CNI host-local, the baseline of `npm run bench:ipam`; macvlan and bridge
+#                                    under trellis-ipam in the CNI contract tests
+#   podman                           the lab's real runtime for the trellis CNI plugin (CNI backend, crun, conmon)
 #   openssl                          `trellis certs`: the cluster's CA, keys and certificates
 #   bird2                            the BGP speaker of `trellis agent --bgp-peer`, and the lab's routers
 #   prometheus                       test/integration/prometheus.test.ts scrapes the services with it (its own
@@ -12,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nats-server qemu-system-x86 linux-image-amd64 busybox-static iproute2 iputils-ping kmod util-linux containernetworking-plugins openssl bird2 prometheus)
+packages=(nats-server qemu-system-x86 linux-image-amd64 busybox-static iproute2 iputils-ping kmod util-linux containernetworking-plugins openssl bird2 prometheus podman)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -96,12 +96,25 @@ export function checkedEndpoint(entry: KvWatchEntry, bucket: "planned" | "desire
   return endpoint;
 }
 
+/**
+ * The agent's own namespaces are names under /run/netns; a container runtime's (CNI_NETNS) is an absolute path. Either
+ * must stay where it says: no whitespace, and no "." or ".." that would climb out of its folder.
+ */
+function isNamespace(netns: string): boolean {
+  if (netns.length === 0 || netns.length > 255 || /\s/.test(netns)) return false;
+  if (!netns.startsWith("/")) return !netns.includes("/") && !netns.startsWith(".");
+  return netns
+    .slice(1)
+    .split("/")
+    .every((part) => part.length > 0 && part !== "." && part !== "..");
+}
+
 /** What in a desired endpoint an agent puts in the kernel and the file system: throws BadRecordError naming it. */
 export function checkDesiredEndpoint(endpoint: Endpoint): void {
   for (const address of endpoint.addresses) checkCidr("address", address);
   check(NAME.test(endpoint.container), () => `container name ${JSON.stringify(endpoint.container)} is not a name`);
   check(ID.test(endpoint.networkId), () => `network id ${JSON.stringify(endpoint.networkId)} is not an id`);
-  check(endpoint.netns.length > 0 && endpoint.netns.length <= 255 && !/[\s/]/.test(endpoint.netns) && !endpoint.netns.startsWith("."), () => `namespace ${JSON.stringify(endpoint.netns)} is no namespace name`);
+  check(isNamespace(endpoint.netns), () => `namespace ${JSON.stringify(endpoint.netns)} is neither a namespace name nor a runtime's namespace path`);
   checkInterfaceName("interface", endpoint.ifname);
   for (const route of endpoint.routes) {
     if (route.dst !== "default") checkCidr("route destination", route.dst);

@@ -53,6 +53,7 @@ export function decodeLink(message: rt.LinkMessage): Link {
     if (parent !== 0 && parent !== link.index) link.parentIndex = parent;
   }
   if (attrs.ifalias) link.alias = attrs.ifalias;
+  if (attrs.address?.length === 6) link.mac = [...attrs.address].map((byte) => byte.toString(16).padStart(2, "0")).join(":");
   if (attrs.linkinfo) Object.assign(link, decodeLinkInfo(attrs.linkinfo));
   return link;
 }

@@ -18,6 +18,8 @@ export interface Link {
    */
   parentIndex?: number;
   alias?: string;
+  /** IFLA_ADDRESS of an Ethernet-like link, "aa:bb:cc:dd:ee:ff". */
+  mac?: string;
   ipvlan?: { mode: IpvlanMode; flag: IpvlanFlag };
   vlan?: { id: number };
 }

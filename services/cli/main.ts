@@ -21,6 +21,9 @@ Services:
 Certificates:
   certs init | issue NAME --role=R   the cluster's CA, and a key and certificate per service, host or person
 
+CNI (container runtimes, Kubernetes):
+  cni install [--bin-dir] [--conf-dir] NETWORK   the trellis and trellis-ipam plugins and a conflist for NETWORK
+
 NATS:
   nats replicas N                give every Trellis stream and bucket N copies (TRELLIS_NATS_REPLICAS)
 
@@ -62,6 +65,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (name === "certs") return (await import("./commands/certs.js")).certsCommand(rest);
   if (name === "nats") return (await import("./commands/nats.js")).natsCommand(rest);
+  if (name === "cni") return (await import("./commands/cni.js")).cniCommand(rest);
   if (name === "lab") return (await import("../lab/cli.js")).runLabCommand(rest);
   if (name === "host") return (await import("../lab/cli.js")).runHostCommand(rest);
   const loadClient = clientCommands[name];

@@ -19,6 +19,7 @@ import { findMissingLinkKinds, NEEDED_LINK_KINDS } from "./link-kinds.js";
 import { ensureParent, OWNED_LINK_ALIAS, removeUnusedParents, type ParentResult } from "./parents.js";
 import { RouteDistribution } from "./routes/distribution.js";
 import { StatusPublisher } from "./status.js";
+import { isRuntimeNamespace, removeRuntimeLink } from "./runtime-namespace.js";
 import type { RecordTrust } from "../../libs/tls/record-signature.js";
 import type { BgpOptions } from "./bgp/options.js";
 import { containerStateChanged, measuredStep, type ConvergenceStep } from "../../libs/metrics/agent.js";
@@ -49,6 +50,8 @@ const FULL_PASS_CONCURRENCY = 1;
 interface Container {
   endpointId: string;
   netns: string;
+  /** The link the agent made in it: what goes when the container goes from a runtime's namespace (kept). */
+  ifname: string;
   handle: NetlinkHandle | undefined;
   watch: LinkWatch | undefined;
 }
@@ -243,6 +246,7 @@ export class LinkAgent {
   private async convergeEndpoint(netns: string, priority: Priority): Promise<void> {
     const endpoint = this.desired.endpointIn(netns);
     if (!endpoint) return this.removeEndpoint(netns);
+    if (endpoint.ipamOnly) return; // another CNI plugin makes its link: nothing here
     const network = this.desired.network(endpoint.networkId);
     // A change (an attach, a link deleted by hand) converges the parent too: its notification may not have been seen
     // yet. The full pass has just run every parent step, so its container steps take the outcome as it is, unless
@@ -301,7 +305,7 @@ export class LinkAgent {
       container = undefined;
     }
     if (!container) {
-      container = { endpointId: endpoint.id, netns: endpoint.netns, handle: undefined, watch: undefined };
+      container = { endpointId: endpoint.id, netns: endpoint.netns, ifname: endpoint.ifname, handle: undefined, watch: undefined };
       this.containers.set(endpoint.netns, container);
     }
     container.handle ??= await openContainerNamespace(endpoint.netns);
@@ -333,7 +337,9 @@ export class LinkAgent {
     }
     // Before the namespace goes: the DNS server's sockets in it would keep it, and its eth0, alive.
     await this.dns.release(netns);
-    if (netns.endsWith(`@${this.options.host}`)) await removeNamespace(netns);
+    // In a runtime's namespace only the link this agent made goes; the namespace is the runtime's.
+    if (isRuntimeNamespace(netns)) await (container && removeRuntimeLink(netns, container.ifname));
+    else if (netns.endsWith(`@${this.options.host}`)) await removeNamespace(netns);
   }
 
   private async forget(endpointId: string): Promise<void> {

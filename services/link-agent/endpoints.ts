@@ -14,6 +14,7 @@ import {
   type NetlinkHandle,
   type Route,
 } from "../../libs/netlink/index.js";
+import { isRuntimeNamespace, requireRuntimeNamespace } from "./runtime-namespace.js";
 
 /**
  * Converges one container: its namespace, `eth0` (an ipvlan on the network's parent, created directly
@@ -32,12 +33,13 @@ export async function ensureEndpoint(
   if (loopback && !loopback.up) await inside.setUp(loopback.index);
   const addresses = await ensureAddresses(inside, eth0.index, endpoint.addresses);
   const routes = await ensureRoutes(inside, eth0.index, endpoint.routes);
-  return observedStatus(endpoint, eth0.index, addresses, routes);
+  return { ...observedStatus(endpoint, eth0.index, addresses, routes), ...(eth0.mac ? { mac: eth0.mac } : {}) };
 }
 
 /** The container's namespace, made when missing, and a socket bound to it (the caller keeps and closes it). */
 export async function openContainerNamespace(netns: string): Promise<NetlinkHandle> {
-  if (!namespaceExists(netns)) await createNamespace(netns);
+  if (isRuntimeNamespace(netns)) requireRuntimeNamespace(netns);
+  else if (!namespaceExists(netns)) await createNamespace(netns);
   return openNetlink(netns);
 }
 
@@ -49,6 +51,9 @@ async function ensureIpvlan(
   parentIndex: number,
 ): Promise<Link> {
   const current = await inside.getLink(endpoint.ifname);
+  if (current && current.kind !== "ipvlan" && isRuntimeNamespace(endpoint.netns)) {
+    throw new Error(`interface ${endpoint.ifname} already exists in ${endpoint.netns} and is not Trellis's (a ${current.kind || "device"}): choose another CNI_IFNAME`);
+  }
   const right =
     current?.kind === "ipvlan" && current.ipvlan?.mode === network.mode && current.ipvlan?.flag === network.flag;
   if (current && !right) await inside.deleteLink(current.index);

@@ -16,7 +16,7 @@ import { KeyedLock } from "./keyed-lock.js";
 import { ensureHostShim, hostShimsOf } from "./host-shim.js";
 import { checkHostHasParent, checkParentExistsSomewhere } from "./parent-presence.js";
 import { containerNetns, containerRoutes, CONTAINER_IFNAME, dummyParentName } from "./plan.js";
-import { validateName, validateNetworkSpec, type ValidatedNetwork } from "./validate.js";
+import { validateName, validateNetworkSpec, validateRuntimeAttach, type ValidatedNetwork } from "./validate.js";
 import type { PlannerStore } from "./store.js";
 
 /** A refusal names at most this many of a network's containers. */
@@ -109,6 +109,7 @@ export class Planner {
     return withSpan("planner.endpoint.attach", attributes, () =>
       this.locks.run([`container:${spec.container}`], async () => {
         validateName("container", spec.container);
+        validateRuntimeAttach(spec);
         const found = await this.findNetwork(spec.network);
         if (!found || found.value.deleting) {
           throw notFound(`network ${spec.network} not found: create it with trellis network create, or see trellis network ls`);
@@ -118,8 +119,11 @@ export class Planner {
         if (existing && isCreatedBy(existing, intentId)) return this.republished(existing);
         if (existing) throw nameInUse(spec.container, existing);
         const host = await this.requireHost(spec.host);
-        checkHostSupports(host, network);
-        checkHostHasParent(host, network, this.store.view);
+        // Addresses only: another plugin makes the link, so the host needs neither ipvlan nor the parent.
+        if (!spec.ipamOnly) {
+          checkHostSupports(host, network);
+          checkHostHasParent(host, network, this.store.view);
+        }
         checkStaticAddresses(network, spec);
         this.checkAddressesFree(network, spec);
         await ensureHostShim(this.store, this.ipam, network, spec.host);
@@ -311,13 +315,14 @@ function endpointOf(network: Network, spec: EndpointSpec, allocated: { id: strin
     networkName: network.name,
     container: spec.container,
     host: spec.host,
-    netns: containerNetns(spec.container, spec.host),
-    ifname: CONTAINER_IFNAME,
+    netns: spec.netnsPath || containerNetns(spec.container, spec.host),
+    ifname: spec.ifname || CONTAINER_IFNAME,
     addresses: allocated.addresses,
     routes: containerRoutes(network, allocated.addresses),
     createdAt: new Date().toISOString(),
     traceparent: traceparentOf(),
     intentId,
+    ...(spec.ipamOnly ? { ipamOnly: true } : {}),
   };
 }
 

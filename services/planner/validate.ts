@@ -294,3 +294,26 @@ function usableRange(prefix: Prefix): string {
   const address = (value: bigint) => formatAddress({ family: prefix.family, value });
   return `${address(firstUsable(prefix))} to ${address(lastUsable(prefix))}`;
 }
+
+/**
+ * An attach into a container runtime's namespace (CNI_NETNS and CNI_IFNAME): the path must be absolute, as the
+ * agent opens it as it is, and the name one the kernel takes for a link.
+ */
+export function validateRuntimeAttach(spec: { netnsPath?: string; ifname?: string }): void {
+  const path = spec.netnsPath ?? "";
+  if (path === "") {
+    if (spec.ifname) throw invalidArgument(`invalid attach: ifname "${spec.ifname}" needs netns_path, the container runtime's network namespace it goes in`);
+    return;
+  }
+  if (!path.startsWith("/") || path.split("/").some((part) => part === "." || part === "..") || /[\s\0]/.test(path)) {
+    throw invalidArgument(
+      `invalid netns_path "${path}": give the absolute path of the container runtime's network namespace (CNI_NETNS), e.g. /var/run/netns/cni-1234 or /proc/1234/ns/net`,
+    );
+  }
+  const ifname = spec.ifname ?? "";
+  if (ifname !== "" && (ifname.length > MAX_INTERFACE_NAME || ifname === "." || ifname === ".." || /[/:\s\0]/.test(ifname))) {
+    throw invalidArgument(
+      `invalid ifname "${ifname}": use 1-${MAX_INTERFACE_NAME} characters, none of them '/', ':' or white space (e.g. eth0, net1)`,
+    );
+  }
+}

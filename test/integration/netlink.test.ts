@@ -98,7 +98,7 @@ describe("links", () => {
     const { nl, v0, v1 } = await withVeth();
     await nl.setAlias(v0, "trellis:test");
     const link = await nl.getLink("v0");
-    expect(link).toEqual({ index: v0, name: "v0", kind: "veth", up: true, mtu: 1500, parentIndex: v1, alias: "trellis:test" });
+    expect(link).toEqual({ index: v0, name: "v0", kind: "veth", up: true, mtu: 1500, parentIndex: v1, alias: "trellis:test", mac: expect.stringMatching(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/) });
     const lo = (await nl.listLinks()).find((l) => l.name === "lo");
     expect(lo).toMatchObject({ up: false, mtu: 65536 });
     expect(lo?.kind).toBeUndefined();

@@ -6,6 +6,7 @@ import { decide, failure, type Transport } from "./answer.js";
 import { Forwarder, lengthOf } from "./forwarder.js";
 import { NameTable } from "./name-table.js";
 import { closeListeners, listenInNamespace, type NamespaceListeners } from "./namespace-sockets.js";
+import { isRuntimeNamespace } from "../runtime-namespace.js";
 import { countDnsAnswer, type DnsSource } from "../../../libs/metrics/agent.js";
 import { ensureNetnsEtc, LOOPBACK_HOSTS, NETNS_ETC_DIR, removeNetnsEtc, removeStaleNetnsEtc } from "./netns-etc.js";
 import { CONTAINER_NAMESERVER, containerResolvConf, readResolverConfig, type ResolverConfig } from "./resolv-conf.js";
@@ -69,10 +70,13 @@ export class DnsServer {
     const served = this.served(endpoint.netns);
     served.networks.set(endpoint.id, endpoint.networkId);
     return this.inOrder(served, async () => {
-      await ensureNetnsEtc(this.etcDir, endpoint.netns, {
-        "resolv.conf": containerResolvConf(this.resolvers, endpoint.container),
-        hosts: LOOPBACK_HOSTS,
-      });
+      // A runtime's namespace (an absolute path) gets its resolv.conf from the runtime, which the CNI result tells.
+      if (!isRuntimeNamespace(endpoint.netns)) {
+        await ensureNetnsEtc(this.etcDir, endpoint.netns, {
+          "resolv.conf": containerResolvConf(this.resolvers, endpoint.container),
+          hosts: LOOPBACK_HOSTS,
+        });
+      }
       const inode = inodeOf(endpoint.netns);
       if (served.listeners && served.inode === inode) return;
       if (served.listeners) await closeListeners(served.listeners);
@@ -103,7 +107,7 @@ export class DnsServer {
       served.networks.clear();
       await this.inOrder(served, () => this.closeIfUnused(netns, served));
     }
-    await removeNetnsEtc(this.etcDir, netns);
+    if (!isRuntimeNamespace(netns)) await removeNetnsEtc(this.etcDir, netns);
   }
 
   /** The full pass: stops serving every namespace none of `endpoints` is in, and removes their /etc/netns folders. */
