@@ -177,8 +177,10 @@ describe("a host's BGP speaker (BIRD) and a router", () => {
     const pid = speaker().runningPid()!;
     process.kill(pid, "SIGSTOP");
     try {
-      const took = await waitFor("the dead host's routes withdrawn", () => routerRoutes() === "", (HOLD_SECONDS + 3) * 1000);
-      expect(took).toBeLessThanOrEqual((HOLD_SECONDS + 1) * 1000);
+      // The hold timer, not a goodbye: the speaker is stopped and sends nothing. The bound leaves room for a loaded
+      // machine (a CI run saw 5.8 s with a 3 s hold) while still telling it from routes that never go.
+      const took = await waitFor("the dead host's routes withdrawn", () => routerRoutes() === "", (HOLD_SECONDS * 3 + 3) * 1000);
+      expect(took).toBeLessThanOrEqual(HOLD_SECONDS * 3 * 1000);
       // Still running (stopped), so the speaker does not start a second BIRD next to it.
       expect(speaker().runningPid()).toBe(pid);
     } finally {
