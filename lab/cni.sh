@@ -8,9 +8,10 @@ set -u
 . "$(dirname "$0")/lib.sh"
 
 # The lab's planner listens on the guest's loopback, which the hosts' namespaces (where podman runs the plugin)
-# do not see: a replica of this script's own on the underlay, on the same NATS and IPAM.
+# do not see: a replica of this script's own on the underlay, on the same NATS and IPAM (its metrics off: the lab's
+# own planner has the default port).
 export TRELLIS_PLANNER_ADDR=192.168.1.254:7720
-trellis planner --listen="$TRELLIS_PLANNER_ADDR" --ipam=127.0.0.1:7711 >>/tmp/lab/cni-planner.log 2>&1 &
+trellis planner --listen="$TRELLIS_PLANNER_ADDR" --ipam=127.0.0.1:7711 --metrics=off >>/tmp/lab/cni-planner.log 2>&1 &
 wait_until trellis network ls
 
 mkdir -p /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup
