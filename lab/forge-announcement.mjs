@@ -18,8 +18,10 @@ const bucket = await openBucket(nc, Buckets.routes);
 const codec = codecOf(RouteAnnouncement);
 const current = (await getValue(bucket, codec, host))?.value;
 const forged = [...(current?.prefixes ?? []), ...prefixes.map((prefix) => ({ networkId, prefix }))];
-// The host's own next hops stay (its IPv6 one included), so that only the forged prefixes are new.
-const nextHops = [...new Set([...(current?.nextHops ?? []), nextHop])];
+// NEXT_HOP replaces the host's own of its family, and its others (its IPv6 one) stay: an announcement as well-formed
+// as a real one (one next hop per family), so that only what it claims is forged.
+const family = (address) => (address.includes(":") ? 6 : 4);
+const nextHops = [...(current?.nextHops ?? []).filter((own) => family(own) !== family(nextHop)), nextHop];
 const announcement = { host, nextHops, prefixes: forged, generation: 1_000_000, announcedAt: new Date().toISOString() };
 await bucket.put(host, codec.encode(announcement));
 console.log(`forged: ${host} announces ${prefixes.join(" ")} via ${nextHop}`);

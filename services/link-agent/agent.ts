@@ -76,6 +76,8 @@ export class LinkAgent {
   private resyncTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private missingKinds: readonly string[] = [];
+  /** The interfaces the last heartbeat reported. */
+  private reportedInterfaces = new Set<string>();
   /** No step before the stored desired state is in: a pass on none of it would remove every container. */
   private loaded = false;
   /** Network id → the outcome of its parent step, which its endpoints' steps use. */
@@ -165,7 +167,9 @@ export class LinkAgent {
   }
 
   private async heartbeat(): Promise<void> {
-    await writeHeartbeat(this.hosts, { ...this.options, missingLinkKinds: this.missingKinds, interfaces: await this.interfaceNames() });
+    const interfaces = await this.interfaceNames();
+    this.reportedInterfaces = new Set(interfaces);
+    await writeHeartbeat(this.hosts, { ...this.options, missingLinkKinds: this.missingKinds, interfaces });
   }
 
   /** Kinds found missing are asked for again now and then, so that loading a module needs no agent restart. */
@@ -204,6 +208,9 @@ export class LinkAgent {
    * and one that appears (the operator made it) lets the networks that were waiting for it go on.
    */
   private hostLinkChanged(event: LinkEvent): void {
+    // The planner accepts a parent only where a heartbeat reports it: an interface made or removed by hand is
+    // reported now, not at the next heartbeat, so that a `network create` right after `ip link add` finds it.
+    if ((event.type === "new") !== this.reportedInterfaces.has(event.name)) void this.heartbeat().catch(logError("heartbeat"));
     if (!this.loaded) return;
     for (const network of this.desired.networksOnParent(event.name)) {
       // Forgotten at once: a container step that starts now waits for the parent step instead of using a dead index.

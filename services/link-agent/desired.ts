@@ -40,6 +40,8 @@ export class DesiredState {
   private readonly endpointsByKey = new Map<string, Endpoint>();
   /** The agent's key of an endpoint: its namespace, unique on the host and known even once it is gone. */
   private readonly endpointsByNetns = new Map<string, Endpoint>();
+  /** Network id → this host's endpoints on it, by key: so that one change looks at its own network only. */
+  private readonly endpointsByNetwork = new Map<string, Map<string, Endpoint>>();
   /** Network id → the host's own shim on it (`<host>.shim.<network id>`, services/link-agent/host-shim.ts). */
   private readonly shimsByNetwork = new Map<string, HostShim>();
   /** Network id → the follower of its containers' names, for the networks this host has endpoints on. */
@@ -72,7 +74,7 @@ export class DesiredState {
       FollowedBucket.start(buckets.networks, { bucketName: Buckets.networks, log, onEntry: (entry) => state.applyNetwork(entry) }),
       FollowedBucket.start(buckets.desired, { bucketName: Buckets.desired, filter: hostKeysFilter(host), log, onEntry: (entry) => state.applyEndpoint(entry) }),
     ]);
-    state.followNames();
+    state.followNames(state.endpointsByNetwork.keys());
     return state;
   }
 
@@ -105,7 +107,7 @@ export class DesiredState {
 
   /** This host's endpoints on one network. */
   endpointsOf(networkId: string): Endpoint[] {
-    return this.endpoints().filter((endpoint) => endpoint.networkId === networkId);
+    return [...(this.endpointsByNetwork.get(networkId)?.values() ?? [])];
   }
 
   /** The host's shim on a network, if the planner gave it one. */
@@ -133,15 +135,19 @@ export class DesiredState {
     const endpoint = entry.operation === "PUT" ? this.believed.endpoint(entry) : undefined;
     if (entry.operation === "PUT" && !endpoint) return;
     const previous = this.endpointsByKey.get(entry.key);
-    if (previous) this.endpointsByNetns.delete(previous.netns);
+    if (previous) {
+      this.endpointsByNetns.delete(previous.netns);
+      this.unindex(entry.key, previous);
+    }
     if (endpoint) {
       this.endpointsByKey.set(entry.key, endpoint);
       this.endpointsByNetns.set(endpoint.netns, endpoint);
+      this.index(entry.key, endpoint);
     } else {
       this.endpointsByKey.delete(entry.key);
     }
-    this.followNames();
     const current = this.endpointsByKey.get(entry.key);
+    this.followNames([previous?.networkId, current?.networkId].filter((id): id is string => id !== undefined));
     // A namespace no endpoint wants any more is a change too: its step removes it.
     if (previous && previous.netns !== current?.netns) this.onChange({ kind: "endpoint", endpoint: previous });
     if (current) this.onChange({ kind: "endpoint", endpoint: current });
@@ -158,17 +164,32 @@ export class DesiredState {
     this.onChange({ kind: "shim", networkId });
   }
 
-  /** Follows the names of exactly the networks this host has endpoints on, into the names listener. */
-  private followNames(): void {
-    const wanted = new Set(this.endpoints().map((endpoint) => endpoint.networkId));
-    for (const [networkId, names] of this.names) {
-      if (wanted.has(networkId)) continue;
-      names.follower?.stop();
-      this.names.delete(networkId);
-      this.namesListener.dropNetwork(networkId);
-    }
-    for (const networkId of wanted) {
-      if (this.names.has(networkId)) continue;
+  private index(key: string, endpoint: Endpoint): void {
+    let ofNetwork = this.endpointsByNetwork.get(endpoint.networkId);
+    if (!ofNetwork) this.endpointsByNetwork.set(endpoint.networkId, (ofNetwork = new Map()));
+    ofNetwork.set(key, endpoint);
+  }
+
+  private unindex(key: string, endpoint: Endpoint): void {
+    const ofNetwork = this.endpointsByNetwork.get(endpoint.networkId);
+    ofNetwork?.delete(key);
+    if (ofNetwork?.size === 0) this.endpointsByNetwork.delete(endpoint.networkId);
+  }
+
+  /**
+   * Of these networks, follows the names of those this host has endpoints on, into the names listener, and stops
+   * following the others: so that the host follows exactly the names of its networks.
+   */
+  private followNames(networkIds: Iterable<string>): void {
+    for (const networkId of networkIds) {
+      const followed = this.names.get(networkId);
+      const wanted = this.endpointsByNetwork.has(networkId);
+      if (followed && !wanted) {
+        followed.follower?.stop();
+        this.names.delete(networkId);
+        this.namesListener.dropNetwork(networkId);
+      }
+      if (followed || !wanted) continue;
       const names: { follower?: FollowedBucket } = {};
       this.names.set(networkId, names);
       void FollowedBucket.start(this.buckets.names, {
