@@ -258,7 +258,7 @@ describe("the embedded DNS server, in namespaces, against real resolvers", () =>
     expect(server.servedNamespaces).toBe(1);
     await expect(query(other.netns, "other", "A", "tcp")).rejects.toThrow(/ECONNREFUSED/);
     expect(() => readFileSync(join(etcDir, other.netns, "resolv.conf"))).toThrow(/ENOENT/);
-    await server.stopServing(web);
+    await server.release(web.netns);
     expect(server.servedNamespaces).toBe(0);
   });
 });

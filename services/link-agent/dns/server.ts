@@ -87,19 +87,8 @@ export class DnsServer {
   }
 
   /**
-   * Stops answering for the endpoint; its namespace's sockets close with its last endpoint. Must run
-   * before the namespace is deleted: open sockets would keep it (and the ipvlan inside) alive.
-   */
-  stopServing(endpoint: Endpoint): Promise<void> {
-    const served = this.namespaces.get(endpoint.netns);
-    if (!served) return Promise.resolve();
-    served.networks.delete(endpoint.id);
-    return this.inOrder(served, () => this.closeIfUnused(endpoint.netns, served));
-  }
-
-  /**
    * Stops serving a namespace whatever endpoints it had, and removes its /etc/netns folder: for a container that
-   * is gone. Must run before the namespace is deleted, as stopServing.
+   * is gone. Must run before the namespace is deleted: open sockets would keep it (and the ipvlan inside) alive.
    */
   async release(netns: string): Promise<void> {
     const served = this.namespaces.get(netns);
