@@ -74,9 +74,9 @@ export class FollowedBucket {
    * before 2.9.15 recounts a last-per-key consumer's pending messages, walking every key its filter matches,
    * on each message it delivers for as long as that count has been zero at every delivery, which is the case
    * of a follower opened on an empty bucket and kept caught up (every follower of a new cluster). With the
-   * watches of the endpoints bucket that was 70% of the server's CPU at 10,000 containers, growing with every
-   * key (issue 9). A bucket keeps one message per key (history 1, openBucket), so the entries are the same;
-   * with more history, older values come first and the newer ones replace them.
+   * watches of the endpoints bucket that was 71% of the server's CPU at 5,000 to 7,500 containers, growing
+   * with every key (issue 9). A bucket keeps one message per key (history 1, openBucket), so the entries are
+   * the same; with more history, older values come first and the newer ones replace them.
    */
   private async open(first: boolean): Promise<void> {
     const watch = await this.kv.watch({
