@@ -1,9 +1,10 @@
 import { randomBytes } from "node:crypto";
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
 import { SpanStatusCode } from "@opentelemetry/api";
-import { afterAll, beforeAll, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { startTracing, stopTracing } from "../../libs/telemetry/tracing.js";
 import { createNamespace, deleteNamespace, namespaceExists, openNetlink } from "../../libs/netlink/index.js";
+import { eventually } from "../support/eventually.js";
 
 const exporter = new InMemorySpanExporter();
 const netns = `tnl-${randomBytes(4).toString("hex")}`;
@@ -28,7 +29,7 @@ it("makes every netlink operation a span with its namespace, link and cidr, fail
   }
 
   // Export waits for the SDK's asynchronous resource detection, so spans can arrive a little after they end.
-  await vi.waitFor(() => expect(exporter.getFinishedSpans()).toHaveLength(7));
+  await eventually("seven finished spans", () => exporter.getFinishedSpans().length, (count) => count === 7);
   const spans = exporter.getFinishedSpans();
   expect(spans.map((span) => span.name)).toEqual([
     "netlink.netns.create",
