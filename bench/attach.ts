@@ -20,6 +20,7 @@ import { Buckets, hostKeysFilter, statusKey } from "../libs/bus/subjects.js";
 import { ControlApi } from "../libs/control-client/index.js";
 import { NetworkSpec } from "../libs/proto/gen/trellis/v1/network.js";
 import { EndpointState, EndpointStatus } from "../libs/proto/gen/trellis/v1/state.js";
+import { agentSocketOf } from "../services/lab/config.js";
 
 const HOST = "h1";
 const PARENT = "eth0";
@@ -127,11 +128,12 @@ async function cniAdd(round: number): Promise<number> {
 }
 
 const TRELLIS_PLUGIN = new URL("../cni/trellis-cni.mjs", import.meta.url).pathname;
-const trellisCniConfig = JSON.stringify({ cniVersion: "1.0.0", name: "bench-trellis", type: "trellis", network: NETWORK, host: HOST, dataDir: "/tmp/bench-trellis-cni" });
+const trellisCniConfig = JSON.stringify({ cniVersion: "1.0.0", name: "bench-trellis", type: "trellis", network: NETWORK, socket: agentSocketOf(HOST) });
 
 /**
  * One ADD through the trellis plugin, timed until it answers (the agent has made the interface); then DEL and the
- * namespace removed, untimed. The plugin talks only to the control plane, so it runs where the lab's planner is seen.
+ * namespace removed, untimed. The plugin asks h1's agent on its socket (lab/bench-attach.sh starts the planner its
+ * local API calls).
  */
 async function trellisCniAdd(round: number): Promise<number> {
   const id = `bench-trellis-${round}`;
