@@ -54,7 +54,7 @@ async function installPlugins(binDir: string, node: string): Promise<void> {
 
 /**
  * This Node's executable, as BIN-DIR/trellis-node: written beside and renamed over, so that a plugin running now
- * keeps its file. Node's binary needs only the C library, which every node has.
+ * keeps its file. Node's binary needs glibc and libstdc++, which the usual node images (Debian, Ubuntu, RHEL) have.
  */
 async function installNode(binDir: string): Promise<string> {
   const node = join(binDir, "trellis-node");
