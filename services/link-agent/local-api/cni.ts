@@ -25,22 +25,18 @@ export function cniHandlers(plane: ControlPlane, options: CniWorkOptions): CniHa
   const work = new CniWork(plane, options);
   return {
     add: (request) => work.add(request),
-    del: async (request) => {
-      await work.release(request);
-      return {};
-    },
-    check: async (request) => {
-      await work.check(request);
-      return {};
-    },
-    status: async (request) => {
-      await work.status(request);
-      return {};
-    },
-    gc: async (request) => {
-      await work.collect(request);
-      return {};
-    },
+    del: nothingMore((request) => work.release(request)),
+    check: nothingMore((request) => work.check(request)),
+    status: nothingMore((request) => work.status(request)),
+    gc: nothingMore((request) => work.collect(request)),
+  };
+}
+
+/** A command whose success carries no answer. */
+function nothingMore<R>(work: (request: R) => Promise<void>): (request: R) => Promise<Record<string, never>> {
+  return async (request) => {
+    await work(request);
+    return {};
   };
 }
 
