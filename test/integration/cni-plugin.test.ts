@@ -4,6 +4,9 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { connectBus } from "../../libs/bus/connection.js";
+import { serveLocalApi } from "../../services/link-agent/local-api/server.js";
+import { startNatsServer } from "../support/nats-server.js";
 
 // Contract tests of the trellis and trellis-ipam CNI plugins on this machine's kernel (no ipvlan needed): the
 // plugins as a runtime runs them, alone and under Debian's macvlan and bridge plugins (CNI_PATH), asking the
@@ -162,6 +165,20 @@ describe("trellis cni install", () => {
   it("the agent's socket is root's alone", () => {
     expect(statSync(socket).mode & 0o777).toBe(0o600);
     expect(statSync(dirname(socket)).mode & 0o777).toBe(0o700);
+  });
+
+  it("is refused to a second agent while the first serves it, which goes on serving", async () => {
+    const server = await startNatsServer();
+    const nc = await connectBus({ servers: server.url, name: "cni-test" });
+    try {
+      await expect(serveLocalApi(nc, { socket, host: HOST, planner: "127.0.0.1:1" })).rejects.toThrow(
+        `failed to serve the agent's local API on ${socket}: another agent serves it: stop that one, or give this one its own socket (--socket=PATH)`,
+      );
+      expect(await cni("trellis", { command: "STATUS", config: { cniVersion: "1.1.0", name: "x", type: "trellis", ...trellisSettings() } })).toMatchObject({ code: 0 });
+    } finally {
+      await nc.close();
+      await server.stop();
+    }
   });
 });
 

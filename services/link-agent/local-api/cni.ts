@@ -90,11 +90,11 @@ class CniWork {
     } catch (error) {
       throw new CniError(CniCode.agentTimeout, (error as Error).message);
     }
-    if (reported?.state === EndpointState.ENDPOINT_STATE_FAILED) {
+    if (reported.state === EndpointState.ENDPOINT_STATE_FAILED) {
       throw new CniError(CniCode.agentFailed, `failed to make ${request.ifname} in ${request.netns} on host ${this.options.host}: ${reported.message}`);
     }
     // The report names the MAC read from the kernel; iproute2 is asked only when it does not.
-    const mac = reported?.mac || (await readInterface(request.netns, request.ifname))?.mac || "";
+    const mac = reported.mac || (await readInterface(request.netns, request.ifname))?.mac || "";
     return { name: request.ifname, mac, sandbox: request.netns };
   }
 

@@ -7,13 +7,16 @@ import { ControlApi, ControlRefusedError, ControlTimeoutError, PlannerUnreachabl
 import type { Endpoint, EndpointSpec } from "../../../libs/proto/gen/trellis/v1/network.js";
 import type { EndpointStatus } from "../../../libs/proto/gen/trellis/v1/state.js";
 import type { RecordVerifier } from "../../../libs/tls/record-signature.js";
-import { watchUntil } from "../../cli/endpoint-status.js";
+import { STATUS_TIMEOUT_MS as READY_TIMEOUT_MS } from "../../cli/endpoint-status.js";
 import { CniCode, CniError } from "../../cni/errors.js";
+import { HostStatuses } from "./host-statuses.js";
 
 /** STATUS must answer quickly: a runtime asks it before it schedules work. */
 const STATUS_TIMEOUT_MS = 3_000;
 
 export interface ControlPlaneOptions {
+  /** This agent's host, whose statuses an ADD waits for. */
+  host: string;
   /** The planner replicas (TRELLIS_PLANNER_ADDR). */
   planner: string;
   /** The agent's own: mutual TLS with its certificate when the agent has one. */
@@ -31,13 +34,17 @@ export class ControlPlane {
   /** STATUS's: the same planners, a short deadline. */
   private readonly quick: ControlApi;
   private statuses: Promise<KV> | undefined;
+  private readonly hostStatuses: HostStatuses;
 
   constructor(
     private readonly nc: NatsConnection,
-    private readonly options: ControlPlaneOptions,
+    options: ControlPlaneOptions,
   ) {
     this.control = new ControlApi({ addresses: options.planner, credentials: options.credentials });
     this.quick = new ControlApi({ addresses: options.planner, credentials: options.credentials, timeoutMs: STATUS_TIMEOUT_MS, attemptTimeoutMs: STATUS_TIMEOUT_MS });
+    this.hostStatuses = new HostStatuses(() => this.statusBucket(), options.host, options.verifier);
+    // Open now, so that the first ADD finds it open; one that fails is opened again by the next ADD.
+    void this.hostStatuses.start().catch(() => undefined);
   }
 
   attach(spec: EndpointSpec): Promise<Endpoint> {
@@ -65,9 +72,9 @@ export class ControlPlane {
     return Promise.race([this.nc.rtt().then(() => undefined, (error: Error) => `NATS does not answer the agent: ${error.message}`), timeout]);
   }
 
-  /** Waits for this host's agent to report the endpoint ready or failed. */
-  async waitForAgent(endpoint: Endpoint): Promise<EndpointStatus | undefined> {
-    return watchUntil(await this.statusBucket(), statusKey(endpoint.host, endpoint.id), false, endpoint, this.options.verifier);
+  /** Waits for this host's agent to report the endpoint ready or failed (TRELLIS_WAIT_SECONDS, 120 by default). */
+  waitForAgent(endpoint: Endpoint): Promise<EndpointStatus> {
+    return this.hostStatuses.settledStatus(endpoint, READY_TIMEOUT_MS);
   }
 
   /** Waits at most `timeoutMs` for the agent to report the endpoint removed; false when it did not in that time. */
@@ -84,9 +91,10 @@ export class ControlPlane {
     }
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.control.close();
     this.quick.close();
+    await this.hostStatuses.stop();
   }
 
   private statusBucket(): Promise<KV> {

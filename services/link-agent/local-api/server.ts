@@ -38,7 +38,7 @@ const MAX_BODY_BYTES = 64 * 1024;
  * plugin's start-up and one local round trip, not a bundle of gRPC and NATS and their connections.
  */
 export async function serveLocalApi(nc: NatsConnection, options: LocalApiOptions): Promise<LocalApi> {
-  const plane = new ControlPlane(nc, { planner: options.planner, credentials: options.credentials, verifier: options.verifier });
+  const plane = new ControlPlane(nc, { host: options.host, planner: options.planner, credentials: options.credentials, verifier: options.verifier });
   const handlers = cniHandlers(plane, { host: options.host, dataDir: options.dataDir ?? DEFAULT_CNI_DATA_DIR });
   const server = createServer((request, response) => void answer(handlers, request, response));
   try {
@@ -46,7 +46,7 @@ export async function serveLocalApi(nc: NatsConnection, options: LocalApiOptions
     await listen(server, options.socket);
     await chmod(options.socket, 0o600);
   } catch (error) {
-    plane.close();
+    await plane.close();
     server.close();
     throw new Error(`failed to serve the agent's local API on ${options.socket}: ${(error as Error).message}`);
   }
@@ -55,7 +55,7 @@ export async function serveLocalApi(nc: NatsConnection, options: LocalApiOptions
     async stop() {
       await new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();
-      plane.close();
+      await plane.close();
     },
   };
 }
