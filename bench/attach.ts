@@ -8,7 +8,8 @@
 // (c) the same Trellis attach once h1 holds HOST_CONTAINERS containers, and the agent's RSS; and
 // (d) `trellis run -d` end to end, Node's start-up included, as a user runs it; and
 // (e) an ADD through the `trellis` CNI plugin (dist/cni/trellis-cni.mjs) into a fresh namespace, interleaved with
-//     (b), and the start-up of Node alone (an empty script), so that the plugin's own cost can be told apart.
+//     (b), and the start-up of Node alone (an empty script) and the plugin's VERSION (its start-up, no agent asked),
+//     so that the plugin's own cost can be told apart.
 // Medians. Prints one line at the end, the format of the issue.
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -147,6 +148,13 @@ async function trellisCniAdd(round: number): Promise<number> {
   return took;
 }
 
+/** The plugin's VERSION: its own start-up (Node, its module, reading stdin), without asking the agent. */
+async function pluginVersion(): Promise<number> {
+  const started = performance.now();
+  await run([process.execPath, TRELLIS_PLUGIN], { ...process.env, CNI_COMMAND: "VERSION" }, '{"cniVersion":"1.1.0"}');
+  return performance.now() - started;
+}
+
 async function nodeStartup(): Promise<number> {
   const started = performance.now();
   await run([process.execPath, "-e", ""]);
@@ -191,16 +199,18 @@ async function main(): Promise<void> {
     const cni: number[] = [];
     const plugin: number[] = [];
     const node: number[] = [];
+    const version: number[] = [];
     for (let round = 1; round <= ROUNDS; round++) {
       trellis.push(await trellisAttach(control, watch, `empty-${round}`));
       cni.push(await cniAdd(round));
       plugin.push(await trellisCniAdd(round));
       node.push(await nodeStartup());
+      version.push(await pluginVersion());
     }
     console.log(`empty host: trellis ${trellis.map(round0).join(" ")} ms; cni-ipvlan ${cni.map(round0).join(" ")} ms`);
     const [p, n, c0] = [median(plugin), median(node), median(cni)];
     console.log(`cni add: trellis plugin ${plugin.map(round0).join(" ")} ms; node start-up ${node.map(round0).join(" ")} ms`);
-    console.log(`cni add: trellis ${round0(p)} ms (less node start-up ${round0(p - n)} ms), cni-ipvlan ${round0(c0)} ms, ratio less start-up ${round2((p - n) / c0)}, whole ${round2(p / c0)}`);
+    console.log(`cni add: trellis ${round0(p)} ms (less node start-up ${round0(p - n)} ms), cni-ipvlan ${round0(c0)} ms, ratio less start-up ${round2((p - n) / c0)}, whole ${round2(p / c0)}, plugin VERSION ${round0(median(version))} ms`);
 
     await fill(control, watch, ROUNDS + 1, HOST_CONTAINERS);
     const full: number[] = [];
