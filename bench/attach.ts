@@ -97,6 +97,8 @@ function run(argv: string[], env: NodeJS.ProcessEnv = process.env, input = ""): 
     child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
     child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
     child.on("error", reject);
+    // A program that does not read its stdin (node -e "") may be gone before the write: its exit status says how it went.
+    child.stdin.on("error", () => undefined);
     child.on("close", (code) => (code === 0 ? resolve(stdout) : reject(new Error(`${argv.join(" ")} failed (exit ${code}): ${stderr}${stdout}`))));
     child.stdin.end(input);
   });
