@@ -8,7 +8,8 @@
 // (c) the same Trellis attach once h1 holds HOST_CONTAINERS containers, and the agent's RSS; and
 // (d) `trellis run -d` end to end, Node's start-up included, as a user runs it; and
 // (e) an ADD through the `trellis` CNI plugin (dist/cni/trellis-cni.mjs) into a fresh namespace, interleaved with
-//     (b), and the start-up of Node alone (an empty script), so that the plugin's own cost can be told apart.
+//     (b), and the start-up of Node alone (an empty script) and the plugin's VERSION (its start-up, no agent asked),
+//     so that the plugin's own cost can be told apart.
 // Medians. Prints one line at the end, the format of the issue.
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -20,6 +21,7 @@ import { Buckets, hostKeysFilter, statusKey } from "../libs/bus/subjects.js";
 import { ControlApi } from "../libs/control-client/index.js";
 import { NetworkSpec } from "../libs/proto/gen/trellis/v1/network.js";
 import { EndpointState, EndpointStatus } from "../libs/proto/gen/trellis/v1/state.js";
+import { agentSocketOf } from "../services/lab/config.js";
 
 const HOST = "h1";
 const PARENT = "eth0";
@@ -95,6 +97,8 @@ function run(argv: string[], env: NodeJS.ProcessEnv = process.env, input = ""): 
     child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
     child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
     child.on("error", reject);
+    // A program that does not read its stdin (node -e "") may be gone before the write: its exit status says how it went.
+    child.stdin.on("error", () => undefined);
     child.on("close", (code) => (code === 0 ? resolve(stdout) : reject(new Error(`${argv.join(" ")} failed (exit ${code}): ${stderr}${stdout}`))));
     child.stdin.end(input);
   });
@@ -127,11 +131,12 @@ async function cniAdd(round: number): Promise<number> {
 }
 
 const TRELLIS_PLUGIN = new URL("../cni/trellis-cni.mjs", import.meta.url).pathname;
-const trellisCniConfig = JSON.stringify({ cniVersion: "1.0.0", name: "bench-trellis", type: "trellis", network: NETWORK, host: HOST, dataDir: "/tmp/bench-trellis-cni" });
+const trellisCniConfig = JSON.stringify({ cniVersion: "1.0.0", name: "bench-trellis", type: "trellis", network: NETWORK, socket: agentSocketOf(HOST) });
 
 /**
  * One ADD through the trellis plugin, timed until it answers (the agent has made the interface); then DEL and the
- * namespace removed, untimed. The plugin talks only to the control plane, so it runs where the lab's planner is seen.
+ * namespace removed, untimed. The plugin asks h1's agent on its socket (lab/bench-attach.sh starts the planner its
+ * local API calls).
  */
 async function trellisCniAdd(round: number): Promise<number> {
   const id = `bench-trellis-${round}`;
@@ -143,6 +148,13 @@ async function trellisCniAdd(round: number): Promise<number> {
   await run([process.execPath, TRELLIS_PLUGIN], cniEnv("DEL", id), trellisCniConfig);
   await run(["ip", "netns", "delete", id]);
   return took;
+}
+
+/** The plugin's VERSION: its own start-up (Node, its module, reading stdin), without asking the agent. */
+async function pluginVersion(): Promise<number> {
+  const started = performance.now();
+  await run([process.execPath, TRELLIS_PLUGIN], { ...process.env, CNI_COMMAND: "VERSION" }, '{"cniVersion":"1.1.0"}');
+  return performance.now() - started;
 }
 
 async function nodeStartup(): Promise<number> {
@@ -189,16 +201,18 @@ async function main(): Promise<void> {
     const cni: number[] = [];
     const plugin: number[] = [];
     const node: number[] = [];
+    const version: number[] = [];
     for (let round = 1; round <= ROUNDS; round++) {
       trellis.push(await trellisAttach(control, watch, `empty-${round}`));
       cni.push(await cniAdd(round));
       plugin.push(await trellisCniAdd(round));
       node.push(await nodeStartup());
+      version.push(await pluginVersion());
     }
     console.log(`empty host: trellis ${trellis.map(round0).join(" ")} ms; cni-ipvlan ${cni.map(round0).join(" ")} ms`);
     const [p, n, c0] = [median(plugin), median(node), median(cni)];
     console.log(`cni add: trellis plugin ${plugin.map(round0).join(" ")} ms; node start-up ${node.map(round0).join(" ")} ms`);
-    console.log(`cni add: trellis ${round0(p)} ms (less node start-up ${round0(p - n)} ms), cni-ipvlan ${round0(c0)} ms, ratio less start-up ${round2((p - n) / c0)}, whole ${round2(p / c0)}`);
+    console.log(`cni add: trellis ${round0(p)} ms (less node start-up ${round0(p - n)} ms), cni-ipvlan ${round0(c0)} ms, ratio less start-up ${round2((p - n) / c0)}, whole ${round2(p / c0)}, plugin VERSION ${round0(median(version))} ms`);
 
     await fill(control, watch, ROUNDS + 1, HOST_CONTAINERS);
     const full: number[] = [];

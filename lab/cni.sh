@@ -7,9 +7,10 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-# The lab's planner listens on the guest's loopback, which the hosts' namespaces (where podman runs the plugin)
-# do not see: a replica of this script's own on the underlay, on the same NATS and IPAM (its metrics off: the lab's
-# own planner has the default port).
+# The plugins ask their host's agent (on /run/trellis/HOST.sock), whose local API calls the planner. The lab's
+# planner listens on the guest's loopback, which the hosts' namespaces do not see: a replica of this script's own on
+# the underlay, where the agents look for it (services/lab/config.ts AGENT_PLANNER_ADDR), on the same NATS and IPAM
+# (its metrics off: the lab's own planner has the default port).
 export TRELLIS_PLANNER_ADDR=192.168.1.254:7720
 trellis planner --listen="$TRELLIS_PLANNER_ADDR" --ipam=127.0.0.1:7711 --metrics=off >>/tmp/lab/cni-planner.log 2>&1 &
 wait_until trellis network ls
@@ -49,7 +50,7 @@ section create
 show trellis network create --subnet=10.60.0.0/24 --gateway=10.60.0.1 -o parent=eth0.60 cni60
 
 section install
-for host in h1 h2; do TRELLIS_HOST=$host trellis cni install --bin-dir=/tmp/cni/bin --conf-dir=/tmp/cni/$host cni60; done
+for host in h1 h2; do TRELLIS_AGENT_SOCKET=/run/trellis/$host.sock trellis cni install --bin-dir=/tmp/cni/bin --conf-dir=/tmp/cni/$host cni60; done
 cat /tmp/cni/h1/cni60.conflist
 
 section run
@@ -90,7 +91,7 @@ pod h1 exec p3 ip -4 addr show eth0
 # --- L3: a podman container on h1 reaches a `trellis run` container on h2 through the distributed routes.
 section l3
 show trellis network create --subnet=10.61.0.0/16 -o parent=eth0 -o ipvlan_mode=l3 cni61
-for host in h1 h2; do TRELLIS_HOST=$host trellis cni install --bin-dir=/tmp/cni/bin --conf-dir=/tmp/cni/$host cni61 >/dev/null; done
+for host in h1 h2; do TRELLIS_AGENT_SOCKET=/run/trellis/$host.sock trellis cni install --bin-dir=/tmp/cni/bin --conf-dir=/tmp/cni/$host cni61 >/dev/null; done
 trellis run --net=cni61 --name=t2 --host=h2 >/dev/null
 T2=$(addr_of t2)
 show pod h1 run -d --name=q1 --network=cni61 --cap-add=NET_RAW localhost/bb sleep 3600
@@ -106,7 +107,7 @@ show trellis network create --subnet=10.62.0.0/24 --gateway=10.62.0.1 cni62
 for host in h1 h2; do
   cat > /tmp/cni/$host/cni62.conflist <<CONF
 {"cniVersion": "1.0.0", "name": "cni62", "plugins": [{"type": "ipvlan", "master": "eth0.60",
-  "ipam": {"type": "trellis-ipam", "network": "cni62", "host": "$host", "planner": "$TRELLIS_PLANNER_ADDR", "nats": "$TRELLIS_NATS_URL"}}]}
+  "ipam": {"type": "trellis-ipam", "network": "cni62", "socket": "/run/trellis/$host.sock"}}]}
 CONF
 done
 show pod h1 run -d --name=i1 --network=cni62 --cap-add=NET_RAW localhost/bb sleep 3600
@@ -124,11 +125,12 @@ echo > /tmp/empty.js
 ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 t=$(date +%s%N); node /tmp/empty.js; echo "node empty script: $(ms $t) ms"
 t=$(date +%s%N); echo '{"cniVersion":"1.1.0"}' | CNI_COMMAND=VERSION /tmp/cni/bin/trellis >/dev/null; echo "plugin VERSION: $(ms $t) ms"
+ls -l /run/trellis/h1.sock
 t=$(date +%s%N); pod h1 run -d --name=p4 --network=cni60 localhost/bb sleep 3600 >/dev/null; echo "podman run on cni60: $(ms $t) ms"
 
 section status
 for host in h1 h2; do
-  echo '{"cniVersion":"1.1.0","name":"cni60","type":"trellis","network":"cni60","host":"'$host'","planner":"'$TRELLIS_PLANNER_ADDR'","nats":"'$TRELLIS_NATS_URL'"}' |
+  echo '{"cniVersion":"1.1.0","name":"cni60","type":"trellis","network":"cni60","socket":"/run/trellis/'$host'.sock"}' |
     CNI_COMMAND=STATUS nsenter --net=/run/netns/$host /tmp/cni/bin/trellis
   echo "status $host exit $?"
 done

@@ -23,9 +23,10 @@ await build({
   logLevel: "warning",
 });
 
-// The CNI plugin: one self-contained file (no chunks, no native addon), as `trellis cni install` copies it into a
-// runtime's plugin folder and a runtime starts it once per call, where start-up is the cost that counts.
-await build({
+// The CNI plugin: one small self-contained file, as `trellis cni install` copies it into a runtime's plugin folder and
+// a runtime starts it once per call, where start-up is the cost that counts. It asks the host's agent over a local
+// socket (services/link-agent/local-api), so it needs Node's built-ins alone: the build fails if anything else gets in.
+const plugin = await build({
   entryPoints: { "trellis-cni": "services/cni/main.ts" },
   outdir: "dist/cni",
   outExtension: { ".js": ".mjs" },
@@ -34,6 +35,10 @@ await build({
   platform: "node",
   target: "node20",
   minify: true,
-  banner: { js: 'import { createRequire as trellisCreateRequire } from "node:module"; const require = trellisCreateRequire(import.meta.url);' },
+  metafile: true,
   logLevel: "warning",
 });
+const packages = Object.keys(plugin.metafile.inputs).filter((input) => input.includes("node_modules/"));
+if (packages.length > 0) {
+  throw new Error(`the CNI plugin's bundle must hold Node's built-ins only, but it takes in ${packages.join(", ")}: keep the plugin's imports to services/cni and services/link-agent/local-api/protocol.ts`);
+}

@@ -1,6 +1,6 @@
 import { ServerInterceptingCall, status, type ServerInterceptor, type ServiceDefinition, type StatusObject } from "@grpc/grpc-js";
 import type { PeerCertificate } from "node:tls";
-import { describeIdentity, identityFromSubjectAltName, type Role } from "../tls/identity.js";
+import { describeIdentity, identityFromSubjectAltName, type Identity, type Role } from "../tls/identity.js";
 
 /** Which roles may call each method of a service: every method is named, so a new one cannot be forgotten. */
 export interface AccessPolicy {
@@ -73,4 +73,10 @@ function refusal(rule: Rule, peer: PeerCertificate | undefined): Pick<StatusObje
     code: status.PERMISSION_DENIED,
     details: `${describeIdentity(identity)} may not call ${call}: that takes the role ${rule.roles.join(" or ") || "of no one"}`,
   };
+}
+
+/** The Trellis identity of the caller's certificate, which the CA vouched for in the handshake; undefined without TLS. */
+export function callerIdentity(call: { getAuthContext(): { sslPeerCertificate?: PeerCertificate } }): Identity | undefined {
+  const peer = call.getAuthContext().sslPeerCertificate;
+  return peer ? identityFromSubjectAltName(peer.subjectaltname) : undefined;
 }

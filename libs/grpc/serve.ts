@@ -15,12 +15,13 @@ import { HealthService } from "../proto/gen/grpc/health/v1/health.js";
  * A unary handler from an async function, in a SERVER span (rpc.* conventions) that joins the caller's trace; a thrown
  * StatusError reaches the client with its code and message.
  */
-export function unaryHandler<Req, Res>(handle: (request: Req) => Promise<Res>) {
+/** `handle` gets the call too, for what the request does not say: who is calling (authorise.ts callerIdentity). */
+export function unaryHandler<Req, Res>(handle: (request: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
     const path = call.getPath();
     const span = tracer.startSpan(path.slice(1), { kind: SpanKind.SERVER, attributes: rpcAttributes(path) }, contextFromMetadata(call.metadata));
     context
-      .with(trace.setSpan(contextFromMetadata(call.metadata), span), () => handle(call.request))
+      .with(trace.setSpan(contextFromMetadata(call.metadata), span), () => handle(call.request, call))
       .then((response) => {
         endRpcSpan(span, status.OK, "");
         callback(null, response);

@@ -22,7 +22,7 @@ Certificates:
   certs init | issue NAME --role=R   the cluster's CA, and a key and certificate per service, host or person
 
 CNI (container runtimes, Kubernetes):
-  cni install [--bin-dir] [--conf-dir] NETWORK   the trellis and trellis-ipam plugins and a conflist for NETWORK
+  cni install [--bin-dir] [--conf-dir] [--with-node] NETWORK   the trellis and trellis-ipam plugins and a conflist for NETWORK
 
 NATS:
   nats replicas N                give every Trellis stream and bucket N copies (TRELLIS_NATS_REPLICAS)
@@ -32,7 +32,8 @@ Lab:
   host exec HOST CMD...          run a command in a lab host's namespace
 
 Connection settings: TRELLIS_NATS_URL, TRELLIS_NATS_REPLICAS, TRELLIS_PLANNER_ADDR (HOST:PORT, or several replicas
-separated by commas), TRELLIS_IPAM_ADDR, TRELLIS_HOST, TRELLIS_TLS_CA, TRELLIS_TLS_CERT, TRELLIS_TLS_KEY, TRELLIS_NATS_TLS_CA.`;
+separated by commas), TRELLIS_IPAM_ADDR, TRELLIS_HOST, TRELLIS_AGENT_SOCKET, TRELLIS_TLS_CA, TRELLIS_TLS_CERT, TRELLIS_TLS_KEY,
+TRELLIS_NATS_TLS_CA.`;
 
 type Command = (argv: string[]) => Promise<number>;
 

@@ -1,15 +1,11 @@
-import { hostname } from "node:os";
+import { AGENT_SOCKET_ENV, DEFAULT_AGENT_SOCKET, type PluginRole } from "../link-agent/local-api/protocol.js";
 import { CniCode, CniError } from "./errors.js";
 import { checkVersion } from "./versions.js";
 
 export const COMMANDS = ["ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"] as const;
 export type Command = (typeof COMMANDS)[number];
 
-/** `trellis` makes the interface; `trellis-ipam` only hands out addresses, for another main plugin. */
-export type PluginRole = "main" | "ipam";
-
-/** Where the attachment records live (as host-local keeps its leases under /var/lib/cni). */
-export const DEFAULT_DATA_DIR = "/var/lib/cni/trellis";
+export type { PluginRole };
 
 /** One call of the plugin: the runtime's environment and network configuration, checked. */
 export interface Invocation {
@@ -18,11 +14,8 @@ export interface Invocation {
   version: string;
   /** The Trellis network (`network` of the plugin's config, or of its `ipam` section for trellis-ipam). */
   network: string;
-  /** Settings `trellis cni install` writes into the config; else the environment's, else loopback. */
-  host: string;
-  planner: string;
-  nats: string;
-  dataDir: string;
+  /** The host's agent's local API: the config's `socket`, else TRELLIS_AGENT_SOCKET, else the default. */
+  socket: string;
   containerId: string;
   netns: string;
   ifname: string;
@@ -44,10 +37,7 @@ export function parseInvocation(role: PluginRole, env: NodeJS.ProcessEnv, stdin:
     command: command as Command,
     version,
     network,
-    host: stringSetting(section.host) || env.TRELLIS_HOST || hostname(),
-    planner: stringSetting(section.planner) || env.TRELLIS_PLANNER_ADDR || "127.0.0.1:7710",
-    nats: stringSetting(section.nats) || env.TRELLIS_NATS_URL || "nats://127.0.0.1:4222",
-    dataDir: stringSetting(section.dataDir) || DEFAULT_DATA_DIR,
+    socket: stringSetting(section.socket) || env[AGENT_SOCKET_ENV] || DEFAULT_AGENT_SOCKET,
     containerId: env.CNI_CONTAINERID ?? "",
     netns: env.CNI_NETNS ?? "",
     ifname: env.CNI_IFNAME ?? "",

@@ -1,4 +1,4 @@
-import type { Route } from "../../libs/proto/gen/trellis/v1/network.js";
+import type { AttachmentRoute } from "../link-agent/local-api/protocol.js";
 import { CniCode, CniError } from "./errors.js";
 
 /** The versions this plugin answers in; 0.3.0 and 0.3.1 share a result format, as do 1.0.0 and 1.1.0. */
@@ -18,7 +18,7 @@ export interface Attachment {
   iface?: ResultInterface;
   /** With prefix length, e.g. 192.168.20.5/24, each with the gateway of its subnet (empty in l3). */
   ips: { address: string; gateway: string }[];
-  routes: Route[];
+  routes: AttachmentRoute[];
   nameservers: string[];
   /** The earlier plugins' result in a chain, whose interfaces come first. */
   prevResult?: Record<string, unknown>;
@@ -56,7 +56,7 @@ export function formatResult(version: string, attachment: Attachment): Record<st
   };
 }
 
-function routeDestination(route: Route): string {
+function routeDestination(route: AttachmentRoute): string {
   if (route.dst !== "default") return route.dst;
   return route.ipv6 ? "::/0" : "0.0.0.0/0";
 }

@@ -10,6 +10,16 @@ export const UNDERLAY_PREFIX6 = 64;
 export const NATS_URL = `nats://${CONTROL_ADDRESS}:4222`;
 export const PLANNER_ADDR = "127.0.0.1:7710";
 export const IPAM_ADDR = "127.0.0.1:7711";
+/**
+ * The planner the agents' local APIs (the CNI plugins' way in) call. The lab's own planner listens on the guest's
+ * loopback, which the hosts' namespaces do not see: a script that runs CNI plugins (lab/cni.sh, bench-attach.sh)
+ * starts a replica here, on the underlay. Nothing is asked of it until a plugin calls.
+ */
+export const AGENT_PLANNER_ADDR = `${CONTROL_ADDRESS}:7720`;
+/** Each host's agent serves its local API on a socket of its own: the hosts share the guest's filesystem. */
+export function agentSocketOf(host: string): string {
+  return `/run/trellis/${host}.sock`;
+}
 
 /** Inside the guest: /run and /tmp are the guest's own tmpfs. */
 export const STATE_DIR = "/run/trellis-lab";
@@ -136,12 +146,14 @@ export function defaultServices(hosts: LabHost[], cli: string[], tls = false, ro
         host.address6,
         "--nats",
         NATS_URL,
+        "--socket",
+        agentSocketOf(host.name),
         ...(host.role === "upstream" ? ["--role", "upstream"] : bgpFlagsFor(routers)),
       ],
       netns: host.name,
       agentHost: host.name,
       stage: 2,
-      ...own(host.name),
+      env: { ...(tls ? certificateEnv(host.name) : {}), TRELLIS_PLANNER_ADDR: AGENT_PLANNER_ADDR },
     })),
   ];
 }

@@ -1,6 +1,8 @@
 import { ControlService, type ControlServer } from "../../libs/proto/gen/trellis/v1/control.js";
 import { NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
 import { unaryHandler } from "../../libs/grpc/serve.js";
+import { callerIdentity } from "../../libs/grpc/authorise.js";
+import { checkHostScope } from "./host-scope.js";
 import { applyOnce } from "./intents.js";
 import type { Planner } from "./planner.js";
 import type { PlannerStore } from "./store.js";
@@ -29,7 +31,8 @@ export function controlImplementation(planner: Planner, store: PlannerStore, met
     }),
     inspectNetwork: unaryHandler((request) => planner.inspectNetwork(request.name)),
     listNetworks: unaryHandler(async () => ({ networks: await planner.listNetworks() })),
-    attachEndpoint: unaryHandler(async (request) => {
+    attachEndpoint: unaryHandler(async (request, call) => {
+      checkHostScope(callerIdentity(call), request.spec?.host ?? "", "attach");
       const outcome = await applyOnce(store, request.intentId, () =>
         metrics.intent("attach", async () => ({
           endpoint: await planner.attachEndpoint(request.spec ?? { network: "", container: "", host: "", ipv4: "", ipv6: "" }, request.intentId),
@@ -37,7 +40,8 @@ export function controlImplementation(planner: Planner, store: PlannerStore, met
       );
       return outcome.endpoint!;
     }),
-    detachEndpoint: unaryHandler(async (request) => {
+    detachEndpoint: unaryHandler(async (request, call) => {
+      checkHostScope(callerIdentity(call), store.view.endpoint(request.container)?.value.host, "detach");
       await applyOnce(store, request.intentId, () =>
         metrics.intent("detach", async () => {
           await planner.detachEndpoint(request.container);

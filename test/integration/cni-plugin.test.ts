@@ -1,14 +1,18 @@
 import { execFileSync, spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { connectBus } from "../../libs/bus/connection.js";
+import { serveLocalApi } from "../../services/link-agent/local-api/server.js";
+import { startNatsServer } from "../support/nats-server.js";
 
 // Contract tests of the trellis and trellis-ipam CNI plugins on this machine's kernel (no ipvlan needed): the
-// plugins as a runtime runs them, alone and under Debian's macvlan and bridge plugins (CNI_PATH). Everything runs
-// in a namespace made here (its own loopback holds the control plane; bridge's sysctls and macvlan's links stay
-// in it), and the "containers" are namespaces made here too; all are removed after.
+// plugins as a runtime runs them, alone and under Debian's macvlan and bridge plugins (CNI_PATH), asking the
+// agent's local API on its unix socket (served here as the agent serves it, with the agent's module). Everything
+// runs in a namespace made here (its own loopback holds the control plane; bridge's sysctls and macvlan's links
+// stay in it), and the "containers" are namespaces made here too; all are removed after.
 
 const NS = `trtest-cni-${process.pid}`;
 const HOST = "cnihost";
@@ -20,6 +24,9 @@ const planeScript = new URL("../support/namespaced-control-plane.mjs", import.me
 const work = mkdtempSync(join(tmpdir(), "trellis-cni-"));
 const binDir = join(work, "bin");
 const dataDir = join(work, "data");
+const socket = join(work, "run", "agent.sock");
+/** A local API whose planner is nowhere. */
+const downSocket = join(work, "run", "down.sock");
 let plane: ChildProcessWithoutNullStreams;
 let planner = "";
 let nats = "";
@@ -70,9 +77,9 @@ function cni(plugin: string, call: Call): Promise<CniOutcome> {
   });
 }
 
-/** The settings `trellis cni install` would write, pointed at this test's control plane and data folder. */
+/** The settings `trellis cni install` would write, pointed at this test's agent socket. */
 function trellisSettings(network = "cni_l2") {
-  return { network, host: HOST, planner, nats, dataDir };
+  return { network, socket };
 }
 
 function ipamConfig(type: string, version: string, extra: Record<string, unknown> = {}) {
@@ -110,7 +117,7 @@ beforeAll(async () => {
   execFileSync("ip", ["-n", NS, "link", "add", "mvparent", "type", "veth", "peer", "name", "mvpeer"]);
   for (const link of ["mvparent", "mvpeer"]) execFileSync("ip", ["-n", NS, "link", "set", link, "up"]);
   for (const name of ["c1", "c2", "c3", "c4"]) execFileSync("ip", ["netns", "add", containerNs(name)]);
-  plane = spawn("ip", ["netns", "exec", NS, process.execPath, planeScript, HOST]);
+  plane = spawn("ip", ["netns", "exec", NS, process.execPath, planeScript, HOST, `--local-api=${socket},${downSocket},${dataDir}`]);
   let log = "";
   plane.stderr.on("data", (chunk: Buffer) => (log += chunk.toString()));
   const first = await new Promise<string>((resolve, reject) => {
@@ -118,7 +125,7 @@ beforeAll(async () => {
     plane.once("exit", (code) => reject(new Error(`the control plane exited (${code}):\n${log}`)));
   });
   ({ planner, nats } = JSON.parse(first) as { planner: string; nats: string });
-  const env = { ...process.env, TRELLIS_PLANNER_ADDR: planner, TRELLIS_NATS_URL: nats, TRELLIS_HOST: HOST };
+  const env = { ...process.env, TRELLIS_PLANNER_ADDR: planner, TRELLIS_NATS_URL: nats, TRELLIS_HOST: HOST, TRELLIS_AGENT_SOCKET: socket };
   execFileSync("ip", ["netns", "exec", NS, process.execPath, cli, "network", "create", "--subnet=10.77.0.0/24", "--gateway=10.77.0.1", "cni_l2"], { env });
   execFileSync(process.execPath, [cli, "cni", "install", `--bin-dir=${binDir}`, `--conf-dir=${join(work, "net.d")}`, "cni_l2"], { env });
 }, 60_000);
@@ -134,12 +141,44 @@ afterAll(async () => {
 }, 30_000);
 
 describe("trellis cni install", () => {
-  it("puts both plugins in the bin dir and a conflist for the network in the conf dir", async () => {
+  it("puts both plugins in the bin dir and a conflist for the network, naming the agent's socket, in the conf dir", async () => {
     expect(readdirSync(binDir).sort()).toEqual(["trellis", "trellis-ipam"]);
-    const { readFileSync } = await import("node:fs");
     expect(readFileSync(join(binDir, "trellis"), "utf8").split("\n")[0]).toBe(`#!${process.execPath}`);
     const conflist = JSON.parse(readFileSync(join(work, "net.d", "cni_l2.conflist"), "utf8"));
-    expect(conflist).toMatchObject({ cniVersion: "1.0.0", name: "cni_l2", plugins: [{ type: "trellis", network: "cni_l2", host: HOST, planner, nats }] });
+    expect(conflist).toEqual({ cniVersion: "1.0.0", name: "cni_l2", plugins: [{ type: "trellis", network: "cni_l2", socket, capabilities: { ips: true } }] });
+  });
+
+  it("--with-node puts this Node beside them, and the plugins run with it", async () => {
+    const withNode = join(work, "bin-node");
+    execFileSync(process.execPath, [cli, "cni", "install", "--with-node", `--bin-dir=${withNode}`, `--conf-dir=${join(work, "net.d-node")}`, "cni_l2"], { env: { ...process.env, TRELLIS_AGENT_SOCKET: socket } });
+    expect(readdirSync(withNode).sort()).toEqual(["trellis", "trellis-ipam", "trellis-node"]);
+    expect(readFileSync(join(withNode, "trellis-ipam"), "utf8").split("\n")[0]).toBe(`#!${join(withNode, "trellis-node")}`);
+    expect(await cni(join(withNode, "trellis"), { command: "VERSION", config: { cniVersion: "1.1.0" } })).toMatchObject({ code: 0, json: { cniVersion: "1.1.0" } });
+  });
+
+  it("the plugin is small and holds no gRPC, NATS or protobuf: it only asks the agent", () => {
+    const plugin = readFileSync(join(binDir, "trellis"), "utf8");
+    expect(plugin.length).toBeLessThan(20_000);
+    expect(plugin).not.toMatch(/grpc|nats-io|protobuf/i);
+  });
+
+  it("the agent's socket is root's alone", () => {
+    expect(statSync(socket).mode & 0o777).toBe(0o600);
+    expect(statSync(dirname(socket)).mode & 0o777).toBe(0o700);
+  });
+
+  it("is refused to a second agent while the first serves it, which goes on serving", async () => {
+    const server = await startNatsServer();
+    const nc = await connectBus({ servers: server.url, name: "cni-test" });
+    try {
+      await expect(serveLocalApi(nc, { socket, host: HOST, planner: "127.0.0.1:1" })).rejects.toThrow(
+        `failed to serve the agent's local API on ${socket}: another agent serves it: stop that one, or give this one its own socket (--socket=PATH)`,
+      );
+      expect(await cni("trellis", { command: "STATUS", config: { cniVersion: "1.1.0", name: "x", type: "trellis", ...trellisSettings() } })).toMatchObject({ code: 0 });
+    } finally {
+      await nc.close();
+      await server.stop();
+    }
   });
 });
 
@@ -178,6 +217,12 @@ describe("VERSION and bad input", () => {
     expect(records()).toEqual([]);
   });
 
+  it("refuses a network name that would leave the agent's data folder, and writes nothing", async () => {
+    const outcome = await cni("trellis", { ...add, config: { cniVersion: "1.0.0", name: "x", type: "trellis", ...trellisSettings("../escape") } });
+    expect(outcome.json).toMatchObject({ code: 7, msg: `invalid network "../escape": use letters, digits, "_", "." and "-", starting with a letter or digit` });
+    expect(existsSync(join(work, "escape"))).toBe(false);
+  });
+
   it("trellis-ipam wants the network in its ipam section", async () => {
     const outcome = await cni("trellis-ipam", { ...add, config: { cniVersion: "1.0.0", name: "x", type: "macvlan", ipam: { type: "trellis-ipam" } } });
     expect(outcome.json).toMatchObject({ code: 7 });
@@ -186,21 +231,26 @@ describe("VERSION and bad input", () => {
 });
 
 describe("STATUS and an unreachable control plane", () => {
-  it("answers nothing, successfully, when the planner answers and the host's agent reports", async () => {
+  it("answers nothing, successfully, when the planner and NATS answer the host's agent", async () => {
     expect(await cni("trellis", { command: "STATUS", config: { cniVersion: "1.1.0", name: "x", type: "trellis", ...trellisSettings() } })).toMatchObject({ code: 0, json: undefined });
   });
 
-  it("is 50 when the host's agent never reported", async () => {
-    const outcome = await cni("trellis", { command: "STATUS", config: { cniVersion: "1.1.0", name: "x", type: "trellis", ...trellisSettings(), host: "ghost" } });
-    expect(outcome.json).toMatchObject({ code: 50, msg: "Trellis is not available on this host: the agent of host ghost has never reported: start it (trellis agent --host=ghost)" });
+  it("is 50 when no agent serves the socket, and ADD is 11 (try again later) then", async () => {
+    const nowhere = join(work, "run", "none.sock");
+    const config = { cniVersion: "1.1.0", name: "x", type: "trellis", ...trellisSettings(), socket: nowhere };
+    const outcome = await cni("trellis", { command: "STATUS", config });
+    expect(outcome.json).toMatchObject({ code: 50, msg: `Trellis is not available on this host: no agent serves ${nowhere}: start this host's agent (trellis agent), or name its socket in the config's "socket"` });
+    const add = await cni("trellis", { command: "ADD", containerId: "noagent1", netns: netnsPath("c1"), ifname: "eth0", config });
+    expect(add.json).toMatchObject({ code: 11, msg: `failed to reach this host's Trellis agent: no agent serves ${nowhere}: start this host's agent (trellis agent), or name its socket in the config's "socket"` });
+    expect(records()).toEqual([]);
   });
 
-  it("is 50 without a control plane, and ADD is 11 (try again later) then", async () => {
-    const config = { cniVersion: "1.1.0", name: "x", type: "trellis", ...trellisSettings(), planner: "127.0.0.1:1" };
+  it("is 50 when the agent reaches no control plane, and ADD is 11 (try again later) then", async () => {
+    const config = { cniVersion: "1.1.0", name: "x", type: "trellis", ...trellisSettings(), socket: downSocket };
     const status = await cni("trellis", { command: "STATUS", config });
     expect(status.json).toMatchObject({ code: 50 });
     expect(status.json!.msg).toMatch(/^Trellis is not available: failed to reach the control plane: failed to reach the planner at 127\.0\.0\.1:1: connection refused/);
-    const add = await cni("trellis-ipam", { command: "ADD", containerId: "down1", netns: netnsPath("c1"), ifname: "eth0", config: { ...ipamOnly(), ipam: { type: "trellis-ipam", ...trellisSettings(), planner: "127.0.0.1:1" } } });
+    const add = await cni("trellis-ipam", { command: "ADD", containerId: "down1", netns: netnsPath("c1"), ifname: "eth0", config: { ...ipamOnly(), ipam: { type: "trellis-ipam", ...trellisSettings(), socket: downSocket } } });
     expect(add.json).toMatchObject({ code: 11 });
     expect(add.json!.msg).toMatch(/^failed to reach the control plane: failed to reach the planner at 127\.0\.0\.1:1/);
     expect(records()).toEqual([]);

@@ -143,12 +143,33 @@ describe("the Control API with TLS", () => {
     await expectRefused(attachH3, status.NOT_FOUND, "host h3 is not known: known hosts are h1 (start trellis agent --host=h3 there)");
   });
 
+  it("lets an agent attach and detach containers on its own host (its CNI plugins'), and on no other", async () => {
+    await authority.issue("h2", "agent");
+    const nc = await connectBus({ servers: nats.url, name: "grpc-tls-test" });
+    const h2 = { host: "h2", addresses: ["192.0.2.12"], role: "host" as const, missingLinkKinds: [], interfaces: [], heartbeatMs: 2000, signer: new RecordSigner(authority.tls("h2")) };
+    await writeHeartbeat(await openBucket(nc, Buckets.hosts), h2);
+    await nc.close();
+    const operator = controlAs(credentialsOf("alice"));
+    await createNetwork(operator, "agentnet", "10.72.0.0/24");
+    const agent = controlAs(credentialsOf("h1"));
+    const attachOn = (client: ControlClient, container: string, host: string) =>
+      callUnary(client.attachEndpoint.bind(client), { intentId: "", spec: { network: "agentnet", container, host, ipv4: "", ipv6: "" } });
+    await expect(attachOn(agent, "a1", "h1")).resolves.toMatchObject({ container: "a1", host: "h1" });
+    await expect(callUnary(agent.inspectNetwork.bind(agent), { name: "agentnet" })).resolves.toMatchObject({ name: "agentnet" });
+    await expectRefused(() => attachOn(agent, "a2", "h2"), status.PERMISSION_DENIED, 'agent "h1" may attach containers on its own host only, not on host h2');
+    await attachOn(operator, "b2", "h2");
+    await expectRefused(() => callUnary(agent.detachEndpoint.bind(agent), { intentId: "", container: "b2" }), status.PERMISSION_DENIED, 'agent "h1" may detach containers on its own host only, not on host h2');
+    await callUnary(agent.detachEndpoint.bind(agent), { intentId: "", container: "a1" });
+    expect((await stored()).endpoints.filter((endpoint) => endpoint.endsWith("@agentnet"))).toEqual(["b2@agentnet"]);
+    await expectRefused(() => createNetwork(agent, "agent_net", "10.73.0.0/24"), status.PERMISSION_DENIED, 'agent "h1" may not call CreateNetwork on trellis.v1.Control: that takes the role operator');
+  });
+
   it("lets a reader list and inspect, and refuses it any change", async () => {
     const reader = controlAs(credentialsOf("bob"));
     expect((await callUnary(reader.inspectNetwork.bind(reader), { name: "web" })).name).toBe("web");
     const lacks = (method: string, roles: string) => `reader "bob" may not call ${method} on trellis.v1.Control: that takes the role ${roles}`;
     await expectRefused(() => createNetwork(reader, "bob_net", "10.72.0.0/24"), status.PERMISSION_DENIED, lacks("CreateNetwork", "operator"));
-    await expectRefused(() => attach(reader, "c2", "web"), status.PERMISSION_DENIED, lacks("AttachEndpoint", "operator or controller"));
+    await expectRefused(() => attach(reader, "c2", "web"), status.PERMISSION_DENIED, lacks("AttachEndpoint", "operator or controller or agent"));
   });
 
   it("refuses a client without a certificate, with another CA's, and with an expired one, as UNAUTHENTICATED", async () => {

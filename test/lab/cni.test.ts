@@ -20,9 +20,9 @@ describe("lab: podman containers on a Trellis network, across hosts", () => {
     expect(lab.code, lab.output).toBe(0);
   });
 
-  it("installs the plugins and a conflist naming the host and the control plane", () => {
+  it("installs the plugins and a conflist naming the socket of the host's agent", () => {
     expect(section("install")).toContain("installed /tmp/cni/bin/trellis and /tmp/cni/bin/trellis-ipam, and /tmp/cni/h1/cni60.conflist for network cni60");
-    expect(section("install")).toMatch(/"type": "trellis",\s+"network": "cni60",\s+"host": "h1"/);
+    expect(section("install")).toMatch(/"type": "trellis",\s+"network": "cni60",\s+"socket": "\/run\/trellis\/h1\.sock"/);
   });
 
   it("podman run gives each container an ipvlan eth0 on the network, a static --ip as asked", () => {
@@ -68,6 +68,8 @@ describe("lab: podman containers on a Trellis network, across hosts", () => {
   it("measures the plugin's start-up next to Node's own, and a podman run", () => {
     console.log(section("timing"));
     expect(section("timing")).toMatch(/^plugin VERSION: \d+ ms$/m);
+    // The agent's local API is root's alone.
+    expect(section("timing")).toMatch(/^srw------- 1 root root 0 .* \/run\/trellis\/h1\.sock$/m);
   });
 
   it("STATUS is ready on both hosts", () => {

@@ -79,7 +79,7 @@ try {
   stops.push(() => planner.stop());
   await startProgram(
     process.execPath,
-    [cli, "agent", `--host=${host}`, "--address=192.0.2.1", `--nats=${nats.url}`, "--heartbeat-interval=1", `--metrics=${metricsOf("agent")}`],
+    [cli, "agent", `--host=${host}`, "--address=192.0.2.1", `--nats=${nats.url}`, "--heartbeat-interval=1", `--metrics=${metricsOf("agent")}`, `--socket=${join(work, "agent.sock")}`],
     /agent ready for host/,
   );
 

@@ -1,8 +1,9 @@
 // No cluster runs these manifests here: this keeps them true to the code they start, to deploy/nats/trellis.conf,
 // and to the image that deploy/container/Dockerfile builds.
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments } from "yaml";
 import { describe, expect, it } from "vitest";
@@ -10,9 +11,14 @@ import { NETNS_RUN_DIR } from "../../libs/netlink/netns.js";
 import { NETNS_ETC_DIR } from "../../services/link-agent/dns/netns-etc.js";
 import { parseBgpOptions } from "../../services/link-agent/bgp/options.js";
 import { DEFAULT_METRICS_ADDRESS } from "../../libs/metrics/endpoint.js";
+import { parseInvocation, type PluginRole } from "../../services/cni/invocation.js";
+import { DEFAULT_AGENT_SOCKET } from "../../services/link-agent/local-api/protocol.js";
+import { DEFAULT_CNI_DATA_DIR } from "../../services/link-agent/local-api/attachments.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const K8S = "deploy/kubernetes";
+/** The Multus example: applied on its own, as it needs Multus's CRD. */
+const MULTUS_EXAMPLE = "multus-network.yaml";
 /** The name the manifests give the Trellis image; kustomization.yaml says where it was pushed. */
 const TRELLIS_IMAGE = "trellis";
 
@@ -22,6 +28,7 @@ interface EnvVar {
   valueFrom?: { fieldRef?: { fieldPath: string }; secretKeyRef?: { name: string; key: string } };
 }
 interface Container {
+  name: string;
   image: string;
   command?: string[];
   args?: string[];
@@ -36,6 +43,7 @@ interface Container {
 interface PodSpec {
   hostNetwork?: boolean;
   dnsPolicy?: string;
+  initContainers?: Container[];
   containers: Container[];
   volumes?: { name: string; hostPath?: { path: string }; secret?: { secretName: string }; configMap?: { name: string } }[];
 }
@@ -67,7 +75,9 @@ function find(kind: string, name: string): Manifest {
 const podSpec = (kind: string, name: string): PodSpec => find(kind, name).spec!.template!.spec;
 const workloads = manifests.filter((m) => m.spec?.template);
 const trellisContainers = workloads.flatMap((w) =>
-  w.spec!.template!.spec.containers.filter((c) => c.image === TRELLIS_IMAGE).map((container) => ({ workload: w.metadata.name, container })),
+  [...(w.spec!.template!.spec.initContainers ?? []), ...w.spec!.template!.spec.containers]
+    .filter((c) => c.image === TRELLIS_IMAGE)
+    .map((container) => ({ workload: w.metadata.name, container })),
 );
 const agent = podSpec("DaemonSet", "trellis-agent");
 const agentContainer = agent.containers[0]!;
@@ -129,10 +139,10 @@ function servicePortTarget(service: Manifest): number {
 
 describe("Kubernetes manifests (deploy/kubernetes)", () => {
   it("are all in the kustomization, with the Trellis image named where the workloads use it", () => {
-    const files = readdirSync(join(ROOT, K8S)).filter((f) => f.endsWith(".yaml") && f !== "kustomization.yaml");
+    const files = readdirSync(join(ROOT, K8S)).filter((f) => f.endsWith(".yaml") && f !== "kustomization.yaml" && f !== MULTUS_EXAMPLE);
     expect(kustomization.resources.filter((r) => r.endsWith(".yaml")).sort()).toEqual(files.sort());
     expect(kustomization.images.map((i) => i.name)).toEqual([TRELLIS_IMAGE]);
-    expect(trellisContainers.map((c) => c.workload).sort()).toEqual(["trellis-agent", "trellis-ipam", "trellis-planner"]);
+    expect(trellisContainers.map((c) => c.workload).sort()).toEqual(["trellis-agent", "trellis-agent", "trellis-ipam", "trellis-planner"]);
   });
 
   it("run trellis commands that exist, with flags they take", () => {
@@ -264,6 +274,64 @@ describe("Kubernetes manifests (deploy/kubernetes)", () => {
   });
 });
 
+describe("the CNI plugins on Kubernetes (agent.yaml's install step, cni.yaml, multus-network.yaml)", () => {
+  const install = agent.initContainers!.find((c) => c.name === "install-cni")!;
+  const settings = find("ConfigMap", "trellis-cni").data!;
+  const attachments = yamlOf(`${K8S}/${MULTUS_EXAMPLE}`) as { kind: string; metadata: { name: string }; spec: { config: string } }[];
+  /** A config as the plugin reads it on an ADD, with its own parser. */
+  const parsed = (role: PluginRole, config: string) =>
+    parseInvocation(role, { CNI_COMMAND: "ADD", CNI_CONTAINERID: "c0ffee", CNI_NETNS: "/var/run/netns/cni-1", CNI_IFNAME: "net1" }, config);
+  /** Where a pod's path is on the node, through its hostPath volume. */
+  const nodePathOf = (container: Container, path: string) => {
+    const mount = container.volumeMounts!.find((m) => m.mountPath === path);
+    return agent.volumes!.find((v) => v.name === mount?.name)?.hostPath?.path;
+  };
+
+  it("install the plugins and a Node into the node's /opt/cni/bin, at the same path, as the plugins' first line names it", () => {
+    expect(nodePathOf(install, "/opt/cni/bin")).toBe("/opt/cni/bin");
+    expect(trellisArgv(install)).toEqual(["cni", "install", "--with-node", "--bin-dir=/opt/cni/bin", "--conf-dir=/etc/cni/multus/net.d", "--name=$TRELLIS_CNI_CONF", "$TRELLIS_CNI_NETWORK"]);
+    // Multus's folder of named configs: no node's default network.
+    expect(nodePathOf(install, "/etc/cni/multus/net.d")).toBe("/etc/cni/multus/net.d");
+    expect(install.envFrom).toEqual([{ configMapRef: { name: "trellis-cni" } }]);
+  });
+
+  it("write a conflist, with the install step's command, that the plugin's parser takes: the network of cni.yaml, the agent's socket", () => {
+    const work = mkdtempSync(join(tmpdir(), "trellis-k8s-cni-"));
+    try {
+      const argv = trellisArgv(install).map((arg) =>
+        arg.replace("$TRELLIS_CNI_CONF", settings.TRELLIS_CNI_CONF!).replace("$TRELLIS_CNI_NETWORK", settings.TRELLIS_CNI_NETWORK!).replace("/opt/cni/bin", join(work, "bin")).replace("/etc/cni/multus/net.d", join(work, "conf")),
+      );
+      const run = spawnSync(process.execPath, [join(ROOT, "dist/bundle/trellis.js"), ...argv], { encoding: "utf8", env: { ...process.env, TRELLIS_AGENT_SOCKET: "" } });
+      expect(run.status, run.stderr).toBe(0);
+      expect(readdirSync(join(work, "bin")).sort()).toEqual(["trellis", "trellis-ipam", "trellis-node"]);
+      const conflist = JSON.parse(readFileSync(join(work, "conf", `${settings.TRELLIS_CNI_CONF}.conflist`), "utf8")) as { plugins: Record<string, unknown>[] };
+      const invocation = parsed("main", JSON.stringify({ cniVersion: "1.0.0", name: settings.TRELLIS_CNI_CONF, ...conflist.plugins[0] }));
+      expect([invocation.network, invocation.socket]).toEqual([settings.TRELLIS_CNI_NETWORK, DEFAULT_AGENT_SOCKET]);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it("let the plugins reach the agent's socket on the node, and keep its attachment records there", () => {
+    expect(nodePathOf(agentContainer, dirname(DEFAULT_AGENT_SOCKET))).toBe(dirname(DEFAULT_AGENT_SOCKET));
+    expect(nodePathOf(agentContainer, DEFAULT_CNI_DATA_DIR)).toBe(DEFAULT_CNI_DATA_DIR);
+    expect(trellisArgv(agentContainer).some((arg) => arg.startsWith("--socket")), "the agent keeps the default socket").toBe(false);
+  });
+
+  it("give Multus attachments whose configs the plugins' parser takes, on the network of cni.yaml, asking the node's agent", () => {
+    expect(attachments.map((a) => [a.kind, a.metadata.name])).toEqual([
+      ["NetworkAttachmentDefinition", settings.TRELLIS_CNI_CONF],
+      ["NetworkAttachmentDefinition", `${settings.TRELLIS_CNI_CONF}-ipam`],
+    ]);
+    const [own, reference] = attachments.map((a) => a.spec.config);
+    const main = parsed("main", own!);
+    expect([main.role, main.network, main.socket, main.config.type, main.config.name]).toEqual(["main", settings.TRELLIS_CNI_NETWORK, DEFAULT_AGENT_SOCKET, "trellis", settings.TRELLIS_CNI_CONF]);
+    const ipam = parsed("ipam", reference!);
+    expect([ipam.network, ipam.socket, ipam.config.type]).toEqual([settings.TRELLIS_CNI_NETWORK, DEFAULT_AGENT_SOCKET, "ipvlan"]);
+    expect((ipam.config.ipam as { type: string }).type).toBe("trellis-ipam");
+  });
+});
+
 describe("container image (deploy/container/Dockerfile)", () => {
   const dockerfile = read("deploy/container/Dockerfile");
   const finalStage = dockerfile.slice(dockerfile.lastIndexOf("\nFROM "));
@@ -273,6 +341,8 @@ describe("container image (deploy/container/Dockerfile)", () => {
     expect(finalStage).toMatch(/^COPY package\.json \.\/$/m);
     expect(finalStage).toMatch(/^COPY --from=build \/src\/dist\/bundle \.\/dist\/bundle$/m);
     expect(finalStage).toMatch(/^ENTRYPOINT \["trellis"\]$/m);
+    // Beside the bundle, where `trellis cni install` finds it.
+    expect(finalStage).toMatch(/^COPY --from=build \/src\/dist\/cni \.\/dist\/cni$/m);
   });
 
   it("has the native addons the bundle leaves out, and what the agent runs and loads", () => {

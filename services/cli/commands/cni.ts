@@ -1,16 +1,17 @@
 import { existsSync } from "node:fs";
-import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { validateName } from "../../planner/validate.js";
 import { parseCommand, UsageError } from "../parse.js";
 import { settings } from "../settings.js";
 
-const USAGE = `Usage: trellis cni install [--bin-dir=/opt/cni/bin] [--conf-dir=/etc/cni/net.d] [--name=CONF] NETWORK
+const USAGE = `Usage: trellis cni install [--bin-dir=/opt/cni/bin] [--conf-dir=/etc/cni/net.d] [--name=CONF] [--with-node] NETWORK
 
 Puts the trellis and trellis-ipam CNI plugins into the bin dir and writes CONF.conflist (default: the network's
-name) for the Trellis network NETWORK into the conf dir, with this host's name (TRELLIS_HOST), the planner's
-address (TRELLIS_PLANNER_ADDR) and NATS's (TRELLIS_NATS_URL) as they are set now.`;
+name) for the Trellis network NETWORK into the conf dir, naming the socket of this host's agent (TRELLIS_AGENT_SOCKET,
+else /run/trellis/agent.sock), which does the plugins' work. --with-node copies this Node into the bin dir too, as
+trellis-node, and the plugins run with it: for a node that has no Node of its own (Kubernetes' install step).`;
 
 /** Where the build put the plugin: beside the CLI's bundle (dist/bundle), or the tsc output (dist/services/cli/commands). */
 function pluginSource(): string {
@@ -23,7 +24,7 @@ function pluginSource(): string {
 export async function cniCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   if (sub !== "install") throw new UsageError(sub ? `unknown cni command "${sub}"` : "missing cni command", USAGE);
-  const { values, positionals } = parseCommand(rest, { "bin-dir": { type: "string" }, "conf-dir": { type: "string" }, name: { type: "string" } }, USAGE);
+  const { values, positionals } = parseCommand(rest, { "bin-dir": { type: "string" }, "conf-dir": { type: "string" }, name: { type: "string" }, "with-node": { type: "boolean" } }, USAGE);
   if (positionals.length !== 1) throw new UsageError("give exactly one Trellis network", USAGE);
   const network = positionals[0]!;
   const name = values.name ?? network;
@@ -31,7 +32,7 @@ export async function cniCommand(argv: string[]): Promise<number> {
   validateName("conf", name);
   const binDir = values["bin-dir"] ?? "/opt/cni/bin";
   const confDir = values["conf-dir"] ?? "/etc/cni/net.d";
-  await installPlugins(binDir);
+  await installPlugins(binDir, values["with-node"] ? await installNode(binDir) : process.execPath);
   const conflist = join(confDir, `${name}.conflist`);
   await mkdir(confDir, { recursive: true });
   await writeFile(conflist, `${JSON.stringify(conflistOf(name, network), null, 2)}\n`);
@@ -39,10 +40,10 @@ export async function cniCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** The plugin under both names; its first line names this very Node, so that a runtime's PATH needs none. */
-async function installPlugins(binDir: string): Promise<void> {
+/** The plugin under both names; its first line names the Node it runs with, so that a runtime's PATH needs none. */
+async function installPlugins(binDir: string, node: string): Promise<void> {
   const body = (await readFile(pluginSource(), "utf8")).replace(/^#!.*\n/, "");
-  const program = `#!${process.execPath}\n${body}`;
+  const program = `#!${node}\n${body}`;
   await mkdir(binDir, { recursive: true });
   for (const plugin of ["trellis", "trellis-ipam"]) {
     const path = join(binDir, plugin);
@@ -51,11 +52,24 @@ async function installPlugins(binDir: string): Promise<void> {
   }
 }
 
+/**
+ * This Node's executable, as BIN-DIR/trellis-node: written beside and renamed over, so that a plugin running now
+ * keeps its file. Node's binary needs glibc and libstdc++, which the usual node images (Debian, Ubuntu, RHEL) have.
+ */
+async function installNode(binDir: string): Promise<string> {
+  const node = join(binDir, "trellis-node");
+  await mkdir(binDir, { recursive: true });
+  await copyFile(process.execPath, `${node}.new`);
+  await chmod(`${node}.new`, 0o755);
+  await rename(`${node}.new`, node);
+  return node;
+}
+
 /** A conflist of the trellis plugin alone: chain others (portmap, tuning, ...) after it in `plugins`. */
 function conflistOf(name: string, network: string): Record<string, unknown> {
   return {
     cniVersion: "1.0.0",
     name,
-    plugins: [{ type: "trellis", network, host: settings.host(), planner: settings.plannerAddress(), nats: settings.natsUrl(), capabilities: { ips: true } }],
+    plugins: [{ type: "trellis", network, socket: settings.agentSocket(), capabilities: { ips: true } }],
   };
 }

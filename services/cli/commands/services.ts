@@ -7,6 +7,8 @@ import { parseBgpOptions, type BgpOptions } from "../../link-agent/bgp/options.j
 import { moduleOf } from "../../../libs/netlink/kinds.js";
 import { DEFAULT_HEARTBEAT_MS } from "../../../libs/bus/subjects.js";
 import { RecordSigner, RecordVerifier, type RecordTrust } from "../../../libs/tls/record-signature.js";
+import { clientCredentials } from "../../../libs/grpc/credentials.js";
+import type { LoadedTls } from "../../../libs/tls/settings.js";
 import { parseCommand, UsageError } from "../parse.js";
 import { settings } from "../settings.js";
 import { metricsAddress, type MetricsService } from "../../../libs/metrics/endpoint.js";
@@ -98,7 +100,7 @@ export async function plannerCommand(argv: string[]): Promise<number> {
 }
 
 const AGENT_USAGE =
-  "Usage: trellis agent [--host=NAME] [--address=UNDERLAY-IP]... [--role=host|upstream] [--nats=URL] [--heartbeat-interval=SECONDS] [--bgp-as=AS --bgp-peer=ADDRESS[:AS]...] [--metrics=HOST:PORT|off]";
+  "Usage: trellis agent [--host=NAME] [--address=UNDERLAY-IP]... [--role=host|upstream] [--nats=URL] [--heartbeat-interval=SECONDS] [--bgp-as=AS --bgp-peer=ADDRESS[:AS]...] [--metrics=HOST:PORT|off] [--socket=PATH|off]";
 const UP_USAGE = "Usage: trellis up [--nats=URL] [--host=NAME] [--address=UNDERLAY-IP]...";
 
 export async function agentCommand(argv: string[]): Promise<number> {
@@ -112,6 +114,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
       "heartbeat-interval": { type: "string" },
       "bgp-as": { type: "string" },
       "bgp-peer": { type: "string", multiple: true },
+      socket: { type: "string" },
       ...METRICS_FLAG,
     },
     AGENT_USAGE,
@@ -121,6 +124,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const host = values.host ?? settings.host();
   const addresses = underlayAddresses(values.address, AGENT_USAGE);
   const metrics = metricsOf("agent", values.metrics, AGENT_USAGE);
+  const tls = settings.tls();
   const agent = await startAgent(values.nats ?? settings.natsUrl(), {
     host,
     addresses,
@@ -128,8 +132,8 @@ export async function agentCommand(argv: string[]): Promise<number> {
     role,
     heartbeatMs: heartbeatMs(values["heartbeat-interval"]),
     resyncMs: RESYNC_MS,
-    ...recordTrust(host),
-  }, metrics);
+    ...recordTrust(host, tls),
+  }, metrics, localApiOf(values.socket, tls));
   sayMetrics("agent", agent.metricsAddress);
   await agent.agent.settled();
   console.log(`agent ready for host ${host}`);
@@ -157,14 +161,23 @@ export async function upCommand(argv: string[]): Promise<number> {
  * With TLS (TRELLIS_TLS_CA, and the host's agent certificate in TRELLIS_TLS_CERT and TRELLIS_TLS_KEY), the agent
  * signs its heartbeats and announcements and believes only those of other hosts that their own agents signed.
  */
-function recordTrust(host: string): RecordTrust {
-  const tls = settings.tls();
+function recordTrust(host: string, tls: LoadedTls | undefined): RecordTrust {
   if (!tls) return {};
   const signer = tls.own && new RecordSigner(tls);
   if (signer && signer.identity.name !== host) {
     throw new Error(`failed to start the agent of host ${host}: its certificate ${tls.files.cert} is for host ${signer.identity.name}: give it the certificate issued for ${host}`);
   }
   return { signer, verifier: new RecordVerifier(tls.ca) };
+}
+
+/**
+ * The CNI plugins' way in (link-agent/local-api): on --socket, else TRELLIS_AGENT_SOCKET, else /run/trellis/agent.sock;
+ * none with --socket=off. Its calls reach the planners of TRELLIS_PLANNER_ADDR with the agent's own TLS.
+ */
+function localApiOf(socket: string | undefined, tls: LoadedTls | undefined) {
+  if (socket === "off") return undefined;
+  if (socket === "") throw new UsageError(`invalid --socket "": give the path of a unix socket, or off`, AGENT_USAGE);
+  return { socket: socket ?? settings.agentSocket(), planner: settings.plannerAddress(), credentials: clientCredentials(tls) };
 }
 
 /** Said when the agent starts: the operator learns at once what the planner will refuse on this host, and why. */

@@ -1,9 +1,12 @@
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { CniCode, CniError } from "./errors.js";
+import { CniCode, CniError } from "../../cni/errors.js";
+
+/** Where the attachment records live (as host-local keeps its leases under /var/lib/cni). */
+export const DEFAULT_CNI_DATA_DIR = "/var/lib/cni/trellis";
 
 /**
- * What this host's plugin attached, one small file per attachment: `<dataDir>/<network>/<container id>-<ifname>`,
+ * What this host's CNI plugins attached, one small file per attachment: `<dataDir>/<network>/<container id>-<ifname>`,
  * holding the Trellis container's name. DEL and GC find their attachment here without asking the control plane to
  * search (nothing on a call's path grows with the cluster), and a DEL that comes without the ADD's CNI_ARGS still
  * knows the name. Written before the attach, so that an ADD cut short is still released by DEL or GC.
