@@ -126,7 +126,8 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const host = values.host ?? settings.host();
   const addresses = underlayAddresses(values.address, AGENT_USAGE);
   const metrics = metricsOf("agent", values.metrics, AGENT_USAGE);
-  const { startAgent } = await agentMain();
+  const [{ startAgent }, { keepYoungGenerationSmall }] = await Promise.all([agentMain(), import("../../link-agent/memory.js")]);
+  keepYoungGenerationSmall();
   const agent = await startAgent(values.nats ?? settings.natsUrl(), {
     host,
     addresses,
