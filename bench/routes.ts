@@ -1,10 +1,18 @@
 // Route distribution, measured on this machine's own kernel in one run:
 // (a) programming rate: one announcement of M prefixes installed by a Trellis route installer into one
 //     namespace, next to `ip -batch` installing the same routes into another; median of 5 rounds;
-// (b) convergence: N installers (each its own namespace, all in this process) and 100 announcements,
-//     each adding one prefix: time from the KV put until every namespace's kernel has the route
-//     (seen by `ip -timestamp monitor route` in each namespace), p50/p99.
-// Usage: node dist/bench/routes.js [--routes M] [--announcements K] [--levels 10,100,1000]
+// (b) convergence: N hosts, C of them (--cluster, 100 by default) with an announcement (one granted /32) and a
+//     stored heartbeat, and N installers (each its own namespace, all in this process), each believing the others'
+//     routes (1,000 hosts that each load 1,000 hosts' records at once are more than one process and one server
+//     take at start: a cluster loads them on 1,000 hosts);
+//     then 100 announcements by one more host, each adding one prefix. The time from the KV put until each
+//     namespace's kernel has the route (seen by `ip -timestamp monitor route` in each namespace), as one host
+//     sees it: the process runs the N installers one after another where a cluster runs them on N hosts at once,
+//     so a host's latency is the time to the first kernel (the bus's delivery and one installer's work) plus that
+//     host's own gap after the kernel before it (its own work, and whatever else the process did meanwhile);
+//     p50/p99 over every host and announcement. The time until the last of the N kernels (the sum of the N
+//     installers' work) is printed beside it.
+// Usage: node dist/bench/routes.js [--routes M] [--announcements K] [--levels 10,100,1000] [--cluster C]
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
@@ -28,6 +36,8 @@ const NEXT_HOP = "192.168.77.12";
 const LEVELS = [10, 100, 1000];
 const RATE_ROUNDS = 5;
 const START_BATCH = 25;
+/** The cluster's hosts say they heartbeat this rarely, so that their one stored heartbeat keeps them live all run. */
+const CLUSTER_HEARTBEAT_INTERVAL_MS = 3_600_000;
 
 type Buckets3 = InstallerBuckets;
 
@@ -134,11 +144,56 @@ function monitorRoutes(netns: string, seen: (dst: string, atMs: number) => void)
   return child;
 }
 
-/** (b) N installers; each of `announcements` puts adds one prefix; time until every kernel has it. */
-async function convergence(buckets: Buckets3, agents: number, announcements: number, base: number): Promise<{ p50: number; p99: number }> {
+/** 10.200.0.0 + i as a /32: the prefix of the i-th host of the cluster of (b). */
+function clusterPrefix(i: number): string {
+  return `10.${200 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}/32`;
+}
+
+/**
+ * Every host of the cluster as the other agents see it: its grant, its announcement of it, and a heartbeat. Returns
+ * what takes them away again, so that the next level's installers do not find this level's hosts.
+ */
+async function cluster(buckets: Buckets3, hosts: string[]): Promise<() => Promise<void>> {
+  const put = async (host: string, i: number) => {
+    const cidr = clusterPrefix(i);
+    const nextHop = `192.168.77.${100 + (i % 150)}`;
+    await buckets.ipam.put(`block.${NETWORK}.c${i}`, blockCodec.encode({ networkId: NETWORK, incarnation: "", host, cidr, ipv6: false, borrowed: false }));
+    await buckets.routes.put(host, announcementCodec.encode({ host, nextHops: [nextHop], prefixes: [{ networkId: NETWORK, prefix: cidr }], generation: 1, announcedAt: "" }));
+    const heartbeat = { host, address: nextHop, role: "host", heartbeatAt: new Date().toISOString(), missingLinkKinds: [], interfaces: [], heartbeatIntervalMs: CLUSTER_HEARTBEAT_INTERVAL_MS };
+    await buckets.hosts.put(host, hostCodec.encode(heartbeat));
+  };
+  const remove = async (host: string, i: number) => {
+    await Promise.all([buckets.ipam.delete(`block.${NETWORK}.c${i}`), buckets.routes.delete(host), buckets.hosts.delete(host)]);
+  };
+  const each = async (step: (host: string, i: number) => Promise<void>) => {
+    for (let i = 0; i < hosts.length; i += 100) await Promise.all(hosts.slice(i, i + 100).map((host, j) => step(host, i + j)));
+  };
+  await each(put);
+  return () => each(remove);
+}
+
+/** A host's latency for each kernel of one announcement: to the first kernel, plus its own gap after the one before it. */
+function hostLatencies(kernelTimes: number[], putAt: number): number[] {
+  const sorted = [...kernelTimes].sort((a, b) => a - b);
+  const first = sorted[0] - putAt;
+  return sorted.map((at, i) => first + (i === 0 ? 0 : at - sorted[i - 1]));
+}
+
+interface Convergence {
+  /** As one host sees it. */
+  p50: number;
+  p99: number;
+  /** Until the last of the N kernels, in this one process. */
+  lastP50: number;
+  lastP99: number;
+}
+
+/** (b) A cluster of N hosts with N installers; each of `announcements` puts adds one prefix; time until each kernel has it. */
+async function convergence(buckets: Buckets3, agents: number, announcing: number, announcements: number, base: number): Promise<Convergence> {
   const hosts = Array.from({ length: agents }, (_, i) => `n${agents}-${i}`);
   const setUp = performance.now();
   const nets = await Promise.all(hosts.map((host) => underlayNamespace(host.replace("-", ""))));
+  const removeCluster = await cluster(buckets, hosts.slice(0, announcing));
   await announce(buckets, []);
   // Started a few at a time: a thousand at once would ask the one server for four thousand watches at once,
   // which no real cluster does (each host starts its own agent) and which times out.
@@ -153,6 +208,7 @@ async function convergence(buckets: Buckets3, agents: number, announcements: num
 
   const announced: string[] = [];
   const latencies: number[] = [];
+  const lasts: number[] = [];
   for (let k = 0; k < announcements; k++) {
     const dst = prefix(base + k);
     announced.push(dst);
@@ -163,12 +219,15 @@ async function convergence(buckets: Buckets3, agents: number, announcements: num
       if (Date.now() > deadline) throw new Error(`failed to converge on ${dst}: ${arrivals.get(dst)?.length ?? 0} of ${agents} kernels have it after 10 s`);
       await new Promise((resolve) => setTimeout(resolve, 2));
     }
-    latencies.push(Math.max(...arrivals.get(dst)!) - putAt);
+    latencies.push(...hostLatencies(arrivals.get(dst)!, putAt));
+    lasts.push(Math.max(...arrivals.get(dst)!) - putAt);
   }
   monitors.forEach((monitor) => monitor.kill());
   await Promise.all(installers.map((installer) => installer.stop()));
+  await removeCluster();
   latencies.sort((a, b) => a - b);
-  return { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99) };
+  lasts.sort((a, b) => a - b);
+  return { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), lastP50: percentile(lasts, 0.5), lastP99: percentile(lasts, 0.99) };
 }
 
 /** Where the prefixes of the level-th convergence run start: after part (a)'s, each level its own. */
@@ -185,7 +244,8 @@ function percentile(sorted: number[], q: number): number {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { routes: { type: "string" }, announcements: { type: "string" }, levels: { type: "string" } } });
+  const { values } = parseArgs({ options: { routes: { type: "string" }, announcements: { type: "string" }, levels: { type: "string" }, cluster: { type: "string" } } });
+  const announcing = Number(values.cluster ?? 100);
   const levels = values.levels ? values.levels.split(",").map(Number) : LEVELS;
   const routeCount = Number(values.routes ?? 5000);
   const announcements = Number(values.announcements ?? 100);
@@ -208,11 +268,14 @@ async function main(): Promise<void> {
     }
     const rate = { trellis: median(rounds.map((r) => r.trellis)), ipBatch: median(rounds.map((r) => r.ipBatch)) };
     console.log(`(a) median of ${RATE_ROUNDS}: trellis ${rate.trellis.toFixed(0)}/s, ip -batch ${rate.ipBatch.toFixed(0)}/s`);
-    const results = new Map<number, { p50: number; p99: number }>();
+    const results = new Map<number, Convergence>();
     for (const [level, agents] of levels.entries()) {
-      const result = await convergence(buckets, agents, announcements, levelBase(level));
+      const result = await convergence(buckets, agents, announcing, announcements, levelBase(level));
       results.set(agents, result);
-      console.log(`(b) N=${agents} installers, ${announcements} announcements: convergence p50 ${result.p50.toFixed(1)} ms, p99 ${result.p99.toFixed(1)} ms`);
+      console.log(
+        `(b) N=${agents} hosts (${Math.min(announcing, agents)} announcing), ${announcements} announcements: convergence as a host sees it p50 ${result.p50.toFixed(1)} ms, p99 ${result.p99.toFixed(1)} ms; ` +
+          `until the last of the ${agents} kernels of this process p50 ${result.lastP50.toFixed(1)} ms, p99 ${result.lastP99.toFixed(1)} ms`,
+      );
     }
     clearInterval(heartbeats);
     console.log(

@@ -21,19 +21,6 @@ export function serverCredentials(tls: LoadedTls | undefined): ServerCredentials
   return experimental.createCertificateProviderServerCredentials(files, files, false);
 }
 
-/**
- * grpc-js sends a server's address as the TLS server name even when it is an IP address, which Node deprecates
- * (DEP0123) and says on stderr, once per process, to every user of the CLI. The address is still checked against
- * the certificate's IP SANs; only the server name indication is lost, which a Trellis server does not use.
- */
-export function silenceIpServerNameWarning(): void {
-  const emitWarning = process.emitWarning.bind(process);
-  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
-    if (rest[1] === "DEP0123") return;
-    (emitWarning as (...args: unknown[]) => void)(warning, ...rest);
-  }) as typeof process.emitWarning;
-}
-
 /** A client's credentials: plaintext without TLS; with TLS, the server checked against the CA, and its own certificate shown. */
 export function clientCredentials(tls: LoadedTls | undefined): ChannelCredentials {
   if (!tls) return ChannelCredentials.createInsecure();

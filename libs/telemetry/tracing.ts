@@ -1,13 +1,6 @@
 import { appendFileSync } from "node:fs";
-import { NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
-import {
-  BatchSpanProcessor,
-  SimpleSpanProcessor,
-  type ReadableSpan,
-  type SpanExporter,
-  type SpanProcessor,
-} from "@opentelemetry/sdk-trace-base";
-import { resourceFromAttributes } from "@opentelemetry/resources";
+import type { NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
+import type { ReadableSpan, SpanExporter, SpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import {
   CompositePropagator,
@@ -42,10 +35,20 @@ let propagating = false;
  * The SDK's all-in-one NodeSDK is not used: it loads every exporter there is, which costs each CLI
  * call seconds in the emulated lab; the OTLP exporter is loaded only when asked for.
  * With nowhere to send spans, none are recorded (that cost IPAM a tenth of its CPU), but trace
- * context still passes through, so that the spans of processes that do export join one trace.
+ * context still passes through, so that the spans of processes that do export join one trace; and the SDK is
+ * not even loaded (an agent that exports nothing need not keep it in memory).
  */
 export async function startTracing(options: TracingOptions): Promise<void> {
   if (provider || propagating) return;
+  if (!process.env.OTEL_EXPORTER_OTLP_ENDPOINT && !process.env.TRELLIS_TRACE_FILE && !options.exporter) {
+    if (options.passesContextOn ?? true) propagateOnly();
+    return;
+  }
+  const [{ NodeTracerProvider }, { BatchSpanProcessor, SimpleSpanProcessor }, { resourceFromAttributes }] = await Promise.all([
+    import("@opentelemetry/sdk-trace-node").then(exportsOf),
+    import("@opentelemetry/sdk-trace-base").then(exportsOf),
+    import("@opentelemetry/resources").then(exportsOf),
+  ]);
   const spanProcessors: SpanProcessor[] = [];
   if (process.env.OTEL_EXPORTER_OTLP_ENDPOINT) {
     // A CommonJS package: its exports are the import's default, which is all the bundle's import has (no named ones).
@@ -56,12 +59,13 @@ export async function startTracing(options: TracingOptions): Promise<void> {
     spanProcessors.push(new SimpleSpanProcessor(new JsonLinesFileExporter(process.env.TRELLIS_TRACE_FILE)));
   }
   if (options.exporter) spanProcessors.push(new SimpleSpanProcessor(options.exporter));
-  if (spanProcessors.length === 0) {
-    if (options.passesContextOn ?? true) propagateOnly();
-    return;
-  }
   provider = new NodeTracerProvider({ resource: resourceFromAttributes({ "service.name": options.serviceName }), spanProcessors });
   provider.register();
+}
+
+/** A module's exports, whether it was loaded as ESM or (in the bundle) as CommonJS, whose exports are the default. */
+function exportsOf<T extends object>(module: T): T {
+  return (module as { default?: T }).default ?? module;
 }
 
 /** The context manager and propagator a registered provider would set, and no tracer: spans are no-ops. */

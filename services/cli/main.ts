@@ -1,6 +1,5 @@
 #!/usr/bin/env node
-import { silenceIpServerNameWarning } from "../../libs/grpc/credentials.js";
-import { describeError } from "../../libs/grpc/status-error.js";
+import { silenceIpServerNameWarning } from "../../libs/grpc/warnings.js";
 import { startTracing, stopTracing, withSpan } from "../../libs/telemetry/tracing.js";
 import { UsageError } from "./parse.js";
 
@@ -101,7 +100,12 @@ main(process.argv.slice(2)).then(
       console.error(`Error: ${error.message}\n${error.usage}`);
       process.exit(2);
     }
-    console.error(`Error: ${describeError(error)}`);
-    process.exit(1);
+    // Loaded only now: an agent, which speaks no gRPC, need not hold grpc-js for its last words.
+    void import("../../libs/grpc/status-error.js")
+      .then(({ describeError }) => describeError(error), () => String((error as Error).message ?? error))
+      .then((message) => {
+        console.error(`Error: ${message}`);
+        process.exit(1);
+      });
   },
 );

@@ -54,6 +54,8 @@ interface Container {
   ifname: string;
   handle: NetlinkHandle | undefined;
   watch: LinkWatch | undefined;
+  /** The agent made the namespace and has not converged it yet: the first step reads nothing before it makes. */
+  fresh: boolean;
 }
 
 /**
@@ -187,7 +189,9 @@ export class LinkAgent {
     switch (change.kind) {
       case "endpoint":
         void this.endpointQueue.request(change.endpoint.netns);
-        void this.shimQueue.request(change.endpoint.networkId);
+        // Only a network with host shims routes to its containers from the host: in any other, an attach has no
+        // shim work (a stale shim goes with its network's change or the full pass), and no dump of the host's links.
+        if (this.desired.network(change.endpoint.networkId)?.hostShim) void this.shimQueue.request(change.endpoint.networkId);
         return;
       case "shim":
         void this.shimQueue.request(change.networkId);
@@ -285,8 +289,8 @@ export class LinkAgent {
     const fingerprint = `endpoint:${endpoint.id}:${endpoint.addresses.join(",")}`;
     try {
       return await this.traced(fingerprint, endpoint.traceparent, priority, "agent.endpoint.ensure", { ...attributes, netns: endpoint.netns }, async () => {
-        const inside = await this.containerHandle(endpoint);
-        const status = await ensureEndpoint(this.root, inside, endpoint, network, parent.index);
+        const { handle: inside, fresh } = await this.containerHandle(endpoint);
+        const status = await ensureEndpoint(this.root, inside, endpoint, network, parent.index, fresh);
         await this.dns.serve(endpoint);
         return status;
       });
@@ -304,7 +308,7 @@ export class LinkAgent {
    * The container's socket, opened once and kept while the namespace exists; and the watch that runs the
    * container's step when one of its links is deleted (`ip link del eth0` by hand, or its parent's deletion).
    */
-  private async containerHandle(endpoint: Endpoint): Promise<NetlinkHandle> {
+  private async containerHandle(endpoint: Endpoint): Promise<{ handle: NetlinkHandle; fresh: boolean }> {
     let container = this.containers.get(endpoint.netns);
     if (container && !namespaceExists(endpoint.netns)) {
       // Deleted under us (ip netns delete): the sockets still hold the old, orphaned namespace.
@@ -312,13 +316,16 @@ export class LinkAgent {
       container = undefined;
     }
     if (!container) {
-      container = { endpointId: endpoint.id, netns: endpoint.netns, ifname: endpoint.ifname, handle: undefined, watch: undefined };
+      container = { endpointId: endpoint.id, netns: endpoint.netns, ifname: endpoint.ifname, handle: undefined, watch: undefined, fresh: false };
       this.containers.set(endpoint.netns, container);
     }
-    container.handle ??= await openContainerNamespace(endpoint.netns);
+    if (!container.handle) ({ handle: container.handle, fresh: container.fresh } = await openContainerNamespace(endpoint.netns));
     const netns = endpoint.netns;
     container.watch ??= watchLinks(netns, (event) => event.type === "deleted" && void this.endpointQueue.request(netns), () => this.lostNotifications());
-    return container.handle;
+    // Fresh once: a step that fails half-way leaves the next one to read what is there.
+    const fresh = container.fresh;
+    container.fresh = false;
+    return { handle: container.handle, fresh };
   }
 
   /** Publishes the endpoint's status if it changed, and then the host's routes (they follow from the statuses). */

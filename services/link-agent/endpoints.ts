@@ -16,10 +16,15 @@ import {
 } from "../../libs/netlink/index.js";
 import { isRuntimeNamespace, requireRuntimeNamespace } from "./runtime-namespace.js";
 
+/** A new network namespace's loopback: the first link the kernel registers in it. */
+const FRESH_LOOPBACK_INDEX = 1;
+
 /**
  * Converges one container: its namespace, `eth0` (an ipvlan on the network's parent, created directly
  * inside the namespace), its addresses and its routes. Whatever is already right is left alone, so a
- * restarted agent keeps every link (same ifindex) and address.
+ * restarted agent keeps every link (same ifindex) and address. `fresh`: the agent made the namespace just
+ * now, so it holds nothing but a loopback that is down, and nothing is read before it is made (what the
+ * status reports is still read back from the kernel afterwards).
  */
 export async function ensureEndpoint(
   root: NetlinkHandle,
@@ -27,20 +32,30 @@ export async function ensureEndpoint(
   endpoint: Endpoint,
   network: Network,
   parentIndex: number,
+  fresh = false,
 ): Promise<EndpointStatus> {
-  const eth0 = await ensureIpvlan(root, inside, endpoint, network, parentIndex);
-  const loopback = await inside.getLink("lo");
-  if (loopback && !loopback.up) await inside.setUp(loopback.index);
-  const addresses = await ensureAddresses(inside, eth0.index, endpoint.addresses);
-  const routes = await ensureRoutes(inside, eth0.index, endpoint.routes);
+  const eth0 = fresh ? await createInside(root, inside, endpoint, network, parentIndex, fresh) : await ensureIpvlan(root, inside, endpoint, network, parentIndex);
+  if (!eth0.up) await inside.setUp(eth0.index);
+  const loopback = fresh ? undefined : await inside.getLink("lo");
+  if (fresh) await inside.setUp(FRESH_LOOPBACK_INDEX);
+  else if (loopback && !loopback.up) await inside.setUp(loopback.index);
+  const addresses = await ensureAddresses(inside, eth0.index, endpoint.addresses, fresh);
+  const routes = await ensureRoutes(inside, eth0.index, endpoint.routes, fresh);
   return { ...observedStatus(endpoint, eth0.index, addresses, routes), ...(eth0.mac ? { mac: eth0.mac } : {}) };
 }
 
-/** The container's namespace, made when missing, and a socket bound to it (the caller keeps and closes it). */
-export async function openContainerNamespace(netns: string): Promise<NetlinkHandle> {
+/**
+ * The container's namespace, made when missing, and a socket bound to it (the caller keeps and closes it);
+ * `fresh` when it was made just now.
+ */
+export async function openContainerNamespace(netns: string): Promise<{ handle: NetlinkHandle; fresh: boolean }> {
+  let fresh = false;
   if (isRuntimeNamespace(netns)) requireRuntimeNamespace(netns);
-  else if (!namespaceExists(netns)) await createNamespace(netns);
-  return openNetlink(netns);
+  else if (!namespaceExists(netns)) {
+    await createNamespace(netns);
+    fresh = true;
+  }
+  return { handle: await openNetlink(netns), fresh };
 }
 
 async function ensureIpvlan(
@@ -57,34 +72,32 @@ async function ensureIpvlan(
   const right =
     current?.kind === "ipvlan" && current.ipvlan?.mode === network.mode && current.ipvlan?.flag === network.flag;
   if (current && !right) await inside.deleteLink(current.index);
-  if (!current || !right) await createInside(root, inside, endpoint, network, parentIndex);
-  const eth0 = await inside.getLink(endpoint.ifname);
-  if (!eth0) throw new Error(`failed to find ${endpoint.ifname} in ${endpoint.netns} after creating it`);
-  if (!eth0.up) await inside.setUp(eth0.index);
-  return eth0;
+  return current && right ? current : createInside(root, inside, endpoint, network, parentIndex);
 }
 
 /**
  * The kernel looks a new link's name up in the creating namespace first, where the host's own eth0
  * lives; so the link is born inside the container under a name unique to the endpoint, then renamed.
  */
-async function createInside(root: NetlinkHandle, inside: NetlinkHandle, endpoint: Endpoint, network: Network, parentIndex: number): Promise<void> {
+async function createInside(root: NetlinkHandle, inside: NetlinkHandle, endpoint: Endpoint, network: Network, parentIndex: number, fresh = false): Promise<Link> {
   const temporary = `tr${endpoint.id.slice(0, 12)}`;
-  const leftover = await inside.getLink(temporary);
+  const leftover = fresh ? undefined : await inside.getLink(temporary);
   if (leftover) await inside.deleteLink(leftover.index);
   await root.createIpvlan(temporary, parentIndex, network.mode as IpvlanMode, network.flag as IpvlanFlag, endpoint.netns);
   const created = await inside.getLink(temporary);
   if (!created) throw new Error(`failed to find ${temporary} in ${endpoint.netns} after creating it`);
   await inside.renameLink(created.index, endpoint.ifname);
+  // A rename keeps the link's index, address and state: no need to read it again.
+  return { ...created, name: endpoint.ifname };
 }
 
 function isLinkLocal(cidr: string): boolean {
   return ipaddr.parseCIDR(cidr)[0].range() === "linkLocal";
 }
 
-/** Returns the addresses the kernel has afterwards: read again only if something was changed. */
-async function ensureAddresses(inside: NetlinkHandle, index: number, wanted: string[]): Promise<string[]> {
-  const present = (await inside.listAddresses(index)).map((address) => address.cidr);
+/** Returns the addresses the kernel has afterwards: read again only if something was changed. `fresh`: none yet. */
+async function ensureAddresses(inside: NetlinkHandle, index: number, wanted: string[], fresh: boolean): Promise<string[]> {
+  const present = fresh ? [] : (await inside.listAddresses(index)).map((address) => address.cidr);
   const missing = wanted.filter((cidr) => !present.includes(cidr));
   const extra = present.filter((cidr) => !wanted.includes(cidr) && !isLinkLocal(cidr));
   for (const cidr of missing) await inside.addAddress(index, cidr, { nodad: true });
@@ -97,16 +110,17 @@ function sameRoute(route: Route, wanted: ContainerRoute): boolean {
   return route.dst === wanted.dst && route.family === (wanted.ipv6 ? 6 : 4) && (route.gateway ?? "") === wanted.via;
 }
 
+/** Of both families, in one dump. */
 async function defaultRoutes(inside: NetlinkHandle): Promise<Route[]> {
-  return [...(await inside.listRoutes(4)), ...(await inside.listRoutes(6))].filter((route) => route.dst === "default");
+  return (await inside.listRoutes()).filter((route) => route.dst === "default");
 }
 
 /**
  * Only default routes are managed inside the container; the kernel owns the subnet routes. Returns the default
  * routes the kernel has afterwards: read again only if something was changed.
  */
-async function ensureRoutes(inside: NetlinkHandle, index: number, wanted: ContainerRoute[]): Promise<Route[]> {
-  const present = await defaultRoutes(inside);
+async function ensureRoutes(inside: NetlinkHandle, index: number, wanted: ContainerRoute[], fresh: boolean): Promise<Route[]> {
+  const present = fresh ? [] : await defaultRoutes(inside);
   const extra = present.filter((route) => !wanted.some((w) => sameRoute(route, w)));
   const missing = wanted.filter((w) => !present.some((route) => sameRoute(route, w)));
   for (const route of extra) {

@@ -7,7 +7,8 @@ import type { RouteAnnouncement } from "../../libs/proto/gen/trellis/v1/routes.j
 import { EndpointState, type EndpointStatus } from "../../libs/proto/gen/trellis/v1/state.js";
 import { servedPrefixes, type HostServing } from "../../services/link-agent/routes/announce.js";
 import { Grants, routedNetworkIds, type GrantKey } from "../../services/link-agent/routes/grants.js";
-import { believe, routeChanges, type BeliefInput } from "../../services/link-agent/routes/reconcile.js";
+import { RouteBelief } from "../../services/link-agent/routes/belief.js";
+import { changesAt, routeChanges } from "../../services/link-agent/routes/reconcile.js";
 
 const NOW = 1_000_000;
 
@@ -41,6 +42,18 @@ function announcement(host: string, nextHops: string | string[], prefixes: [stri
   return { host, nextHops: typeof nextHops === "string" ? [nextHops] : nextHops, prefixes: prefixes.map(([networkId, prefix]) => ({ networkId, prefix })), generation: 1, announcedAt: "" };
 }
 
+interface BeliefInput {
+  self: string;
+  role: "host" | "upstream";
+  networks: Set<string>;
+  announcements: RouteAnnouncement[];
+  grants: Map<string, Set<GrantKey>>;
+  heartbeats: Map<string, number>;
+  now: number;
+  silentFromAtLeast?: number;
+  hostStaleAfterMs?: Map<string, number>;
+}
+
 function input(overrides: Partial<BeliefInput>): BeliefInput {
   return {
     self: "h1",
@@ -56,10 +69,31 @@ function input(overrides: Partial<BeliefInput>): BeliefInput {
       ["h3", NOW - 1000],
     ]),
     now: NOW,
-    staleAfterMs: 10_000,
     ...overrides,
   };
 }
+
+/** A belief fed with `input` as an installer feeds it, with what it logged; `clock` may be moved afterwards. */
+function believing(given: BeliefInput) {
+  const clock = { at: given.now, from: given.silentFromAtLeast ?? 0 };
+  const lines: string[] = [];
+  const belief = new RouteBelief({
+    self: given.self,
+    role: given.role,
+    staleAfterMs: 10_000,
+    grants: given.grants,
+    clock: { now: () => clock.at, silentFromAtLeast: () => clock.from },
+    log: (line) => lines.push(line),
+  });
+  belief.setNetworks(given.networks);
+  for (const [host, at] of given.heartbeats) belief.heard(host, at, given.hostStaleAfterMs?.get(host) ?? 10_000);
+  for (const one of given.announcements) belief.setAnnouncement(one.host, one);
+  belief.refresh();
+  return { belief, clock, lines, routes: () => [...belief.routes].sort(([a], [b]) => a.localeCompare(b)) };
+}
+
+const refusals = (lines: string[]) => lines.filter((line) => line.startsWith("refused "));
+const silences = (lines: string[]) => lines.filter((line) => line.includes("has not heartbeaten")).map((line) => line.split(" ")[1]);
 
 function kernelRoute(dst: string, gateway: string | undefined, protocol = TRELLIS_ROUTE_PROTOCOL): Route {
   return { family: 4, dst, gateway, protocol, scope: 0, table: 254 };
@@ -126,78 +160,148 @@ describe("grants", () => {
   });
 });
 
-describe("believe", () => {
+describe("RouteBelief", () => {
   it("lets a host that heartbeats less often stay silent as long as its interval says, and no longer", () => {
-    const belief = believe(input({ heartbeats: new Map([["h2", NOW - 20_000], ["h3", NOW - 20_000]]), hostStaleAfterMs: new Map([["h2", 50_000]]) }));
-    expect([...belief.routes.keys()]).toEqual(["10.1.0.2/32"]);
-    expect(belief.silent).toEqual(["h3"]);
+    const { routes, lines } = believing(input({ heartbeats: new Map([["h2", NOW - 20_000], ["h3", NOW - 20_000]]), hostStaleAfterMs: new Map([["h2", 50_000]]) }));
+    expect(routes().map(([dst]) => dst)).toEqual(["10.1.0.2/32"]);
+    expect(silences(lines)).toEqual(["h3"]);
   });
 
   it("believes granted prefixes of live hosts, with their next hop", () => {
-    const belief = believe(input({}));
-    expect([...belief.routes]).toEqual([
+    const { routes, lines, belief } = believing(input({}));
+    expect(routes()).toEqual([
       ["10.1.0.2/32", "192.168.1.12"],
       ["10.1.0.3/32", "192.168.1.13"],
     ]);
-    expect(belief.refused).toEqual([]);
+    expect(lines).toEqual([]);
+    expect(belief.refused).toBe(0);
   });
 
   it("refuses a prefix IPAM did not give to the announcing host", () => {
     const forged = announcement("h2", "192.168.1.12", [["l3net", "10.1.0.2/32"], ["l3net", "10.1.0.3/32"]]);
-    const belief = believe(input({ announcements: [forged, announcement("h3", "192.168.1.13", [["l3net", "10.1.0.3/32"]])] }));
+    const { belief, lines } = believing(input({ announcements: [forged, announcement("h3", "192.168.1.13", [["l3net", "10.1.0.3/32"]])] }));
     expect(belief.routes.get("10.1.0.3/32")).toBe("192.168.1.13");
-    expect(belief.refused).toEqual([{ host: "h2", networkId: "l3net", prefix: "10.1.0.3/32", reason: "IPAM has not given 10.1.0.3/32 to host h2 in network l3net" }]);
+    expect(refusals(lines)).toEqual(["refused announcement of 10.1.0.3/32 (network l3net) by host h2: IPAM has not given 10.1.0.3/32 to host h2 in network l3net"]);
+    expect(belief.refused).toBe(1);
   });
 
   it("refuses malformed prefixes and prefixes of a family the host announces no next hop of", () => {
     const bad = announcement("h2", "fd00::12", [["l3net", "10.1.0.2/32"], ["l3net", "banana"]]);
-    const belief = believe(input({ announcements: [bad] }));
+    const { belief, lines } = believing(input({ announcements: [bad] }));
     expect(belief.routes.size).toBe(0);
-    expect(belief.refused.map((r) => r.reason)).toEqual(['host h2 announces no IPv4 next hop (it has ["fd00::12"])', "not a prefix"]);
+    expect(refusals(lines).map((line) => line.split(": ")[1])).toEqual(['host h2 announces no IPv4 next hop (it has ["fd00::12"])', "not a prefix"]);
   });
 
   it("routes each prefix via the announcing host's next hop of its family", () => {
     const dual = announcement("h2", ["192.168.1.12", "fd99::12"], [["l3net", "10.1.0.2/32"], ["l3net", "fd00::2/128"]]);
     const grants = new Map([["h2", new Set(["l3net 10.1.0.2/32", "l3net fd00::2/128"])]]);
-    const belief = believe(input({ announcements: [dual], grants }));
-    expect([...belief.routes]).toEqual([
+    expect(believing(input({ announcements: [dual], grants })).routes()).toEqual([
       ["10.1.0.2/32", "192.168.1.12"],
       ["fd00::2/128", "fd99::12"],
     ]);
   });
 
   it("sets aside every prefix of a host whose heartbeat is too old, or missing", () => {
-    const belief = believe(input({ heartbeats: new Map([["h3", NOW - 10_001]]) }));
+    const { belief, lines } = believing(input({ heartbeats: new Map([["h3", NOW - 10_001]]) }));
     expect(belief.routes.size).toBe(0);
-    expect(belief.silent).toEqual(["h2", "h3"]);
+    expect(silences(lines)).toEqual(["h2", "h3"]);
+  });
+
+  it("withdraws a host's routes when its window ends, and believes them again when it heartbeats", () => {
+    const { belief, clock, lines } = believing(input({}));
+    clock.at = NOW + 8_999;
+    belief.refresh();
+    expect(belief.routes.size).toBe(2);
+    belief.heard("h2", NOW + 8_999, 10_000);
+    clock.at = NOW + 9_001;
+    belief.refresh();
+    expect([...belief.routes.keys()]).toEqual(["10.1.0.2/32"]);
+    expect(silences(lines)).toEqual(["h3"]);
+    expect([...belief.takeChanged()].sort()).toEqual(["10.1.0.2/32", "10.1.0.3/32"]);
+    belief.heard("h3", NOW + 9_001, 10_000);
+    belief.refresh();
+    expect(belief.routes.get("10.1.0.3/32")).toBe("192.168.1.13");
+    expect([...belief.takeChanged()]).toEqual(["10.1.0.3/32"]);
   });
 
   it("counts no host silent from before contact with the bus came back, and a host still silent a window after it", () => {
     const old = new Map([["h2", NOW - 60_000], ["h3", NOW - 60_000]]);
-    expect(believe(input({ heartbeats: old, silentFromAtLeast: NOW - 9_000 })).silent).toEqual([]);
-    expect(believe(input({ heartbeats: old, silentFromAtLeast: NOW - 10_001 })).silent).toEqual(["h2", "h3"]);
+    expect(silences(believing(input({ heartbeats: old, silentFromAtLeast: NOW - 9_000 })).lines)).toEqual([]);
+    expect(silences(believing(input({ heartbeats: old, silentFromAtLeast: NOW - 10_001 })).lines)).toEqual(["h2", "h3"]);
     // A host never heard of is not made alive by the return.
-    expect(believe(input({ heartbeats: new Map([["h3", NOW]]), silentFromAtLeast: NOW })).silent).toEqual(["h2"]);
+    expect(silences(believing(input({ heartbeats: new Map([["h3", NOW]]), silentFromAtLeast: NOW })).lines)).toEqual(["h2"]);
+  });
+
+  it("gives every silent host a whole window again when contact comes back", () => {
+    const { belief, clock } = believing(input({ heartbeats: new Map([["h2", NOW - 60_000], ["h3", NOW]]) }));
+    expect([...belief.routes.keys()]).toEqual(["10.1.0.3/32"]);
+    clock.from = NOW;
+    belief.contactRegained();
+    belief.refresh();
+    expect(belief.routes.size).toBe(2);
+    clock.at = NOW + 10_001;
+    belief.refresh();
+    expect(belief.routes.size).toBe(0);
   });
 
   it("ignores its own announcement", () => {
-    expect(believe(input({ self: "h2" })).routes.has("10.1.0.2/32")).toBe(false);
+    expect(believing(input({ self: "h2" })).belief.routes.has("10.1.0.2/32")).toBe(false);
   });
 
-  it("installs only networks present on a host agent, every L3 network on an upstream", () => {
-    expect(believe(input({ networks: new Set() })).routes.size).toBe(0);
-    expect(believe(input({ networks: new Set(), role: "upstream", self: "u1" })).routes.size).toBe(2);
+  it("installs only networks present on a host agent, every L3 network on an upstream, and follows the networks as they come and go", () => {
+    const { belief } = believing(input({ networks: new Set() }));
+    expect(belief.routes.size).toBe(0);
+    belief.setNetworks(new Set(["l3net"]));
+    belief.refresh();
+    expect(belief.routes.size).toBe(2);
+    belief.setNetworks(new Set());
+    belief.refresh();
+    expect(belief.routes.size).toBe(0);
+    expect(believing(input({ networks: new Set(), role: "upstream", self: "u1" })).belief.routes.size).toBe(2);
   });
 
-  it("lets the same host win everywhere when two hosts are granted one prefix", () => {
+  it("lets the same host win everywhere when two hosts are granted one prefix, and the other take over when it goes", () => {
     const grants = new Map([
       ["h2", new Set(["l3net 10.1.0.9/32"])],
       ["h3", new Set(["l3net 10.1.0.9/32"])],
     ]);
     const announcements = [announcement("h3", "192.168.1.13", [["l3net", "10.1.0.9/32"]]), announcement("h2", "192.168.1.12", [["l3net", "10.1.0.9/32"]])];
-    const belief = believe(input({ grants, announcements }));
+    const { belief, lines } = believing(input({ grants, announcements }));
     expect(belief.routes.get("10.1.0.9/32")).toBe("192.168.1.12");
-    expect(belief.refused[0].reason).toBe("also announced by host h2, which wins");
+    expect(refusals(lines)).toEqual(["refused announcement of 10.1.0.9/32 (network l3net) by host h3: also announced by host h2, which wins"]);
+    belief.setAnnouncement("h2", undefined);
+    belief.refresh();
+    expect(belief.routes.get("10.1.0.9/32")).toBe("192.168.1.13");
+    expect(belief.refused).toBe(0);
+  });
+
+  it("follows a grant taken away and given back", () => {
+    const grants = new Map([["h2", new Set(["l3net 10.1.0.2/32"])]]);
+    const { belief, lines } = believing(input({ grants, announcements: [announcement("h2", "192.168.1.12", [["l3net", "10.1.0.2/32"]])] }));
+    expect(belief.routes.size).toBe(1);
+    grants.get("h2")!.clear();
+    belief.grantsChanged("h2");
+    belief.refresh();
+    expect(belief.routes.size).toBe(0);
+    expect(refusals(lines)).toHaveLength(1);
+    grants.get("h2")!.add("l3net 10.1.0.2/32");
+    belief.grantsChanged("h2");
+    belief.refresh();
+    expect(belief.routes.get("10.1.0.2/32")).toBe("192.168.1.12");
+  });
+
+  it("derives again only the host that changed: one announcement among a thousand hosts changes one route", () => {
+    const hosts = Array.from({ length: 1000 }, (_, i) => `h${i + 2}`);
+    const grants = new Map(hosts.map((host, i) => [host, new Set([`l3net 10.9.${i >> 8}.${i & 255}/32`])]));
+    const heartbeats = new Map(hosts.map((host) => [host, NOW]));
+    const announcements = hosts.map((host, i) => announcement(host, "192.168.1.12", [["l3net", `10.9.${i >> 8}.${i & 255}/32`]]));
+    const { belief } = believing(input({ grants, heartbeats, announcements }));
+    expect(belief.routes.size).toBe(1000);
+    belief.takeChanged();
+    grants.get("h2")!.add("l3net 10.8.0.1/32");
+    belief.setAnnouncement("h2", announcement("h2", "192.168.1.12", [["l3net", "10.9.0.0/32"], ["l3net", "10.8.0.1/32"]]));
+    belief.refresh();
+    expect([...belief.takeChanged()]).toEqual(["10.8.0.1/32"]);
   });
 });
 
@@ -228,5 +332,26 @@ describe("routeChanges", () => {
     expect(changes.blocked).toEqual([{ dst: "10.1.0.2/32", protocol: 4 }]);
     expect(changes.remove).toEqual([]);
     expect(changes.add).toEqual([{ dst: "10.1.0.3/32", gateway: "192.168.1.13" }]);
+  });
+});
+
+describe("changesAt", () => {
+  it("compares only the prefixes whose wanted route changed", () => {
+    const applied = new Map([
+      ["10.1.0.2/32", "192.168.1.12"],
+      ["10.1.0.3/32", "192.168.1.13"],
+      ["10.1.0.4/32", "192.168.1.14"],
+    ]);
+    const wanted = new Map([
+      ["10.1.0.2/32", "192.168.1.99"],
+      ["10.1.0.4/32", "192.168.1.0"],
+      ["10.1.0.5/32", "192.168.1.15"],
+    ]);
+    expect(changesAt(applied, wanted, ["10.1.0.2/32", "10.1.0.3/32", "10.1.0.5/32", "10.1.0.6/32"])).toEqual({
+      add: [{ dst: "10.1.0.5/32", gateway: "192.168.1.15" }],
+      replace: [{ dst: "10.1.0.2/32", gateway: "192.168.1.99" }],
+      remove: [{ dst: "10.1.0.3/32", gateway: "192.168.1.13" }],
+      blocked: [],
+    });
   });
 });

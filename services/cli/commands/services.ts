@@ -1,8 +1,5 @@
 import { isIP } from "node:net";
 import { networkInterfaces } from "node:os";
-import { startIpamService } from "../../ipam/main.js";
-import { DEFAULT_INTENT_RETENTION_MS, DEFAULT_REPAIR_INTERVAL_MS, startPlanner } from "../../planner/main.js";
-import { startAgent } from "../../link-agent/main.js";
 import { parseBgpOptions, type BgpOptions } from "../../link-agent/bgp/options.js";
 import { moduleOf } from "../../../libs/netlink/kinds.js";
 import { DEFAULT_HEARTBEAT_MS } from "../../../libs/bus/subjects.js";
@@ -14,6 +11,12 @@ import { settings } from "../settings.js";
 import { metricsAddress, type MetricsService } from "../../../libs/metrics/endpoint.js";
 
 const RESYNC_MS = 15_000;
+
+// Each service's modules are loaded only by the command that runs it: an agent's process holds neither the
+// planner's nor IPAM's (nor the gRPC server they bring), which is most of what it would otherwise keep in memory.
+const ipamMain = () => import("../../ipam/main.js");
+const plannerMain = () => import("../../planner/main.js");
+const agentMain = () => import("../../link-agent/main.js");
 
 /**
  * An allocation whose endpoint is gone is released after being seen gone twice, a minute apart. A host
@@ -54,6 +57,7 @@ const IPAM_USAGE = `Usage: trellis ipam [--nats=URL] [--listen=HOST:PORT] [--rel
 
 export async function ipamCommand(argv: string[]): Promise<number> {
   const { values } = parseCommand(argv, { nats: { type: "string" }, listen: { type: "string" }, "release-cooldown": { type: "string" }, ...TLS_FLAGS, ...HEALTH_FLAG, ...METRICS_FLAG }, IPAM_USAGE);
+  const { startIpamService } = await ipamMain();
   const ipam = await startIpamService({
     natsUrl: values.nats ?? settings.natsUrl(),
     listen: values.listen ?? settings.ipamAddress(),
@@ -84,6 +88,7 @@ export async function plannerCommand(argv: string[]): Promise<number> {
     },
     PLANNER_USAGE,
   );
+  const { DEFAULT_INTENT_RETENTION_MS, DEFAULT_REPAIR_INTERVAL_MS, startPlanner } = await plannerMain();
   const planner = await startPlanner({
     natsUrl: values.nats ?? settings.natsUrl(),
     listen: values.listen ?? settings.plannerListenAddress(),
@@ -125,6 +130,8 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const addresses = underlayAddresses(values.address, AGENT_USAGE);
   const metrics = metricsOf("agent", values.metrics, AGENT_USAGE);
   const tls = settings.tls();
+  const [{ startAgent }, { keepYoungGenerationSmall }] = await Promise.all([agentMain(), import("../../link-agent/memory.js")]);
+  keepYoungGenerationSmall();
   const agent = await startAgent(values.nats ?? settings.natsUrl(), {
     host,
     addresses,
@@ -146,6 +153,7 @@ export async function upCommand(argv: string[]): Promise<number> {
   const { values } = parseCommand(argv, { nats: { type: "string" }, host: { type: "string" }, address: { type: "string", multiple: true } }, UP_USAGE);
   const addresses = underlayAddresses(values.address, UP_USAGE);
   const natsUrl = values.nats ?? settings.natsUrl();
+  const [{ startIpamService }, { startPlanner }, { startAgent }] = await Promise.all([ipamMain(), plannerMain(), agentMain()]);
   // One host, on loopback: gRPC in plaintext. One process has one certificate, and its agent would need the host's
   // to sign what the planner, with TLS, believes.
   const ipam = await startIpamService({ natsUrl, listen: settings.ipamAddress(), collectLeaks: LEAK_COLLECTION });

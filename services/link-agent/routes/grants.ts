@@ -28,20 +28,23 @@ export interface GrantedPrefix {
 export class Grants {
   private readonly byKey = new Map<string, { host: string; granted: GrantedPrefix }>();
   private readonly byHost = new Map<string, Map<string, GrantedPrefix>>();
-  /** Per host, its grant keys, kept as records come and go: `believe` reads it on every pass. */
+  /** Per host, its grant keys, kept as records come and go: what the belief checks announcements against. */
   readonly keysByHost = new Map<string, Set<GrantKey>>();
 
   constructor(private readonly verifier?: RecordVerifier) {}
 
-  /** Applies one entry of IPAM's block keys; throws on a value that is no block record IPAM wrote, keeping what it had. */
-  apply(entry: KvWatchEntry): void {
+  /**
+   * Applies one entry of IPAM's block keys and returns the hosts whose grants it changed (the block's owner, and
+   * an owner before it); throws on a value that is no block record IPAM wrote, keeping what it had.
+   */
+  apply(entry: KvWatchEntry): string[] {
     if (entry.operation !== "PUT") return this.forget(entry.key);
     const record = blockCodec.decode(entry.value);
     const prefix = canonicalPrefix(record.cidr);
     if (!prefix || !record.host || !record.networkId) throw new Error(`not a block record: ${JSON.stringify(BlockRecord.toJSON({ ...record, signature: undefined }))}`);
     const problem = this.verifier?.serviceProblem(blockCodec, record, "ipam");
     if (problem) throw new Error(`not a block record IPAM wrote for host ${record.host} (${record.cidr}): ${problem}`);
-    this.forget(entry.key);
+    const before = this.forget(entry.key);
     const granted = { networkId: record.networkId, prefix };
     this.byKey.set(entry.key, { host: record.host, granted });
     let prefixes = this.byHost.get(record.host);
@@ -50,15 +53,17 @@ export class Grants {
     let keys = this.keysByHost.get(record.host);
     if (!keys) this.keysByHost.set(record.host, (keys = new Set()));
     keys.add(grantKey(granted.networkId, granted.prefix));
+    return before.includes(record.host) ? before : [...before, record.host];
   }
 
   of(host: string): GrantedPrefix[] {
     return [...(this.byHost.get(host)?.values() ?? [])];
   }
 
-  private forget(key: string): void {
+  /** Forgets the grant under `key`; returns its host, if it had one. */
+  private forget(key: string): string[] {
     const known = this.byKey.get(key);
-    if (!known) return;
+    if (!known) return [];
     this.byKey.delete(key);
     const prefixes = this.byHost.get(known.host);
     prefixes?.delete(key);
@@ -67,6 +72,7 @@ export class Grants {
       this.byHost.delete(known.host);
       this.keysByHost.delete(known.host);
     }
+    return [known.host];
   }
 }
 

@@ -1,6 +1,5 @@
 import type { KV, KvWatchEntry } from "@nats-io/kv";
 import { describeRoute, openNetlink, type NetlinkHandle, type RouteChange, type RouteChangeFailure } from "../../../libs/netlink/index.js";
-import type { RouteAnnouncement } from "../../../libs/proto/gen/trellis/v1/routes.js";
 import type { Network } from "../../../libs/proto/gen/trellis/v1/network.js";
 import { FollowedBucket } from "../../../libs/bus/follow.js";
 import { Buckets, hostStaleAfterMs, IPAM_BLOCKS_FILTER } from "../../../libs/bus/subjects.js";
@@ -8,7 +7,8 @@ import type { BusContact } from "../../../libs/bus/contact.js";
 import type { RecordVerifier } from "../../../libs/tls/record-signature.js";
 import { SignedRecordFilter } from "../../../libs/tls/signed-records.js";
 import { Grants, routedNetworkIds, type GrantedPrefix } from "./grants.js";
-import { believe, changesSinceApplied, routeChanges, type Belief, type RouteChanges } from "./reconcile.js";
+import { RouteBelief } from "./belief.js";
+import { changesAt, routeChanges, type RouteChanges } from "./reconcile.js";
 import { countRouteChanges, followHeartbeatAges, setRouteBelief } from "../../../libs/metrics/agent.js";
 
 export interface InstallerOptions {
@@ -42,27 +42,25 @@ export interface InstallerBuckets {
  * Installs other hosts' announced prefixes as `prefix via <next hop>` routes of TRELLIS_ROUTE_PROTOCOL.
  * Every KV change wakes a pass (milliseconds). The first pass, the periodic resync and any pass after a
  * refused change read the whole kernel table and change only what differs, so a restarted installer
- * changes nothing right and drift is repaired; the passes between compare the belief with what was last
- * applied and send only that difference, so one new announcement costs one route, not a table dump.
+ * changes nothing right and drift is repaired; the passes between send only the routes whose belief
+ * changed, so one new announcement costs that host's prefixes and the routes they change, not a table
+ * dump nor a look at every other host (belief.ts).
  */
 export class RouteInstaller {
-  private readonly announcements = new Map<string, RouteAnnouncement>();
   private readonly grants: Grants;
+  private readonly belief: RouteBelief;
+  /** When each host's heartbeat was last seen: for the heartbeat-age metric. */
   private readonly heartbeats = new Map<string, number>();
-  /** Per host, how long it may be silent: at least staleAfterMs, longer for a host that heartbeats less often. */
-  private readonly silences = new Map<string, number>();
   /** Every network by bucket key (its name): every host has every network. */
   private readonly allNetworks = new Map<string, Network>();
-  private networks = new Set<string>();
   private running: Promise<void> | undefined;
   private again = false;
   /** Set when the next pass must read the kernel: at start, on the resync timer, after a refused change. */
   private resyncDue = true;
   /** What the last pass asked the kernel for: destination prefix → next hop. */
   private applied = new Map<string, string>();
-  /** Wanted prefixes the last full pass found routed by someone else. */
-  private blocked: RouteChanges["blocked"] = [];
-  private reported = new Set<string>();
+  /** Lines of the wanted prefixes the last full pass found routed by someone else: logged when they start. */
+  private blocked = new Set<string>();
   /** No pass before every bucket's stored state is in: a pass on half of it would delete right routes. */
   private loaded = false;
   private stopped = false;
@@ -76,6 +74,18 @@ export class RouteInstaller {
   ) {
     this.signed = new SignedRecordFilter(options.verifier, options.log);
     this.grants = new Grants(options.verifier);
+    const contact = options.contact;
+    this.belief = new RouteBelief({
+      self: options.host,
+      role: options.role,
+      staleAfterMs: options.staleAfterMs,
+      grants: this.grants.keysByHost,
+      clock: {
+        now: () => (contact ? Math.min(Date.now(), contact.knownUntil()) : Date.now()),
+        silentFromAtLeast: () => contact?.regainedAt() ?? 0,
+      },
+      log: options.log,
+    });
   }
 
   static async start(buckets: InstallerBuckets, options: InstallerOptions): Promise<RouteInstaller> {
@@ -95,7 +105,9 @@ export class RouteInstaller {
             ? "contact with NATS is back: every host has a whole heartbeat window from now before its routes may be withdrawn"
             : "lost contact with NATS: no host's routes are withdrawn and no route is changed until it is back",
         );
-        if (inContact) installer.schedule();
+        if (!inContact) return;
+        installer.belief.contactRegained();
+        installer.schedule();
       });
       if (unsubscribe) installer.stops.push(unsubscribe);
     } catch (error) {
@@ -105,7 +117,7 @@ export class RouteInstaller {
     installer.loaded = true;
     await installer.settled();
     installer.timers = [
-      // Heartbeats age without any event: look often, but touch the kernel only if the belief changed.
+      // Heartbeats age without any event: look often (a look at the earliest window's end), run a pass only if one ended.
       setInterval(() => installer.scheduleIfChanged(), Math.max(100, Math.floor(options.staleAfterMs / 10))),
       setInterval(() => installer.resync(), options.resyncMs),
     ];
@@ -127,8 +139,9 @@ export class RouteInstaller {
   }
 
   /** The routes this installer believes right now: destination prefix → next hop. */
-  believed(): Map<string, string> {
-    return this.belief().routes;
+  believed(): ReadonlyMap<string, string> {
+    this.belief.refresh();
+    return this.belief.routes;
   }
 
   /** What IPAM gave this host: the prefixes its own announcement may carry. */
@@ -143,12 +156,12 @@ export class RouteInstaller {
       if (!network) return;
       this.allNetworks.set(entry.key, network);
     }
-    this.networks = routedNetworkIds(this.allNetworks.values());
+    this.belief.setNetworks(routedNetworkIds(this.allNetworks.values()));
     this.schedule();
   }
 
   private onGrant(entry: KvWatchEntry): void {
-    this.grants.apply(entry);
+    for (const host of this.grants.apply(entry)) this.belief.grantsChanged(host);
     this.schedule();
   }
 
@@ -156,36 +169,21 @@ export class RouteInstaller {
     const record = entry.operation === "PUT" ? this.signed.heartbeat(entry) : undefined;
     if (!record) {
       this.heartbeats.delete(entry.key);
-      this.silences.delete(entry.key);
+      this.belief.forgetHeartbeat(entry.key);
     } else {
       // Seen now for a live heartbeat; a stored one is no younger than its server timestamp.
-      this.heartbeats.set(entry.key, entry.isUpdate ? Date.now() : Math.min(Date.now(), entry.created.getTime()));
-      this.silences.set(entry.key, hostStaleAfterMs(record.heartbeatIntervalMs, this.options.staleAfterMs));
+      const seen = entry.isUpdate ? Date.now() : Math.min(Date.now(), entry.created.getTime());
+      this.heartbeats.set(entry.key, seen);
+      // How long it may be silent: at least staleAfterMs, longer for a host that heartbeats less often.
+      this.belief.heard(entry.key, seen, hostStaleAfterMs(record.heartbeatIntervalMs, this.options.staleAfterMs));
     }
     this.scheduleIfChanged();
   }
 
   private onAnnouncement(entry: KvWatchEntry): void {
     const announcement = entry.operation === "PUT" ? this.signed.announcement(entry) : undefined;
-    if (announcement) this.announcements.set(entry.key, announcement);
-    else this.announcements.delete(entry.key);
+    this.belief.setAnnouncement(entry.key, announcement);
     this.schedule();
-  }
-
-  private belief(): Belief {
-    const contact = this.options.contact;
-    return believe({
-      self: this.options.host,
-      role: this.options.role,
-      networks: this.networks,
-      announcements: [...this.announcements.values()],
-      grants: this.grants.keysByHost,
-      heartbeats: this.heartbeats,
-      now: contact ? Math.min(Date.now(), contact.knownUntil()) : Date.now(),
-      silentFromAtLeast: contact?.regainedAt() ?? 0,
-      staleAfterMs: this.options.staleAfterMs,
-      hostStaleAfterMs: this.silences,
-    });
   }
 
   private resync(): void {
@@ -193,9 +191,10 @@ export class RouteInstaller {
     this.schedule();
   }
 
+  /** A pass only when a heartbeat or the clock changed a host's liveness: a live host's heartbeat costs no pass. */
   private scheduleIfChanged(): void {
-    const routes = this.belief().routes;
-    if (routes.size !== this.applied.size || [...routes].some(([dst, via]) => this.applied.get(dst) !== via)) this.schedule();
+    this.belief.expire();
+    if (this.belief.pending()) this.schedule();
   }
 
   /** Runs a pass now, or right after the one under way: never two at once, never a change missed. */
@@ -229,22 +228,31 @@ export class RouteInstaller {
 
   /** One comparison and one batch of changes; true when the kernel refused any of them. */
   private async apply(full: boolean): Promise<boolean> {
-    const belief = this.belief();
     let changes: RouteChanges;
     if (full) {
-      // One dump of both families.
-      changes = routeChanges(await this.nl.listRoutes(), belief.routes);
-      this.blocked = changes.blocked;
+      // One dump of both families. The belief is refreshed after it, so that it is no older than the dump.
+      const kernel = await this.nl.listRoutes();
+      this.belief.refresh();
+      this.belief.takeChanged();
+      changes = routeChanges(kernel, this.belief.routes);
+      this.applied = new Map(this.belief.routes);
+      this.reportBlocked(changes.blocked);
     } else {
-      changes = changesSinceApplied(this.applied, belief.routes);
+      this.belief.refresh();
+      const changed = this.belief.takeChanged();
+      changes = changesAt(this.applied, this.belief.routes, changed);
+      for (const dst of changed) {
+        const nextHop = this.belief.routes.get(dst);
+        if (nextHop === undefined) this.applied.delete(dst);
+        else this.applied.set(dst, nextHop);
+      }
     }
-    this.report(belief);
+    setRouteBelief(this.belief.routes.size, this.belief.refused);
     const batch: RouteChange[] = [
       ...changes.remove.map((route) => ({ action: "delete" as const, route })),
       ...changes.replace.map((route) => ({ action: "replace" as const, route })),
       ...changes.add.map((route) => ({ action: "add" as const, route })),
     ];
-    this.applied = belief.routes;
     if (batch.length === 0) return false;
     let failures: RouteChangeFailure[];
     try {
@@ -266,19 +274,10 @@ export class RouteInstaller {
     return failures.length > 0;
   }
 
-  /** Refusals, silent hosts and blocked prefixes are logged when they start, not on every pass. */
-  private report(belief: Belief): void {
-    const lines = [
-      ...belief.refused.map(
-        (refusal) => `refused announcement of ${refusal.prefix} (network ${refusal.networkId}) by host ${refusal.host}: ${refusal.reason}`,
-      ),
-      ...belief.silent.map(
-        (host) => `host ${host} has not heartbeaten for over ${this.silences.get(host) ?? this.options.staleAfterMs} ms: its routes are withdrawn until it returns`,
-      ),
-      ...this.blocked.map(({ dst, protocol }) => `route ${dst} left alone: the kernel already has it with protocol ${protocol}, which Trellis does not own`),
-    ];
-    setRouteBelief(belief.routes.size, belief.refused.length);
-    for (const line of lines) if (!this.reported.has(line)) this.options.log(line);
-    this.reported = new Set(lines);
+  /** Blocked prefixes are logged when they start, not on every full pass (the belief logs its refusals and silences so). */
+  private reportBlocked(blocked: RouteChanges["blocked"]): void {
+    const lines = new Set(blocked.map(({ dst, protocol }) => `route ${dst} left alone: the kernel already has it with protocol ${protocol}, which Trellis does not own`));
+    for (const line of lines) if (!this.blocked.has(line)) this.options.log(line);
+    this.blocked = lines;
   }
 }
