@@ -1,0 +1,155 @@
+import { status as grpcStatus } from "@grpc/grpc-js";
+import type { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
+import { TrellisRefusal, type TrellisControlPlane } from "./control-plane.js";
+import { createOrJoin } from "./network-join.js";
+import { networkSpecOf, type DockerNetworkRequest } from "./network-options.js";
+import type { Handler } from "./server.js";
+import { bare, type EndpointRecord, type PluginState, type PoolRecord } from "./state.js";
+
+/** The interface Docker's first network of a container has; the agent makes it in Docker's sandbox. */
+const IFNAME = "eth0";
+/** Newer Docker passes the container's DNS names in CreateEndpoint's options; the first is its Trellis name. */
+const DNS_NAMES = "com.docker.network.endpoint.dnsnames";
+
+export interface DriverContext {
+  state: PluginState;
+  trellis: TrellisControlPlane;
+  host: string;
+}
+
+/**
+ * The NetworkDriver half. Docker's scope for it is local (there is no cluster store any more); the Trellis
+ * network is cluster-wide, so each host's `docker network create` creates or joins it. The agent makes the
+ * container's link directly in Docker's sandbox (the CNI plugin's way): Join names no interface for Docker to move.
+ */
+export function driverHandlers(context: DriverContext): Map<string, Handler> {
+  return new Map<string, Handler>([
+    ["/NetworkDriver.GetCapabilities", async () => ({ Scope: "local", ConnectivityScope: "global" })],
+    ["/NetworkDriver.CreateNetwork", (body) => createNetwork(context, body)],
+    ["/NetworkDriver.DeleteNetwork", (body) => deleteNetwork(context, body)],
+    ["/NetworkDriver.CreateEndpoint", (body) => createEndpoint(context, body)],
+    ["/NetworkDriver.EndpointOperInfo", async () => ({ Value: {} })],
+    ["/NetworkDriver.DeleteEndpoint", (body) => deleteEndpoint(context, body)],
+    ["/NetworkDriver.Join", (body) => join(context, body)],
+    ["/NetworkDriver.Leave", (body) => leave(context, body)],
+    ["/NetworkDriver.DiscoverNew", async () => ({})],
+    ["/NetworkDriver.DiscoverDelete", async () => ({})],
+    ["/NetworkDriver.ProgramExternalConnectivity", async () => ({})],
+    ["/NetworkDriver.RevokeExternalConnectivity", async () => ({})],
+    ["/NetworkDriver.AllocateNetwork", async () => ({ Err: "the trellis driver is local-scoped: swarm networks are not supported" })],
+    ["/NetworkDriver.FreeNetwork", async () => ({})],
+  ]);
+}
+
+/** Idempotent: Docker may create again what it already created (a repeat after a daemon restart). */
+async function createNetwork(context: DriverContext, body: Record<string, any>): Promise<Record<string, unknown>> {
+  const dockerId = String(body.NetworkID ?? "");
+  const request = body as DockerNetworkRequest;
+  const pooled = [...(request.IPv4Data ?? []), ...(request.IPv6Data ?? [])].map((data) => data.Pool ?? "").filter(Boolean);
+  const pools = new Map<string, PoolRecord>();
+  for (const cidr of pooled) {
+    const pool = await context.state.pool(cidr);
+    if (pool) pools.set(cidr, pool);
+  }
+  const spec = networkSpecOf(request, pools);
+  const network = await createOrJoin(context.trellis, spec);
+  await context.state.saveNetwork({ dockerId, network: network.name, spec, pools: pooled });
+  for (const pool of pools.values()) await context.state.savePool({ ...pool, network: network.name, dockerNetwork: dockerId });
+  return {};
+}
+
+/**
+ * Deletes the Trellis network when no container is left on it anywhere; while other hosts' containers use it, it
+ * stays for them (their `docker network rm` deletes it last). Another host's Docker network whose Trellis network
+ * went makes it again at its next container.
+ */
+async function deleteNetwork(context: DriverContext, body: Record<string, any>): Promise<Record<string, unknown>> {
+  const dockerId = String(body.NetworkID ?? "");
+  const record = await context.state.network(dockerId);
+  if (!record) return {};
+  try {
+    await context.trellis.deleteNetwork(record.network);
+  } catch (error) {
+    const kept = error instanceof TrellisRefusal && (error.code === grpcStatus.NOT_FOUND || error.code === grpcStatus.FAILED_PRECONDITION);
+    if (!kept) throw error;
+  }
+  await context.state.removeNetwork(dockerId);
+  return {};
+}
+
+function dnsNameOf(options: Record<string, unknown> | undefined, dockerId: string): string {
+  const names = options?.[DNS_NAMES];
+  const first = Array.isArray(names) ? names.find((name): name is string => typeof name === "string" && /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(name)) : undefined;
+  return first ?? `docker-${dockerId.slice(0, 12)}`;
+}
+
+/** Docker's IPAM has chosen the addresses (ours: held by an IPAM-only container); the interface stays as Docker gave it. */
+async function createEndpoint(context: DriverContext, body: Record<string, any>): Promise<Record<string, unknown>> {
+  const dockerId = String(body.EndpointID ?? "");
+  const networkDockerId = String(body.NetworkID ?? "");
+  const network = await context.state.network(networkDockerId);
+  if (!network) throw new Error(`unknown network ${networkDockerId}: it was not created through this plugin on this host (docker network create -d trellis)`);
+  const iface = (body.Interface ?? {}) as { Address?: string; AddressIPv6?: string };
+  const addresses = [iface.Address, iface.AddressIPv6].filter((address): address is string => Boolean(address));
+  if (addresses.length === 0) throw new Error(`endpoint ${dockerId} has no address: the trellis driver needs --ipam-driver=trellis`);
+  for (const address of addresses) {
+    if (!(await context.state.holding(network.network, bare(address)))) {
+      throw new Error(`address ${address} was not handed out by Trellis on this host: create the network with --ipam-driver=trellis`);
+    }
+  }
+  const known = await context.state.endpoint(dockerId);
+  const record: EndpointRecord = known ?? { dockerId, networkDockerId, network: network.network, container: dnsNameOf(body.Options, dockerId), addresses };
+  await context.state.saveEndpoint(record);
+  return {};
+}
+
+async function deleteEndpoint(context: DriverContext, body: Record<string, any>): Promise<Record<string, unknown>> {
+  await context.state.removeEndpoint(String(body.EndpointID ?? ""));
+  return {};
+}
+
+async function requireEndpoint(context: DriverContext, body: Record<string, any>): Promise<EndpointRecord> {
+  const record = await context.state.endpoint(String(body.EndpointID ?? ""));
+  if (!record) throw new Error(`unknown endpoint ${String(body.EndpointID)}: it was not created through this plugin on this host`);
+  return record;
+}
+
+/**
+ * Hands the addresses from their IPAM-only holder to the container's own Trellis endpoint in Docker's sandbox
+ * (SandboxKey), one holder after the other: the planner never lets two hold an address. The agent's report that
+ * the link is there is the answer; no gateway goes back, since the agent sets the routes (Docker would add
+ * its default route a second time), and no gateway service (docker_gwbridge) is wanted.
+ */
+async function join(context: DriverContext, body: Record<string, any>): Promise<Record<string, unknown>> {
+  const record = await requireEndpoint(context, body);
+  const sandbox = String(body.SandboxKey ?? "");
+  if (!sandbox) throw new Error("Join without a SandboxKey: Docker names the container's network namespace there");
+  const holding = await context.state.holding(record.network, bare(record.addresses[0]!));
+  if (record.endpointId && holding?.holder === record.container) return { DisableGatewayService: true };
+  const ipv4 = bare(record.addresses.find((address) => !address.includes(":")) ?? "");
+  const ipv6 = bare(record.addresses.find((address) => address.includes(":")) ?? "");
+  const spec = { network: record.network, host: context.host, ipv4, ipv6, netnsPath: sandbox, ifname: IFNAME };
+  if (holding && holding.holder !== record.container) await context.trellis.detach(holding.holder);
+  let endpoint: Endpoint;
+  try {
+    endpoint = await context.trellis.attach({ ...spec, container: record.container });
+  } catch (error) {
+    // Docker's rollback (Leave, DeleteEndpoint, ReleaseAddress) finds the addresses held as before.
+    if (holding && holding.holder !== record.container) await context.trellis.attach({ ...spec, container: holding.holder, netnsPath: undefined, ifname: undefined, ipamOnly: true }).catch(() => undefined);
+    throw error;
+  }
+  await context.state.saveHolding(record.network, { holder: record.container, addresses: endpoint.addresses });
+  await context.state.saveEndpoint({ ...record, endpointId: endpoint.id, host: endpoint.host });
+  await context.trellis.waitUntilReady(endpoint);
+  return { DisableGatewayService: true };
+}
+
+/** The container's link goes before Docker deletes its sandbox; the address stays recorded until ReleaseAddress. */
+async function leave(context: DriverContext, body: Record<string, any>): Promise<Record<string, unknown>> {
+  // Docker repeats a Leave for a sandbox it cleans up after a restart: one already gone is nothing to do.
+  const record = await context.state.endpoint(String(body.EndpointID ?? ""));
+  if (!record) return {};
+  await context.trellis.detach(record.container);
+  if (record.endpointId && record.host) await context.trellis.waitUntilRemoved({ endpointId: record.endpointId, host: record.host, container: record.container });
+  return {};
+}
