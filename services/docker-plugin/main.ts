@@ -5,6 +5,7 @@ import { parseCommand } from "../cli/parse.js";
 import { TrellisControlPlane } from "./control-plane.js";
 import { ipamHandlers } from "./ipam-driver.js";
 import { driverHandlers } from "./network-driver.js";
+import { SandboxJoins } from "./sandbox-join.js";
 import { serve, type Handler, type PluginServer } from "./server.js";
 import { DEFAULT_DATA_DIR, PluginState } from "./state.js";
 
@@ -35,9 +36,10 @@ export interface RunningDockerPlugin {
 export async function startDockerPlugin(options: DockerPluginOptions): Promise<RunningDockerPlugin> {
   const state = new PluginState(options.dataDir);
   const trellis = new TrellisControlPlane({ planner: options.planner, nats: options.nats });
+  const joins = new SandboxJoins({ state, trellis, host: options.host, log: options.log ?? ((line) => console.error(line)) });
   const handlers = new Map<string, Handler>([
     ["/Plugin.Activate", async () => ({ Implements: ["NetworkDriver", "IpamDriver"] })],
-    ...driverHandlers({ state, trellis, host: options.host }),
+    ...driverHandlers({ state, trellis, host: options.host, joins }),
     ...ipamHandlers({ state, trellis, host: options.host, pendingIpv6: new Map() }),
   ]);
   let server: PluginServer;
@@ -51,6 +53,7 @@ export async function startDockerPlugin(options: DockerPluginOptions): Promise<R
     socket: server.socket,
     async stop() {
       await server.close();
+      await joins.stopAll();
       await trellis.close();
     },
   };

@@ -1,13 +1,11 @@
 import { status as grpcStatus } from "@grpc/grpc-js";
-import type { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
 import { TrellisRefusal, type TrellisControlPlane } from "./control-plane.js";
 import { createOrJoin } from "./network-join.js";
 import { networkSpecOf, type DockerNetworkRequest } from "./network-options.js";
+import type { SandboxJoins } from "./sandbox-join.js";
 import type { Handler } from "./server.js";
 import { bare, type EndpointRecord, type PluginState, type PoolRecord } from "./state.js";
 
-/** The interface Docker's first network of a container has; the agent makes it in Docker's sandbox. */
-const IFNAME = "eth0";
 /** Newer Docker passes the container's DNS names in CreateEndpoint's options; the first is its Trellis name. */
 const DNS_NAMES = "com.docker.network.endpoint.dnsnames";
 
@@ -15,6 +13,7 @@ export interface DriverContext {
   state: PluginState;
   trellis: TrellisControlPlane;
   host: string;
+  joins: SandboxJoins;
 }
 
 /**
@@ -115,39 +114,24 @@ async function requireEndpoint(context: DriverContext, body: Record<string, any>
 }
 
 /**
- * Hands the addresses from their IPAM-only holder to the container's own Trellis endpoint in Docker's sandbox
- * (SandboxKey), one holder after the other: the planner never lets two hold an address. The agent's report that
- * the link is there is the answer; no gateway goes back, since the agent sets the routes (Docker would add
- * its default route a second time), and no gateway service (docker_gwbridge) is wanted.
+ * Answers at once: the sandbox's namespace does not exist yet (SandboxJoins). No gateway goes back, since the
+ * agent sets the routes (Docker would add its default route a second time), and no gateway service
+ * (docker_gwbridge) is wanted.
  */
 async function join(context: DriverContext, body: Record<string, any>): Promise<Record<string, unknown>> {
   const record = await requireEndpoint(context, body);
   const sandbox = String(body.SandboxKey ?? "");
   if (!sandbox) throw new Error("Join without a SandboxKey: Docker names the container's network namespace there");
-  const holding = await context.state.holding(record.network, bare(record.addresses[0]!));
-  if (record.endpointId && holding?.holder === record.container) return { DisableGatewayService: true };
-  const ipv4 = bare(record.addresses.find((address) => !address.includes(":")) ?? "");
-  const ipv6 = bare(record.addresses.find((address) => address.includes(":")) ?? "");
-  const spec = { network: record.network, host: context.host, ipv4, ipv6, netnsPath: sandbox, ifname: IFNAME };
-  if (holding && holding.holder !== record.container) await context.trellis.detach(holding.holder);
-  let endpoint: Endpoint;
-  try {
-    endpoint = await context.trellis.attach({ ...spec, container: record.container });
-  } catch (error) {
-    // Docker's rollback (Leave, DeleteEndpoint, ReleaseAddress) finds the addresses held as before.
-    if (holding && holding.holder !== record.container) await context.trellis.attach({ ...spec, container: holding.holder, netnsPath: undefined, ifname: undefined, ipamOnly: true }).catch(() => undefined);
-    throw error;
-  }
-  await context.state.saveHolding(record.network, { holder: record.container, addresses: endpoint.addresses });
-  await context.state.saveEndpoint({ ...record, endpointId: endpoint.id, host: endpoint.host });
-  await context.trellis.waitUntilReady(endpoint);
+  if (!record.endpointId) context.joins.start(record, sandbox);
   return { DisableGatewayService: true };
 }
 
 /** The container's link goes before Docker deletes its sandbox; the address stays recorded until ReleaseAddress. */
 async function leave(context: DriverContext, body: Record<string, any>): Promise<Record<string, unknown>> {
   // Docker repeats a Leave for a sandbox it cleans up after a restart: one already gone is nothing to do.
-  const record = await context.state.endpoint(String(body.EndpointID ?? ""));
+  const dockerId = String(body.EndpointID ?? "");
+  await context.joins.stop(dockerId);
+  const record = await context.state.endpoint(dockerId);
   if (!record) return {};
   await context.trellis.detach(record.container);
   if (record.endpointId && record.host) await context.trellis.waitUntilRemoved({ endpointId: record.endpointId, host: record.host, container: record.container });

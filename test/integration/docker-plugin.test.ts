@@ -1,3 +1,4 @@
+import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
@@ -6,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ControlApi } from "../../libs/control-client/index.js";
 import { startDockerPlugin, type RunningDockerPlugin } from "../../services/docker-plugin/main.js";
 import { startControlPlane, type ControlPlane } from "../support/control-plane.js";
+import { eventually } from "../support/eventually.js";
 
 // Contract tests of `trellis docker-plugin` on its unix socket, with the request bodies dockerd (libnetwork's
 // drivers/remote and ipams/remote) sends, against a real control plane (nats-server, IPAM, planner). Two plugins
@@ -15,6 +17,9 @@ const work = mkdtempSync(join(tmpdir(), "trellis-docker-"));
 let plane: ControlPlane;
 let control: ControlApi;
 const plugins: Record<string, RunningDockerPlugin> = {};
+const logs: Record<string, string[]> = { h1: [], h2: [] };
+/** Namespaces made here stand for Docker's sandboxes once the runtime has bind-mounted them. */
+const SANDBOXES = [`trtest-dk1-${process.pid}`, `trtest-dk2-${process.pid}`];
 
 const H1_NET = "a".repeat(64);
 const H2_NET = "b".repeat(64);
@@ -25,7 +30,8 @@ function socketOf(host: string): string {
 }
 
 async function startPlugin(host: string): Promise<void> {
-  plugins[host] = await startDockerPlugin({ socket: socketOf(host), dataDir: join(work, host, "data"), host, planner: plane.planner.address, nats: plane.nats.url });
+  const log = (line: string) => void logs[host]!.push(line);
+  plugins[host] = await startDockerPlugin({ socket: socketOf(host), dataDir: join(work, host, "data"), host, planner: plane.planner.address, nats: plane.nats.url, log });
 }
 
 interface Answer {
@@ -77,6 +83,7 @@ async function endpointsOf(network: string): Promise<{ container: string; host: 
 }
 
 beforeAll(async () => {
+  for (const name of SANDBOXES) execFileSync("ip", ["netns", "add", name]);
   plane = await startControlPlane();
   // A day's heartbeat interval: the hosts stay live for the test. h1 reports no ipvlan (this kernel has none).
   await plane.registerHost("h1", "127.0.0.1", { heartbeatIntervalMs: 86_400_000, missingLinkKinds: ["ipvlan"] });
@@ -90,6 +97,7 @@ afterAll(async () => {
   for (const plugin of Object.values(plugins)) await plugin.stop();
   control?.close();
   await plane?.stop();
+  for (const name of SANDBOXES) spawnSync("ip", ["netns", "del", name], { stdio: "ignore" });
   rmSync(work, { recursive: true, force: true });
 }, 30_000);
 
@@ -211,19 +219,52 @@ describe("a container's addresses", () => {
     expect((await call("h1", "/NetworkDriver.CreateEndpoint", body)).body.Err).toBe("address 10.78.0.99/24 was not handed out by Trellis on this host: create the network with --ipam-driver=trellis");
   });
 
-  it("a Join the planner refuses says why, and the address stays held for Docker's rollback", async () => {
-    const answer = await call("h1", "/NetworkDriver.Join", { NetworkID: H1_NET, EndpointID: endpointId, SandboxKey: "/var/run/docker/netns/0123456789ab", Options: {} });
-    expect(answer.body.Err).toMatch(/^Trellis refused: .*h1.*ipvlan/);
+  it("Join answers at once, before Docker's sandbox has a namespace; the address stays with its IPAM-only holder", async () => {
+    const answer = await call("h1", "/NetworkDriver.Join", { NetworkID: H1_NET, EndpointID: endpointId, SandboxKey: join(work, "netns", "0123456789ab"), Options: {} });
+    expect(answer.body).toEqual({ DisableGatewayService: true });
     expect(await endpointsOf("dk_l2")).toEqual([expect.objectContaining({ host: "h1", addresses: ["10.78.0.2/24"], ipamOnly: true })]);
   });
 
-  it("Docker's rollback (Leave, DeleteEndpoint, ReleaseAddress) frees the address, and each again changes nothing", async () => {
+  it("Leave, DeleteEndpoint and ReleaseAddress free the address, and each again changes nothing", async () => {
     for (let i = 0; i < 2; i++) {
       expect(await ok("h1", "/NetworkDriver.Leave", { NetworkID: H1_NET, EndpointID: endpointId })).toEqual({});
       expect(await ok("h1", "/NetworkDriver.DeleteEndpoint", { NetworkID: H1_NET, EndpointID: endpointId })).toEqual({});
       expect(await ok("h1", "/IpamDriver.ReleaseAddress", { PoolID: "10.78.0.0/24", Address: "10.78.0.2" })).toEqual({});
     }
     expect(await endpointsOf("dk_l2")).toEqual([]);
+  });
+
+  it("once the sandbox has its namespace, an attach the planner refuses gives the address back to its holder, and says why", async () => {
+    const id = "1".repeat(64);
+    const { Address } = await ok("h1", "/IpamDriver.RequestAddress", { PoolID: "10.78.0.0/24", Address: "", Options: {} });
+    await ok("h1", "/NetworkDriver.CreateEndpoint", { NetworkID: H1_NET, EndpointID: id, Interface: { Address, AddressIPv6: "", MacAddress: "" }, Options: {} });
+    await ok("h1", "/NetworkDriver.Join", { NetworkID: H1_NET, EndpointID: id, SandboxKey: `/run/netns/${SANDBOXES[0]}`, Options: {} });
+    const refusal = await eventually(
+      "the plugin's report of the refused attach",
+      () => logs.h1!.find((line) => line.startsWith("failed to attach Docker endpoint 111111111111 (docker-111111111111): Trellis refused: ")),
+      (line) => line !== undefined,
+    );
+    expect(refusal).toMatch(/h1/);
+    expect(await endpointsOf("dk_l2")).toEqual([expect.objectContaining({ host: "h1", addresses: [Address], ipamOnly: true })]);
+    await ok("h1", "/NetworkDriver.Leave", { NetworkID: H1_NET, EndpointID: id });
+    await ok("h1", "/NetworkDriver.DeleteEndpoint", { NetworkID: H1_NET, EndpointID: id });
+    await ok("h1", "/IpamDriver.ReleaseAddress", { PoolID: "10.78.0.0/24", Address: Address.split("/")[0] });
+    expect(await endpointsOf("dk_l2")).toEqual([]);
+  });
+
+  it("hands the address over to the container's own endpoint in the sandbox: one holder at a time, the same address", async () => {
+    const id = "2".repeat(64);
+    const { Address } = await ok("h2", "/IpamDriver.RequestAddress", { PoolID: "10.78.0.0/24", Address: "10.78.0.9", Options: {} });
+    await ok("h2", "/NetworkDriver.CreateEndpoint", { NetworkID: H2_NET, EndpointID: id, Interface: { Address, AddressIPv6: "", MacAddress: "" }, Options: {} });
+    await ok("h2", "/NetworkDriver.Join", { NetworkID: H2_NET, EndpointID: id, SandboxKey: `/run/netns/${SANDBOXES[1]}`, Options: {} });
+    await eventually("the container's own endpoint", () => endpointsOf("dk_l2"), (list) => list.length === 1 && list[0]!.container === "docker-222222222222" && !list[0]!.ipamOnly);
+    const attached = await control.inspectEndpoint("docker-222222222222");
+    expect(attached).toMatchObject({ host: "h2", addresses: ["10.78.0.9/24"], netns: `/run/netns/${SANDBOXES[1]}`, ifname: "eth0" });
+    expect(await endpointsOf("dk_l2")).toHaveLength(1);
+    expect(await ok("h2", "/NetworkDriver.Leave", { NetworkID: H2_NET, EndpointID: id })).toEqual({});
+    expect(await endpointsOf("dk_l2")).toEqual([]);
+    await ok("h2", "/NetworkDriver.DeleteEndpoint", { NetworkID: H2_NET, EndpointID: id });
+    await ok("h2", "/IpamDriver.ReleaseAddress", { PoolID: "10.78.0.0/24", Address: "10.78.0.9" });
   });
 
   it("gives an --ip again after its release, every time", async () => {
