@@ -2,8 +2,9 @@ import { randomBytes } from "node:crypto";
 import { contains, firstUsable, formatAddress, formatPrefix, parseAddress, parsePrefix, type Prefix } from "../../libs/ipmath/index.js";
 import type { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
 import type { TrellisControlPlane } from "./control-plane.js";
-import { createOrJoin, isNetworkGone } from "./network-join.js";
-import { ADDRESS_SPACES } from "./network-options.js";
+import { createOrJoin, deleteUnlessInUse, isNetworkGone } from "./network-join.js";
+import type { NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
+import { ADDRESS_SPACES, NETWORK_NAME_OPTION } from "./network-options.js";
 import { bare, type PluginState, type PoolRecord } from "./state.js";
 import type { Handler } from "./server.js";
 
@@ -65,14 +66,28 @@ async function requestPool(context: IpamContext, body: Record<string, any>): Pro
     ipRange = formatPrefix(range);
   }
   const known = await context.state.pool(cidr);
-  const network = String((body.Options as Record<string, string> | undefined)?.["trellis.network"] ?? "") || known?.network;
+  const named = String((body.Options as Record<string, string> | undefined)?.[NETWORK_NAME_OPTION] ?? "");
+  // For another driver (Docker's ipvlan, macvlan): the pool is a Trellis network of its own, made or joined here.
+  if (named) await createOrJoin(context.trellis, ipamNetworkSpec(named, cidr, v6, ipRange));
+  const network = named || known?.network;
   await context.state.savePool({ ...known, cidr, v6, ipRange, ...(network ? { network } : {}) });
   return { PoolID: cidr, Pool: cidr, Data: {} };
 }
 
-/** The pool's record goes; the Trellis network is the network driver's (or a later `trellis network rm`'s) to delete. */
+/** `--ipam-opt trellis.network=NAME`: a Trellis network that only hands out addresses; its gateway is Trellis's default. */
+function ipamNetworkSpec(name: string, cidr: string, v6: boolean, ipRange: string): NetworkSpec {
+  return { name, driver: "ipvlan", subnets: [cidr], gateways: [], internal: false, ipv6: v6, options: {}, ipRanges: ipRange ? [ipRange] : [], auxAddresses: {} };
+}
+
+/**
+ * The pool's record goes. A network made for another driver is deleted with it when no container is left on it
+ * anywhere (another host's pool keeps it otherwise); one of the trellis driver is DeleteNetwork's.
+ */
 async function releasePool(context: IpamContext, body: Record<string, any>): Promise<Record<string, unknown>> {
-  await context.state.removePool(String(body.PoolID ?? ""));
+  const pool = await context.state.pool(String(body.PoolID ?? ""));
+  if (!pool) return {};
+  if (pool.network && !pool.dockerNetwork) await deleteUnlessInUse(context.trellis, pool.network);
+  await context.state.removePool(pool.cidr);
   return {};
 }
 
@@ -101,7 +116,7 @@ async function requestAddress(context: IpamContext, body: Record<string, any>): 
   const pool = await requirePool(context, String(body.PoolID ?? ""));
   const wanted = body.Address ? checkInPool(String(body.Address), pool) : "";
   const options = (body.Options ?? {}) as Record<string, string>;
-  if (options[ADDRESS_TYPE] === GATEWAY_TYPE) return { Address: withLength(wanted || gatewayOf(pool), pool), Data: {} };
+  if (options[ADDRESS_TYPE] === GATEWAY_TYPE) return { Address: withLength(await gatewayAnswer(context, pool, wanted), pool), Data: {} };
   // Before CreateNetwork only --aux-address asks for an address: the Trellis network reserves it when made.
   if (!pool.network) {
     if (wanted) return { Address: withLength(wanted, pool), Data: {} };
@@ -109,6 +124,18 @@ async function requestAddress(context: IpamContext, body: Record<string, any>): 
   }
   const address = await holdAddress(context, pool, wanted);
   return { Address: address, Data: {} };
+}
+
+/**
+ * A network made for another driver has its gateway already: a --gateway that differs is refused. Otherwise the
+ * gateway asked for, or the one Trellis gives by default.
+ */
+async function gatewayAnswer(context: IpamContext, pool: PoolRecord, wanted: string): Promise<string> {
+  if (!pool.network || pool.dockerNetwork) return wanted || gatewayOf(pool);
+  const subnet = (await context.trellis.inspectNetwork(pool.network)).subnets.find((candidate) => candidate.cidr === pool.cidr);
+  const gateway = subnet?.gateway || gatewayOf(pool);
+  if (wanted && wanted !== gateway) throw new Error(`Trellis network ${pool.network} has gateway ${gateway} on ${pool.cidr}: give --gateway=${gateway}, or leave --gateway out`);
+  return gateway;
 }
 
 /** Trellis's gateway when none is given: the subnet's first usable address (the planner's default too). */

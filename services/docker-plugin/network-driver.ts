@@ -1,6 +1,5 @@
-import { status as grpcStatus } from "@grpc/grpc-js";
-import { TrellisRefusal, type TrellisControlPlane } from "./control-plane.js";
-import { createOrJoin } from "./network-join.js";
+import type { TrellisControlPlane } from "./control-plane.js";
+import { createOrJoin, deleteUnlessInUse } from "./network-join.js";
 import { networkSpecOf, type DockerNetworkRequest } from "./network-options.js";
 import type { SandboxJoins } from "./sandbox-join.js";
 import type { Handler } from "./server.js";
@@ -66,12 +65,7 @@ async function deleteNetwork(context: DriverContext, body: Record<string, any>):
   const dockerId = String(body.NetworkID ?? "");
   const record = await context.state.network(dockerId);
   if (!record) return {};
-  try {
-    await context.trellis.deleteNetwork(record.network);
-  } catch (error) {
-    const kept = error instanceof TrellisRefusal && (error.code === grpcStatus.NOT_FOUND || error.code === grpcStatus.FAILED_PRECONDITION);
-    if (!kept) throw error;
-  }
+  await deleteUnlessInUse(context.trellis, record.network);
   await context.state.removeNetwork(dockerId);
   return {};
 }

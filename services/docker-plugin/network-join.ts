@@ -27,3 +27,13 @@ export async function createOrJoin(trellis: TrellisControlPlane, spec: NetworkSp
 export function isNetworkGone(error: unknown, network: string): boolean {
   return error instanceof TrellisRefusal && error.code === grpcStatus.NOT_FOUND && error.message.includes(`network ${network} `);
 }
+
+/** Deletes the Trellis network unless containers (of any host) are on it; one already gone is fine. */
+export async function deleteUnlessInUse(trellis: TrellisControlPlane, network: string): Promise<void> {
+  try {
+    await trellis.deleteNetwork(network);
+  } catch (error) {
+    const kept = error instanceof TrellisRefusal && (error.code === grpcStatus.NOT_FOUND || error.code === grpcStatus.FAILED_PRECONDITION);
+    if (!kept) throw error;
+  }
+}

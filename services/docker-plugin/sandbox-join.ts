@@ -52,11 +52,12 @@ export class SandboxJoins {
   }
 
   private async joinWhenThere(record: EndpointRecord, sandbox: string, signal: AbortSignal): Promise<void> {
+    // Made first: a Leave may come at any point from here on.
+    const aborted = new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
     await waitForNamespace(sandbox, signal);
     if (signal.aborted) return;
     const endpoint = await handOver(this.context, record, sandbox);
     // Leave need not wait for the agent's report: it takes the link away anyway.
-    const aborted = new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
     await Promise.race([this.context.trellis.waitUntilReady(endpoint), aborted]);
   }
 }

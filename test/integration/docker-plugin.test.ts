@@ -307,3 +307,38 @@ describe("docker network rm", () => {
     expect(await ok("h2", "/NetworkDriver.DeleteNetwork", { NetworkID: H2_NET })).toEqual({});
   });
 });
+
+describe("--ipam-driver=trellis under another driver (Docker's ipvlan, macvlan)", () => {
+  const ipamPool = (extra: Record<string, unknown> = {}) => pool("10.80.0.0/24", { Options: { "trellis.network": "dk_ipam" }, ...extra });
+
+  it("makes the Trellis network named by --ipam-opt trellis.network at RequestPool, and joins it from another host", async () => {
+    expect(await ok("h1", "/IpamDriver.RequestPool", ipamPool())).toEqual({ PoolID: "10.80.0.0/24", Pool: "10.80.0.0/24", Data: {} });
+    expect(await ok("h2", "/IpamDriver.RequestPool", ipamPool())).toEqual({ PoolID: "10.80.0.0/24", Pool: "10.80.0.0/24", Data: {} });
+    expect(await control.inspectNetwork("dk_ipam")).toMatchObject({ subnets: [{ cidr: "10.80.0.0/24", gateway: "10.80.0.1" }] });
+  });
+
+  it("answers the gateway with the network's, and refuses another --gateway, saying which", async () => {
+    expect(await ok("h2", "/IpamDriver.RequestAddress", { PoolID: "10.80.0.0/24", Address: "", Options: GATEWAY_OPTIONS })).toEqual({ Address: "10.80.0.1/24", Data: {} });
+    const other = await ok2("h2", "/IpamDriver.RequestAddress", { PoolID: "10.80.0.0/24", Address: "10.80.0.254", Options: GATEWAY_OPTIONS });
+    expect(other).toEqual({ Error: "Trellis network dk_ipam has gateway 10.80.0.1 on 10.80.0.0/24: give --gateway=10.80.0.1, or leave --gateway out" });
+  });
+
+  it("gives the two hosts different addresses of the one network, and releases them", async () => {
+    const a = (await ok("h1", "/IpamDriver.RequestAddress", { PoolID: "10.80.0.0/24", Address: "", Options: {} })).Address;
+    const b = (await ok("h2", "/IpamDriver.RequestAddress", { PoolID: "10.80.0.0/24", Address: "", Options: {} })).Address;
+    expect([a, b].sort()).toEqual(["10.80.0.2/24", "10.80.0.3/24"]);
+    expect((await endpointsOf("dk_ipam")).map((e) => e.host).sort()).toEqual(["h1", "h2"]);
+    await ok("h1", "/IpamDriver.ReleaseAddress", { PoolID: "10.80.0.0/24", Address: a.split("/")[0] });
+    await ok("h2", "/IpamDriver.ReleaseAddress", { PoolID: "10.80.0.0/24", Address: b.split("/")[0] });
+    expect(await endpointsOf("dk_ipam")).toEqual([]);
+  });
+
+  it("docker network rm (ReleasePool) keeps the network while another host's container is on it, and deletes it with the last", async () => {
+    await ok("h2", "/IpamDriver.RequestAddress", { PoolID: "10.80.0.0/24", Address: "10.80.0.5", Options: {} });
+    expect(await ok("h1", "/IpamDriver.ReleasePool", { PoolID: "10.80.0.0/24" })).toEqual({});
+    expect((await control.inspectNetwork("dk_ipam")).name).toBe("dk_ipam");
+    await ok("h2", "/IpamDriver.ReleaseAddress", { PoolID: "10.80.0.0/24", Address: "10.80.0.5" });
+    expect(await ok("h2", "/IpamDriver.ReleasePool", { PoolID: "10.80.0.0/24" })).toEqual({});
+    await expect(control.inspectNetwork("dk_ipam")).rejects.toThrow(/not found/);
+  });
+});
