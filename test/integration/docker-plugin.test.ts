@@ -342,3 +342,47 @@ describe("--ipam-driver=trellis under another driver (Docker's ipvlan, macvlan)"
     await expect(control.inspectNetwork("dk_ipam")).rejects.toThrow(/not found/);
   });
 });
+
+describe("a dual-stack network", () => {
+  const NET = "d".repeat(64);
+  const v4 = { PoolID: "10.81.0.0/24", Options: {} };
+  const v6 = { PoolID: "fd00:81::/64", Options: {} };
+
+  it("is created with both pools, IPv6 on", async () => {
+    await ok("h2", "/IpamDriver.RequestPool", pool("10.81.0.0/24"));
+    expect(await ok("h2", "/IpamDriver.RequestPool", pool("fd00:81::/64"))).toEqual({ PoolID: "fd00:81::/64", Pool: "fd00:81::/64", Data: {} });
+    expect(await ok("h2", "/IpamDriver.RequestAddress", { ...v6, Address: "", Options: GATEWAY_OPTIONS })).toEqual({ Address: "fd00:81::1/64", Data: {} });
+    const body = {
+      NetworkID: NET,
+      Options: { "com.docker.network.enable_ipv6": true, "com.docker.network.generic": { "trellis.network": "dk_v6" } },
+      IPv4Data: [{ AddressSpace: "trellis-local", Pool: "10.81.0.0/24", Gateway: "10.81.0.1/24", AuxAddresses: {} }],
+      IPv6Data: [{ AddressSpace: "trellis-local", Pool: "fd00:81::/64", Gateway: "fd00:81::1/64", AuxAddresses: {} }],
+    };
+    expect(await ok("h2", "/NetworkDriver.CreateNetwork", body)).toEqual({});
+    expect(await control.inspectNetwork("dk_v6")).toMatchObject({ ipv6: true, subnets: [{ cidr: "10.81.0.0/24" }, { cidr: "fd00:81::/64" }] });
+  });
+
+  it("gives a container one holding of an IPv4 and an IPv6 address, asked for one after the other as Docker does", async () => {
+    expect(await ok("h2", "/IpamDriver.RequestAddress", { ...v4, Address: "" })).toEqual({ Address: "10.81.0.2/24", Data: {} });
+    expect(await ok("h2", "/IpamDriver.RequestAddress", { ...v6, Address: "" })).toEqual({ Address: "fd00:81::2/64", Data: {} });
+    expect(await endpointsOf("dk_v6")).toEqual([expect.objectContaining({ addresses: ["10.81.0.2/24", "fd00:81::2/64"], ipamOnly: true })]);
+    await ok("h2", "/IpamDriver.ReleaseAddress", { PoolID: "10.81.0.0/24", Address: "10.81.0.2" });
+    await ok("h2", "/IpamDriver.ReleaseAddress", { PoolID: "fd00:81::/64", Address: "fd00:81::2" });
+    expect(await endpointsOf("dk_v6")).toEqual([]);
+  });
+
+  it("gives --ip6 as asked, again after its release, every time", async () => {
+    for (let i = 0; i < 2; i++) {
+      await ok("h2", "/IpamDriver.RequestAddress", { ...v4, Address: "" });
+      expect(await ok("h2", "/IpamDriver.RequestAddress", { ...v6, Address: "fd00:81::50" })).toEqual({ Address: "fd00:81::50/64", Data: {} });
+      const [held] = await endpointsOf("dk_v6");
+      expect(held!.addresses[1]).toBe("fd00:81::50/64");
+      for (const address of held!.addresses) {
+        const bareAddress = address.split("/")[0]!;
+        await ok("h2", "/IpamDriver.ReleaseAddress", { PoolID: bareAddress.includes(":") ? "fd00:81::/64" : "10.81.0.0/24", Address: bareAddress });
+      }
+      expect(await endpointsOf("dk_v6")).toEqual([]);
+    }
+    expect(await ok("h2", "/NetworkDriver.DeleteNetwork", { NetworkID: NET })).toEqual({});
+  });
+});
