@@ -5,8 +5,6 @@ import type { SandboxJoins } from "./sandbox-join.js";
 import type { Handler } from "./server.js";
 import { bare, type EndpointRecord, type PluginState, type PoolRecord } from "./state.js";
 
-/** Newer Docker passes the container's DNS names in CreateEndpoint's options; the first is its Trellis name. */
-const DNS_NAMES = "com.docker.network.endpoint.dnsnames";
 
 export interface DriverContext {
   state: PluginState;
@@ -70,10 +68,12 @@ async function deleteNetwork(context: DriverContext, body: Record<string, any>):
   return {};
 }
 
-function dnsNameOf(options: Record<string, unknown> | undefined, dockerId: string): string {
-  const names = options?.[DNS_NAMES];
-  const first = Array.isArray(names) ? names.find((name): name is string => typeof name === "string" && /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(name)) : undefined;
-  return first ?? `docker-${dockerId.slice(0, 12)}`;
+/**
+ * The endpoint's Trellis container name. Not the Docker container's name, which is unique on its host only
+ * (two hosts' `web` would clash in Trellis), and which Docker 20.10 does not tell a driver anyway.
+ */
+function trellisNameOf(dockerId: string): string {
+  return `docker-${dockerId.slice(0, 12)}`;
 }
 
 /** Docker's IPAM has chosen the addresses (ours: held by an IPAM-only container); the interface stays as Docker gave it. */
@@ -91,7 +91,7 @@ async function createEndpoint(context: DriverContext, body: Record<string, any>)
     }
   }
   const known = await context.state.endpoint(dockerId);
-  const record: EndpointRecord = known ?? { dockerId, networkDockerId, network: network.network, container: dnsNameOf(body.Options, dockerId), addresses };
+  const record: EndpointRecord = known ?? { dockerId, networkDockerId, network: network.network, container: trellisNameOf(dockerId), addresses };
   await context.state.saveEndpoint(record);
   return {};
 }
