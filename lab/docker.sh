@@ -34,12 +34,13 @@ start_dockerd() {
     exec nsenter --net=/run/netns/$host dockerd --data-root=$D/$host/data --exec-root=$D/$host/exec -H unix://$D/$host/docker.sock \
       --pidfile=$D/$host/docker.pid --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs \
       --exec-opt native.cgroupdriver=cgroupfs" >>$D/$host/dockerd.log 2>&1 &
-  wait_until dk $host info
+  # Two dockerds starting under emulation on a loaded machine: minutes, not seconds.
+  WAIT_SECONDS=300 wait_until dk $host info
 }
 
 # Docker makes a container's namespace when it starts it, after Join: the agent's eth0 comes a moment later.
 wait_eth0() {
-  wait_until sh -c "DOCKER_HOST=unix://$D/$1/docker.sock /usr/bin/docker exec $2 ip -4 addr show eth0 | grep -q inet"
+  WAIT_SECONDS=180 wait_until sh -c "DOCKER_HOST=unix://$D/$1/docker.sock /usr/bin/docker exec $2 ip -4 addr show eth0 | grep -q inet"
 }
 
 section start
@@ -132,6 +133,13 @@ start_plugin h1
 wait_until test -S $D/h1/plugins/trellis.sock
 show dk h1 run -d --name=c5 --net=ipvlan20 --cap-add=NET_RAW bb sleep 3600
 wait_eth0 h1 c5
+show dk h1 exec c5 ping -c 2 -W 2 192.168.20.50
+
+section agent-restart
+trellis ps --net=ipvlan20 > $D/ps-before
+trellis lab agent stop h1
+trellis lab agent start h1
+trellis ps --net=ipvlan20 | diff $D/ps-before - && echo "ps unchanged"
 show dk h1 exec c5 ping -c 2 -W 2 192.168.20.50
 
 # --- L3: ipnet210 on both hosts, routed by Trellis.

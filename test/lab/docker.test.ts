@@ -77,6 +77,11 @@ describe("lab: Docker containers on Trellis networks, across hosts", () => {
     expect(section("plugin-restart")).not.toMatch(NO_FAILURE);
   });
 
+  it("an agent restart changes nothing: the same containers, the ping still passes", () => {
+    expect(section("agent-restart")).toContain("ps unchanged");
+    expect(section("agent-restart")).toMatch(PINGS_PASS);
+  });
+
   it("on an L3 network (ipnet210), a container on h1 reaches one on h2 through Trellis's routes", () => {
     expect(section("l3")).not.toMatch(NO_FAILURE);
     expect(section("l3-route")).toMatch(/^default dev eth0/m);
