@@ -55,7 +55,8 @@ export function networkSpecOf(request: DockerNetworkRequest, pools: Map<string, 
     ipv6: request.Options?.[ENABLE_IPV6] === true || (request.IPv6Data ?? []).length > 0,
     options,
     ipRanges,
-    auxAddresses: Object.assign({}, ...pooled.map((data) => data.AuxAddresses ?? {})) as Record<string, string>,
+    // Docker sends each aux address in CIDR form (a net.IPNet); Trellis takes the address.
+    auxAddresses: Object.fromEntries(pooled.flatMap((data) => Object.entries(data.AuxAddresses ?? {}).map(([name, address]) => [name, bare(address)]))),
   };
 }
 

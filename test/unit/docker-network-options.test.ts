@@ -25,6 +25,11 @@ describe("Docker's CreateNetwork as trellis network create's options", () => {
     expect(spec).toMatchObject({ ipRanges: ["10.23.0.128/25"], ipv6: true, subnets: ["10.23.0.0/24", "fd00:23::/64"] });
   });
 
+  it("takes --aux-address without the prefix length Docker sends it with", () => {
+    const spec = networkSpecOf({ IPv4Data: [{ ...data("10.24.0.0/24", "10.24.0.1/24"), AuxAddresses: { router: "10.24.0.5/24" } }] }, new Map());
+    expect(spec.auxAddresses).toEqual({ router: "10.24.0.5" });
+  });
+
   it("refuses pools of another IPAM", () => {
     expect(() => networkSpecOf({ IPv4Data: [{ ...data("172.18.0.0/16", "172.18.0.1/16"), AddressSpace: "LocalDefault" }] }, new Map())).toThrow(/add --ipam-driver=trellis/);
   });
