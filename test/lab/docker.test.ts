@@ -39,6 +39,7 @@ describe("lab: Docker containers on Trellis networks, across hosts", () => {
   });
 
   it("docker run gives each container an eth0 of the network, --ip as asked, routes from Trellis", () => {
+    console.log(section("run").split("\n").filter((line) => /^(took|eth0 after) /.test(line)).join("\n"));
     expect(section("run")).not.toMatch(NO_FAILURE);
     expect(section("c1-addr")).toMatch(/inet 192\.168\.20\.\d+\/24/);
     expect(section("c2-addr")).toContain("inet 192.168.20.50/24");
