@@ -7,6 +7,8 @@
 #   containernetworking-plugins      CNI host-local, the baseline of `npm run bench:ipam`; macvlan and bridge
 #                                    under trellis-ipam in the CNI contract tests
 #   podman                           the lab's real runtime for the trellis CNI plugin (CNI backend, crun, conmon)
+#   docker.io                        the lab's dockerd (with containerd, runc) for `trellis docker-plugin`: its
+#                                    system service is stopped and disabled (the lab starts its own, in the guest)
 #   openssl                          `trellis certs`: the cluster's CA, keys and certificates
 #   bird2                            the BGP speaker of `trellis agent --bgp-peer`, and the lab's routers
 #   prometheus                       test/integration/prometheus.test.ts scrapes the services with it (its own
@@ -14,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nats-server qemu-system-x86 linux-image-amd64 busybox-static iproute2 iputils-ping kmod util-linux containernetworking-plugins openssl bird2 prometheus podman)
+packages=(nats-server qemu-system-x86 linux-image-amd64 busybox-static iproute2 iputils-ping kmod util-linux containernetworking-plugins openssl bird2 prometheus podman docker.io)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -29,6 +31,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # Debian starts prometheus as a system service on port 9090: the tests run their own, and want no other.
   if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
     systemctl disable --now prometheus.service || true
+  fi
+  # Debian's docker.io starts dockerd on the machine, which would make its default bridge: the lab runs its own.
+  if [[ " ${missing[*]} " == *" docker.io "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now docker.service docker.socket containerd.service || true
   fi
 fi
 

@@ -23,6 +23,9 @@ Certificates:
 CNI (container runtimes, Kubernetes):
   cni install [--bin-dir] [--conf-dir] [--with-node] NETWORK   the trellis and trellis-ipam plugins and a conflist for NETWORK
 
+Docker:
+  docker-plugin [--socket]       serve the trellis network and IPAM driver to this host's dockerd
+
 NATS:
   nats replicas N                give every Trellis stream and bucket N copies (TRELLIS_NATS_REPLICAS)
 
@@ -66,6 +69,7 @@ async function main(argv: string[]): Promise<number> {
   if (name === "certs") return (await import("./commands/certs.js")).certsCommand(rest);
   if (name === "nats") return (await import("./commands/nats.js")).natsCommand(rest);
   if (name === "cni") return (await import("./commands/cni.js")).cniCommand(rest);
+  if (name === "docker-plugin") return (await import("../docker-plugin/main.js")).dockerPluginCommand(rest);
   if (name === "lab") return (await import("../lab/cli.js")).runLabCommand(rest);
   if (name === "host") return (await import("../lab/cli.js")).runHostCommand(rest);
   const loadClient = clientCommands[name];

@@ -1,0 +1,186 @@
+#!/bin/sh
+# Debian's dockerd (docker.io 20.10) on Trellis networks through `trellis docker-plugin`, on two lab hosts
+# (`trellis lab run --hosts 2`); test/lab/docker.test.ts asserts on what each section printed.
+# Set-up as ../shared/KERNEL-LAB.md found it to work: a cgroup2 mount, data root and exec root under /tmp, no
+# iptables and no default bridge, an image imported from busybox-static. Docker finds plugins in the fixed folder
+# /run/docker/plugins: each host's dockerd gets a mount namespace of its own where that folder is its host's
+# plugin folder. Its exec root (where it bind-mounts each sandbox's network namespace) is a shared mount, so that
+# the host's agent, outside that mount namespace, sees the sandbox Docker names in Join.
+set -u
+. "$(dirname "$0")/lib.sh"
+
+mkdir -p /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup
+D=/tmp/dk
+mkdir -p $D/rootfs/bin /run/docker/plugins
+cp /bin/busybox $D/rootfs/bin/busybox
+for applet in sh ping nslookup ip sleep cat; do ln -s busybox $D/rootfs/bin/$applet; done
+tar -C $D/rootfs -cf $D/rootfs.tar .
+
+# Debian's client, not the newer one these machines also carry in /usr/local/bin.
+dk() {
+  host=$1
+  shift
+  DOCKER_HOST=unix://$D/$host/docker.sock /usr/bin/docker "$@"
+}
+
+start_plugin() {
+  trellis docker-plugin --socket=$D/$1/plugins/trellis.sock --data-dir=$D/$1/plugin --host=$1 --log-requests >>$D/$1/plugin.log 2>&1 &
+  echo $! > $D/$1/plugin.pid
+}
+
+start_dockerd() {
+  host=$1
+  unshare -m --propagation unchanged sh -c "mount --bind $D/$host/plugins /run/docker/plugins && mount --make-private /run/docker/plugins &&
+    exec nsenter --net=/run/netns/$host dockerd --data-root=$D/$host/data --exec-root=$D/$host/exec -H unix://$D/$host/docker.sock \
+      --pidfile=$D/$host/docker.pid --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs \
+      --exec-opt native.cgroupdriver=cgroupfs" >>$D/$host/dockerd.log 2>&1 &
+  # Two dockerds starting under emulation on a loaded machine: minutes, not seconds.
+  WAIT_SECONDS=300 wait_until dk $host info
+}
+
+# Docker makes a container's namespace when it starts it, after Join: the agent's eth0 comes a moment later.
+wait_eth0() {
+  WAIT_SECONDS=180 wait_until sh -c "DOCKER_HOST=unix://$D/$1/docker.sock /usr/bin/docker exec $2 ip -4 addr show eth0 | grep -q inet"
+}
+
+section start
+for host in h1 h2; do
+  mkdir -p $D/$host/plugins $D/$host/exec
+  mount --bind $D/$host/exec $D/$host/exec && mount --make-shared $D/$host/exec
+  start_plugin $host
+  start_dockerd $host
+  dk $host import $D/rootfs.tar bb >/dev/null
+  echo "$host: dockerd $(dk $host version --format '{{.Server.Version}}')"
+done
+
+section plugin-ls
+ls /run/docker/plugins $D/h1/plugins
+
+section create
+show dk h1 network create -d trellis --ipam-driver=trellis --subnet=192.168.20.0/24 --gateway=192.168.20.1 -o parent=eth0.20 -o ipvlan_mode=l2 -o trellis.network=ipvlan20 ipvlan20
+show dk h2 network create -d trellis --ipam-driver=trellis --subnet=192.168.20.0/24 --gateway=192.168.20.1 -o parent=eth0.20 -o ipvlan_mode=l2 -o trellis.network=ipvlan20 ipvlan20
+section trellis-ls
+trellis network ls
+section create-mismatch
+show dk h2 network create -d trellis --ipam-driver=trellis --subnet=192.168.21.0/24 -o parent=eth0.20 -o ipvlan_mode=l2 -o trellis.network=ipvlan20 other20
+section create-no-ipam
+show dk h2 network create -d trellis --subnet=192.168.22.0/24 -o parent=eth0.22 noipam22
+
+section run
+start=$(date +%s)
+show dk h1 run -d --name=c1 --net=ipvlan20 --cap-add=NET_RAW bb sleep 3600
+echo "took $(( $(date +%s) - start )) s"
+wait_eth0 h1 c1
+echo "eth0 after $(( $(date +%s) - start )) s"
+show dk h2 run -d --name=c2 --net=ipvlan20 --ip=192.168.20.50 --cap-add=NET_RAW bb sleep 3600
+wait_eth0 h2 c2
+section sandbox
+grep -c " $D/h1/exec/netns/" /proc/self/mountinfo
+section c1-addr
+dk h1 exec c1 ip -4 addr show eth0
+section c1-inspect
+dk h1 inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}/{{.IPPrefixLen}} gw {{.Gateway}}{{end}}' c1
+section c1-route
+dk h1 exec c1 ip route
+section c2-addr
+dk h2 exec c2 ip -4 addr show eth0
+section ps
+trellis ps --net=ipvlan20
+
+section ping-across
+show dk h1 exec c1 ping -c 2 -W 2 192.168.20.50
+section ping-back
+C1=$(dk h1 exec c1 ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1)
+show dk h2 exec c2 ping -c 2 -W 2 "$C1"
+
+section requests
+grep -E '^/NetworkDriver\.(CreateNetwork|CreateEndpoint|Join) \{' $D/h1/plugin.log | head -3
+section plugin-errors
+grep -v '^/' $D/h1/plugin.log $D/h2/plugin.log | head -20
+section dns
+dk h1 exec c1 cat /etc/resolv.conf
+show dk h1 exec c1 nslookup c1
+show dk h2 exec c2 nslookup "$(trellis ps --net=ipvlan20 | awk '$3 == "h1" {print $1}')"
+
+section rm
+show dk h2 rm -f c2
+section ps-after-rm
+trellis ps --net=ipvlan20
+section reuse-ip
+for round in 1 2; do
+  show dk h2 run -d --name=r$round --net=ipvlan20 --ip=192.168.20.50 --cap-add=NET_RAW bb sleep 3600
+  wait_eth0 h2 r$round
+  dk h2 exec r$round ip -4 -o addr show eth0 | awk '{print "r'$round'", $4}'
+  [ $round = 2 ] || dk h2 rm -f r$round >/dev/null
+done
+
+section restart
+kill "$(cat $D/h1/docker.pid)"
+wait_until sh -c "! kill -0 $(cat $D/h1/docker.pid) 2>/dev/null"
+start_dockerd h1
+dk h1 network ls --filter driver=trellis --format '{{.Name}} {{.Driver}}'
+show dk h1 run -d --name=c4 --net=ipvlan20 --cap-add=NET_RAW bb sleep 3600
+wait_eth0 h1 c4
+section ps-after-restart
+trellis ps --net=ipvlan20
+section ping-after-restart
+show dk h1 exec c4 ping -c 2 -W 2 192.168.20.50
+
+section plugin-restart
+kill "$(cat $D/h1/plugin.pid)"
+sleep 1
+start_plugin h1
+wait_until test -S $D/h1/plugins/trellis.sock
+show dk h1 run -d --name=c5 --net=ipvlan20 --cap-add=NET_RAW bb sleep 3600
+wait_eth0 h1 c5
+show dk h1 exec c5 ping -c 2 -W 2 192.168.20.50
+
+section agent-restart
+trellis ps --net=ipvlan20 > $D/ps-before
+trellis lab agent stop h1
+trellis lab agent start h1
+trellis ps --net=ipvlan20 | diff $D/ps-before - && echo "ps unchanged"
+show dk h1 exec c5 ping -c 2 -W 2 192.168.20.50
+
+# --- L3: ipnet210 on both hosts, routed by Trellis.
+section l3
+for host in h1 h2; do
+  show dk $host network create -d trellis --ipam-driver=trellis --subnet=10.21.0.0/16 -o parent=eth0 -o ipvlan_mode=l3 -o trellis.network=ipnet210 ipnet210
+done
+show dk h1 run -d --name=l1 --net=ipnet210 --cap-add=NET_RAW bb sleep 3600
+show dk h2 run -d --name=l2 --net=ipnet210 --cap-add=NET_RAW bb sleep 3600
+wait_eth0 h1 l1
+wait_eth0 h2 l2
+section l3-route
+dk h1 exec l1 ip route
+section l3-ping
+L2=$(dk h2 exec l2 ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1)
+wait_until dk h1 exec l1 ping -c 1 -W 1 "$L2"
+show dk h1 exec l1 ping -c 2 -W 2 "$L2"
+
+# --- Docker's own ipvlan driver with Trellis's IPAM on both hosts: cluster-wide addresses, never one twice.
+section ipvlan-ipam
+for host in h1 h2; do
+  show dk $host network create -d ipvlan --ipam-driver=trellis --ipam-opt trellis.network=ipam30 --subnet=192.168.30.0/24 -o parent=eth0.30 ipam30
+done
+show dk h1 run -d --name=i1 --net=ipam30 --cap-add=NET_RAW bb sleep 3600
+show dk h2 run -d --name=i2 --net=ipam30 --cap-add=NET_RAW bb sleep 3600
+I1=$(dk h1 exec i1 ip -4 -o addr show eth0 | awk '{print $4}')
+I2=$(dk h2 exec i2 ip -4 -o addr show eth0 | awk '{print $4}')
+echo "i1 $I1"
+echo "i2 $I2"
+section ipvlan-ipam-ping
+show dk h2 exec i2 ping -c 2 -W 2 "${I1%/*}"
+
+section network-rm
+for host in h1 h2; do
+  dk $host rm -f $(dk $host ps -aq) >/dev/null
+  show dk $host network rm ipvlan20 ipnet210 ipam30
+done
+trellis network ls
+section leftovers
+trellis ps
+echo "address records: $(find $D/h1/plugin/addresses $D/h2/plugin/addresses -type f 2>/dev/null | wc -l)"
+echo "endpoint records: $(find $D/h1/plugin/endpoints $D/h2/plugin/endpoints -type f 2>/dev/null | wc -l)"
+
+for host in h1 h2; do kill "$(cat $D/$host/docker.pid)" "$(cat $D/$host/plugin.pid)" 2>/dev/null; done

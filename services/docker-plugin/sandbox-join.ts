@@ -1,0 +1,98 @@
+import { stat } from "node:fs/promises";
+import { dirname } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
+import type { TrellisControlPlane } from "./control-plane.js";
+import { bare, type EndpointRecord, type PluginState } from "./state.js";
+
+/** The interface Docker's first network of a container has; the agent makes it in Docker's sandbox. */
+const IFNAME = "eth0";
+/** How often, and how long, to look for the sandbox's namespace: Docker makes it when the container starts. */
+const POLL_MS = 100;
+const SANDBOX_WAIT_MS = 120_000;
+
+export interface JoinContext {
+  state: PluginState;
+  trellis: TrellisControlPlane;
+  host: string;
+  log: (line: string) => void;
+}
+
+/**
+ * Docker calls Join before the container starts, when its sandbox (SandboxKey) is only a name: the namespace is
+ * bind-mounted there by the runtime's prestart hook, after Join has answered. So the link is made after the
+ * answer, once the namespace is there: Join starts it here, Leave stops what has not finished.
+ */
+export class SandboxJoins {
+  private readonly pending = new Map<string, { abort: AbortController; done: Promise<void> }>();
+
+  constructor(private readonly context: JoinContext) {}
+
+  start(record: EndpointRecord, sandbox: string): void {
+    if (this.pending.has(record.dockerId)) return;
+    const abort = new AbortController();
+    const done = this.joinWhenThere(record, sandbox, abort.signal)
+      .catch((error: Error) => {
+        if (!abort.signal.aborted) this.context.log(`failed to attach Docker endpoint ${record.dockerId.slice(0, 12)} (${record.container}): ${error.message}`);
+      })
+      .finally(() => this.pending.delete(record.dockerId));
+    this.pending.set(record.dockerId, { abort, done });
+  }
+
+  /** Stops a join still waiting for its sandbox, and waits until it has stopped. */
+  async stop(dockerId: string): Promise<void> {
+    const join = this.pending.get(dockerId);
+    if (!join) return;
+    join.abort.abort();
+    await join.done;
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all([...this.pending.keys()].map((id) => this.stop(id)));
+  }
+
+  private async joinWhenThere(record: EndpointRecord, sandbox: string, signal: AbortSignal): Promise<void> {
+    // Made first: a Leave may come at any point from here on.
+    const aborted = new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+    await waitForNamespace(sandbox, signal);
+    if (signal.aborted) return;
+    const endpoint = await handOver(this.context, record, sandbox);
+    // Leave need not wait for the agent's report: it takes the link away anyway.
+    await Promise.race([this.context.trellis.waitUntilReady(endpoint), aborted]);
+  }
+}
+
+/** A namespace bind-mounted on the sandbox's file: the file's device is nsfs, not its folder's. */
+async function waitForNamespace(sandbox: string, signal: AbortSignal): Promise<void> {
+  const deadline = Date.now() + SANDBOX_WAIT_MS;
+  while (!signal.aborted) {
+    const [file, folder] = await Promise.all([stat(sandbox).catch(() => undefined), stat(dirname(sandbox)).catch(() => undefined)]);
+    if (file && folder && file.dev !== folder.dev) return;
+    if (Date.now() > deadline) throw new Error(`Docker's sandbox ${sandbox} got no network namespace in ${SANDBOX_WAIT_MS / 1000}s (is this plugin in dockerd's mount namespace, or its exec root shared with it?)`);
+    await sleep(POLL_MS, undefined, { signal }).catch(() => undefined);
+  }
+}
+
+/**
+ * Hands the addresses from their IPAM-only holder to the container's own Trellis endpoint in the sandbox, one
+ * holder after the other: the planner never lets two hold an address. If the attach is refused, the holder takes
+ * them back, so that Docker's Leave, DeleteEndpoint and ReleaseAddress find them as IPAM left them.
+ */
+async function handOver(context: JoinContext, record: EndpointRecord, sandbox: string): Promise<Endpoint> {
+  const holding = await context.state.holding(record.network, bare(record.addresses[0]!));
+  const ipv4 = bare(record.addresses.find((address) => !address.includes(":")) ?? "");
+  const ipv6 = bare(record.addresses.find((address) => address.includes(":")) ?? "");
+  const spec = { network: record.network, host: context.host, ipv4, ipv6 };
+  const holder = holding && holding.holder !== record.container ? holding.holder : undefined;
+  if (holder) await context.trellis.detach(holder);
+  let endpoint: Endpoint;
+  try {
+    endpoint = await context.trellis.attach({ ...spec, container: record.container, netnsPath: sandbox, ifname: IFNAME });
+  } catch (error) {
+    if (holder) await context.trellis.attach({ ...spec, container: holder, ipamOnly: true }).catch(() => undefined);
+    throw error;
+  }
+  await context.state.saveHolding(record.network, { holder: record.container, addresses: endpoint.addresses });
+  await context.state.saveEndpoint({ ...record, endpointId: endpoint.id, host: endpoint.host });
+  return endpoint;
+}
