@@ -212,11 +212,13 @@ export class LinkAgent {
    * and one that appears (the operator made it) lets the networks that were waiting for it go on.
    */
   private hostLinkChanged(event: LinkEvent): void {
+    const networks = this.loaded ? this.desired.networksOnParent(event.name) : [];
     // The planner accepts a parent only where a heartbeat reports it: an interface made or removed by hand is
-    // reported now, not at the next heartbeat, so that a `network create` right after `ip link add` finds it.
-    if ((event.type === "new") !== this.reportedInterfaces.has(event.name)) void this.heartbeat().catch(logError("heartbeat"));
-    if (!this.loaded) return;
-    for (const network of this.desired.networksOnParent(event.name)) {
+    // reported now, not at the next heartbeat, so that a `network create` right after `ip link add` finds it. A parent
+    // of this host's networks is the agent's to repair: the next heartbeat reports it, and the repair goes first.
+    const unreported = (event.type === "new") !== this.reportedInterfaces.has(event.name);
+    if (unreported && networks.length === 0) void this.heartbeat().catch(logError("heartbeat"));
+    for (const network of networks) {
       // Forgotten at once: a container step that starts now waits for the parent step instead of using a dead index.
       if (event.type === "deleted") this.parents.delete(network.id);
       if (event.type === "deleted" || !("index" in (this.parents.get(network.id) ?? {}))) void this.parentQueue.request(network.id);

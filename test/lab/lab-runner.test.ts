@@ -24,8 +24,9 @@ const STAND_IN_AGENT: ServiceSpec = {
 const AGENT_CHECK = `
 import { readFileSync } from "node:fs";
 const lab = await import(${JSON.stringify(join(REPO, "dist/services/lab/cli.js"))});
+// A stopped agent stays a zombie until the lab's own process reaps it: that counts as gone.
+const { isRunning: alive } = await import(${JSON.stringify(join(REPO, "dist/services/lab/process.js"))});
 const pid = () => JSON.parse(readFileSync("/run/trellis-lab/agents/h1.json", "utf8")).pid;
-const alive = (p) => { try { process.kill(p, 0); return true; } catch { return false; } };
 const first = pid();
 console.log("agent stop status", await lab.runLabCommand(["agent", "stop", "h1"]), "alive", alive(first));
 console.log("agent start status", await lab.runLabCommand(["agent", "start", "h1"]), "new pid", pid() !== first && alive(pid()));
