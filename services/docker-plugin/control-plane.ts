@@ -2,11 +2,11 @@ import { status as grpcStatus } from "@grpc/grpc-js";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { connectBus, openBucket } from "../../libs/bus/connection.js";
-import { Buckets, statusKey } from "../../libs/bus/subjects.js";
-import { ControlApi, ControlRefusedError } from "../../libs/control-client/index.js";
-import type { Endpoint, EndpointSpec, Network, NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
+import { settledStatus, statusRemoved, type StatusOf } from "../../libs/bus/endpoint-status.js";
+import { Buckets } from "../../libs/bus/subjects.js";
+import { ControlRefusedError, TranslatedControlApi } from "../../libs/control-client/index.js";
+import type { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
 import { EndpointState } from "../../libs/proto/gen/trellis/v1/state.js";
-import { watchUntil } from "../cli/endpoint-status.js";
 
 export interface ControlPlaneSettings {
   planner: string;
@@ -29,56 +29,29 @@ export class TrellisRefusal extends Error {
  * get `trellis network create`'s very errors) and NATS for the agent's report on an endpoint. A daemon, unlike
  * the CNI plugin: it opens both once and keeps them.
  */
-export class TrellisControlPlane {
-  private readonly control: ControlApi;
+export class TrellisControlPlane extends TranslatedControlApi {
   private statusBucket: Promise<KV> | undefined;
   private nc: Promise<NatsConnection> | undefined;
 
   constructor(private readonly settings: ControlPlaneSettings) {
-    this.control = new ControlApi({ addresses: settings.planner });
-  }
-
-  createNetwork(spec: NetworkSpec): Promise<Network> {
-    return this.call(() => this.control.createNetwork(spec));
-  }
-
-  inspectNetwork(name: string): Promise<Network> {
-    return this.call(() => this.control.inspectNetwork(name));
-  }
-
-  deleteNetwork(name: string): Promise<void> {
-    return this.call(() => this.control.deleteNetwork(name));
-  }
-
-  attach(spec: EndpointSpec): Promise<Endpoint> {
-    return this.call(() => this.control.attachEndpoint(spec));
-  }
-
-  /** What is already gone is fine: Docker repeats its removals after a restart. */
-  async detach(container: string): Promise<void> {
-    try {
-      await this.call(() => this.control.detachEndpoint(container));
-    } catch (error) {
-      if (!(error instanceof TrellisRefusal && error.code === grpcStatus.NOT_FOUND)) throw error;
-    }
+    super({ addresses: settings.planner }, (error) => dockerErrorOf(error, settings.planner));
   }
 
   /** Waits for the host's agent to make the endpoint's link; refuses with the agent's own words if it failed. */
   async waitUntilReady(endpoint: Endpoint): Promise<void> {
-    const reported = await watchUntil(await this.status(), statusKey(endpoint.host, endpoint.id), false, endpoint);
-    if (reported?.state === EndpointState.ENDPOINT_STATE_FAILED) {
+    const reported = await settledStatus(await this.status(), endpoint);
+    if (reported.state === EndpointState.ENDPOINT_STATE_FAILED) {
       throw new Error(`failed to make the link of ${endpoint.container} in ${endpoint.netns} on host ${endpoint.host}: ${reported.message}`);
     }
   }
 
   /** Waits until the agent reports the endpoint's link removed (its status gone). */
-  async waitUntilRemoved(endpoint: { endpointId: string; host: string; container: string }): Promise<void> {
-    const shape = { id: endpoint.endpointId, host: endpoint.host, container: endpoint.container } as Endpoint;
-    await watchUntil(await this.status(), statusKey(endpoint.host, endpoint.endpointId), true, shape);
+  async waitUntilRemoved(endpoint: StatusOf): Promise<void> {
+    await statusRemoved(await this.status(), endpoint);
   }
 
-  async close(): Promise<void> {
-    this.control.close();
+  override async close(): Promise<void> {
+    super.close();
     if (this.nc) await (await this.nc.catch(() => undefined))?.close();
   }
 
@@ -91,13 +64,9 @@ export class TrellisControlPlane {
       throw new Error(`failed to reach NATS at ${this.settings.nats}: ${error.message}`);
     });
   }
+}
 
-  private async call<T>(work: () => Promise<T>): Promise<T> {
-    try {
-      return await work();
-    } catch (error) {
-      if (error instanceof ControlRefusedError) throw new TrellisRefusal(error.code, `Trellis refused: ${error.details}`);
-      throw new Error(`failed to reach the Trellis control plane at ${this.settings.planner}: ${(error as Error).message}`);
-    }
-  }
+function dockerErrorOf(error: Error, planner: string): Error {
+  if (error instanceof ControlRefusedError) return new TrellisRefusal(error.code, `Trellis refused: ${error.details}`);
+  return new Error(`failed to reach the Trellis control plane at ${planner}: ${error.message}`);
 }

@@ -128,6 +128,6 @@ async function leave(context: DriverContext, body: Record<string, any>): Promise
   const record = await context.state.endpoint(dockerId);
   if (!record) return {};
   await context.trellis.detach(record.container);
-  if (record.endpointId && record.host) await context.trellis.waitUntilRemoved({ endpointId: record.endpointId, host: record.host, container: record.container });
+  if (record.endpointId && record.host) await context.trellis.waitUntilRemoved({ id: record.endpointId, host: record.host, container: record.container });
   return {};
 }

@@ -10,6 +10,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { codecOf } from "../../libs/bus/codec.js";
 import { connectBus, openBucket } from "../../libs/bus/connection.js";
+import { settledStatus } from "../../libs/bus/endpoint-status.js";
 import { Buckets, desiredKey, nameKey, statusKey } from "../../libs/bus/subjects.js";
 import { createNamespace, deleteNamespace } from "../../libs/netlink/index.js";
 import { parsePrefix } from "../../libs/ipmath/index.js";
@@ -19,7 +20,6 @@ import { RouteAnnouncement } from "../../libs/proto/gen/trellis/v1/routes.js";
 import { EndpointState, EndpointStatus, HostRecord, NameEntry } from "../../libs/proto/gen/trellis/v1/state.js";
 import { RecordSigner, RecordVerifier } from "../../libs/tls/record-signature.js";
 import { writeHeartbeat, type HeartbeatOf } from "../../services/link-agent/heartbeat.js";
-import { watchUntil } from "../../services/cli/endpoint-status.js";
 import { Announcer } from "../../services/link-agent/routes/announce.js";
 import { StatusPublisher } from "../../services/link-agent/status.js";
 import { RouteInstaller } from "../../services/link-agent/routes/install.js";
@@ -185,7 +185,7 @@ describe("signed records", () => {
     const status = (host: string, state: EndpointState) => EndpointStatus.fromPartial({ endpointId: "ep2", host, container: "c2", state, message: "forged" });
     const warnings = vi.spyOn(console, "error").mockImplementation(() => undefined);
     try {
-      const waiting = watchUntil(await bucket("controller", Buckets.status), statusKey(H2.host, "ep2"), false, endpoint, verifier);
+      const waiting = settledStatus(await bucket("controller", Buckets.status), endpoint, { verifier });
       const forged = signerOf.h1.sign(statusCodec, status(H2.host, EndpointState.ENDPOINT_STATE_FAILED));
       await forgeUnderH2(Buckets.status, statusCodec.encode(forged), statusKey(H1.host, "ep1"), statusKey(H2.host, "ep2"));
       await eventually("the forgery seen", () => warnings.mock.calls.length, (calls) => calls > 0);

@@ -4,7 +4,7 @@ import type { ControlApi } from "../../../libs/control-client/index.js";
 import { EndpointState } from "../../../libs/proto/gen/trellis/v1/state.js";
 import type { Endpoint } from "../../../libs/proto/gen/trellis/v1/network.js";
 import { controlClient, newIntentId, timeoutFlag } from "../control.js";
-import { waitForStatus } from "../endpoint-status.js";
+import { waitForRemoval, waitForStatus } from "../endpoint-status.js";
 import { parseCommand, UsageError } from "../parse.js";
 import { settings } from "../settings.js";
 import { printTable } from "../table.js";
@@ -43,10 +43,10 @@ export async function runCommand(argv: string[]): Promise<number> {
       { network, container, host: values.host ?? settings.host(), ipv4: values.ip ?? "", ipv6: values.ip6 ?? "" },
       { intentId: newIntentId() },
     );
-    const status = await waitForStatus(endpoint, false);
-    if (status?.state !== EndpointState.ENDPOINT_STATE_READY) {
+    const status = await waitForStatus(endpoint);
+    if (status.state !== EndpointState.ENDPOINT_STATE_READY) {
       await detach(client, endpoint);
-      throw new Error(`failed to start container ${container} on host ${endpoint.host}: ${status?.message ?? "no status"}`);
+      throw new Error(`failed to start container ${container} on host ${endpoint.host}: ${status.message}`);
     }
     if (positionals.length === 0) {
       console.log(container);
@@ -118,7 +118,7 @@ function findEndpoint(client: ControlApi, container: string): Promise<Endpoint> 
 /** Removes the endpoint and waits until its host's agent has removed the namespace. */
 async function detach(client: ControlApi, endpoint: Endpoint): Promise<void> {
   await client.detachEndpoint(endpoint.container, { intentId: newIntentId() });
-  await waitForStatus(endpoint, true);
+  await waitForRemoval(endpoint);
 }
 
 function runIn(netns: string, command: string[]): Promise<number> {

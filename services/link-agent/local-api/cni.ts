@@ -108,7 +108,7 @@ class CniWork {
     if (!record) return;
     await this.plane.detach(record.container);
     // The runtime deletes the namespace next; the link (with the address just released) goes first.
-    if (ref.role === "main" && record.endpointId && record.host) await this.plane.waitForRemoval(record.endpointId, record.host, RELEASE_WAIT_MS);
+    if (ref.role === "main" && record.endpointId && record.host) await this.plane.waitForRemoval({ id: record.endpointId, host: record.host, container: record.container }, RELEASE_WAIT_MS);
     await removeRecord(dataDir, ref.network, ref.containerId, ref.ifname);
   }
 
