@@ -9,9 +9,10 @@ const statusCodec = codecOf(EndpointStatus);
 
 /**
  * The settled (ready or failed) statuses of this host's endpoints, from one watch of the host's status keys held for
- * the agent's life: an ADD waits here instead of opening a watch of its own, which costs a consumer on the NATS server
- * and round trips (seconds under the lab's emulation) on every call. What it holds is one status per container of
- * this host, as the agent itself holds; nothing grows with the cluster.
+ * the agent's life: an ADD waits here for its container's report, and a DEL for its container's status to go, instead
+ * of opening a watch of its own, which costs a consumer on the NATS server and round trips (seconds under the lab's
+ * emulation) on every call. What it holds is one status per container of this host, as the agent itself holds;
+ * nothing grows with the cluster.
  */
 export class HostStatuses {
   private readonly settled = new Map<string, EndpointStatus>();

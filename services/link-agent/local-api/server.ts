@@ -105,7 +105,7 @@ async function answer(handlers: CniHandlers, connection: Socket): Promise<void> 
   try {
     const line = await readRequestLine(connection);
     if (line === undefined) return void connection.end(); // a probe (claimSocket's), or a client gone
-    const { call, request } = line as { call?: unknown; request?: unknown };
+    const { call, request } = (typeof line === "object" && line !== null ? line : {}) as { call?: unknown; request?: unknown };
     if (typeof call !== "string" || !CALLS.has(call)) {
       throw new CniError(CniCode.invalidEnvironment, `the agent's local API has no call ${JSON.stringify(call)}: the plugin and the agent differ in version; install the agent's plugin (trellis cni install)`);
     }
