@@ -7,9 +7,10 @@
 //     the plugin entered into h1 with nsenter, whose exec is in the figure); then
 // (c) the same Trellis attach once h1 holds HOST_CONTAINERS containers, and the agent's RSS; and
 // (d) `trellis run -d` end to end, Node's start-up included, as a user runs it; and
-// (e) an ADD through the `trellis` CNI plugin (dist/cni/trellis-cni.mjs) into a fresh namespace, interleaved with
+// (e) an ADD through the `trellis` CNI plugin (dist/cni/trellis-cni.cjs) into a fresh namespace, interleaved with
 //     (b), and the start-up of Node alone (an empty script) and the plugin's VERSION (its start-up, no agent asked),
-//     so that the plugin's own cost can be told apart.
+//     so that the plugin's own cost can be told apart; and the same ADD asked of h1's agent's local API by this
+//     long-running process, the call alone.
 // Medians. Prints one line at the end, the format of the issue.
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -22,6 +23,7 @@ import { ControlApi } from "../libs/control-client/index.js";
 import { NetworkSpec } from "../libs/proto/gen/trellis/v1/network.js";
 import { EndpointState, EndpointStatus } from "../libs/proto/gen/trellis/v1/state.js";
 import { agentSocketOf } from "../services/lab/config.js";
+import { callAgent } from "../services/cni/agent-client.js";
 
 const HOST = "h1";
 const PARENT = "eth0";
@@ -130,7 +132,7 @@ async function cniAdd(round: number): Promise<number> {
   return took;
 }
 
-const TRELLIS_PLUGIN = new URL("../cni/trellis-cni.mjs", import.meta.url).pathname;
+const TRELLIS_PLUGIN = new URL("../cni/trellis-cni.cjs", import.meta.url).pathname;
 const trellisCniConfig = JSON.stringify({ cniVersion: "1.0.0", name: "bench-trellis", type: "trellis", network: NETWORK, socket: agentSocketOf(HOST) });
 
 /**
@@ -146,6 +148,19 @@ async function trellisCniAdd(round: number): Promise<number> {
   const took = performance.now() - started;
   if (!/"ips"/.test(result)) throw new Error(`the trellis plugin's ADD returned no address: ${result}`);
   await run([process.execPath, TRELLIS_PLUGIN], cniEnv("DEL", id), trellisCniConfig);
+  await run(["ip", "netns", "delete", id]);
+  return took;
+}
+
+/** The same ADD asked of h1's agent's local API by this long-running process: the call alone, without the plugin. */
+async function localApiAdd(round: number): Promise<number> {
+  const id = `bench-local-${round}`;
+  await run(["ip", "netns", "add", id]);
+  const ref = { network: NETWORK, role: "main" as const, containerId: id, ifname: "eth0" };
+  const started = performance.now();
+  await callAgent(agentSocketOf(HOST), "add", { ...ref, netns: `/run/netns/${id}`, container: id, ipv4: "", ipv6: "" });
+  const took = performance.now() - started;
+  await callAgent(agentSocketOf(HOST), "del", ref);
   await run(["ip", "netns", "delete", id]);
   return took;
 }
@@ -202,17 +217,20 @@ async function main(): Promise<void> {
     const plugin: number[] = [];
     const node: number[] = [];
     const version: number[] = [];
+    const local: number[] = [];
     for (let round = 1; round <= ROUNDS; round++) {
       trellis.push(await trellisAttach(control, watch, `empty-${round}`));
       cni.push(await cniAdd(round));
       plugin.push(await trellisCniAdd(round));
       node.push(await nodeStartup());
       version.push(await pluginVersion());
+      local.push(await localApiAdd(round));
     }
     console.log(`empty host: trellis ${trellis.map(round0).join(" ")} ms; cni-ipvlan ${cni.map(round0).join(" ")} ms`);
     const [p, n, c0] = [median(plugin), median(node), median(cni)];
     console.log(`cni add: trellis plugin ${plugin.map(round0).join(" ")} ms; node start-up ${node.map(round0).join(" ")} ms`);
-    console.log(`cni add: trellis ${round0(p)} ms (less node start-up ${round0(p - n)} ms), cni-ipvlan ${round0(c0)} ms, ratio less start-up ${round2((p - n) / c0)}, whole ${round2(p / c0)}, plugin VERSION ${round0(median(version))} ms`);
+    console.log(`cni add: local API alone ${local.map(round0).join(" ")} ms`);
+    console.log(`cni add: trellis ${round0(p)} ms (less node start-up ${round0(p - n)} ms), cni-ipvlan ${round0(c0)} ms, ratio less start-up ${round2((p - n) / c0)}, whole ${round2(p / c0)}, plugin VERSION ${round0(median(version))} ms, local API alone ${round0(median(local))} ms`);
 
     await fill(control, watch, ROUNDS + 1, HOST_CONTAINERS);
     const full: number[] = [];

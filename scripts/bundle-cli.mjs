@@ -26,12 +26,15 @@ await build({
 // The CNI plugin: one small self-contained file, as `trellis cni install` copies it into a runtime's plugin folder and
 // a runtime starts it once per call, where start-up is the cost that counts. It asks the host's agent over a local
 // socket (services/link-agent/local-api), so it needs Node's built-ins alone: the build fails if anything else gets in.
+// CommonJS: Node runs one such file without its ES module loader, and an installed copy, which has no extension and
+// no package.json beside it, is CommonJS to Node anyway (an ES module there is parsed twice, where Node detects it).
+rmSync("dist/cni", { recursive: true, force: true });
 const plugin = await build({
   entryPoints: { "trellis-cni": "services/cni/main.ts" },
   outdir: "dist/cni",
-  outExtension: { ".js": ".mjs" },
+  outExtension: { ".js": ".cjs" },
   bundle: true,
-  format: "esm",
+  format: "cjs",
   platform: "node",
   target: "node20",
   minify: true,

@@ -31,6 +31,8 @@ export const TLS_DIR = `${STATE_DIR}/host/tls`;
 /** Whose certificate the lab script's `trellis` presents: an operator's. */
 export const LAB_OPERATOR = "lab-operator";
 export const LOG_DIR = "/tmp/lab/logs";
+/** The agents' CNI attachment records: the guest's tmpfs, not the machine's /var/lib/cni (the guest's /var is the machine's, over 9p). */
+export const CNI_DATA_DIR = `${STATE_DIR}/cni`;
 
 /** Like `docker run`: 125 means the lab failed, not the script. */
 export const LAB_FAILURE = 125;
@@ -153,7 +155,7 @@ export function defaultServices(hosts: LabHost[], cli: string[], tls = false, ro
       netns: host.name,
       agentHost: host.name,
       stage: 2,
-      env: { ...(tls ? certificateEnv(host.name) : {}), TRELLIS_PLANNER_ADDR: AGENT_PLANNER_ADDR },
+      env: { ...(tls ? certificateEnv(host.name) : {}), TRELLIS_PLANNER_ADDR: AGENT_PLANNER_ADDR, TRELLIS_CNI_DATA_DIR: CNI_DATA_DIR },
     })),
   ];
 }

@@ -130,8 +130,7 @@ export class Planner {
         const endpoint = endpointOf(network, spec, await this.allocateAddresses(network, spec, endpointIdFor(intentId)), intentId);
         const revision = await this.store.createEndpoint(endpoint);
         if (revision === undefined) return this.lostNameRace(network, endpoint, intentId);
-        await this.undoIfNetworkGone(network, endpoint, revision);
-        await this.store.publishEndpoint(endpoint);
+        await this.publishUnlessNetworkGone(network, endpoint, revision);
         return endpoint;
       }),
     );
@@ -187,6 +186,24 @@ export class Planner {
     if (winner && isCreatedBy(winner.value, intentId)) return this.republished(winner.value);
     await this.ipam.releaseAddresses(network.id, mine.id);
     throw winner ? nameInUse(mine.container, winner.value) : alreadyExists(`container name "${mine.container}" is already in use`);
+  }
+
+  /**
+   * The look at the network after our write, and the publish, at once: the host's agent starts on the container a
+   * round trip sooner. Should the network turn out deleted, the undo takes the publish back too. An undo whose
+   * unpublish fails leaves keys of an endpoint that no longer is, which the repair pass removes (repair.ts); a crash
+   * before the undo leaves the endpoint, as a crash after its create always did, and the intent's retry republishes it.
+   */
+  private async publishUnlessNetworkGone(network: Network, endpoint: Endpoint, revision: number): Promise<void> {
+    const publishing = this.store.publishEndpoint(endpoint);
+    try {
+      await this.undoIfNetworkGone(network, endpoint, revision);
+    } catch (error) {
+      await publishing.catch(() => undefined);
+      await this.store.unpublishEndpoint(endpoint).catch(() => undefined);
+      throw error;
+    }
+    await publishing;
   }
 
   /** An attach that raced with the network's delete (through another replica) takes itself back. */

@@ -2,6 +2,7 @@ import { execFileSync, spawn, spawnSync, type ChildProcessWithoutNullStreams } f
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { connect } from "node:net";
 import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectBus } from "../../libs/bus/connection.js";
@@ -156,10 +157,29 @@ describe("trellis cni install", () => {
     expect(await cni(join(withNode, "trellis"), { command: "VERSION", config: { cniVersion: "1.1.0" } })).toMatchObject({ code: 0, json: { cniVersion: "1.1.0" } });
   });
 
-  it("the plugin is small and holds no gRPC, NATS or protobuf: it only asks the agent", () => {
+  it("the plugin is small and holds no gRPC, NATS, protobuf or HTTP: one CommonJS file that only asks the agent", () => {
     const plugin = readFileSync(join(binDir, "trellis"), "utf8");
     expect(plugin.length).toBeLessThan(20_000);
-    expect(plugin).not.toMatch(/grpc|nats-io|protobuf/i);
+    expect(plugin).not.toMatch(/grpc|nats-io|protobuf|node:http/i);
+    expect(plugin).toMatch(/require\("node:net"\)/);
+  });
+
+  it("answers a line it cannot take with a CNI error on the socket, and goes on serving", async () => {
+    const ask = (line: string) =>
+      new Promise<unknown>((resolve, reject) => {
+        let answer = "";
+        const connection = connect(socket).on("error", reject);
+        connection.on("data", (chunk: Buffer) => (answer += chunk.toString())).on("end", () => resolve(JSON.parse(answer)));
+        connection.end(line);
+      });
+    expect(await ask("POST /v1/cni/add HTTP/1.1\r\n\r\n")).toEqual({ error: { code: 6, msg: expect.stringMatching(/^failed to decode the request: /) } });
+    expect(await ask(`${JSON.stringify({ call: "frob", request: {} })}\n`)).toEqual({
+      error: { code: 4, msg: `the agent's local API has no call "frob": the plugin and the agent differ in version; install the agent's plugin (trellis cni install)` },
+    });
+    expect(await ask(`${JSON.stringify({ call: "del", request: { network: "cni_l2" } })}\n`)).toEqual({
+      error: { code: 6, msg: "invalid del request: role must be a string, containerId must be a string, ifname must be a string" },
+    });
+    expect(await cni("trellis", { command: "STATUS", config: { cniVersion: "1.1.0", name: "x", type: "trellis", ...trellisSettings() } })).toMatchObject({ code: 0 });
   });
 
   it("the agent's socket is root's alone", () => {

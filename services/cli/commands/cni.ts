@@ -15,7 +15,7 @@ trellis-node, and the plugins run with it: for a node that has no Node of its ow
 
 /** Where the build put the plugin: beside the CLI's bundle (dist/bundle), or the tsc output (dist/services/cli/commands). */
 function pluginSource(): string {
-  const candidates = ["../cni/trellis-cni.mjs", "../../../cni/trellis-cni.mjs"].map((path) => fileURLToPath(new URL(path, import.meta.url)));
+  const candidates = ["../cni/trellis-cni.cjs", "../../../cni/trellis-cni.cjs"].map((path) => fileURLToPath(new URL(path, import.meta.url)));
   const found = candidates.find((path) => existsSync(path));
   if (!found) throw new Error(`failed to find the CNI plugin (looked at ${candidates.join(", ")}): build it first (npm run build)`);
   return found;

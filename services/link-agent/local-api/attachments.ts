@@ -4,21 +4,22 @@ import { CniCode, CniError } from "../../cni/errors.js";
 
 /** Where the attachment records live (as host-local keeps its leases under /var/lib/cni). */
 export const DEFAULT_CNI_DATA_DIR = "/var/lib/cni/trellis";
+/** Names another folder for them: the lab's, on the guest's own tmpfs rather than the machine's disk. */
+export const CNI_DATA_DIR_ENV = "TRELLIS_CNI_DATA_DIR";
 
 /**
  * What this host's CNI plugins attached, one small file per attachment: `<dataDir>/<network>/<container id>-<ifname>`,
  * holding the Trellis container's name. DEL and GC find their attachment here without asking the control plane to
  * search (nothing on a call's path grows with the cluster), and a DEL that comes without the ADD's CNI_ARGS still
- * knows the name. Written before the attach, so that an ADD cut short is still released by DEL or GC.
+ * knows the name. Written once, before the attach, so that an ADD cut short is still released by DEL or GC; the
+ * name is all DEL needs (it waits for the container's status to go, host-statuses.ts). A record of an older agent
+ * holds more fields, which are passed over.
  */
 export interface AttachmentRecord {
   containerId: string;
   ifname: string;
   /** The Trellis container name. */
   container: string;
-  /** Once attached: the endpoint, whose removal by the agent DEL waits for. */
-  endpointId?: string;
-  host?: string;
 }
 
 function folder(dataDir: string, network: string): string {

@@ -66,7 +66,6 @@ class CniWork {
         ifname: request.ifname,
         ipamOnly,
       });
-      await saveRecord(dataDir, request.network, { ...record, endpointId: endpoint.id, host: endpoint.host });
       const response: AddResponse = {
         ips: endpoint.addresses.map((address) => ({ address, gateway: gatewayOf(endpoint, address) })),
         routes: endpoint.routes.map(({ dst, via, ipv6 }) => ({ dst, via, ipv6 })),
@@ -108,7 +107,7 @@ class CniWork {
     if (!record) return;
     await this.plane.detach(record.container);
     // The runtime deletes the namespace next; the link (with the address just released) goes first.
-    if (ref.role === "main" && record.endpointId && record.host) await this.plane.waitForRemoval({ id: record.endpointId, host: record.host, container: record.container }, RELEASE_WAIT_MS);
+    if (ref.role === "main") await this.plane.waitForRemoval(record.container, RELEASE_WAIT_MS);
     await removeRecord(dataDir, ref.network, ref.containerId, ref.ifname);
   }
 

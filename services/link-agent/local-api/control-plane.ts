@@ -2,7 +2,7 @@ import type { ChannelCredentials } from "@grpc/grpc-js";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { openBucket } from "../../../libs/bus/connection.js";
-import { STATUS_WAIT_MS, StatusTimeoutError, statusRemoved, type StatusOf } from "../../../libs/bus/endpoint-status.js";
+import { STATUS_WAIT_MS } from "../../../libs/bus/endpoint-status.js";
 import { Buckets } from "../../../libs/bus/subjects.js";
 import { ControlApi, ControlRefusedError, ControlTimeoutError, PlannerUnreachableError, TranslatedControlApi } from "../../../libs/control-client/index.js";
 import type { Endpoint } from "../../../libs/proto/gen/trellis/v1/network.js";
@@ -64,15 +64,9 @@ export class ControlPlane extends TranslatedControlApi {
     return this.hostStatuses.settledStatus(endpoint, STATUS_WAIT_MS);
   }
 
-  /** Waits at most `timeoutMs` for the agent to report the endpoint removed; false when it did not in that time. */
-  async waitForRemoval(endpoint: StatusOf, timeoutMs: number): Promise<boolean> {
-    try {
-      await statusRemoved(await this.statusBucket(), endpoint, timeoutMs);
-      return true;
-    } catch (error) {
-      if (error instanceof StatusTimeoutError) return false;
-      throw error;
-    }
+  /** Waits at most `timeoutMs` for this host's agent to take the container away; false when it did not in that time. */
+  waitForRemoval(container: string, timeoutMs: number): Promise<boolean> {
+    return this.hostStatuses.statusGone(container, timeoutMs);
   }
 
   override async close(): Promise<void> {

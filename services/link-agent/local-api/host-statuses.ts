@@ -9,13 +9,19 @@ const statusCodec = codecOf(EndpointStatus);
 
 /**
  * The settled (ready or failed) statuses of this host's endpoints, from one watch of the host's status keys held for
- * the agent's life: an ADD waits here instead of opening a watch of its own, which costs a consumer on the NATS server
- * and round trips (seconds under the lab's emulation) on every call. What it holds is one status per container of
- * this host, as the agent itself holds; nothing grows with the cluster.
+ * the agent's life: an ADD waits here for its container's report, and a DEL for its container's status to go, instead
+ * of opening a watch of its own, which costs a consumer on the NATS server and round trips (seconds under the lab's
+ * emulation) on every call. What it holds is one status per container of this host, as the agent itself holds;
+ * nothing grows with the cluster.
  */
 export class HostStatuses {
   private readonly settled = new Map<string, EndpointStatus>();
   private readonly waiters = new Map<string, (status: EndpointStatus) => void>();
+  /** Every status of the host there is, whatever its state: key → container, and container → key. */
+  private readonly containerOfKey = new Map<string, string>();
+  private readonly keyOfContainer = new Map<string, string>();
+  /** DEL's: container → what to call once its status is gone. */
+  private readonly removalWaiters = new Map<string, Set<() => void>>();
   private readonly dropped = new DroppedRecords((line) => console.error(`Warning: ${line}`));
   private watching: Promise<() => void> | undefined;
   private stopped = false;
@@ -54,6 +60,28 @@ export class HostStatuses {
     });
   }
 
+  /**
+   * Waits until the container has no status on this host (its agent removes it once its link is gone): true then,
+   * false after `timeoutMs`. A container whose status this watch has not seen has nothing to wait for.
+   */
+  async statusGone(container: string, timeoutMs: number): Promise<boolean> {
+    await this.start();
+    if (!this.keyOfContainer.has(container)) return true;
+    return new Promise((resolve) => {
+      const waiters = this.removalWaiters.get(container) ?? new Set();
+      this.removalWaiters.set(container, waiters);
+      const settle = (gone: boolean) => {
+        clearTimeout(timer);
+        waiters.delete(done);
+        if (waiters.size === 0 && this.removalWaiters.get(container) === waiters) this.removalWaiters.delete(container);
+        resolve(gone);
+      };
+      const done = () => settle(true);
+      const timer = setTimeout(() => settle(false), timeoutMs);
+      waiters.add(done);
+    });
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     const stop = await this.watching?.catch(() => undefined);
@@ -61,6 +89,9 @@ export class HostStatuses {
   }
 
   private async open(): Promise<() => void> {
+    // A watch opened again starts from every key's last value: what was removed meanwhile is not in it.
+    this.containerOfKey.clear();
+    this.keyOfContainer.clear();
     const watch = await (await this.bucket()).watch({ key: hostKeysFilter(this.host) });
     void (async () => {
       for await (const entry of watch) this.take(entry);
@@ -75,16 +106,29 @@ export class HostStatuses {
   private take(entry: KvWatchEntry): void {
     if (entry.operation !== "PUT") {
       this.settled.delete(entry.key);
+      this.forget(entry.key);
       return;
     }
     const status = statusCodec.decode(entry.value);
     const problem = this.verifier?.problem(statusCodec, status, this.host);
     if (problem) return this.dropped.drop(`status under key ${entry.key}`, problem);
+    this.containerOfKey.set(entry.key, status.container);
+    this.keyOfContainer.set(status.container, entry.key);
     if (status.state !== EndpointState.ENDPOINT_STATE_READY && status.state !== EndpointState.ENDPOINT_STATE_FAILED) {
       this.settled.delete(entry.key);
       return;
     }
     this.settled.set(entry.key, status);
     this.waiters.get(entry.key)?.(status);
+  }
+
+  /** A status removed: its container's DEL, if one waits, may answer. */
+  private forget(key: string): void {
+    const container = this.containerOfKey.get(key);
+    if (container === undefined) return;
+    this.containerOfKey.delete(key);
+    if (this.keyOfContainer.get(container) !== key) return;
+    this.keyOfContainer.delete(container);
+    for (const done of [...(this.removalWaiters.get(container) ?? [])]) done();
   }
 }

@@ -1,15 +1,14 @@
 import { mkdir, chmod, rm } from "node:fs/promises";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { connect } from "node:net";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import { dirname } from "node:path";
 import type { ChannelCredentials } from "@grpc/grpc-js";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { RecordVerifier } from "../../../libs/tls/record-signature.js";
 import { CniCode, CniError } from "../../cni/errors.js";
-import { DEFAULT_CNI_DATA_DIR } from "./attachments.js";
+import { CNI_DATA_DIR_ENV, DEFAULT_CNI_DATA_DIR } from "./attachments.js";
 import { cniHandlers, type CniHandlers } from "./cni.js";
 import { ControlPlane } from "./control-plane.js";
-import { LOCAL_API_PATHS, type ErrorBody, type LocalCall } from "./protocol.js";
+import { LOCAL_CALLS, type ErrorBody, type LocalAnswerLine, type LocalCall } from "./protocol.js";
 
 export interface LocalApiOptions {
   /** The unix socket to serve on (protocol.ts DEFAULT_AGENT_SOCKET). */
@@ -20,7 +19,7 @@ export interface LocalApiOptions {
   planner: string;
   credentials?: ChannelCredentials;
   verifier?: RecordVerifier;
-  /** Where the CNI attachment records live; /var/lib/cni/trellis by default. */
+  /** Where the CNI attachment records live; TRELLIS_CNI_DATA_DIR, else /var/lib/cni/trellis. */
   dataDir?: string;
 }
 
@@ -29,8 +28,10 @@ export interface LocalApi {
   stop(): Promise<void>;
 }
 
-/** A request body is a few hundred bytes; anything near this is not the plugin's. */
-const MAX_BODY_BYTES = 64 * 1024;
+/** A request line is a few hundred bytes; anything near this is not the plugin's. */
+const MAX_REQUEST_BYTES = 64 * 1024;
+/** A client has this long to send its request line; the answer may take as long as the call needs. */
+const REQUEST_TIMEOUT_MS = 10_000;
 
 /**
  * Serves the local API (protocol.ts) on a unix socket that only root may open (mode 0600, in a folder made 0700),
@@ -39,8 +40,16 @@ const MAX_BODY_BYTES = 64 * 1024;
  */
 export async function serveLocalApi(nc: NatsConnection, options: LocalApiOptions): Promise<LocalApi> {
   const plane = new ControlPlane(nc, { host: options.host, planner: options.planner, credentials: options.credentials, verifier: options.verifier });
-  const handlers = cniHandlers(plane, { host: options.host, dataDir: options.dataDir ?? DEFAULT_CNI_DATA_DIR });
-  const server = createServer((request, response) => void answer(handlers, request, response));
+  const handlers = cniHandlers(plane, { host: options.host, dataDir: options.dataDir ?? (process.env[CNI_DATA_DIR_ENV] || DEFAULT_CNI_DATA_DIR) });
+  const connections = new Set<Socket>();
+  // Half-open: the plugin ends its side once its line is written, and the answer still goes back.
+  const server = createServer({ allowHalfOpen: true }, (connection) => {
+    connections.add(connection);
+    connection.on("close", () => connections.delete(connection));
+    // A client that goes away mid-call (a runtime's timeout) costs its connection, never the agent.
+    connection.on("error", () => undefined);
+    void answer(handlers, connection);
+  });
   try {
     await claimSocket(options.socket);
     await listen(server, options.socket);
@@ -53,8 +62,9 @@ export async function serveLocalApi(nc: NatsConnection, options: LocalApiOptions
   return {
     socket: options.socket,
     async stop() {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeAllConnections();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const connection of connections) connection.destroy();
+      await closed;
       await plane.close();
     },
   };
@@ -88,39 +98,58 @@ function listen(server: Server, socket: string): Promise<void> {
   });
 }
 
-const CALL_OF_PATH = new Map(Object.entries(LOCAL_API_PATHS).map(([call, path]) => [path, call as LocalCall]));
+const CALLS = new Set<string>(LOCAL_CALLS);
 
-async function answer(handlers: CniHandlers, request: IncomingMessage, response: ServerResponse): Promise<void> {
+async function answer(handlers: CniHandlers, connection: Socket): Promise<void> {
+  let answered: LocalAnswerLine;
   try {
-    const call = request.method === "POST" ? CALL_OF_PATH.get(request.url ?? "") : undefined;
-    if (!call) throw new CniError(CniCode.invalidEnvironment, `the agent's local API has no ${request.method} ${request.url}: the plugin and the agent differ in version; install the agent's plugin (trellis cni install)`);
-    const body = checkedRequest(call, await readBody(request));
-    const result = await (handlers[call] as (body: unknown) => Promise<unknown>)(body);
-    reply(response, 200, result);
+    const line = await readRequestLine(connection);
+    if (line === undefined) return void connection.end(); // a probe (claimSocket's), or a client gone
+    const { call, request } = (typeof line === "object" && line !== null ? line : {}) as { call?: unknown; request?: unknown };
+    if (typeof call !== "string" || !CALLS.has(call)) {
+      throw new CniError(CniCode.invalidEnvironment, `the agent's local API has no call ${JSON.stringify(call)}: the plugin and the agent differ in version; install the agent's plugin (trellis cni install)`);
+    }
+    const body = checkedRequest(call as LocalCall, request);
+    answered = { response: await (handlers[call as LocalCall] as (body: unknown) => Promise<unknown>)(body) as never };
   } catch (error) {
     const cause = error instanceof CniError ? error : new CniError(CniCode.internal, `the agent failed: ${(error as Error).message}`);
     const body: ErrorBody = { code: cause.code, msg: cause.message, ...(cause.details ? { details: cause.details } : {}) };
-    reply(response, cause.code === CniCode.internal ? 500 : 400, body);
+    answered = { error: body };
   }
+  if (!connection.destroyed) connection.end(`${JSON.stringify(answered)}\n`);
 }
 
-function reply(response: ServerResponse, status: number, body: unknown): void {
-  response.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
-}
-
-async function readBody(request: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of request) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) throw new CniError(CniCode.decodeFailure, `failed to read the request: it is over ${MAX_BODY_BYTES} bytes`);
-    chunks.push(chunk as Buffer);
-  }
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString("utf8"));
-  } catch (error) {
-    throw new CniError(CniCode.decodeFailure, `failed to decode the request: ${(error as Error).message}`);
-  }
+/** The request's one line, parsed; undefined when the client closed without sending one. */
+function readRequestLine(connection: Socket): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = (settle: () => void) => {
+      connection.setTimeout(0);
+      connection.off("data", onData).off("end", onEnd).off("error", onError);
+      settle();
+    };
+    const parse = () => {
+      const text = Buffer.concat(chunks).toString("utf8");
+      const line = text.slice(0, text.indexOf("\n") === -1 ? text.length : text.indexOf("\n"));
+      if (line.trim() === "") return resolve(undefined);
+      try {
+        resolve(JSON.parse(line));
+      } catch (error) {
+        reject(new CniError(CniCode.decodeFailure, `failed to decode the request: ${(error as Error).message}`));
+      }
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_REQUEST_BYTES) return done(() => reject(new CniError(CniCode.decodeFailure, `failed to read the request: it is over ${MAX_REQUEST_BYTES} bytes`)));
+      chunks.push(chunk);
+      if (chunk.includes(0x0a)) done(parse);
+    };
+    const onEnd = () => done(parse);
+    const onError = (error: Error) => done(() => reject(error));
+    connection.setTimeout(REQUEST_TIMEOUT_MS, () => done(() => reject(new CniError(CniCode.decodeFailure, `failed to read the request: no line within ${REQUEST_TIMEOUT_MS / 1000}s`))));
+    connection.on("data", onData).on("end", onEnd).on("error", onError);
+  });
 }
 
 const REF = ["network", "role", "containerId", "ifname"];
