@@ -343,19 +343,23 @@ export class LinkAgent {
     if (await this.statuses.put(status)) void this.announceQueue.request("announce");
   }
 
-  /** A removed endpoint: its namespace (and so its eth0), its /etc/netns folder and its status, nothing else. */
+  /**
+   * A removed endpoint: its namespace (and so its eth0), its /etc/netns folder and its status, nothing else. The
+   * status goes last, as the sign (which DEL and `trellis rm` wait for) that the link is gone; a removal that fails
+   * keeps the container, so that the next pass tries again.
+   */
   private async removeEndpoint(netns: string): Promise<void> {
     const container = this.containers.get(netns);
-    if (container) {
-      closeContainer(container);
-      this.containers.delete(netns);
-      await this.forget(container.endpointId);
-    }
+    if (container) closeContainer(container);
     // Before the namespace goes: the DNS server's sockets in it would keep it, and its eth0, alive.
     await this.dns.release(netns);
     // In a runtime's namespace only the link this agent made goes; the namespace is the runtime's.
     if (isRuntimeNamespace(netns)) await (container && removeRuntimeLink(netns, container.ifname));
     else if (netns.endsWith(`@${this.options.host}`)) await removeNamespace(netns);
+    if (container) {
+      this.containers.delete(netns);
+      await this.forget(container.endpointId);
+    }
   }
 
   private async forget(endpointId: string): Promise<void> {
