@@ -129,6 +129,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   if (role !== "host" && role !== "upstream") throw new UsageError(`invalid --role "${role}": must be host or upstream`, AGENT_USAGE);
   const host = values.host ?? settings.host();
   const addresses = underlayAddresses(values.address, AGENT_USAGE);
+  const hostDns = hostDnsOf(values["host-dns"]);
   const metrics = metricsOf("agent", values.metrics, AGENT_USAGE);
   const tls = settings.tls();
   const [{ startAgent }, { keepYoungGenerationSmall }] = await Promise.all([agentMain(), import("../../link-agent/memory.js")]);
@@ -140,7 +141,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     role,
     heartbeatMs: heartbeatMs(values["heartbeat-interval"]),
     resyncMs: RESYNC_MS,
-    hostDns: hostDnsOf(values["host-dns"]),
+    hostDns,
     ...recordTrust(host, tls),
   }, metrics, localApiOf(values.socket, tls));
   sayMetrics("agent", agent.metricsAddress);
