@@ -58,11 +58,12 @@ with_host_dns() {
 }
 
 section start
+for host in h1 h2; do with_host_dns $host; done
 for host in h1 h2; do
-  with_host_dns $host
   mkdir -p $D/$host/plugins $D/$host/exec
   mount --bind $D/$host/exec $D/$host/exec && mount --make-shared $D/$host/exec
   start_plugin $host
+  WAIT_SECONDS=120 wait_until test -S $D/$host/plugins/trellis.sock || tail -20 $D/$host/plugin.log
   start_dockerd $host
   dk $host import $D/rootfs.tar bb >/dev/null
   echo "$host: dockerd $(dk $host version --format '{{.Server.Version}}')"
@@ -70,6 +71,7 @@ done
 
 section plugin-ls
 ls /run/docker/plugins $D/h1/plugins
+for host in h1 h2; do kill -0 "$(cat $D/$host/plugin.pid)" || { echo "the plugin of $host is gone:"; tail -20 $D/$host/plugin.log; }; done
 
 section create
 show dk h1 network create -d trellis --ipam-driver=trellis --subnet=192.168.20.0/24 --gateway=192.168.20.1 -o parent=eth0.20 -o ipvlan_mode=l2 -o trellis.network=ipvlan20 ipvlan20
