@@ -69,8 +69,8 @@ async function deleteNetwork(context: DriverContext, body: Record<string, any>):
 }
 
 /**
- * The endpoint's Trellis container name. Not the Docker container's name, which is unique on its host only
- * (two hosts' `web` would clash in Trellis), and which Docker 20.10 does not tell a driver anyway.
+ * The endpoint's Trellis container name until its sandbox exists: Docker 20.10 tells a driver no container name.
+ * SandboxJoins then asks dockerd and attaches under the Docker name, keeping this one if another host has that name.
  */
 function trellisNameOf(dockerId: string): string {
   return `docker-${dockerId.slice(0, 12)}`;

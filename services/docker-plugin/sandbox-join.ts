@@ -2,7 +2,9 @@ import { stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
-import type { TrellisControlPlane } from "./control-plane.js";
+import { status as grpcStatus } from "@grpc/grpc-js";
+import { dockerNameOf } from "./container-name.js";
+import { TrellisRefusal, type TrellisControlPlane } from "./control-plane.js";
 import { bare, type EndpointRecord, type PluginState } from "./state.js";
 
 /** The interface Docker's first network of a container has; the agent makes it in Docker's sandbox. */
@@ -15,6 +17,8 @@ export interface JoinContext {
   state: PluginState;
   trellis: TrellisControlPlane;
   host: string;
+  /** dockerd's API, asked for the container's name once its sandbox exists. */
+  dockerSocket: string;
   log: (line: string) => void;
 }
 
@@ -56,9 +60,29 @@ export class SandboxJoins {
     const aborted = new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
     await waitForNamespace(sandbox, signal);
     if (signal.aborted) return;
-    const endpoint = await handOver(this.context, record, sandbox);
+    const endpoint = await this.attachNamed(record, sandbox);
     // Leave need not wait for the agent's report: it takes the link away anyway.
     await Promise.race([this.context.trellis.waitUntilReady(endpoint), aborted]);
+  }
+
+  /**
+   * Attaches under the Docker container's name, so that it resolves as itself on every host. Docker's names are
+   * unique per host only: a name another host's container has already is refused by the planner, and this one
+   * falls back to `docker-<endpoint id>`, which the log says.
+   */
+  private async attachNamed(record: EndpointRecord, sandbox: string): Promise<Endpoint> {
+    const { name, why } = await dockerNameOf(this.context.dockerSocket, record.networkDockerId, record.dockerId);
+    if (!name) {
+      this.context.log(`Docker endpoint ${record.dockerId.slice(0, 12)} stays ${record.container} in Trellis: ${why}`);
+      return handOver(this.context, record, sandbox);
+    }
+    try {
+      return await handOver(this.context, { ...record, container: name }, sandbox);
+    } catch (error) {
+      if (!(error instanceof TrellisRefusal && error.code === grpcStatus.ALREADY_EXISTS)) throw error;
+      this.context.log(`Docker container ${name} is ${record.container} in Trellis, and resolves by that name only: ${error.message}`);
+      return handOver(this.context, record, sandbox);
+    }
   }
 }
 
