@@ -188,6 +188,30 @@ L2=$(dk h2 exec l2 ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1)
 wait_until dk h1 exec l1 ping -c 1 -W 1 "$L2"
 show dk h1 exec l1 ping -c 2 -W 2 "$L2"
 
+# --- ipvlan114, dual-stack: --ip6 given again after docker rm gets its address at once, every time.
+section v6
+for host in h1 h2; do
+  show dk $host network create -d trellis --ipam-driver=trellis --ipv6 --subnet=192.168.114.0/24 --subnet=fd00:114::/64 -o parent=eth0.114 -o trellis.network=ipvlan114 ipvlan114
+done
+show dk h1 run -d --name=v1 --net=ipvlan114 --cap-add=NET_RAW bb sleep 3600
+wait_eth0 h1 v1
+for round in 1 2; do
+  show dk h2 run -d --name=w$round --net=ipvlan114 --ip6=fd00:114::50 --cap-add=NET_RAW bb sleep 3600
+  wait_eth0 h2 w$round
+  # busybox's ip takes no scope filter: the network's own prefix picks the global address.
+  WAIT_SECONDS=60 wait_until sh -c "DOCKER_HOST=unix://$D/h2/docker.sock /usr/bin/docker exec w$round ip -6 addr show eth0 | grep -q 'inet6 fd00:114:'"
+  dk h2 exec w$round ip -6 addr show eth0 | awk '/inet6 fd00:114:/ {print "w'$round'", $2}'
+  [ $round = 2 ] || dk h2 rm -f w$round >/dev/null
+done
+section v6-sandbox
+# What Docker left in the sandbox: libnetwork turns IPv6 off in each one, the agent on for its link.
+W2=$(dk h2 inspect --format '{{.NetworkSettings.SandboxKey}}' w2)
+for conf in all eth0 lo; do echo "$conf disable_ipv6=$(nsenter --net=$W2 cat /proc/sys/net/ipv6/conf/$conf/disable_ipv6)"; done
+nsenter --net=$W2 ip -6 addr
+section v6-ping
+wait_until dk h1 exec v1 ping -6 -c 1 -W 1 fd00:114::50
+show dk h1 exec v1 ping -6 -c 2 -W 2 fd00:114::50
+
 # --- Docker's own ipvlan driver with Trellis's IPAM on both hosts: cluster-wide addresses, never one twice.
 section ipvlan-ipam
 for host in h1 h2; do
@@ -205,7 +229,7 @@ show dk h2 exec i2 ping -c 2 -W 2 "${I1%/*}"
 section network-rm
 for host in h1 h2; do
   dk $host rm -f $(dk $host ps -aq) >/dev/null
-  show dk $host network rm ipvlan20 ipnet210 ipam30
+  show dk $host network rm ipvlan20 ipnet210 ipvlan114 ipam30
 done
 trellis network ls
 section leftovers

@@ -99,6 +99,14 @@ describe("lab: Docker containers on Trellis networks, across hosts", () => {
     expect(section("l3-ping")).toMatch(PINGS_PASS);
   });
 
+  it("dual-stack ipvlan114: --ip6 after docker rm gets its address at once, and IPv6 pings across hosts", () => {
+    expect(section("v6"), section("v6-sandbox") + section("plugin-errors")).not.toMatch(NO_FAILURE);
+    for (const round of [1, 2]) expect(section("v6"), section("v6-sandbox")).toContain(`w${round} fd00:114::50/64`);
+    // Docker turned IPv6 off in its sandbox (all); the agent turned it on for its link, and Docker's lo.
+    expect(section("v6-sandbox")).toMatch(/^all disable_ipv6=1\neth0 disable_ipv6=0\nlo disable_ipv6=0$/m);
+    expect(section("v6-ping")).toMatch(PINGS_PASS);
+  });
+
   it("Docker's own ipvlan driver with --ipam-driver=trellis: two hosts, two addresses, never one twice", () => {
     expect(section("ipvlan-ipam")).not.toMatch(NO_FAILURE);
     const i1 = /^i1 (192\.168\.30\.\d+\/24)$/m.exec(section("ipvlan-ipam"))?.[1];
