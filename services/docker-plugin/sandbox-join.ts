@@ -98,24 +98,25 @@ async function waitForNamespace(sandbox: string, signal: AbortSignal): Promise<v
 }
 
 /**
- * Hands the addresses from their IPAM-only holder to the container's own Trellis endpoint in the sandbox, one
- * holder after the other: the planner never lets two hold an address. If the attach is refused, the holder takes
- * them back, so that Docker's Leave, DeleteEndpoint and ReleaseAddress find them as IPAM left them.
+ * Hands the addresses from their IPAM-only holder to the container's own Trellis endpoint in the sandbox, in one
+ * planner intent (take_over): the addresses stay allocated throughout, so no other attach can get them between.
+ * A refusal changes nothing: the holder keeps them, as Docker's Leave, DeleteEndpoint and ReleaseAddress expect.
  */
 async function handOver(context: JoinContext, record: EndpointRecord, sandbox: string): Promise<Endpoint> {
   const holding = await context.state.holding(record.network, bare(record.addresses[0]!));
   const ipv4 = bare(record.addresses.find((address) => !address.includes(":")) ?? "");
   const ipv6 = bare(record.addresses.find((address) => address.includes(":")) ?? "");
-  const spec = { network: record.network, host: context.host, ipv4, ipv6 };
   const holder = holding && holding.holder !== record.container ? holding.holder : undefined;
-  if (holder) await context.trellis.detach(holder);
-  let endpoint: Endpoint;
-  try {
-    endpoint = await context.trellis.attach({ ...spec, container: record.container, netnsPath: sandbox, ifname: IFNAME });
-  } catch (error) {
-    if (holder) await context.trellis.attach({ ...spec, container: holder, ipamOnly: true }).catch(() => undefined);
-    throw error;
-  }
+  const endpoint = await context.trellis.attach({
+    network: record.network,
+    container: record.container,
+    host: context.host,
+    ipv4,
+    ipv6,
+    netnsPath: sandbox,
+    ifname: IFNAME,
+    ...(holder ? { takeOver: holder } : {}),
+  });
   await context.state.saveHolding(record.network, { holder: record.container, addresses: endpoint.addresses });
   await context.state.saveEndpoint({ ...record, endpointId: endpoint.id, host: endpoint.host });
   return endpoint;

@@ -256,7 +256,7 @@ describe("a container's addresses", () => {
     expect(await endpointsOf("dk_l2")).toEqual([]);
   });
 
-  it("once the sandbox has its namespace, an attach the planner refuses gives the address back to its holder, and says why", async () => {
+  it("once the sandbox has its namespace, an attach the planner refuses leaves the address with its holder, and says why", async () => {
     const id = "1".repeat(64);
     const { Address } = await ok("h1", "/IpamDriver.RequestAddress", { PoolID: "10.78.0.0/24", Address: "", Options: {} });
     await ok("h1", "/NetworkDriver.CreateEndpoint", { NetworkID: H1_NET, EndpointID: id, Interface: { Address, AddressIPv6: "", MacAddress: "" }, Options: {} });
@@ -274,7 +274,7 @@ describe("a container's addresses", () => {
     expect(await endpointsOf("dk_l2")).toEqual([]);
   });
 
-  it("hands the address over to the container's own endpoint in the sandbox: one holder at a time, the same address", async () => {
+  it("hands the address over to the container's own endpoint in the sandbox in one attach (take_over), the same address", async () => {
     const id = "2".repeat(64);
     const { Address } = await ok("h2", "/IpamDriver.RequestAddress", { PoolID: "10.78.0.0/24", Address: "10.78.0.9", Options: {} });
     await ok("h2", "/NetworkDriver.CreateEndpoint", { NetworkID: H2_NET, EndpointID: id, Interface: { Address, AddressIPv6: "", MacAddress: "" }, Options: {} });
