@@ -47,6 +47,8 @@ export async function startDockerPlugin(options: DockerPluginOptions): Promise<R
     ...driverHandlers({ state, trellis, host: options.host, joins }),
     ...ipamHandlers({ state, trellis, host: options.host, pendingIpv6: new Map() }),
   ]);
+  // Before the socket is served: a Leave that comes at once finds the join it stops.
+  await joins.resume();
   let server: PluginServer;
   try {
     server = await serve(options.socket, handlers, options.log);

@@ -116,7 +116,11 @@ async function join(context: DriverContext, body: Record<string, any>): Promise<
   const record = await requireEndpoint(context, body);
   const sandbox = String(body.SandboxKey ?? "");
   if (!sandbox) throw new Error("Join without a SandboxKey: Docker names the container's network namespace there");
-  if (!record.endpointId) context.joins.start(record, sandbox);
+  if (!record.endpointId) {
+    const joining = { ...record, sandbox };
+    await context.state.saveEndpoint(joining);
+    context.joins.start(joining, sandbox);
+  }
   return { DisableGatewayService: true };
 }
 

@@ -43,6 +43,13 @@ export class SandboxJoins {
     this.pending.set(record.dockerId, { abort, done });
   }
 
+  /** Takes up again the joins that a stopped plugin left waiting for their sandbox (Join recorded it). */
+  async resume(): Promise<void> {
+    for (const record of await this.context.state.endpoints()) {
+      if (record.sandbox && !record.endpointId) this.start(record, record.sandbox);
+    }
+  }
+
   /** Stops a join still waiting for its sandbox, and waits until it has stopped. */
   async stop(dockerId: string): Promise<void> {
     const join = this.pending.get(dockerId);

@@ -369,6 +369,30 @@ describe("a plugin restarted (or a dockerd restarted)", () => {
     expect(await ok("h1", "/IpamDriver.ReleaseAddress", { PoolID: "10.78.0.0/24", Address: held.Address.split("/")[0] })).toEqual({});
     expect(await endpointsOf("dk_l2")).toEqual([]);
   });
+
+  it("takes up again a join that was waiting for its sandbox when it stopped, once the sandbox has its namespace", async () => {
+    const id = "5".repeat(64);
+    // Docker's sandbox file before the runtime's prestart hook bind-mounts the namespace on it.
+    const sandbox = join(work, "exec", "netns", id.slice(0, 12));
+    execFileSync("mkdir", ["-p", join(work, "exec", "netns")]);
+    execFileSync("touch", [sandbox]);
+    const { Address } = await ok("h2", "/IpamDriver.RequestAddress", { PoolID: "10.78.0.0/24", Address: "", Options: {} });
+    await ok("h2", "/NetworkDriver.CreateEndpoint", { NetworkID: H2_NET, EndpointID: id, Interface: { Address, AddressIPv6: "", MacAddress: "" }, Options: {} });
+    await ok("h2", "/NetworkDriver.Join", { NetworkID: H2_NET, EndpointID: id, SandboxKey: sandbox, Options: {} });
+    await plugins.h2!.stop();
+    await startPlugin("h2");
+    execFileSync("mount", ["--bind", `/run/netns/${SANDBOXES[1]}`, sandbox]);
+    try {
+      await eventually("the container's own endpoint, after the restart", () => endpointsOf("dk_l2"), (list) => list.length === 1 && list[0]!.container === "docker-555555555555" && !list[0]!.ipamOnly);
+      expect(await control.inspectEndpoint("docker-555555555555")).toMatchObject({ host: "h2", addresses: [Address], netns: sandbox, ifname: "eth0" });
+      await ok("h2", "/NetworkDriver.Leave", { NetworkID: H2_NET, EndpointID: id });
+      await ok("h2", "/NetworkDriver.DeleteEndpoint", { NetworkID: H2_NET, EndpointID: id });
+      await ok("h2", "/IpamDriver.ReleaseAddress", { PoolID: "10.78.0.0/24", Address: Address.split("/")[0] });
+      expect(await endpointsOf("dk_l2")).toEqual([]);
+    } finally {
+      spawnSync("umount", [sandbox]);
+    }
+  });
 });
 
 describe("docker network rm", () => {
