@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import type { TrellisControlPlane } from "./control-plane.js";
 import { createOrJoin, deleteUnlessInUse } from "./network-join.js";
 import { networkSpecOf, type DockerNetworkRequest } from "./network-options.js";
@@ -117,7 +118,7 @@ async function join(context: DriverContext, body: Record<string, any>): Promise<
   const sandbox = String(body.SandboxKey ?? "");
   if (!sandbox) throw new Error("Join without a SandboxKey: Docker names the container's network namespace there");
   if (!record.endpointId) {
-    const joining = { ...record, sandbox };
+    const joining = { ...record, sandbox, joinId: randomBytes(8).toString("hex") };
     await context.state.saveEndpoint(joining);
     context.joins.start(joining, sandbox);
   }

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -93,6 +94,11 @@ export class SandboxJoins {
   }
 }
 
+/** One Join's attach under one name: the same intent however often the plugin tries it, another for the next Join. */
+function joinIntentId(record: EndpointRecord): string {
+  return createHash("sha256").update(`docker-join:${record.dockerId}:${record.joinId ?? ""}:${record.container}`).digest("hex").slice(0, 32);
+}
+
 /** A namespace bind-mounted on the sandbox's file: the file's device is nsfs, not its folder's. */
 async function waitForNamespace(sandbox: string, signal: AbortSignal): Promise<void> {
   const deadline = Date.now() + SANDBOX_WAIT_MS;
@@ -108,13 +114,14 @@ async function waitForNamespace(sandbox: string, signal: AbortSignal): Promise<v
  * Hands the addresses from their IPAM-only holder to the container's own Trellis endpoint in the sandbox, in one
  * planner intent (take_over): the addresses stay allocated throughout, so no other attach can get them between.
  * A refusal changes nothing: the holder keeps them, as Docker's Leave, DeleteEndpoint and ReleaseAddress expect.
+ * A plugin restarted before it recorded the answer tries again under the same intent, and gets the same answer.
  */
 async function handOver(context: JoinContext, record: EndpointRecord, sandbox: string): Promise<Endpoint> {
   const holding = await context.state.holding(record.network, bare(record.addresses[0]!));
   const ipv4 = bare(record.addresses.find((address) => !address.includes(":")) ?? "");
   const ipv6 = bare(record.addresses.find((address) => address.includes(":")) ?? "");
   const holder = holding && holding.holder !== record.container ? holding.holder : undefined;
-  const endpoint = await context.trellis.attach({
+  const endpoint = await context.trellis.attachOnce({
     network: record.network,
     container: record.container,
     host: context.host,
@@ -123,7 +130,7 @@ async function handOver(context: JoinContext, record: EndpointRecord, sandbox: s
     netnsPath: sandbox,
     ifname: IFNAME,
     ...(holder ? { takeOver: holder } : {}),
-  });
+  }, joinIntentId(record));
   await context.state.saveHolding(record.network, { holder: record.container, addresses: endpoint.addresses });
   await context.state.saveEndpoint({ ...record, endpointId: endpoint.id, host: endpoint.host });
   return endpoint;

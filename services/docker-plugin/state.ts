@@ -36,6 +36,8 @@ export interface EndpointRecord {
   addresses: string[];
   /** What Join named: the sandbox the link goes in, so that a join still waiting for it goes on after a restart. */
   sandbox?: string;
+  /** Which Join this is (random): the intent of its attach, the same when a restarted plugin tries it again. */
+  joinId?: string;
   /** Once joined: the endpoint whose removal by the agent Leave waits for. */
   endpointId?: string;
   host?: string;

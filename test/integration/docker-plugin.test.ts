@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, request, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -371,7 +371,7 @@ describe("a plugin restarted (or a dockerd restarted)", () => {
   });
 
   it("takes up again a join that was waiting for its sandbox when it stopped, once the sandbox has its namespace", async () => {
-    const id = "5".repeat(64);
+    const id = "7".repeat(64);
     // Docker's sandbox file before the runtime's prestart hook bind-mounts the namespace on it.
     const sandbox = join(work, "exec", "netns", id.slice(0, 12));
     execFileSync("mkdir", ["-p", join(work, "exec", "netns")]);
@@ -383,8 +383,39 @@ describe("a plugin restarted (or a dockerd restarted)", () => {
     await startPlugin("h2");
     execFileSync("mount", ["--bind", `/run/netns/${SANDBOXES[1]}`, sandbox]);
     try {
-      await eventually("the container's own endpoint, after the restart", () => endpointsOf("dk_l2"), (list) => list.length === 1 && list[0]!.container === "docker-555555555555" && !list[0]!.ipamOnly);
-      expect(await control.inspectEndpoint("docker-555555555555")).toMatchObject({ host: "h2", addresses: [Address], netns: sandbox, ifname: "eth0" });
+      await eventually("the container's own endpoint, after the restart", () => endpointsOf("dk_l2"), (list) => list.length === 1 && list[0]!.container === "docker-777777777777" && !list[0]!.ipamOnly);
+      expect(await control.inspectEndpoint("docker-777777777777")).toMatchObject({ host: "h2", addresses: [Address], netns: sandbox, ifname: "eth0" });
+      await ok("h2", "/NetworkDriver.Leave", { NetworkID: H2_NET, EndpointID: id });
+      await ok("h2", "/NetworkDriver.DeleteEndpoint", { NetworkID: H2_NET, EndpointID: id });
+      await ok("h2", "/IpamDriver.ReleaseAddress", { PoolID: "10.78.0.0/24", Address: Address.split("/")[0] });
+      expect(await endpointsOf("dk_l2")).toEqual([]);
+    } finally {
+      spawnSync("umount", [sandbox]);
+    }
+  });
+
+  it("a plugin stopped after the planner's answer to the hand-over, before its own record of it, gets the same answer when it starts", async () => {
+    const id = "8".repeat(64);
+    const sandbox = join(work, "exec", "netns", id.slice(0, 12));
+    execFileSync("mkdir", ["-p", join(work, "exec", "netns")]);
+    execFileSync("touch", [sandbox]);
+    const { Address } = await ok("h2", "/IpamDriver.RequestAddress", { PoolID: "10.78.0.0/24", Address: "", Options: {} });
+    await ok("h2", "/NetworkDriver.CreateEndpoint", { NetworkID: H2_NET, EndpointID: id, Interface: { Address, AddressIPv6: "", MacAddress: "" }, Options: {} });
+    await ok("h2", "/NetworkDriver.Join", { NetworkID: H2_NET, EndpointID: id, SandboxKey: sandbox, Options: {} });
+    // The plugin's records as they are while the join waits: what a plugin stopped right after the attach left.
+    const records = [join(work, "h2", "data", "endpoints", id), join(work, "h2", "data", "addresses", "dk_l2", Address.split("/")[0]!)];
+    const waiting = records.map((file) => readFileSync(file));
+    execFileSync("mount", ["--bind", `/run/netns/${SANDBOXES[1]}`, sandbox]);
+    try {
+      await eventually("the container's own endpoint", () => endpointsOf("dk_l2"), (list) => list.length === 1 && !list[0]!.ipamOnly);
+      const attached = await control.inspectEndpoint("docker-888888888888");
+      await plugins.h2!.stop();
+      records.forEach((file, n) => writeFileSync(file, waiting[n]!));
+      const logged = logs.h2!.length;
+      await startPlugin("h2");
+      await eventually("the join taken up again and recorded", () => JSON.parse(readFileSync(records[0]!, "utf8")) as { endpointId?: string }, (record) => record.endpointId === attached.id);
+      expect(await control.inspectEndpoint("docker-888888888888")).toEqual(attached);
+      expect(logs.h2!.slice(logged).filter((line) => line.startsWith("failed to attach Docker endpoint 888888888888"))).toEqual([]);
       await ok("h2", "/NetworkDriver.Leave", { NetworkID: H2_NET, EndpointID: id });
       await ok("h2", "/NetworkDriver.DeleteEndpoint", { NetworkID: H2_NET, EndpointID: id });
       await ok("h2", "/IpamDriver.ReleaseAddress", { PoolID: "10.78.0.0/24", Address: Address.split("/")[0] });
