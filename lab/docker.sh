@@ -172,6 +172,30 @@ trellis lab agent start h1
 trellis ps --net=ipvlan20 | diff $D/ps-before - && echo "ps unchanged"
 show dk h1 exec c5 ping -c 2 -W 2 192.168.20.50
 
+# --- db_net, the reference's L2 example on the hosts' own eth0 (192.168.1.0/24, where h1 is .11 and h2 .12):
+# a container reaches the other host's container and the other host, never its own host (the kernel's ipvlan
+# isolation). Removed before ipnet210, which takes eth0 in L3: the kernel keeps one ipvlan mode per parent.
+section db_net
+for host in h1 h2; do
+  show dk $host network create -d trellis --ipam-driver=trellis --subnet=192.168.1.0/24 --gateway=192.168.1.1 -o parent=eth0 -o ipvlan_mode=l2 -o trellis.network=db_net db_net
+done
+# --ip: the subnet is the underlay's, whose hosts' addresses IPAM does not know.
+show dk h1 run -d --name=db1 --net=db_net --ip=192.168.1.50 --cap-add=NET_RAW bb sleep 3600
+show dk h2 run -d --name=db2 --net=db_net --ip=192.168.1.51 --cap-add=NET_RAW bb sleep 3600
+wait_eth0 h1 db1
+wait_eth0 h2 db2
+section db_net-ping
+show dk h1 exec db1 ping -c 2 -W 2 192.168.1.51
+section db_net-other-host
+show dk h1 exec db1 ping -c 2 -W 2 192.168.1.12
+section db_net-own-host
+show dk h1 exec db1 ping -c 2 -W 1 192.168.1.11
+section db_net-rm
+dk h1 rm -f db1 >/dev/null
+dk h2 rm -f db2 >/dev/null
+for host in h1 h2; do show dk $host network rm db_net; done
+trellis network ls | grep -c db_net
+
 # --- L3: ipnet210 on both hosts, routed by Trellis.
 section l3
 for host in h1 h2; do

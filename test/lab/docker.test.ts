@@ -93,6 +93,15 @@ describe("lab: Docker containers on Trellis networks, across hosts", () => {
     expect(section("agent-restart")).toMatch(PINGS_PASS);
   });
 
+  it("db_net on the hosts' own eth0 (the reference's example): the other host's container and the other host answer, its own host never", () => {
+    expect(section("db_net")).not.toMatch(NO_FAILURE);
+    expect(section("db_net-ping")).toMatch(PINGS_PASS);
+    expect(section("db_net-other-host")).toMatch(PINGS_PASS);
+    expect(section("db_net-own-host")).toMatch(/100% packet loss[\s\S]*exit 1/);
+    expect(section("db_net-rm")).not.toMatch(NO_FAILURE);
+    expect(section("db_net-rm")).toMatch(/^0$/m);
+  });
+
   it("on an L3 network (ipnet210), a container on h1 reaches one on h2 through Trellis's routes", () => {
     expect(section("l3")).not.toMatch(NO_FAILURE);
     expect(section("l3-route")).toMatch(/^default dev eth0/m);
