@@ -94,6 +94,12 @@ describe("attach with take_over", () => {
     expect((await names.get(nameKey(network.id, "holder")))?.operation ?? "DEL").not.toBe("PUT");
     expect((await names.get(nameKey(network.id, "web")))?.operation).toBe("PUT");
 
+    // The planner names the new holder of the address.
+    await expect(attach({ container: "other", ipv4: "10.91.0.6" })).rejects.toMatchObject({
+      code: status.ALREADY_EXISTS,
+      details: "--ip 10.91.0.6 is already in use by container web on network tk_net; choose another address, or leave --ip out to get a free one",
+    });
+
     // A detach of the container frees the address, as any other's.
     await detach("web");
     expect((await holders()).has("10.91.0.6")).toBe(false);
