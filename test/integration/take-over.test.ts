@@ -9,6 +9,7 @@ import { callUnary, clientOptions, insecure } from "../../libs/grpc/unary.js";
 import { IpamClient } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import { Endpoint, EndpointSpec, NetworkSpec, type Network } from "../../libs/proto/gen/trellis/v1/network.js";
 import { startControlPlane, type ControlPlane } from "../support/control-plane.js";
+import { eventually } from "../support/eventually.js";
 
 // An attach with take_over (the Docker plugin's hand-over from the IPAM-only holder of a container's address to
 // the container's own endpoint), against a real nats-server, IPAM and planner: one intent, and the address is
@@ -111,6 +112,23 @@ describe("attach with take_over", () => {
     const first = await attach({ container: "c-replay", netnsPath: NETNS, takeOver: "h-replay" }, "intent-take-over-1");
     const again = await attach({ container: "c-replay", netnsPath: NETNS, takeOver: "h-replay" }, "intent-take-over-1");
     expect(again).toEqual(first);
+  });
+
+  it("a replay of a take-over that stopped after writing the endpoint (the holder still there) removes the holder", async () => {
+    const holder = await attach({ container: "h-crash", ipamOnly: true });
+    const endpoints = await openBucket(plane.nc, Buckets.endpoints);
+    const holderRecord = (await endpoints.get("h-crash"))!.value;
+    const first = await attach({ container: "c-crash", netnsPath: NETNS, takeOver: "h-crash" }, "intent-take-over-crash");
+    // What a planner stopped between its two writes leaves: the holder's record, and no outcome of the intent.
+    await endpoints.put("h-crash", holderRecord);
+    await (await openBucket(plane.nc, Buckets.intents)).purge("intent-take-over-crash");
+    await eventually("the planner's view of the holder again", () => inspect("h-crash").catch(() => undefined), (found) => found !== undefined);
+
+    const again = await attach({ container: "c-crash", netnsPath: NETNS, takeOver: "h-crash" }, "intent-take-over-crash");
+
+    expect(again).toEqual(first);
+    await expect(inspect("h-crash")).rejects.toMatchObject({ code: status.NOT_FOUND });
+    expect((await holders()).get(first.addresses[0]!.split("/")[0]!)).toBe(holder.id);
   });
 
   it("refuses what cannot be taken over, saying why, and changes nothing", async () => {
