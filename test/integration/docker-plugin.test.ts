@@ -358,6 +358,28 @@ describe("a container's addresses", () => {
   });
 });
 
+/**
+ * An address, an endpoint and a Join on h2, with Docker's sandbox file as it is before the runtime's prestart hook
+ * bind-mounts the namespace on it: the join waits.
+ */
+async function joinBeforeSandbox(id: string): Promise<{ Address: string; sandbox: string }> {
+  const sandbox = join(work, "exec", "netns", id.slice(0, 12));
+  execFileSync("mkdir", ["-p", join(work, "exec", "netns")]);
+  execFileSync("touch", [sandbox]);
+  const { Address } = await ok("h2", "/IpamDriver.RequestAddress", { PoolID: "10.78.0.0/24", Address: "", Options: {} });
+  await ok("h2", "/NetworkDriver.CreateEndpoint", { NetworkID: H2_NET, EndpointID: id, Interface: { Address, AddressIPv6: "", MacAddress: "" }, Options: {} });
+  await ok("h2", "/NetworkDriver.Join", { NetworkID: H2_NET, EndpointID: id, SandboxKey: sandbox, Options: {} });
+  return { Address: String(Address), sandbox };
+}
+
+/** What Docker calls when the container goes: nothing is left of it in Trellis. */
+async function removeAsDocker(id: string, address: string): Promise<void> {
+  await ok("h2", "/NetworkDriver.Leave", { NetworkID: H2_NET, EndpointID: id });
+  await ok("h2", "/NetworkDriver.DeleteEndpoint", { NetworkID: H2_NET, EndpointID: id });
+  await ok("h2", "/IpamDriver.ReleaseAddress", { PoolID: "10.78.0.0/24", Address: address.split("/")[0] });
+  expect(await endpointsOf("dk_l2")).toEqual([]);
+}
+
 describe("a plugin restarted (or a dockerd restarted)", () => {
   it("answers the same calls the same way from what it recorded", async () => {
     const held = await ok("h1", "/IpamDriver.RequestAddress", { PoolID: "10.78.0.0/24", Address: "", Options: {} });
@@ -372,23 +394,14 @@ describe("a plugin restarted (or a dockerd restarted)", () => {
 
   it("takes up again a join that was waiting for its sandbox when it stopped, once the sandbox has its namespace", async () => {
     const id = "7".repeat(64);
-    // Docker's sandbox file before the runtime's prestart hook bind-mounts the namespace on it.
-    const sandbox = join(work, "exec", "netns", id.slice(0, 12));
-    execFileSync("mkdir", ["-p", join(work, "exec", "netns")]);
-    execFileSync("touch", [sandbox]);
-    const { Address } = await ok("h2", "/IpamDriver.RequestAddress", { PoolID: "10.78.0.0/24", Address: "", Options: {} });
-    await ok("h2", "/NetworkDriver.CreateEndpoint", { NetworkID: H2_NET, EndpointID: id, Interface: { Address, AddressIPv6: "", MacAddress: "" }, Options: {} });
-    await ok("h2", "/NetworkDriver.Join", { NetworkID: H2_NET, EndpointID: id, SandboxKey: sandbox, Options: {} });
+    const { Address, sandbox } = await joinBeforeSandbox(id);
     await plugins.h2!.stop();
     await startPlugin("h2");
     execFileSync("mount", ["--bind", `/run/netns/${SANDBOXES[1]}`, sandbox]);
     try {
       await eventually("the container's own endpoint, after the restart", () => endpointsOf("dk_l2"), (list) => list.length === 1 && list[0]!.container === "docker-777777777777" && !list[0]!.ipamOnly);
       expect(await control.inspectEndpoint("docker-777777777777")).toMatchObject({ host: "h2", addresses: [Address], netns: sandbox, ifname: "eth0" });
-      await ok("h2", "/NetworkDriver.Leave", { NetworkID: H2_NET, EndpointID: id });
-      await ok("h2", "/NetworkDriver.DeleteEndpoint", { NetworkID: H2_NET, EndpointID: id });
-      await ok("h2", "/IpamDriver.ReleaseAddress", { PoolID: "10.78.0.0/24", Address: Address.split("/")[0] });
-      expect(await endpointsOf("dk_l2")).toEqual([]);
+      await removeAsDocker(id, Address);
     } finally {
       spawnSync("umount", [sandbox]);
     }
@@ -396,12 +409,7 @@ describe("a plugin restarted (or a dockerd restarted)", () => {
 
   it("a plugin stopped after the planner's answer to the hand-over, before its own record of it, gets the same answer when it starts", async () => {
     const id = "8".repeat(64);
-    const sandbox = join(work, "exec", "netns", id.slice(0, 12));
-    execFileSync("mkdir", ["-p", join(work, "exec", "netns")]);
-    execFileSync("touch", [sandbox]);
-    const { Address } = await ok("h2", "/IpamDriver.RequestAddress", { PoolID: "10.78.0.0/24", Address: "", Options: {} });
-    await ok("h2", "/NetworkDriver.CreateEndpoint", { NetworkID: H2_NET, EndpointID: id, Interface: { Address, AddressIPv6: "", MacAddress: "" }, Options: {} });
-    await ok("h2", "/NetworkDriver.Join", { NetworkID: H2_NET, EndpointID: id, SandboxKey: sandbox, Options: {} });
+    const { Address, sandbox } = await joinBeforeSandbox(id);
     // The plugin's records as they are while the join waits: what a plugin stopped right after the attach left.
     const records = [join(work, "h2", "data", "endpoints", id), join(work, "h2", "data", "addresses", "dk_l2", Address.split("/")[0]!)];
     const waiting = records.map((file) => readFileSync(file));
@@ -416,10 +424,7 @@ describe("a plugin restarted (or a dockerd restarted)", () => {
       await eventually("the join taken up again and recorded", () => JSON.parse(readFileSync(records[0]!, "utf8")) as { endpointId?: string }, (record) => record.endpointId === attached.id);
       expect(await control.inspectEndpoint("docker-888888888888")).toEqual(attached);
       expect(logs.h2!.slice(logged).filter((line) => line.startsWith("failed to attach Docker endpoint 888888888888"))).toEqual([]);
-      await ok("h2", "/NetworkDriver.Leave", { NetworkID: H2_NET, EndpointID: id });
-      await ok("h2", "/NetworkDriver.DeleteEndpoint", { NetworkID: H2_NET, EndpointID: id });
-      await ok("h2", "/IpamDriver.ReleaseAddress", { PoolID: "10.78.0.0/24", Address: Address.split("/")[0] });
-      expect(await endpointsOf("dk_l2")).toEqual([]);
+      await removeAsDocker(id, Address);
     } finally {
       spawnSync("umount", [sandbox]);
     }
