@@ -4,6 +4,7 @@ export { unsupportedLinkKinds } from "./kind-check.js";
 export type { RouteChangeFailure } from "./route-socket.js";
 export { describeRoute, type RouteChange } from "./routes.js";
 export { createNamespace, deleteNamespace, namespaceExists, namespacePath, NETNS_RUN_DIR } from "./netns.js";
+export { enableIpv6 } from "./ipv6-enable.js";
 export {
   TRELLIS_ROUTE_PROTOCOL,
   type AddAddressOptions,

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import type { TrellisControlPlane } from "./control-plane.js";
 import { createOrJoin, deleteUnlessInUse } from "./network-join.js";
 import { networkSpecOf, type DockerNetworkRequest } from "./network-options.js";
@@ -69,8 +70,8 @@ async function deleteNetwork(context: DriverContext, body: Record<string, any>):
 }
 
 /**
- * The endpoint's Trellis container name. Not the Docker container's name, which is unique on its host only
- * (two hosts' `web` would clash in Trellis), and which Docker 20.10 does not tell a driver anyway.
+ * The endpoint's Trellis container name until its sandbox exists: Docker 20.10 tells a driver no container name.
+ * SandboxJoins then asks dockerd and attaches under the Docker name, keeping this one if another host has that name.
  */
 function trellisNameOf(dockerId: string): string {
   return `docker-${dockerId.slice(0, 12)}`;
@@ -116,7 +117,11 @@ async function join(context: DriverContext, body: Record<string, any>): Promise<
   const record = await requireEndpoint(context, body);
   const sandbox = String(body.SandboxKey ?? "");
   if (!sandbox) throw new Error("Join without a SandboxKey: Docker names the container's network namespace there");
-  if (!record.endpointId) context.joins.start(record, sandbox);
+  if (!record.endpointId) {
+    const joining = { ...record, sandbox, joinId: randomBytes(8).toString("hex") };
+    await context.state.saveEndpoint(joining);
+    context.joins.start(joining, sandbox);
+  }
   return { DisableGatewayService: true };
 }
 

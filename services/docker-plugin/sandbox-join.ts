@@ -1,8 +1,11 @@
+import { createHash } from "node:crypto";
 import { stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
-import type { TrellisControlPlane } from "./control-plane.js";
+import { status as grpcStatus } from "@grpc/grpc-js";
+import { dockerNameOf } from "./container-name.js";
+import { TrellisRefusal, type TrellisControlPlane } from "./control-plane.js";
 import { bare, type EndpointRecord, type PluginState } from "./state.js";
 
 /** The interface Docker's first network of a container has; the agent makes it in Docker's sandbox. */
@@ -15,6 +18,8 @@ export interface JoinContext {
   state: PluginState;
   trellis: TrellisControlPlane;
   host: string;
+  /** dockerd's API, asked for the container's name once its sandbox exists. */
+  dockerSocket: string;
   log: (line: string) => void;
 }
 
@@ -39,6 +44,13 @@ export class SandboxJoins {
     this.pending.set(record.dockerId, { abort, done });
   }
 
+  /** Takes up again the joins that a stopped plugin left waiting for their sandbox (Join recorded it). */
+  async resume(): Promise<void> {
+    for (const record of await this.context.state.endpoints()) {
+      if (record.sandbox && !record.endpointId) this.start(record, record.sandbox);
+    }
+  }
+
   /** Stops a join still waiting for its sandbox, and waits until it has stopped. */
   async stop(dockerId: string): Promise<void> {
     const join = this.pending.get(dockerId);
@@ -56,10 +68,35 @@ export class SandboxJoins {
     const aborted = new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
     await waitForNamespace(sandbox, signal);
     if (signal.aborted) return;
-    const endpoint = await handOver(this.context, record, sandbox);
+    const endpoint = await this.attachNamed(record, sandbox);
     // Leave need not wait for the agent's report: it takes the link away anyway.
     await Promise.race([this.context.trellis.waitUntilReady(endpoint), aborted]);
   }
+
+  /**
+   * Attaches under the Docker container's name, so that it resolves as itself on every host. Docker's names are
+   * unique per host only: a name another host's container has already is refused by the planner, and this one
+   * falls back to `docker-<endpoint id>`, which the log says.
+   */
+  private async attachNamed(record: EndpointRecord, sandbox: string): Promise<Endpoint> {
+    const { name, why } = await dockerNameOf(this.context.dockerSocket, record.networkDockerId, record.dockerId);
+    if (!name) {
+      this.context.log(`Docker endpoint ${record.dockerId.slice(0, 12)} stays ${record.container} in Trellis: ${why}`);
+      return handOver(this.context, record, sandbox);
+    }
+    try {
+      return await handOver(this.context, { ...record, container: name }, sandbox);
+    } catch (error) {
+      if (!(error instanceof TrellisRefusal && error.code === grpcStatus.ALREADY_EXISTS)) throw error;
+      this.context.log(`Docker container ${name} is ${record.container} in Trellis, and resolves by that name only: ${error.message}`);
+      return handOver(this.context, record, sandbox);
+    }
+  }
+}
+
+/** One Join's attach under one name: the same intent however often the plugin tries it, another for the next Join. */
+function joinIntentId(record: EndpointRecord): string {
+  return createHash("sha256").update(`docker-join:${record.dockerId}:${record.joinId ?? ""}:${record.container}`).digest("hex").slice(0, 32);
 }
 
 /** A namespace bind-mounted on the sandbox's file: the file's device is nsfs, not its folder's. */
@@ -74,24 +111,26 @@ async function waitForNamespace(sandbox: string, signal: AbortSignal): Promise<v
 }
 
 /**
- * Hands the addresses from their IPAM-only holder to the container's own Trellis endpoint in the sandbox, one
- * holder after the other: the planner never lets two hold an address. If the attach is refused, the holder takes
- * them back, so that Docker's Leave, DeleteEndpoint and ReleaseAddress find them as IPAM left them.
+ * Hands the addresses from their IPAM-only holder to the container's own Trellis endpoint in the sandbox, in one
+ * planner intent (take_over): the addresses stay allocated throughout, so no other attach can get them between.
+ * A refusal changes nothing: the holder keeps them, as Docker's Leave, DeleteEndpoint and ReleaseAddress expect.
+ * A plugin restarted before it recorded the answer tries again under the same intent, and gets the same answer.
  */
 async function handOver(context: JoinContext, record: EndpointRecord, sandbox: string): Promise<Endpoint> {
   const holding = await context.state.holding(record.network, bare(record.addresses[0]!));
   const ipv4 = bare(record.addresses.find((address) => !address.includes(":")) ?? "");
   const ipv6 = bare(record.addresses.find((address) => address.includes(":")) ?? "");
-  const spec = { network: record.network, host: context.host, ipv4, ipv6 };
   const holder = holding && holding.holder !== record.container ? holding.holder : undefined;
-  if (holder) await context.trellis.detach(holder);
-  let endpoint: Endpoint;
-  try {
-    endpoint = await context.trellis.attach({ ...spec, container: record.container, netnsPath: sandbox, ifname: IFNAME });
-  } catch (error) {
-    if (holder) await context.trellis.attach({ ...spec, container: holder, ipamOnly: true }).catch(() => undefined);
-    throw error;
-  }
+  const endpoint = await context.trellis.attachOnce({
+    network: record.network,
+    container: record.container,
+    host: context.host,
+    ipv4,
+    ipv6,
+    netnsPath: sandbox,
+    ifname: IFNAME,
+    ...(holder ? { takeOver: holder } : {}),
+  }, joinIntentId(record));
   await context.state.saveHolding(record.network, { holder: record.container, addresses: endpoint.addresses });
   await context.state.saveEndpoint({ ...record, endpointId: endpoint.id, host: endpoint.host });
   return endpoint;

@@ -1,4 +1,4 @@
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { NetworkSpec } from "../../libs/proto/gen/trellis/v1/network.js";
 
@@ -34,6 +34,10 @@ export interface EndpointRecord {
   /** The Trellis container name it has when joined (its name in Trellis's DNS). */
   container: string;
   addresses: string[];
+  /** What Join named: the sandbox the link goes in, so that a join still waiting for it goes on after a restart. */
+  sandbox?: string;
+  /** Which Join this is (random): the intent of its attach, the same when a restarted plugin tries it again. */
+  joinId?: string;
   /** Once joined: the endpoint whose removal by the agent Leave waits for. */
   endpointId?: string;
   host?: string;
@@ -81,6 +85,15 @@ export class PluginState {
   }
   removeEndpoint(dockerId: string): Promise<void> {
     return this.remove(["endpoints", dockerId]);
+  }
+  /** This host's Docker endpoints on Trellis networks (a restarted plugin looks for joins left waiting). */
+  async endpoints(): Promise<EndpointRecord[]> {
+    const names = await readdir(join(this.dir, "endpoints")).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === "ENOENT") return [];
+      throw new Error(`failed to list the plugin's records in ${join(this.dir, "endpoints")}: ${error.message}`);
+    });
+    const records = await Promise.all(names.filter((name) => !name.endsWith(".tmp")).map((name) => this.endpoint(decodeURIComponent(name))));
+    return records.filter((record): record is EndpointRecord => record !== undefined);
   }
 
   /** `address` without prefix length. */

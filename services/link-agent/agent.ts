@@ -37,6 +37,8 @@ export interface AgentOptions extends RecordTrust {
   netnsEtcDir?: string;
   /** The host's resolvers, whom the containers' DNS server forwards other names to (default /etc/resolv.conf). */
   resolvConf?: string;
+  /** Set by --host-dns: a loopback address where the DNS server also answers in the agent's namespace (for dockerd). */
+  hostDns?: string;
   /** Set by --bgp-as and --bgp-peer: the host advertises what it serves to these routers (bgp/speaker.ts). */
   bgp?: BgpOptions;
 }
@@ -116,6 +118,7 @@ export class LinkAgent {
     await agent.heartbeat();
     agent.hostWatch = watchLinks(undefined, (event) => agent.hostLinkChanged(event), () => agent.lostNotifications());
     agent.dns = DnsServer.start({ host: options.host, etcDir: options.netnsEtcDir, resolvConf: options.resolvConf });
+    if (options.hostDns) await agent.dns.listenOnHost(options.hostDns);
     agent.desired = await DesiredState.start(
       { networks, desired, names },
       options.host,

@@ -5,6 +5,7 @@ import { EndpointState, type EndpointStatus } from "../../libs/proto/gen/trellis
 import {
   createNamespace,
   deleteNamespace,
+  enableIpv6,
   namespaceExists,
   NETNS_RUN_DIR,
   openNetlink,
@@ -39,6 +40,7 @@ export async function ensureEndpoint(
   const loopback = fresh ? undefined : await inside.getLink("lo");
   if (fresh) await inside.setUp(FRESH_LOOPBACK_INDEX);
   else if (loopback && !loopback.up) await inside.setUp(loopback.index);
+  if (isRuntimeNamespace(endpoint.netns) && endpoint.addresses.some((cidr) => cidr.includes(":"))) enableIpv6(endpoint.netns, [endpoint.ifname, "lo"]);
   const addresses = await ensureAddresses(inside, eth0.index, endpoint.addresses, fresh);
   const routes = await ensureRoutes(inside, eth0.index, endpoint.routes, fresh);
   return { ...observedStatus(endpoint, eth0.index, addresses, routes), ...(eth0.mac ? { mac: eth0.mac } : {}) };

@@ -107,6 +107,7 @@ function intentKeys(intent: Intent, planner: Planner): IntentKey[] {
       return [
         { key: `network:${action.value.network}`, exclusive: false },
         { key: `container:${action.value.container}`, exclusive: true },
+        ...(action.value.takeOver ? [{ key: `container:${action.value.takeOver}`, exclusive: true }] : []),
       ];
     case "detachEndpoint": {
       const network = planner.networkOfContainer(action.value);

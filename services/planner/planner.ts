@@ -16,6 +16,7 @@ import { KeyedLock } from "./keyed-lock.js";
 import { ensureHostShim, hostShimsOf } from "./host-shim.js";
 import { checkHostHasParent, checkParentExistsSomewhere } from "./parent-presence.js";
 import { containerNetns, containerRoutes, CONTAINER_IFNAME, dummyParentName } from "./plan.js";
+import { finishTakeOver, takeOverAddresses, takeOverLocks } from "./take-over.js";
 import { validateName, validateNetworkSpec, validateRuntimeAttach, type ValidatedNetwork } from "./validate.js";
 import type { PlannerStore } from "./store.js";
 
@@ -107,7 +108,7 @@ export class Planner {
   attachEndpoint(spec: EndpointSpec, intentId = ""): Promise<Endpoint> {
     const attributes = { "trellis.network": spec.network, "trellis.container": spec.container, "trellis.host": spec.host };
     return withSpan("planner.endpoint.attach", attributes, () =>
-      this.locks.run([`container:${spec.container}`], async () => {
+      this.locks.run([`container:${spec.container}`, ...takeOverLocks(spec)], async () => {
         validateName("container", spec.container);
         validateRuntimeAttach(spec);
         const found = await this.findNetwork(spec.network);
@@ -116,7 +117,7 @@ export class Planner {
         }
         const network = found.value;
         const existing = this.store.view.endpoint(spec.container)?.value;
-        if (existing && isCreatedBy(existing, intentId)) return this.republished(existing);
+        if (existing && isCreatedBy(existing, intentId)) return spec.takeOver ? finishTakeOver(this.store, existing, spec.takeOver) : this.republished(existing);
         if (existing) throw nameInUse(spec.container, existing);
         const host = await this.requireHost(spec.host);
         // Addresses only: another plugin makes the link, so the host needs neither ipvlan nor the parent.
@@ -125,6 +126,7 @@ export class Planner {
           checkHostHasParent(host, network, this.store.view);
         }
         checkStaticAddresses(network, spec);
+        if (spec.takeOver) return takeOverAddresses(this.store, network, spec, intentId);
         this.checkAddressesFree(network, spec);
         await ensureHostShim(this.store, this.ipam, network, spec.host);
         const endpoint = endpointOf(network, spec, await this.allocateAddresses(network, spec, endpointIdFor(intentId)), intentId);
@@ -325,7 +327,7 @@ function networkOf(id: string, validated: ValidatedNetwork, subnets: AllocatedSu
   };
 }
 
-function endpointOf(network: Network, spec: EndpointSpec, allocated: { id: string; addresses: string[] }, intentId: string): Endpoint {
+export function endpointOf(network: Network, spec: EndpointSpec, allocated: { id: string; addresses: string[] }, intentId: string): Endpoint {
   return {
     id: allocated.id,
     networkId: network.id,
@@ -348,7 +350,7 @@ function storedSubnet(subnet: AllocatedSubnet): Subnet {
   return { cidr, gateway, ipv6, ipRange: pool?.ipRange ?? "", auxAddresses: pool?.auxAddresses ?? {} };
 }
 
-function nameInUse(container: string, holder: Endpoint): StatusError {
+export function nameInUse(container: string, holder: Endpoint): StatusError {
   return alreadyExists(
     `container name "${container}" is already in use (network ${holder.networkName}, host ${holder.host}); remove it first (trellis rm ${container}) or choose another name`,
   );

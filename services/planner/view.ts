@@ -194,7 +194,11 @@ export class PlannerView {
     }
     if (current) {
       this.containersOf.get(current.value.networkId)?.delete(container);
-      for (const address of current.value.addresses) this.addressHolders.delete(addressKeyOf(current.value.networkId, address));
+      // Only its own: a take-over's endpoint holds the addresses already when its holder goes (take-over.ts).
+      for (const address of current.value.addresses) {
+        const key = addressKeyOf(current.value.networkId, address);
+        if (this.addressHolders.get(key) === container) this.addressHolders.delete(key);
+      }
     }
     if (!next) {
       this.endpoints.delete(container);

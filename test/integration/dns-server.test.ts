@@ -24,6 +24,8 @@ import { startNatsServer, type NatsServer } from "../support/nats-server.js";
 const run = promisify(execFile);
 const HOST = `dnstest${process.pid}`;
 const UPSTREAM = "127.53.0.1";
+/** The agent's --host-dns address, in this test's own namespace: what a dockerd's resolv.conf would name. */
+const HOST_DNS = "127.53.0.2";
 const CLIENT = new URL("../support/dns-query.mjs", import.meta.url).pathname;
 const endpointCodec = codecOf(Endpoint);
 const nameCodec = codecOf(NameEntry);
@@ -53,6 +55,18 @@ async function nslookup(netns: string, name: string, type?: string): Promise<{ c
   const args = ["--net=/run/netns/" + netns, "busybox", "nslookup", ...(type ? [`-type=${type}`] : []), name, "127.0.0.11"];
   try {
     const { stdout } = await run("nsenter", args, { timeout: 15_000 });
+    return { code: 0, output: stdout, ms: Date.now() - started };
+  } catch (error) {
+    const failed = error as { code?: number; stdout?: string; stderr?: string };
+    return { code: failed.code ?? -1, output: `${failed.stdout ?? ""}${failed.stderr ?? ""}`, ms: Date.now() - started };
+  }
+}
+
+/** busybox nslookup NAME HOST_DNS from this test's own namespace, as Docker's embedded DNS forwards from its host's. */
+async function nslookupOnHost(name: string): Promise<{ code: number; output: string; ms: number }> {
+  const started = Date.now();
+  try {
+    const { stdout } = await run("busybox", ["nslookup", name, HOST_DNS], { timeout: 15_000 });
     return { code: 0, output: stdout, ms: Date.now() - started };
   } catch (error) {
     const failed = error as { code?: number; stdout?: string; stderr?: string };
@@ -260,5 +274,20 @@ describe("the embedded DNS server, in namespaces, against real resolvers", () =>
     expect(() => readFileSync(join(etcDir, other.netns, "resolv.conf"))).toThrow(/ENOENT/);
     await server.release(web.netns);
     expect(server.servedNamespaces).toBe(0);
+  });
+
+  it("--host-dns: answers in the agent's namespace from every network of the host, NXDOMAIN at once for a single-label name no container has, and forwards the rest", async () => {
+    await server.listenOnHost(HOST_DNS);
+    expect((await nslookupOnHost("web")).output).toMatch(/^Address: 192\.168\.1\.2$/m);
+    expect((await nslookupOnHost("other")).output).toMatch(/^Address: 10\.0\.0\.2$/m);
+    const unknown = await nslookupOnHost("nosuch");
+    expect(unknown.output).toContain("server can't find nosuch: NXDOMAIN");
+    expect(unknown.code).not.toBe(0);
+    expect(unknown.ms).toBeLessThan(1_000);
+    expect((await nslookupOnHost("example.test")).output).toMatch(/^Address: 198\.51\.100\.7$/m);
+    await expect(server.listenOnHost(HOST_DNS)).rejects.toThrow(
+      `failed to serve DNS on ${HOST_DNS}:53 in the agent's namespace: bind EADDRINUSE ${HOST_DNS}:53 (is another server there? give another --host-dns address)`,
+    );
+    expect((await nslookupOnHost("web")).output).toMatch(/^Address: 192\.168\.1\.2$/m);
   });
 });

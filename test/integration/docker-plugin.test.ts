@@ -1,6 +1,6 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { request } from "node:http";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, request, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -29,9 +29,28 @@ function socketOf(host: string): string {
   return join(work, host, "trellis.sock");
 }
 
-async function startPlugin(host: string): Promise<void> {
+/**
+ * What each host's dockerd says of its networks' containers at GET /networks/ID (Docker 20.10's answer, cut to
+ * the fields the plugin reads): network id → container id → name and endpoint. The plugin asks once a sandbox exists.
+ */
+const dockerContainers: Record<string, Record<string, Record<string, { Name: string; EndpointID: string }>>> = { h1: {}, h2: {} };
+const dockerds: Server[] = [];
+
+async function startDockerApi(host: string): Promise<string> {
+  const socket = join(work, host, "docker.sock");
+  const server = createServer((req, res) => {
+    const networkId = /^\/networks\/([0-9a-f]+)$/.exec(req.url ?? "")?.[1] ?? "";
+    res.setHeader("Content-Type", "application/json");
+    res.end(JSON.stringify({ Name: networkId.slice(0, 12), Id: networkId, Driver: "trellis", Containers: dockerContainers[host]![networkId] ?? {} }));
+  });
+  await new Promise<void>((resolve) => server.listen(socket, resolve));
+  dockerds.push(server);
+  return socket;
+}
+
+async function startPlugin(host: string, dockerSocket?: string): Promise<void> {
   const log = (line: string) => void logs[host]!.push(line);
-  plugins[host] = await startDockerPlugin({ socket: socketOf(host), dataDir: join(work, host, "data"), host, planner: plane.planner.address, nats: plane.nats.url, log });
+  plugins[host] = await startDockerPlugin({ socket: socketOf(host), dataDir: join(work, host, "data"), host, planner: plane.planner.address, nats: plane.nats.url, dockerSocket: dockerSocket ?? join(work, host, "docker.sock"), log });
 }
 
 interface Answer {
@@ -89,13 +108,16 @@ beforeAll(async () => {
   await plane.registerHost("h1", "127.0.0.1", { heartbeatIntervalMs: 86_400_000, missingLinkKinds: ["ipvlan"] });
   await plane.registerHost("h2", "127.0.0.1", { heartbeatIntervalMs: 86_400_000 });
   control = new ControlApi({ addresses: plane.planner.address });
-  await startPlugin("h1");
-  await startPlugin("h2");
+  for (const host of ["h1", "h2"]) {
+    execFileSync("mkdir", ["-p", join(work, host)]);
+    await startPlugin(host, await startDockerApi(host));
+  }
 }, 60_000);
 
 afterAll(async () => {
   for (const plugin of Object.values(plugins)) await plugin.stop();
   control?.close();
+  for (const server of dockerds) server.close();
   await plane?.stop();
   for (const name of SANDBOXES) spawnSync("ip", ["netns", "del", name], { stdio: "ignore" });
   rmSync(work, { recursive: true, force: true });
@@ -234,7 +256,7 @@ describe("a container's addresses", () => {
     expect(await endpointsOf("dk_l2")).toEqual([]);
   });
 
-  it("once the sandbox has its namespace, an attach the planner refuses gives the address back to its holder, and says why", async () => {
+  it("once the sandbox has its namespace, an attach the planner refuses leaves the address with its holder, and says why", async () => {
     const id = "1".repeat(64);
     const { Address } = await ok("h1", "/IpamDriver.RequestAddress", { PoolID: "10.78.0.0/24", Address: "", Options: {} });
     await ok("h1", "/NetworkDriver.CreateEndpoint", { NetworkID: H1_NET, EndpointID: id, Interface: { Address, AddressIPv6: "", MacAddress: "" }, Options: {} });
@@ -252,7 +274,7 @@ describe("a container's addresses", () => {
     expect(await endpointsOf("dk_l2")).toEqual([]);
   });
 
-  it("hands the address over to the container's own endpoint in the sandbox: one holder at a time, the same address", async () => {
+  it("hands the address over to the container's own endpoint in the sandbox in one attach (take_over), the same address", async () => {
     const id = "2".repeat(64);
     const { Address } = await ok("h2", "/IpamDriver.RequestAddress", { PoolID: "10.78.0.0/24", Address: "10.78.0.9", Options: {} });
     await ok("h2", "/NetworkDriver.CreateEndpoint", { NetworkID: H2_NET, EndpointID: id, Interface: { Address, AddressIPv6: "", MacAddress: "" }, Options: {} });
@@ -265,6 +287,61 @@ describe("a container's addresses", () => {
     expect(await endpointsOf("dk_l2")).toEqual([]);
     await ok("h2", "/NetworkDriver.DeleteEndpoint", { NetworkID: H2_NET, EndpointID: id });
     await ok("h2", "/IpamDriver.ReleaseAddress", { PoolID: "10.78.0.0/24", Address: "10.78.0.9" });
+  });
+
+  it("names the container's endpoint as dockerd names the container, asking it once the sandbox exists", async () => {
+    const id = "3".repeat(64);
+    dockerContainers.h2![H2_NET] = { ["c".repeat(64)]: { Name: "web", EndpointID: id } };
+    const { Address } = await ok("h2", "/IpamDriver.RequestAddress", { PoolID: "10.78.0.0/24", Address: "", Options: {} });
+    await ok("h2", "/NetworkDriver.CreateEndpoint", { NetworkID: H2_NET, EndpointID: id, Interface: { Address, AddressIPv6: "", MacAddress: "" }, Options: {} });
+    await ok("h2", "/NetworkDriver.Join", { NetworkID: H2_NET, EndpointID: id, SandboxKey: `/run/netns/${SANDBOXES[1]}`, Options: {} });
+    await eventually("the endpoint named web", () => endpointsOf("dk_l2"), (list) => list.length === 1 && list[0]!.container === "web" && !list[0]!.ipamOnly);
+    expect(await control.inspectEndpoint("web")).toMatchObject({ host: "h2", addresses: [Address], netns: `/run/netns/${SANDBOXES[1]}` });
+    await ok("h2", "/NetworkDriver.Leave", { NetworkID: H2_NET, EndpointID: id });
+    expect(await endpointsOf("dk_l2")).toEqual([]);
+    await ok("h2", "/NetworkDriver.DeleteEndpoint", { NetworkID: H2_NET, EndpointID: id });
+    await ok("h2", "/IpamDriver.ReleaseAddress", { PoolID: "10.78.0.0/24", Address: Address.split("/")[0] });
+    delete dockerContainers.h2![H2_NET];
+  });
+
+  it("keeps docker-<endpoint id> when another host's container has the Docker name already, and says so", async () => {
+    const id = "4".repeat(64);
+    // Another host's container named db (held there as IPAM-only: h1 has no ipvlan in this kernel).
+    await control.attachEndpoint({ network: "dk_l2", container: "db", host: "h1", ipamOnly: true, ipv4: "", ipv6: "" });
+    dockerContainers.h2![H2_NET] = { ["d".repeat(64)]: { Name: "db", EndpointID: id } };
+    const { Address } = await ok("h2", "/IpamDriver.RequestAddress", { PoolID: "10.78.0.0/24", Address: "", Options: {} });
+    await ok("h2", "/NetworkDriver.CreateEndpoint", { NetworkID: H2_NET, EndpointID: id, Interface: { Address, AddressIPv6: "", MacAddress: "" }, Options: {} });
+    await ok("h2", "/NetworkDriver.Join", { NetworkID: H2_NET, EndpointID: id, SandboxKey: `/run/netns/${SANDBOXES[1]}`, Options: {} });
+    await eventually("the endpoint docker-444444444444", () => endpointsOf("dk_l2"), (list) => list.some((e) => e.container === "docker-444444444444" && !e.ipamOnly));
+    expect(logs.h2).toContain(
+      'Docker container db is docker-444444444444 in Trellis, and resolves by that name only: Trellis refused: container name "db" is already in use (network dk_l2, host h1); remove it first (trellis rm db) or choose another name',
+    );
+    expect(await control.inspectEndpoint("docker-444444444444")).toMatchObject({ host: "h2", addresses: [Address] });
+    await ok("h2", "/NetworkDriver.Leave", { NetworkID: H2_NET, EndpointID: id });
+    await ok("h2", "/NetworkDriver.DeleteEndpoint", { NetworkID: H2_NET, EndpointID: id });
+    await ok("h2", "/IpamDriver.ReleaseAddress", { PoolID: "10.78.0.0/24", Address: Address.split("/")[0] });
+    await control.detachEndpoint("db");
+    delete dockerContainers.h2![H2_NET];
+    expect(await endpointsOf("dk_l2")).toEqual([]);
+  });
+
+  it("keeps docker-<endpoint id> when dockerd cannot be asked, and says why", async () => {
+    const id = "5".repeat(64);
+    await plugins.h2!.stop();
+    await startPlugin("h2", join(work, "no-dockerd.sock"));
+    const { Address } = await ok("h2", "/IpamDriver.RequestAddress", { PoolID: "10.78.0.0/24", Address: "", Options: {} });
+    await ok("h2", "/NetworkDriver.CreateEndpoint", { NetworkID: H2_NET, EndpointID: id, Interface: { Address, AddressIPv6: "", MacAddress: "" }, Options: {} });
+    await ok("h2", "/NetworkDriver.Join", { NetworkID: H2_NET, EndpointID: id, SandboxKey: `/run/netns/${SANDBOXES[1]}`, Options: {} });
+    await eventually("the endpoint docker-555555555555", () => endpointsOf("dk_l2"), (list) => list.some((e) => e.container === "docker-555555555555" && !e.ipamOnly));
+    expect(logs.h2!.find((line) => line.startsWith("Docker endpoint 555555555555 stays docker-555555555555 in Trellis: "))).toMatch(
+      /: failed to ask dockerd on \S+no-dockerd\.sock for the container's name: connect ENOENT \S+ \(give --docker-socket=PATH\)$/,
+    );
+    await ok("h2", "/NetworkDriver.Leave", { NetworkID: H2_NET, EndpointID: id });
+    await ok("h2", "/NetworkDriver.DeleteEndpoint", { NetworkID: H2_NET, EndpointID: id });
+    await ok("h2", "/IpamDriver.ReleaseAddress", { PoolID: "10.78.0.0/24", Address: Address.split("/")[0] });
+    await plugins.h2!.stop();
+    await startPlugin("h2");
+    expect(await endpointsOf("dk_l2")).toEqual([]);
   });
 
   it("gives an --ip again after its release, every time", async () => {
@@ -281,6 +358,28 @@ describe("a container's addresses", () => {
   });
 });
 
+/**
+ * An address, an endpoint and a Join on h2, with Docker's sandbox file as it is before the runtime's prestart hook
+ * bind-mounts the namespace on it: the join waits.
+ */
+async function joinBeforeSandbox(id: string): Promise<{ Address: string; sandbox: string }> {
+  const sandbox = join(work, "exec", "netns", id.slice(0, 12));
+  execFileSync("mkdir", ["-p", join(work, "exec", "netns")]);
+  execFileSync("touch", [sandbox]);
+  const { Address } = await ok("h2", "/IpamDriver.RequestAddress", { PoolID: "10.78.0.0/24", Address: "", Options: {} });
+  await ok("h2", "/NetworkDriver.CreateEndpoint", { NetworkID: H2_NET, EndpointID: id, Interface: { Address, AddressIPv6: "", MacAddress: "" }, Options: {} });
+  await ok("h2", "/NetworkDriver.Join", { NetworkID: H2_NET, EndpointID: id, SandboxKey: sandbox, Options: {} });
+  return { Address: String(Address), sandbox };
+}
+
+/** What Docker calls when the container goes: nothing is left of it in Trellis. */
+async function removeAsDocker(id: string, address: string): Promise<void> {
+  await ok("h2", "/NetworkDriver.Leave", { NetworkID: H2_NET, EndpointID: id });
+  await ok("h2", "/NetworkDriver.DeleteEndpoint", { NetworkID: H2_NET, EndpointID: id });
+  await ok("h2", "/IpamDriver.ReleaseAddress", { PoolID: "10.78.0.0/24", Address: address.split("/")[0] });
+  expect(await endpointsOf("dk_l2")).toEqual([]);
+}
+
 describe("a plugin restarted (or a dockerd restarted)", () => {
   it("answers the same calls the same way from what it recorded", async () => {
     const held = await ok("h1", "/IpamDriver.RequestAddress", { PoolID: "10.78.0.0/24", Address: "", Options: {} });
@@ -291,6 +390,44 @@ describe("a plugin restarted (or a dockerd restarted)", () => {
     expect(await endpointsOf("dk_l2")).toEqual([expect.objectContaining({ addresses: [held.Address], ipamOnly: true })]);
     expect(await ok("h1", "/IpamDriver.ReleaseAddress", { PoolID: "10.78.0.0/24", Address: held.Address.split("/")[0] })).toEqual({});
     expect(await endpointsOf("dk_l2")).toEqual([]);
+  });
+
+  it("takes up again a join that was waiting for its sandbox when it stopped, once the sandbox has its namespace", async () => {
+    const id = "7".repeat(64);
+    const { Address, sandbox } = await joinBeforeSandbox(id);
+    await plugins.h2!.stop();
+    await startPlugin("h2");
+    execFileSync("mount", ["--bind", `/run/netns/${SANDBOXES[1]}`, sandbox]);
+    try {
+      await eventually("the container's own endpoint, after the restart", () => endpointsOf("dk_l2"), (list) => list.length === 1 && list[0]!.container === "docker-777777777777" && !list[0]!.ipamOnly);
+      expect(await control.inspectEndpoint("docker-777777777777")).toMatchObject({ host: "h2", addresses: [Address], netns: sandbox, ifname: "eth0" });
+      await removeAsDocker(id, Address);
+    } finally {
+      spawnSync("umount", [sandbox]);
+    }
+  });
+
+  it("a plugin stopped after the planner's answer to the hand-over, before its own record of it, gets the same answer when it starts", async () => {
+    const id = "8".repeat(64);
+    const { Address, sandbox } = await joinBeforeSandbox(id);
+    // The plugin's records as they are while the join waits: what a plugin stopped right after the attach left.
+    const records = [join(work, "h2", "data", "endpoints", id), join(work, "h2", "data", "addresses", "dk_l2", Address.split("/")[0]!)];
+    const waiting = records.map((file) => readFileSync(file));
+    execFileSync("mount", ["--bind", `/run/netns/${SANDBOXES[1]}`, sandbox]);
+    try {
+      await eventually("the container's own endpoint", () => endpointsOf("dk_l2"), (list) => list.length === 1 && !list[0]!.ipamOnly);
+      const attached = await control.inspectEndpoint("docker-888888888888");
+      await plugins.h2!.stop();
+      records.forEach((file, n) => writeFileSync(file, waiting[n]!));
+      const logged = logs.h2!.length;
+      await startPlugin("h2");
+      await eventually("the join taken up again and recorded", () => JSON.parse(readFileSync(records[0]!, "utf8")) as { endpointId?: string }, (record) => record.endpointId === attached.id);
+      expect(await control.inspectEndpoint("docker-888888888888")).toEqual(attached);
+      expect(logs.h2!.slice(logged).filter((line) => line.startsWith("failed to attach Docker endpoint 888888888888"))).toEqual([]);
+      await removeAsDocker(id, Address);
+    } finally {
+      spawnSync("umount", [sandbox]);
+    }
   });
 });
 

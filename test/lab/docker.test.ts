@@ -44,8 +44,9 @@ describe("lab: Docker containers on Trellis networks, across hosts", () => {
     expect(section("c1-addr")).toMatch(/inet 192\.168\.20\.\d+\/24/);
     expect(section("c2-addr")).toContain("inet 192.168.20.50/24");
     expect(section("c1-route")).toMatch(/^default via 192\.168\.20\.1 dev eth0/m);
-    expect(section("ps")).toMatch(/^docker-[0-9a-f]{12}\s+ipvlan20\s+h1\s+192\.168\.20\.\d+\/24/m);
-    expect(section("ps")).toMatch(/^docker-[0-9a-f]{12}\s+ipvlan20\s+h2\s+192\.168\.20\.50\/24/m);
+    // Named as in Docker: the plugin asks dockerd once the container starts.
+    expect(section("ps")).toMatch(/^c1\s+ipvlan20\s+h1\s+192\.168\.20\.\d+\/24/m);
+    expect(section("ps")).toMatch(/^c2\s+ipvlan20\s+h2\s+192\.168\.20\.50\/24/m);
     expect(section("requests")).toMatch(/"SandboxKey":"\/tmp\/dk\/h1\/exec\/netns\/[0-9a-f]{12}"/);
   });
 
@@ -57,6 +58,15 @@ describe("lab: Docker containers on Trellis networks, across hosts", () => {
   it("Docker's embedded DNS answers the names of this host's containers", () => {
     expect(section("dns")).toContain("nameserver 127.0.0.11");
     expect(section("dns")).toMatch(/Name:\s+c1\nAddress: 192\.168\.20\.\d+/);
+  });
+
+  it("a Docker container resolves another host's by its Docker name, through the agent's --host-dns; no such name is NXDOMAIN at once", () => {
+    expect(section("dns-across")).toMatch(/Name:\s+c2\nAddress: 192\.168\.20\.50\n[\s\S]*exit 0/);
+    const c1 = /inet (192\.168\.20\.\d+)\/24/.exec(section("c1-addr"))?.[1];
+    expect(c1).toBeDefined();
+    expect(section("dns-back")).toMatch(new RegExp(`Name:\\s+c1\\nAddress: ${c1!.replace(/\./g, "\\.")}\\n[\\s\\S]*exit 0`));
+    expect(section("dns-unknown")).toMatch(/NXDOMAIN/);
+    expect(section("dns-unknown")).toMatch(/^exit [1-9]\d*\ntook [0-9] s$/m);
   });
 
   it("docker rm releases the address: --ip gets it again at once, every time", () => {
@@ -83,10 +93,27 @@ describe("lab: Docker containers on Trellis networks, across hosts", () => {
     expect(section("agent-restart")).toMatch(PINGS_PASS);
   });
 
+  it("db_net on the hosts' own eth0 (the reference's example): the other host's container and the other host answer, its own host never", () => {
+    expect(section("db_net")).not.toMatch(NO_FAILURE);
+    expect(section("db_net-ping")).toMatch(PINGS_PASS);
+    expect(section("db_net-other-host")).toMatch(PINGS_PASS);
+    expect(section("db_net-own-host")).toMatch(/100% packet loss[\s\S]*exit 1/);
+    expect(section("db_net-rm")).not.toMatch(NO_FAILURE);
+    expect(section("db_net-rm")).toMatch(/^0$/m);
+  });
+
   it("on an L3 network (ipnet210), a container on h1 reaches one on h2 through Trellis's routes", () => {
     expect(section("l3")).not.toMatch(NO_FAILURE);
     expect(section("l3-route")).toMatch(/^default dev eth0/m);
     expect(section("l3-ping")).toMatch(PINGS_PASS);
+  });
+
+  it("dual-stack ipvlan114: --ip6 after docker rm gets its address at once, and IPv6 pings across hosts", () => {
+    expect(section("v6"), section("v6-sandbox") + section("plugin-errors")).not.toMatch(NO_FAILURE);
+    for (const round of [1, 2]) expect(section("v6"), section("v6-sandbox")).toContain(`w${round} fd00:114::50/64`);
+    // Docker turned IPv6 off in its sandbox (all); the agent turned it on for its link, and Docker's lo.
+    expect(section("v6-sandbox")).toMatch(/^all disable_ipv6=1\neth0 disable_ipv6=0\nlo disable_ipv6=0$/m);
+    expect(section("v6-ping")).toMatch(PINGS_PASS);
   });
 
   it("Docker's own ipvlan driver with --ipam-driver=trellis: two hosts, two addresses, never one twice", () => {

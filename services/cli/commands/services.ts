@@ -105,7 +105,7 @@ export async function plannerCommand(argv: string[]): Promise<number> {
 }
 
 const AGENT_USAGE =
-  "Usage: trellis agent [--host=NAME] [--address=UNDERLAY-IP]... [--role=host|upstream] [--nats=URL] [--heartbeat-interval=SECONDS] [--bgp-as=AS --bgp-peer=ADDRESS[:AS]...] [--metrics=HOST:PORT|off] [--socket=PATH|off]";
+  "Usage: trellis agent [--host=NAME] [--address=UNDERLAY-IP]... [--role=host|upstream] [--nats=URL] [--heartbeat-interval=SECONDS] [--bgp-as=AS --bgp-peer=ADDRESS[:AS]...] [--metrics=HOST:PORT|off] [--socket=PATH|off] [--host-dns=LOOPBACK-IP]";
 const UP_USAGE = "Usage: trellis up [--nats=URL] [--host=NAME] [--address=UNDERLAY-IP]...";
 
 export async function agentCommand(argv: string[]): Promise<number> {
@@ -120,6 +120,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
       "bgp-as": { type: "string" },
       "bgp-peer": { type: "string", multiple: true },
       socket: { type: "string" },
+      "host-dns": { type: "string" },
       ...METRICS_FLAG,
     },
     AGENT_USAGE,
@@ -128,6 +129,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   if (role !== "host" && role !== "upstream") throw new UsageError(`invalid --role "${role}": must be host or upstream`, AGENT_USAGE);
   const host = values.host ?? settings.host();
   const addresses = underlayAddresses(values.address, AGENT_USAGE);
+  const hostDns = hostDnsOf(values["host-dns"]);
   const metrics = metricsOf("agent", values.metrics, AGENT_USAGE);
   const tls = settings.tls();
   const [{ startAgent }, { keepYoungGenerationSmall }] = await Promise.all([agentMain(), import("../../link-agent/memory.js")]);
@@ -139,6 +141,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     role,
     heartbeatMs: heartbeatMs(values["heartbeat-interval"]),
     resyncMs: RESYNC_MS,
+    hostDns,
     ...recordTrust(host, tls),
   }, metrics, localApiOf(values.socket, tls));
   sayMetrics("agent", agent.metricsAddress);
@@ -146,6 +149,15 @@ export async function agentCommand(argv: string[]): Promise<number> {
   console.log(`agent ready for host ${host}`);
   warnMissingLinkKinds(host, agent.agent.missingLinkKinds);
   return runUntilSignalled([agent]);
+}
+
+/** --host-dns serves dockerd's resolv.conf on this host only: a loopback address, never one the network sees. */
+function hostDnsOf(address: string | undefined): string | undefined {
+  if (address === undefined) return undefined;
+  if (!/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(address) || address === "127.0.0.11") {
+    throw new UsageError(`invalid --host-dns "${address}": must be an IPv4 loopback address other than 127.0.0.11, such as 127.0.0.153`, AGENT_USAGE);
+  }
+  return address;
 }
 
 /** `trellis up`: ipam, planner and this host's agent in one process. */

@@ -42,6 +42,11 @@ export class NameTable {
     this.networks.delete(networkId);
   }
 
+  /** A container's addresses by its name on any network of this host: for a host-wide listener, which has no asker's networks. */
+  lookupAnywhere(name: string): NameAddresses | undefined {
+    return this.lookup(this.networks.keys(), name);
+  }
+
   /** A container's addresses by its name (any case, with or without the final dot), on these networks only. */
   lookup(networkIds: Iterable<string>, name: string): NameAddresses | undefined {
     const wanted = name.replace(/\.$/, "").toLowerCase();

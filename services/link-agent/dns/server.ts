@@ -1,5 +1,6 @@
 import { statSync } from "node:fs";
-import type { Socket as TcpSocket } from "node:net";
+import { createSocket } from "node:dgram";
+import { createServer, type Socket as TcpSocket } from "node:net";
 import type { Endpoint } from "../../../libs/proto/gen/trellis/v1/network.js";
 import { namespacePath } from "../../../libs/netlink/netns.js";
 import { decide, failure, type Transport } from "./answer.js";
@@ -39,6 +40,8 @@ interface ServedNamespace {
   inode?: number;
   /** Serve and stop of one namespace run one after the other. */
   queue: Promise<void>;
+  /** The agent's own namespace (listenOnHost): names of all this host's networks. */
+  hostWide?: boolean;
 }
 
 /**
@@ -50,6 +53,7 @@ export class DnsServer {
   readonly names = new NameTable();
   private readonly namespaces = new Map<string, ServedNamespace>();
   private forwardsUnderWay = 0;
+  private hostListeners: NamespaceListeners | undefined;
 
   private constructor(
     private readonly options: DnsServerOptions,
@@ -109,7 +113,47 @@ export class DnsServer {
     await removeStaleNetnsEtc(this.etcDir, this.options.host, new Set(endpoints.map((endpoint) => endpoint.netns)));
   }
 
+  /**
+   * Also answers on address:53 in the agent's own namespace, from the names of every network of this host: for a
+   * dockerd whose resolv.conf names that loopback address. Docker's embedded DNS (127.0.0.11 in its containers)
+   * answers its own host's containers only, and dials a loopback server of the host's resolv.conf from the host's
+   * namespace: so other hosts' containers resolve through here. A single-label name that is no container's gets
+   * NXDOMAIN at once (public DNS has none), so that a wrong name fails fast rather than after the forward's budget.
+   */
+  async listenOnHost(address: string): Promise<void> {
+    const served: ServedNamespace = { networks: new Map(), queue: Promise.resolve(), hostWide: true };
+    const udp = createSocket("udp4");
+    udp.on("message", (message, peer) =>
+      void this.answerSafely(served, message, "udp").then((answer) => answer && udp.send(answer, peer.port, peer.address, () => undefined)),
+    );
+    const connections = new Set<TcpSocket>();
+    const tcp = createServer((socket) => {
+      connections.add(socket);
+      socket.once("close", () => connections.delete(socket));
+      this.handleConnection(served, socket);
+    });
+    tcp.maxConnections = MAX_FORWARDS;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        udp.once("error", reject);
+        udp.bind(DNS_PORT, address, () => resolve());
+      });
+      await new Promise<void>((resolve, reject) => {
+        tcp.once("error", reject);
+        tcp.listen(DNS_PORT, address, () => resolve());
+      });
+    } catch (error) {
+      udp.close();
+      tcp.close();
+      throw new Error(`failed to serve DNS on ${address}:${DNS_PORT} in the agent's namespace: ${(error as Error).message} (is another server there? give another --host-dns address)`);
+    }
+    udp.on("error", () => undefined);
+    this.hostListeners = { udp, tcp, connections };
+  }
+
   async stop(): Promise<void> {
+    if (this.hostListeners) await closeListeners(this.hostListeners);
+    this.hostListeners = undefined;
     for (const [netns, served] of this.namespaces) {
       served.networks.clear();
       await this.inOrder(served, () => this.closeIfUnused(netns, served));
@@ -168,9 +212,13 @@ export class DnsServer {
 
   /** The answer to one message of a container, or undefined when it gets none. */
   private async handle(served: ServedNamespace, message: Buffer, transport: Transport): Promise<Buffer | undefined> {
-    const decision = decide(message, transport, (name) => this.names.lookup(served.networks.values(), name), this.forwarder.canForward);
+    const hostWide = served.hostWide === true;
+    const lookup = (name: string) => (hostWide ? this.names.lookupAnywhere(name) : this.names.lookup(served.networks.values(), name));
+    const decision = decide(message, transport, lookup, hostWide || this.forwarder.canForward);
     if (decision.kind === "drop") return undefined;
     if (decision.kind === "answer") return counted("local", decision.answer);
+    if (hostWide && isSingleLabel(decision.query)) return counted("local", failure(decision.query, "NXDOMAIN"));
+    if (!this.forwarder.canForward) return counted("local", failure(decision.query, "SERVFAIL"));
     if (this.forwardsUnderWay >= MAX_FORWARDS) return counted("local", failure(decision.query, "SERVFAIL"));
     this.forwardsUnderWay++;
     try {
@@ -210,6 +258,10 @@ function inodeOf(netns: string): number {
   } catch (error) {
     throw new Error(`failed to serve DNS in namespace ${netns}: ${(error as Error).message}; the agent makes it again on its next pass`);
   }
+}
+
+function isSingleLabel(query: { questions?: { name: string }[] }): boolean {
+  return !query.questions![0]!.name.replace(/\.$/, "").includes(".");
 }
 
 function counted(source: DnsSource, answer: Buffer): Buffer {
