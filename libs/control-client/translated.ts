@@ -1,6 +1,6 @@
 import { status } from "@grpc/grpc-js";
 import type { Endpoint, EndpointSpec, Network, NetworkSpec } from "../proto/gen/trellis/v1/network.js";
-import { ControlApi, type ControlApiOptions } from "./client.js";
+import { ControlApi, type ControlApiOptions, type IntentOptions } from "./client.js";
 import { ControlRefusedError } from "./errors.js";
 
 /**
@@ -30,8 +30,9 @@ export class TranslatedControlApi {
     return this.call(() => this.control.deleteNetwork(name));
   }
 
-  attach(spec: EndpointSpec): Promise<Endpoint> {
-    return this.call(() => this.control.attachEndpoint(spec));
+  /** `options.intentId`: the caller's, so that a repeat after a restart gets the first run's answer. */
+  attach(spec: EndpointSpec, options: IntentOptions = {}): Promise<Endpoint> {
+    return this.call(() => this.control.attachEndpoint(spec, options));
   }
 
   async detach(container: string): Promise<void> {

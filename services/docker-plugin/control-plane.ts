@@ -5,7 +5,7 @@ import { connectBus, openBucket } from "../../libs/bus/connection.js";
 import { settledStatus, statusRemoved, type StatusOf } from "../../libs/bus/endpoint-status.js";
 import { Buckets } from "../../libs/bus/subjects.js";
 import { ControlRefusedError, TranslatedControlApi } from "../../libs/control-client/index.js";
-import type { Endpoint, EndpointSpec } from "../../libs/proto/gen/trellis/v1/network.js";
+import type { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
 import { EndpointState } from "../../libs/proto/gen/trellis/v1/state.js";
 
 export interface ControlPlaneSettings {
@@ -35,14 +35,6 @@ export class TrellisControlPlane extends TranslatedControlApi {
 
   constructor(private readonly settings: ControlPlaneSettings) {
     super({ addresses: settings.planner }, (error) => dockerErrorOf(error, settings.planner));
-  }
-
-  /**
-   * An attach under an intent id of the caller's: a repeat of it (a plugin restarted before it recorded the answer)
-   * is answered as the first run was, instead of finding its own container "already in use".
-   */
-  attachOnce(spec: EndpointSpec, intentId: string): Promise<Endpoint> {
-    return this.call(() => this.control.attachEndpoint(spec, { intentId }));
   }
 
   /** Waits for the host's agent to make the endpoint's link; refuses with the agent's own words if it failed. */

@@ -121,7 +121,7 @@ async function handOver(context: JoinContext, record: EndpointRecord, sandbox: s
   const ipv4 = bare(record.addresses.find((address) => !address.includes(":")) ?? "");
   const ipv6 = bare(record.addresses.find((address) => address.includes(":")) ?? "");
   const holder = holding && holding.holder !== record.container ? holding.holder : undefined;
-  const endpoint = await context.trellis.attachOnce({
+  const endpoint = await context.trellis.attach({
     network: record.network,
     container: record.container,
     host: context.host,
@@ -130,7 +130,7 @@ async function handOver(context: JoinContext, record: EndpointRecord, sandbox: s
     netnsPath: sandbox,
     ifname: IFNAME,
     ...(holder ? { takeOver: holder } : {}),
-  }, joinIntentId(record));
+  }, { intentId: joinIntentId(record) });
   await context.state.saveHolding(record.network, { holder: record.container, addresses: endpoint.addresses });
   await context.state.saveEndpoint({ ...record, endpointId: endpoint.id, host: endpoint.host });
   return endpoint;
