@@ -188,6 +188,8 @@ export class LinkAgent {
 
   /** One stored change: only the steps of what it touches. */
   private changed(change: DesiredChange): void {
+    // The full pass does not look at crowded endpoints: they are refused as they come, loaded or not.
+    if (change.kind === "crowded") return void this.refuseCrowded(change.endpoint, change.holder).catch(logError(`report container ${change.endpoint.container}`));
     if (!this.loaded) return; // the first full pass covers all of it
     switch (change.kind) {
       case "endpoint":
@@ -347,6 +349,20 @@ export class LinkAgent {
   }
 
   /**
+   * A second endpoint in one namespace fails, and the holder's link stays as it is; its status goes with it. Its
+   * caller (the CNI plugin, the Docker plugin) reads the failure and detaches it.
+   */
+  private async refuseCrowded(endpoint: Endpoint, holder: Endpoint | undefined): Promise<void> {
+    if (!holder) return this.forget(endpoint.id);
+    const status = failedStatus(
+      endpoint,
+      `namespace ${endpoint.netns} already has Trellis interface ${holder.ifname} of container ${holder.container} on network ${holder.networkName}: a namespace has one Trellis network for now; detach ${holder.container} first, or give the container its second network through another plugin`,
+    );
+    this.statusById.set(endpoint.id, status);
+    await this.statuses.put(status);
+  }
+
+  /**
    * A removed endpoint: its namespace (and so its eth0), its /etc/netns folder and its status, nothing else. The
    * status goes last, as the sign (which DEL and `trellis rm` wait for) that the link is gone; a removal that fails
    * keeps the container, so that the next pass tries again.
@@ -401,7 +417,8 @@ export class LinkAgent {
     const netnses = new Set([...wanted.map((endpoint) => endpoint.netns), ...present]);
     await Promise.all([...netnses].map((netns) => this.endpointQueue.request(netns, background)));
     await this.dns.retainOnly(this.desired.endpoints());
-    const wantedIds = new Set(this.desired.endpoints().map((endpoint) => endpoint.id));
+    // A crowded endpoint's failed status stays until its caller detaches it.
+    const wantedIds = new Set([...this.desired.endpoints(), ...this.desired.crowdedEndpoints()].map((endpoint) => endpoint.id));
     for (const endpointId of this.statuses.endpointIds()) {
       if (!wantedIds.has(endpointId)) await this.forget(endpointId);
     }

@@ -10,7 +10,9 @@ import type { RecordVerifier } from "../../libs/tls/record-signature.js";
 export type DesiredChange =
   | { kind: "network"; network: Network }
   | { kind: "endpoint"; endpoint: Endpoint }
-  | { kind: "shim"; networkId: string };
+  | { kind: "shim"; networkId: string }
+  /** An endpoint in a namespace another endpoint of the host already has (`holder`), or (`holder` absent) one gone. */
+  | { kind: "crowded"; endpoint: Endpoint; holder?: Endpoint };
 
 /** Told of every change to the names followed (the DNS server's table, dns/name-table.ts). */
 export interface NamesListener {
@@ -40,6 +42,11 @@ export class DesiredState {
   private readonly endpointsByKey = new Map<string, Endpoint>();
   /** The agent's key of an endpoint: its namespace, unique on the host and known even once it is gone. */
   private readonly endpointsByNetns = new Map<string, Endpoint>();
+  /**
+   * Endpoints in a namespace that another endpoint holds, by key: a second Trellis network of one runtime container
+   * (the agent keys its work by namespace). Kept out of every other index, so that they touch nothing of the holder.
+   */
+  private readonly crowded = new Map<string, Endpoint>();
   /** Network id → this host's endpoints on it, by key: so that one change looks at its own network only. */
   private readonly endpointsByNetwork = new Map<string, Map<string, Endpoint>>();
   /** Network id → the host's own shim on it (`<host>.shim.<network id>`, services/link-agent/host-shim.ts). */
@@ -92,6 +99,11 @@ export class DesiredState {
     return [...this.endpointsByKey.values()];
   }
 
+  /** The endpoints refused for a namespace another endpoint holds (see `crowded`). */
+  crowdedEndpoints(): Endpoint[] {
+    return [...this.crowded.values()];
+  }
+
   network(id: string): Network | undefined {
     return this.networksById.get(id);
   }
@@ -134,6 +146,7 @@ export class DesiredState {
     if (isHostShimKey(entry.key)) return this.applyHostShim(entry);
     const endpoint = entry.operation === "PUT" ? this.believed.endpoint(entry) : undefined;
     if (entry.operation === "PUT" && !endpoint) return;
+    if (this.applyCrowded(entry.key, endpoint)) return;
     const previous = this.endpointsByKey.get(entry.key);
     if (previous) {
       this.endpointsByNetns.delete(previous.netns);
@@ -151,6 +164,24 @@ export class DesiredState {
     // A namespace no endpoint wants any more is a change too: its step removes it.
     if (previous && previous.netns !== current?.netns) this.onChange({ kind: "endpoint", endpoint: previous });
     if (current) this.onChange({ kind: "endpoint", endpoint: current });
+  }
+
+  /** Whether the entry is (or was) an endpoint in a namespace another key holds: then it is told as crowded alone. */
+  private applyCrowded(key: string, endpoint: Endpoint | undefined): boolean {
+    const crowded = this.crowded.get(key);
+    if (crowded && !endpoint) {
+      this.crowded.delete(key);
+      this.onChange({ kind: "crowded", endpoint: crowded });
+      return true;
+    }
+    const holder = endpoint && this.endpointsByNetns.get(endpoint.netns);
+    if (!endpoint || !holder || this.endpointsByKey.get(key) === holder) {
+      if (crowded) this.crowded.delete(key);
+      return false;
+    }
+    this.crowded.set(key, endpoint);
+    this.onChange({ kind: "crowded", endpoint, holder });
+    return true;
   }
 
   private applyHostShim(entry: KvWatchEntry): void {
