@@ -103,7 +103,7 @@ function one(spans: ReceivedSpan[], what: Partial<ReceivedSpan>): ReceivedSpan {
 
 describe("OTLP/HTTP export of one trellis run", () => {
   it("sends the CLI's, the planner's and IPAM's spans of the run as one trace, under the command's span", async () => {
-    expect(run.stderr).toMatch(/timed out after 1s waiting for container traced1 on host h1/);
+    expect(run.stderr).toMatch(/timed out after 1s waiting for the agent of host h1 to make container traced1: is it running \(trellis agent --host=h1\)\?/);
     const root = await eventually("the run's span at the receiver", () => one(received, { name: "cli.run" }));
     expect(root.parentSpanId ?? "").toBe("");
     const trace = await eventually(
