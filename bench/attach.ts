@@ -172,11 +172,20 @@ async function fill(control: ControlApi, watch: ReadyWatch, from: number, count:
   await Promise.all(Array.from({ length: FILL_CONCURRENCY }, loop));
 }
 
-function agentRssMb(): number {
+/** The agent's RSS in MB, and its parts: anonymous (heaps, buffers) and file pages (the node binary, addons). */
+function agentRss(): { rss: number; anon: number; file: number } {
   const { pid } = JSON.parse(readFileSync(`${values["agents-dir"]}/${HOST}.json`, "utf8")) as { pid: number };
-  const rss = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  if (!rss) throw new Error(`failed to read the RSS of ${HOST}'s agent (pid ${pid}) from /proc/${pid}/status`);
-  return Number(rss[1]) / 1024;
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const field = (name: string) => {
+    const kb = new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(status);
+    if (!kb) throw new Error(`failed to read ${name} of ${HOST}'s agent (pid ${pid}) from /proc/${pid}/status`);
+    return Number(kb[1]) / 1024;
+  };
+  return { rss: field("VmRSS"), anon: field("RssAnon"), file: field("RssFile") };
+}
+
+function describeRss({ rss, anon, file }: { rss: number; anon: number; file: number }): string {
+  return `${round0(rss)} MB (anonymous ${round0(anon)}, file ${round0(file)})`;
 }
 
 function median(samples: number[]): number {
@@ -214,11 +223,14 @@ async function main(): Promise<void> {
     console.log(`cni add: trellis plugin ${plugin.map(round0).join(" ")} ms; node start-up ${node.map(round0).join(" ")} ms`);
     console.log(`cni add: trellis ${round0(p)} ms (less node start-up ${round0(p - n)} ms), cni-ipvlan ${round0(c0)} ms, ratio less start-up ${round2((p - n) / c0)}, whole ${round2(p / c0)}, plugin VERSION ${round0(median(version))} ms`);
 
+    const emptyRss = agentRss();
     await fill(control, watch, ROUNDS + 1, HOST_CONTAINERS);
     const full: number[] = [];
     for (let round = 1; round <= ROUNDS; round++) full.push(await trellisAttach(control, watch, `full-${round}`));
-    const rss = agentRssMb();
+    const fullRss = agentRss();
+    const rss = fullRss.rss;
     console.log(`at ${HOST_CONTAINERS} containers: trellis ${full.map(round0).join(" ")} ms`);
+    console.log(`agent rss: after the empty host's rounds ${describeRss(emptyRss)}, at ${HOST_CONTAINERS} containers ${describeRss(fullRss)}`);
 
     const runs: number[] = [];
     for (let i = 1; i <= TRELLIS_RUNS; i++) {
