@@ -11,7 +11,9 @@
 //     so a host's latency is the time to the first kernel (the bus's delivery and one installer's work) plus that
 //     host's own gap after the kernel before it (its own work, and whatever else the process did meanwhile);
 //     p50/p99 over every host and announcement. The time until the last of the N kernels (the sum of the N
-//     installers' work) is printed beside it.
+//     installers' work) is printed beside it, and the slowest announcement's time to its first kernel with how much
+//     of it this process's garbage collector paused: its one heap holds the N installers' state, where a host's
+//     agent holds one installer's, so its pauses are not any one host's (at N = 1,000 they set the p99).
 // Usage: node dist/bench/routes.js [--routes M] [--announcements K] [--levels 10,100,1000] [--cluster C]
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
