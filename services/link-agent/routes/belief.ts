@@ -308,10 +308,14 @@ export class RouteBelief {
     this.decide(prefix, state);
   }
 
-  /** The winner of a prefix is the first claimant by name, the same on every agent; the others are refused. */
+  /**
+   * The winner of a prefix is the first claimant by name, the same on every agent; the others are refused. Names
+   * compare by their UTF-16 code units, not by locale (localeCompare), which could order them differently on an
+   * agent with another locale and pages in ICU's collation data (2.7 MB of RSS).
+   */
   private decide(prefix: string, state: PrefixState): void {
     let winner: string | undefined;
-    for (const host of state.claimants.keys()) if (winner === undefined || host.localeCompare(winner) < 0) winner = host;
+    for (const host of state.claimants.keys()) if (winner === undefined || host < winner) winner = host;
     const nextHop = winner === undefined ? undefined : state.claimants.get(winner)!.nextHop;
     if (this.wanted.get(prefix) !== nextHop) {
       if (nextHop === undefined) this.wanted.delete(prefix);
