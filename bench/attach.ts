@@ -187,11 +187,41 @@ async function fill(control: ControlApi, watch: ReadyWatch, from: number, count:
   await Promise.all(Array.from({ length: FILL_CONCURRENCY }, loop));
 }
 
-function agentRssMb(): number {
+/** The agent's RSS in MB, and its parts: anonymous (heaps, buffers) and file pages (the node binary, addons). */
+function agentRss(): { rss: number; anon: number; file: number } {
   const { pid } = JSON.parse(readFileSync(`${values["agents-dir"]}/${HOST}.json`, "utf8")) as { pid: number };
-  const rss = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  if (!rss) throw new Error(`failed to read the RSS of ${HOST}'s agent (pid ${pid}) from /proc/${pid}/status`);
-  return Number(rss[1]) / 1024;
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const field = (name: string) => {
+    const kb = new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(status);
+    if (!kb) throw new Error(`failed to read ${name} of ${HOST}'s agent (pid ${pid}) from /proc/${pid}/status`);
+    return Number(kb[1]) / 1024;
+  };
+  return { rss: field("VmRSS"), anon: field("RssAnon"), file: field("RssFile") };
+}
+
+function describeRss({ rss, anon, file }: { rss: number; anon: number; file: number }): string {
+  return `${round0(rss)} MB (anonymous ${round0(anon)}, file ${round0(file)})`;
+}
+
+/** h1's agent's metrics endpoint, on its underlay address (services/lab/config.ts) and default port. */
+const AGENT_METRICS_URL = "http://192.168.1.11:9712/metrics";
+
+/** What the agent's V8 heap holds, from its own metrics: where the anonymous part of its RSS goes. */
+async function agentHeap(): Promise<string> {
+  const text = await fetch(AGENT_METRICS_URL).then(
+    (response) => response.text(),
+    (error: Error) => `failed to read ${AGENT_METRICS_URL}: ${error.message}`,
+  );
+  if (!text.includes("nodejs_heap_size_total_bytes")) return `heap unknown (${text.slice(0, 200)})`;
+  const mb = (pattern: RegExp) => {
+    const bytes = [...text.matchAll(pattern)].reduce((sum, match) => sum + Number(match[1]), 0);
+    return round0(bytes / 1048576);
+  };
+  const space = (name: string) => `${name} ${mb(new RegExp(`^nodejs_heap_space_size_total_bytes\\{space="${name}"\\} (\\S+)`, "gm"))}`;
+  return (
+    `heap ${mb(/^nodejs_heap_size_total_bytes (\S+)/gm)} MB (used ${mb(/^nodejs_heap_size_used_bytes (\S+)/gm)}; ` +
+    `${["old", "new", "code", "large_object"].map(space).join(", ")}), external ${mb(/^nodejs_external_memory_bytes (\S+)/gm)} MB`
+  );
 }
 
 function median(samples: number[]): number {
@@ -232,11 +262,15 @@ async function main(): Promise<void> {
     console.log(`cni add: local API alone ${local.map(round0).join(" ")} ms`);
     console.log(`cni add: trellis ${round0(p)} ms (less node start-up ${round0(p - n)} ms), cni-ipvlan ${round0(c0)} ms, ratio less start-up ${round2((p - n) / c0)}, whole ${round2(p / c0)}, plugin VERSION ${round0(median(version))} ms, local API alone ${round0(median(local))} ms`);
 
+    const [emptyRss, emptyHeap] = [agentRss(), await agentHeap()];
     await fill(control, watch, ROUNDS + 1, HOST_CONTAINERS);
     const full: number[] = [];
     for (let round = 1; round <= ROUNDS; round++) full.push(await trellisAttach(control, watch, `full-${round}`));
-    const rss = agentRssMb();
+    const [fullRss, fullHeap] = [agentRss(), await agentHeap()];
+    const rss = fullRss.rss;
     console.log(`at ${HOST_CONTAINERS} containers: trellis ${full.map(round0).join(" ")} ms`);
+    console.log(`agent rss: after the empty host's rounds ${describeRss(emptyRss)}, at ${HOST_CONTAINERS} containers ${describeRss(fullRss)}`);
+    console.log(`agent memory: after the empty host's rounds ${emptyHeap}; at ${HOST_CONTAINERS} containers ${fullHeap}`);
 
     const runs: number[] = [];
     for (let i = 1; i <= TRELLIS_RUNS; i++) {

@@ -11,13 +11,16 @@
 //     so a host's latency is the time to the first kernel (the bus's delivery and one installer's work) plus that
 //     host's own gap after the kernel before it (its own work, and whatever else the process did meanwhile);
 //     p50/p99 over every host and announcement. The time until the last of the N kernels (the sum of the N
-//     installers' work) is printed beside it.
+//     installers' work) is printed beside it, and the slowest announcement's time to its first kernel with how much
+//     of it this process's garbage collector paused: its one heap holds the N installers' state, where a host's
+//     agent holds one installer's, so its pauses are not any one host's (at N = 1,000 they set the p99).
 // Usage: node dist/bench/routes.js [--routes M] [--announcements K] [--levels 10,100,1000] [--cluster C]
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { PerformanceObserver } from "node:perf_hooks";
 import { parseArgs } from "node:util";
 import { connectBus, openBucket } from "../libs/bus/connection.js";
 import { codecOf } from "../libs/bus/codec.js";
@@ -179,10 +182,27 @@ function hostLatencies(kernelTimes: number[], putAt: number): number[] {
   return sorted.map((at, i) => first + (i === 0 ? 0 : at - sorted[i - 1]));
 }
 
+/**
+ * The collector's pauses in this process (wall-clock start, duration), for telling how much of a latency they were: the
+ * one heap holds all N installers, where a host's agent holds one, so its pauses are N times a host's.
+ */
+const collections: { at: number; ms: number }[] = [];
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) collections.push({ at: performance.timeOrigin + entry.startTime, ms: entry.duration });
+}).observe({ entryTypes: ["gc"] });
+
+/** How long the collector paused this process between `from` and `to` (wall-clock ms). */
+function collectedBetween(from: number, to: number): number {
+  return collections.filter(({ at, ms }) => at < to && at + ms > from).reduce((sum, { at, ms }) => sum + Math.min(to, at + ms) - Math.max(from, at), 0);
+}
+
 interface Convergence {
   /** As one host sees it. */
   p50: number;
   p99: number;
+  /** The slowest announcement's first kernel, and how much of it this process's collector paused. */
+  slowestFirst: number;
+  slowestFirstCollecting: number;
   /** Until the last of the N kernels, in this one process. */
   lastP50: number;
   lastP99: number;
@@ -209,6 +229,7 @@ async function convergence(buckets: Buckets3, agents: number, announcing: number
   const announced: string[] = [];
   const latencies: number[] = [];
   const lasts: number[] = [];
+  let slowest = { first: 0, collecting: 0 };
   for (let k = 0; k < announcements; k++) {
     const dst = prefix(base + k);
     announced.push(dst);
@@ -220,6 +241,8 @@ async function convergence(buckets: Buckets3, agents: number, announcing: number
       await new Promise((resolve) => setTimeout(resolve, 2));
     }
     latencies.push(...hostLatencies(arrivals.get(dst)!, putAt));
+    const firstAt = Math.min(...arrivals.get(dst)!);
+    if (firstAt - putAt > slowest.first) slowest = { first: firstAt - putAt, collecting: collectedBetween(putAt, firstAt) };
     lasts.push(Math.max(...arrivals.get(dst)!) - putAt);
   }
   monitors.forEach((monitor) => monitor.kill());
@@ -227,7 +250,14 @@ async function convergence(buckets: Buckets3, agents: number, announcing: number
   await removeCluster();
   latencies.sort((a, b) => a - b);
   lasts.sort((a, b) => a - b);
-  return { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), lastP50: percentile(lasts, 0.5), lastP99: percentile(lasts, 0.99) };
+  return {
+    p50: percentile(latencies, 0.5),
+    p99: percentile(latencies, 0.99),
+    slowestFirst: slowest.first,
+    slowestFirstCollecting: slowest.collecting,
+    lastP50: percentile(lasts, 0.5),
+    lastP99: percentile(lasts, 0.99),
+  };
 }
 
 /** Where the prefixes of the level-th convergence run start: after part (a)'s, each level its own. */
@@ -274,7 +304,8 @@ async function main(): Promise<void> {
       results.set(agents, result);
       console.log(
         `(b) N=${agents} hosts (${Math.min(announcing, agents)} announcing), ${announcements} announcements: convergence as a host sees it p50 ${result.p50.toFixed(1)} ms, p99 ${result.p99.toFixed(1)} ms; ` +
-          `until the last of the ${agents} kernels of this process p50 ${result.lastP50.toFixed(1)} ms, p99 ${result.lastP99.toFixed(1)} ms`,
+          `until the last of the ${agents} kernels of this process p50 ${result.lastP50.toFixed(1)} ms, p99 ${result.lastP99.toFixed(1)} ms; ` +
+        `slowest first kernel ${result.slowestFirst.toFixed(1)} ms, of which this process's garbage collector ${result.slowestFirstCollecting.toFixed(1)} ms`,
       );
     }
     clearInterval(heartbeats);

@@ -1,4 +1,4 @@
-import { FlagsNew, type RtNetlinkSocket, type rt } from "netlink";
+import { FlagsNew, type RtNetlinkSocket, type rt } from "./package.js";
 import { invalidArgument, request } from "./errors.js";
 import { afOf, familyOf, formatIp, parsePrefix, type ParsedPrefix } from "./ip.js";
 import type { AddAddressOptions, Address } from "./types.js";

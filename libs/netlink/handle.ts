@@ -1,4 +1,4 @@
-import { createRtNetlink, type RtNetlinkSocket } from "netlink";
+import { createRtNetlink, type RtNetlinkSocket } from "./package.js";
 import type { Attributes } from "@opentelemetry/api";
 import { withSpan } from "../telemetry/tracing.js";
 import { measuredNetlink } from "../metrics/agent.js";

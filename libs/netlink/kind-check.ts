@@ -1,4 +1,4 @@
-import { createRtNetlink, type RtNetlinkSocket } from "netlink";
+import { createRtNetlink, type RtNetlinkSocket } from "./package.js";
 import { withSpan } from "../telemetry/tracing.js";
 import { errnoCodeOf, netlinkError } from "./errors.js";
 import { createLink, encodeKindInfo } from "./links.js";

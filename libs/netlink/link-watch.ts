@@ -1,4 +1,4 @@
-import { RawNetlinkSocket } from "netlink";
+import { RawNetlinkSocket } from "./package.js";
 import { netlinkError } from "./errors.js";
 import { inNamespace } from "./netns.js";
 

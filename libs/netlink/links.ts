@@ -1,4 +1,4 @@
-import { AttrStream, FlagsNew, ifla, putU16, putU32, getU16, getU32, rt, type RtNetlinkSocket, type StreamData } from "netlink";
+import { AttrStream, FlagsNew, ifla, putU16, putU32, getU16, getU32, rt, type RtNetlinkSocket, type StreamData } from "./package.js";
 import { closeSync } from "node:fs";
 import { invalidArgument, request } from "./errors.js";
 import { moduleOf } from "./kinds.js";

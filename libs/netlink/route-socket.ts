@@ -1,5 +1,5 @@
 import { constants } from "node:os";
-import { AttrStream, Flags, FlagsGet, MessageType, RawNetlinkSocket, rt, type ErrnoException } from "netlink";
+import { AttrStream, Flags, FlagsGet, MessageType, RawNetlinkSocket, rt, type ErrnoException } from "./package.js";
 import { netlinkError, type NetlinkError } from "./errors.js";
 import { afOf } from "./ip.js";
 import { decodeRouteBytes, describeChange, encodeChangeRequest, NLMSG_HEADER_LENGTH, ROUTE_HINTS, RTM_GETROUTE, type RouteChange } from "./routes.js";

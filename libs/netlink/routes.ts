@@ -1,4 +1,4 @@
-import { Flags, FlagsNew, rt } from "netlink";
+import { Flags, FlagsNew, rt } from "./package.js";
 import { invalidArgument } from "./errors.js";
 import { afOf, familyOf, formatIp, parseIp, parsePrefix } from "./ip.js";
 import { TRELLIS_ROUTE_PROTOCOL, type IpFamily, type Route, type RouteSpec } from "./types.js";

@@ -1,4 +1,4 @@
-import { AttrStream, putU32, rt } from "netlink";
+import { AttrStream, putU32, rt } from "../../libs/netlink/package.js";
 import { describe, expect, it } from "vitest";
 import { decodeAddress } from "../../libs/netlink/addresses.js";
 import { NetlinkError, errnoCodeOf, netlinkError } from "../../libs/netlink/errors.js";

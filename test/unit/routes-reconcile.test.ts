@@ -6,7 +6,7 @@ import { BlockRecord } from "../../libs/proto/gen/trellis/v1/ipam.js";
 import type { RouteAnnouncement } from "../../libs/proto/gen/trellis/v1/routes.js";
 import { EndpointState, type EndpointStatus } from "../../libs/proto/gen/trellis/v1/state.js";
 import { servedPrefixes, type HostServing } from "../../services/link-agent/routes/announce.js";
-import { Grants, routedNetworkIds, type GrantKey } from "../../services/link-agent/routes/grants.js";
+import { Grants, routedNetworkIds } from "../../services/link-agent/routes/grants.js";
 import { RouteBelief } from "../../services/link-agent/routes/belief.js";
 import { changesAt, routeChanges } from "../../services/link-agent/routes/reconcile.js";
 
@@ -42,12 +42,24 @@ function announcement(host: string, nextHops: string | string[], prefixes: [stri
   return { host, nextHops: typeof nextHops === "string" ? [nextHops] : nextHops, prefixes: prefixes.map(([networkId, prefix]) => ({ networkId, prefix })), generation: 1, announcedAt: "" };
 }
 
+/** One host's grants as Grants.byHost holds them, from "<network id> <prefix>" lines. */
+function granted(...lines: string[]): Map<string, Set<string>> {
+  const networks = new Map<string, Set<string>>();
+  for (const line of lines) grant(networks, line);
+  return networks;
+}
+
+function grant(networks: Map<string, Set<string>>, line: string): void {
+  const [networkId, prefix] = line.split(" ");
+  networks.set(networkId!, new Set([...(networks.get(networkId!) ?? []), prefix!]));
+}
+
 interface BeliefInput {
   self: string;
   role: "host" | "upstream";
   networks: Set<string>;
   announcements: RouteAnnouncement[];
-  grants: Map<string, Set<GrantKey>>;
+  grants: Map<string, Map<string, Set<string>>>;
   heartbeats: Map<string, number>;
   now: number;
   silentFromAtLeast?: number;
@@ -60,9 +72,9 @@ function input(overrides: Partial<BeliefInput>): BeliefInput {
     role: "host",
     networks: new Set(["l3net"]),
     announcements: [announcement("h2", "192.168.1.12", [["l3net", "10.1.0.2/32"]]), announcement("h3", "192.168.1.13", [["l3net", "10.1.0.3/32"]])],
-    grants: new Map<string, Set<GrantKey>>([
-      ["h2", new Set(["l3net 10.1.0.2/32"])],
-      ["h3", new Set(["l3net 10.1.0.3/32"])],
+    grants: new Map([
+      ["h2", granted("l3net 10.1.0.2/32")],
+      ["h3", granted("l3net 10.1.0.3/32")],
     ]),
     heartbeats: new Map([
       ["h2", NOW - 1000],
@@ -141,10 +153,10 @@ describe("grants", () => {
     grants.apply(blockEntry("block.l3net.10-1-0-64-26", { networkId: "l3net", host: "h1", cidr: "10.1.0.64/26" }));
     grants.apply(blockEntry("block.l3net.fd00--7-128", { networkId: "l3net", host: "h1", cidr: "fd00:0::7/128", ipv6: true, borrowed: true }));
     grants.apply(blockEntry("block.l3net.10-1-0-128-26", { networkId: "l3net", host: "h2", cidr: "10.1.0.128/26" }));
-    expect([...grants.keysByHost.get("h1")!]).toEqual(["l3net 10.1.0.64/26", "l3net fd00::7/128"]);
+    expect(grants.of("h1")).toEqual([{ networkId: "l3net", prefix: "10.1.0.64/26" }, { networkId: "l3net", prefix: "fd00::7/128" }]);
     expect(grants.of("h2")).toEqual([{ networkId: "l3net", prefix: "10.1.0.128/26" }]);
     grants.apply(blockEntry("block.l3net.10-1-0-128-26", undefined));
-    expect(grants.keysByHost.has("h2")).toBe(false);
+    expect(grants.byHost.has("h2")).toBe(false);
   });
 
   it("refuses a value that is no block record, and keeps what it had", () => {
@@ -152,7 +164,7 @@ describe("grants", () => {
     grants.apply(blockEntry("block.l3net.10-1-0-64-26", { networkId: "l3net", host: "h1", cidr: "10.1.0.64/26" }));
     expect(() => grants.apply(blockEntry("block.l3net.x", { networkId: "l3net", host: "h1", cidr: "nonsense" }))).toThrow("not a block record");
     expect(() => grants.apply({ key: "block.l3net.y", value: new Uint8Array([0xff, 0xff, 0xff]), operation: "PUT" } as KvWatchEntry)).toThrow();
-    expect([...grants.keysByHost.get("h1")!]).toEqual(["l3net 10.1.0.64/26"]);
+    expect(grants.of("h1")).toEqual([{ networkId: "l3net", prefix: "10.1.0.64/26" }]);
   });
 
   it("installs routes for the L3 and L3S networks only", () => {
@@ -194,7 +206,7 @@ describe("RouteBelief", () => {
 
   it("routes each prefix via the announcing host's next hop of its family", () => {
     const dual = announcement("h2", ["192.168.1.12", "fd99::12"], [["l3net", "10.1.0.2/32"], ["l3net", "fd00::2/128"]]);
-    const grants = new Map([["h2", new Set(["l3net 10.1.0.2/32", "l3net fd00::2/128"])]]);
+    const grants = new Map([["h2", granted("l3net 10.1.0.2/32", "l3net fd00::2/128")]]);
     expect(believing(input({ announcements: [dual], grants })).routes()).toEqual([
       ["10.1.0.2/32", "192.168.1.12"],
       ["fd00::2/128", "fd99::12"],
@@ -262,8 +274,8 @@ describe("RouteBelief", () => {
 
   it("lets the same host win everywhere when two hosts are granted one prefix, and the other take over when it goes", () => {
     const grants = new Map([
-      ["h2", new Set(["l3net 10.1.0.9/32"])],
-      ["h3", new Set(["l3net 10.1.0.9/32"])],
+      ["h2", granted("l3net 10.1.0.9/32")],
+      ["h3", granted("l3net 10.1.0.9/32")],
     ]);
     const announcements = [announcement("h3", "192.168.1.13", [["l3net", "10.1.0.9/32"]]), announcement("h2", "192.168.1.12", [["l3net", "10.1.0.9/32"]])];
     const { belief, lines } = believing(input({ grants, announcements }));
@@ -276,7 +288,7 @@ describe("RouteBelief", () => {
   });
 
   it("follows a grant taken away and given back", () => {
-    const grants = new Map([["h2", new Set(["l3net 10.1.0.2/32"])]]);
+    const grants = new Map([["h2", granted("l3net 10.1.0.2/32")]]);
     const { belief, lines } = believing(input({ grants, announcements: [announcement("h2", "192.168.1.12", [["l3net", "10.1.0.2/32"]])] }));
     expect(belief.routes.size).toBe(1);
     grants.get("h2")!.clear();
@@ -284,7 +296,7 @@ describe("RouteBelief", () => {
     belief.refresh();
     expect(belief.routes.size).toBe(0);
     expect(refusals(lines)).toHaveLength(1);
-    grants.get("h2")!.add("l3net 10.1.0.2/32");
+    grant(grants.get("h2")!, "l3net 10.1.0.2/32");
     belief.grantsChanged("h2");
     belief.refresh();
     expect(belief.routes.get("10.1.0.2/32")).toBe("192.168.1.12");
@@ -292,13 +304,13 @@ describe("RouteBelief", () => {
 
   it("derives again only the host that changed: one announcement among a thousand hosts changes one route", () => {
     const hosts = Array.from({ length: 1000 }, (_, i) => `h${i + 2}`);
-    const grants = new Map(hosts.map((host, i) => [host, new Set([`l3net 10.9.${i >> 8}.${i & 255}/32`])]));
+    const grants = new Map(hosts.map((host, i) => [host, granted(`l3net 10.9.${i >> 8}.${i & 255}/32`)]));
     const heartbeats = new Map(hosts.map((host) => [host, NOW]));
     const announcements = hosts.map((host, i) => announcement(host, "192.168.1.12", [["l3net", `10.9.${i >> 8}.${i & 255}/32`]]));
     const { belief } = believing(input({ grants, heartbeats, announcements }));
     expect(belief.routes.size).toBe(1000);
     belief.takeChanged();
-    grants.get("h2")!.add("l3net 10.8.0.1/32");
+    grant(grants.get("h2")!, "l3net 10.8.0.1/32");
     belief.setAnnouncement("h2", announcement("h2", "192.168.1.12", [["l3net", "10.9.0.0/32"], ["l3net", "10.8.0.1/32"]]));
     belief.refresh();
     expect([...belief.takeChanged()]).toEqual(["10.8.0.1/32"]);

@@ -132,8 +132,9 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const hostDns = hostDnsOf(values["host-dns"]);
   const metrics = metricsOf("agent", values.metrics, AGENT_USAGE);
   const tls = settings.tls();
-  const [{ startAgent }, { keepYoungGenerationSmall }] = await Promise.all([agentMain(), import("../../link-agent/memory.js")]);
+  const [{ startAgent }, { keepYoungGenerationSmall, returnFreedMemoryRegularly }] = await Promise.all([agentMain(), import("../../link-agent/memory.js")]);
   keepYoungGenerationSmall();
+  returnFreedMemoryRegularly();
   const agent = await startAgent(values.nats ?? settings.natsUrl(), {
     host,
     addresses,

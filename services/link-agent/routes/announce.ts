@@ -39,7 +39,8 @@ export function servedPrefixes(desired: HostServing, statuses: EndpointStatus[],
       if (families.has(familyOfPrefix(prefix))) served.set(`${networkId} ${prefix}`, { networkId, prefix });
     }
   }
-  return [...served.values()].sort((a, b) => a.networkId.localeCompare(b.networkId) || a.prefix.localeCompare(b.prefix));
+  // By code units, as the belief orders hosts: no locale, and no ICU collation data in the agent's memory.
+  return [...served.values()].sort((a, b) => byCodeUnits(a.networkId, b.networkId) || byCodeUnits(a.prefix, b.prefix));
 }
 
 /** The longest granted prefix of `networkId` that contains the address of `addressCidr`. */
@@ -103,4 +104,8 @@ export class Announcer {
     const { verifier } = this.trust;
     return !verifier || verifier.problem(announcementCodec, stored, this.host) === undefined;
   }
+}
+
+function byCodeUnits(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }

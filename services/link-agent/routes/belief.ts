@@ -1,6 +1,6 @@
 import TinyQueue from "tinyqueue";
 import type { RouteAnnouncement } from "../../../libs/proto/gen/trellis/v1/routes.js";
-import { grantKey, type GrantKey } from "./grants.js";
+import type { HostGrants } from "./grants.js";
 import { canonicalPrefix, familyOfAddress } from "./prefixes.js";
 
 // Which announcements a route installer believes, kept up to date one host at a time: a change to one host's
@@ -13,8 +13,8 @@ export interface BeliefOptions {
   role: "host" | "upstream";
   /** How long a host may be silent when its heartbeat says nothing longer (or there is none). */
   staleAfterMs: number;
-  /** Per host, what IPAM gave it (Grants.keysByHost). */
-  grants: ReadonlyMap<string, ReadonlySet<GrantKey>>;
+  /** Per host, what IPAM gave it (Grants.byHost). */
+  grants: ReadonlyMap<string, HostGrants>;
   clock: BeliefClock;
   /** Refusals and silences, each logged when it starts. */
   log: (line: string) => void;
@@ -63,8 +63,8 @@ interface HostState {
 /** The claims of one prefix: every live host that may announce it; the first host by name wins. */
 interface PrefixState {
   claimants: Map<string, Claim>;
-  /** Lines of the losers' refusals. */
-  refusals: Set<string>;
+  /** Lines of the losers' refusals; none while it has one claimant, as nearly every prefix has. */
+  refusals: Set<string> | undefined;
 }
 
 interface Expiry {
@@ -90,6 +90,11 @@ function canonicalPrefixesOf(announcement: RouteAnnouncement): ({ prefix: string
     canonicalForms.set(announcement, forms);
   }
   return forms;
+}
+
+/** The claim it had, when nothing in it changed: a host's claims are derived again on each of its announcements. */
+function sameOrNew(was: Claim | undefined, networkId: string, announced: string, nextHop: string): Claim {
+  return was && was.networkId === networkId && was.announced === announced && was.nextHop === nextHop ? was : { networkId, announced, nextHop };
 }
 
 export function refusalLine(refusal: Refusal): string {
@@ -267,10 +272,10 @@ export class RouteBelief {
       const form = forms[i];
       let reason: string | undefined;
       if (!form) reason = "not a prefix";
-      else if (!granted?.has(grantKey(networkId, form.prefix))) reason = `IPAM has not given ${form.prefix} to host ${host} in network ${networkId}`;
+      else if (!granted?.get(networkId)?.has(form.prefix)) reason = `IPAM has not given ${form.prefix} to host ${host} in network ${networkId}`;
       else if (!nextHops.has(form.family)) reason = `host ${host} announces no IPv${form.family} next hop (it has ${JSON.stringify(announcement.nextHops)})`;
       else if (claims.has(form.prefix)) reason = `also announced by host ${host}, which wins`;
-      else claims.set(form.prefix, { networkId, announced, nextHop: nextHops.get(form.family)! });
+      else claims.set(form.prefix, sameOrNew(state.claims.get(form.prefix), networkId, announced, nextHops.get(form.family)!));
       if (reason) refusals.add(refusalLine({ host, networkId, prefix: announced, reason }));
     });
     return { claims, refusals, networks, silent: false };
@@ -292,7 +297,7 @@ export class RouteBelief {
 
   private claim(prefix: string, host: string, claim: Claim): void {
     let state = this.prefixes.get(prefix);
-    if (!state) this.prefixes.set(prefix, (state = { claimants: new Map(), refusals: new Set() }));
+    if (!state) this.prefixes.set(prefix, (state = { claimants: new Map(), refusals: undefined }));
     state.claimants.set(host, claim);
     this.decide(prefix, state);
   }
@@ -303,22 +308,26 @@ export class RouteBelief {
     this.decide(prefix, state);
   }
 
-  /** The winner of a prefix is the first claimant by name, the same on every agent; the others are refused. */
+  /**
+   * The winner of a prefix is the first claimant by name, the same on every agent; the others are refused. Names
+   * compare by their UTF-16 code units, not by locale (localeCompare), which could order them differently on an
+   * agent with another locale and pages in ICU's collation data (2.7 MB of RSS).
+   */
   private decide(prefix: string, state: PrefixState): void {
     let winner: string | undefined;
-    for (const host of state.claimants.keys()) if (winner === undefined || host.localeCompare(winner) < 0) winner = host;
+    for (const host of state.claimants.keys()) if (winner === undefined || host < winner) winner = host;
     const nextHop = winner === undefined ? undefined : state.claimants.get(winner)!.nextHop;
     if (this.wanted.get(prefix) !== nextHop) {
       if (nextHop === undefined) this.wanted.delete(prefix);
       else this.wanted.set(prefix, nextHop);
       this.changed.add(prefix);
     }
-    const refusals = new Set<string>();
+    const refusals = state.claimants.size > 1 ? new Set<string>() : undefined;
     for (const [host, claim] of state.claimants) {
-      if (host !== winner) refusals.add(refusalLine({ host, networkId: claim.networkId, prefix: claim.announced, reason: `also announced by host ${winner}, which wins` }));
+      if (host !== winner) refusals!.add(refusalLine({ host, networkId: claim.networkId, prefix: claim.announced, reason: `also announced by host ${winner}, which wins` }));
     }
-    this.refusedCount += refusals.size - state.refusals.size;
-    for (const line of refusals) if (!state.refusals.has(line)) this.options.log(line);
+    this.refusedCount += (refusals?.size ?? 0) - (state.refusals?.size ?? 0);
+    for (const line of refusals ?? []) if (!state.refusals?.has(line)) this.options.log(line);
     state.refusals = refusals;
     if (state.claimants.size === 0) this.prefixes.delete(prefix);
   }

@@ -79,7 +79,7 @@ export class RouteInstaller {
       self: options.host,
       role: options.role,
       staleAfterMs: options.staleAfterMs,
-      grants: this.grants.keysByHost,
+      grants: this.grants.byHost,
       clock: {
         now: () => (contact ? Math.min(Date.now(), contact.knownUntil()) : Date.now()),
         silentFromAtLeast: () => contact?.regainedAt() ?? 0,

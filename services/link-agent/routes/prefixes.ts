@@ -15,10 +15,11 @@ export function hostPrefix(addressCidr: string): string {
 
 /** The canonical network form ("10.1.0.64/26"), or undefined when `cidr` is no prefix at all. */
 export function canonicalPrefix(cidr: string): string | undefined {
+  // A plain dotted quad with a /32 is already canonical: the common case, every prefix of every announcement an
+  // installer receives; told without parsing it into bytes.
+  if (cidr.endsWith("/32") && dottedQuadValue(cidr.slice(0, -3)) !== undefined) return cidr;
   const parsed = parsePrefix(cidr);
   if (parsed?.family === 4) {
-    // A plain dotted quad with a /32 is already canonical: the common case, thousands per pass.
-    if (cidr.endsWith("/32") && dottedQuadValue(cidr.slice(0, -3)) !== undefined) return cidr;
     const mask = parsed.prefixLength === 0 ? 0 : (~0 << (32 - parsed.prefixLength)) >>> 0;
     const network = (parsed.bytes.readUInt32BE(0) & mask) >>> 0;
     return `${network >>> 24}.${(network >>> 16) & 255}.${(network >>> 8) & 255}.${network & 255}/${parsed.prefixLength}`;
