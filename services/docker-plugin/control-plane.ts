@@ -4,13 +4,18 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { connectBus, openBucket } from "../../libs/bus/connection.js";
 import { settledStatus, statusRemoved, type StatusOf } from "../../libs/bus/endpoint-status.js";
 import { Buckets } from "../../libs/bus/subjects.js";
+import { clientCredentials } from "../../libs/grpc/credentials.js";
 import { ControlRefusedError, TranslatedControlApi } from "../../libs/control-client/index.js";
 import type { Endpoint } from "../../libs/proto/gen/trellis/v1/network.js";
 import { EndpointState } from "../../libs/proto/gen/trellis/v1/state.js";
+import { RecordVerifier } from "../../libs/tls/record-signature.js";
+import type { LoadedTls } from "../../libs/tls/settings.js";
 
 export interface ControlPlaneSettings {
   planner: string;
   nats: string;
+  /** With TLS: the plugin's certificate for the Control API, and the CA that the agents' statuses are signed under. */
+  tls?: LoadedTls | undefined;
 }
 
 /** A refusal by the planner, said as Trellis said it; `code` tells the kinds apart (NOT_FOUND for idempotent removals). */
@@ -32,14 +37,16 @@ export class TrellisRefusal extends Error {
 export class TrellisControlPlane extends TranslatedControlApi {
   private statusBucket: Promise<KV> | undefined;
   private nc: Promise<NatsConnection> | undefined;
+  private readonly verifier: RecordVerifier | undefined;
 
   constructor(private readonly settings: ControlPlaneSettings) {
-    super({ addresses: settings.planner }, (error) => dockerErrorOf(error, settings.planner));
+    super({ addresses: settings.planner, credentials: clientCredentials(settings.tls) }, (error) => dockerErrorOf(error, settings.planner));
+    this.verifier = settings.tls && new RecordVerifier(settings.tls.ca);
   }
 
   /** Waits for the host's agent to make the endpoint's link; refuses with the agent's own words if it failed. */
   async waitUntilReady(endpoint: Endpoint): Promise<void> {
-    const reported = await settledStatus(await this.status(), endpoint);
+    const reported = await settledStatus(await this.status(), endpoint, { verifier: this.verifier });
     if (reported.state === EndpointState.ENDPOINT_STATE_FAILED) {
       throw new Error(`failed to make the link of ${endpoint.container} in ${endpoint.netns} on host ${endpoint.host}: ${reported.message}`);
     }

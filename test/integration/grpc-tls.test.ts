@@ -1,7 +1,10 @@
 // Mutual TLS and authorisation on the Control API and IPAM, with certificates made by `trellis certs` and real
 // gRPC on loopback sockets. Each refused call is checked for its status and message, and that it changed nothing.
 import { X509Certificate } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { request } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { ChannelCredentials, status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectBus, openBucket } from "../../libs/bus/connection.js";
@@ -16,6 +19,7 @@ import { loadTls } from "../../libs/tls/settings.js";
 import { writeHeartbeat } from "../../services/link-agent/heartbeat.js";
 import { startIpamService, type RunningIpamService } from "../../services/ipam/main.js";
 import { startPlanner, type RunningPlanner } from "../../services/planner/main.js";
+import { startDockerPlugin } from "../../services/docker-plugin/main.js";
 import { expiredCertificate, makeAuthority, type TestAuthority } from "../support/certificates.js";
 import { HealthCheckResponse_ServingStatus as ServingStatus, HealthClient } from "../../libs/proto/gen/grpc/health/v1/health.js";
 import { freePort, startNatsServer, type NatsServer } from "../support/nats-server.js";
@@ -253,5 +257,49 @@ describe("IPAM with TLS", () => {
     const stream = client.addressCalls();
     const error = await new Promise<{ code: number; details: string }>((resolve) => stream.on("error", resolve));
     expect([status[error.code], error.details]).toEqual(["PERMISSION_DENIED", 'agent "h1" may not call AddressCalls on trellis.v1.Ipam: that takes the role planner']);
+  });
+});
+
+describe("trellis docker-plugin with TLS", () => {
+  /** One call as dockerd makes it, on the plugin's socket. */
+  function dockerCall(socket: string, method: string, body: unknown): Promise<Record<string, unknown>> {
+    const text = JSON.stringify(body);
+    return new Promise((resolve, reject) => {
+      const req = request({ socketPath: socket, path: method, method: "POST", headers: { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) } }, (res) => {
+        let data = "";
+        res.on("data", (chunk: Buffer) => (data += chunk.toString()));
+        res.on("end", () => resolve(JSON.parse(data) as Record<string, unknown>));
+      });
+      req.on("error", reject);
+      req.end(text);
+    });
+  }
+
+  async function createThroughPlugin(identity: string, network: string, subnet: string): Promise<Record<string, unknown>> {
+    const work = mkdtempSync(join(tmpdir(), "trellis-docker-tls-"));
+    const plugin = await startDockerPlugin({ socket: join(work, "trellis.sock"), dataDir: join(work, "data"), host: "h1", planner: planner.address, nats: nats.url, dockerSocket: join(work, "docker.sock"), tls: authority.tls(identity), log: () => undefined });
+    try {
+      const pool = { AddressSpace: "trellis-local", Pool: subnet, SubPool: "", Options: {}, V6: false };
+      expect((await dockerCall(plugin.socket, "/IpamDriver.RequestPool", pool)).Error ?? "").toBe("");
+      return await dockerCall(plugin.socket, "/NetworkDriver.CreateNetwork", {
+        NetworkID: "c".repeat(64),
+        Options: { "com.docker.network.enable_ipv6": false, "com.docker.network.generic": { "trellis.network": network, parent: "eth0" } },
+        IPv4Data: [{ AddressSpace: "trellis-local", Pool: subnet, Gateway: "", AuxAddresses: {} }],
+        IPv6Data: [],
+      });
+    } finally {
+      await plugin.stop();
+      rmSync(work, { recursive: true, force: true });
+    }
+  }
+
+  it("creates a network through the planner with an operator's certificate, and says a reader's refusal in Err, changing nothing", async () => {
+    expect(await createThroughPlugin("alice", "docker_tls", "10.75.0.0/24")).toEqual({});
+    expect((await stored()).networks).toContain("docker_tls");
+    const before = await stored();
+    expect(await createThroughPlugin("bob", "docker_bob", "10.76.0.0/24")).toEqual({
+      Err: 'Trellis refused: reader "bob" may not call CreateNetwork on trellis.v1.Control: that takes the role operator',
+    });
+    expect(await stored()).toEqual(before);
   });
 });
