@@ -12,6 +12,8 @@ import { applyOnce, errorCode, type IntentOutcome } from "./intents.js";
 import type { Planner } from "./planner.js";
 import type { PlannerStore } from "./store.js";
 import type { IntentKind, PlannerMetrics } from "../../libs/metrics/planner.js";
+import { lockKey } from "./keyed-lock.js";
+import { takeOverLocks } from "./take-over.js";
 
 const intentCodec = codecOf(Intent);
 const RETRY_DELAY_MS = 1000;
@@ -100,20 +102,20 @@ function intentKeys(intent: Intent, planner: Planner): IntentKey[] {
   const action = intent.action;
   switch (action?.$case) {
     case "createNetwork":
-      return [{ key: `network:${action.value.name}`, exclusive: true }];
+      return [{ key: lockKey.network(action.value.name), exclusive: true }];
     case "deleteNetwork":
-      return [{ key: `network:${action.value}`, exclusive: true }];
+      return [{ key: lockKey.network(action.value), exclusive: true }];
     case "attachEndpoint":
       return [
-        { key: `network:${action.value.network}`, exclusive: false },
-        { key: `container:${action.value.container}`, exclusive: true },
-        ...(action.value.takeOver ? [{ key: `container:${action.value.takeOver}`, exclusive: true }] : []),
+        { key: lockKey.network(action.value.network), exclusive: false },
+        { key: lockKey.container(action.value.container), exclusive: true },
+        ...takeOverLocks(action.value).map((key) => ({ key, exclusive: true })),
       ];
     case "detachEndpoint": {
       const network = planner.networkOfContainer(action.value);
       return [
-        ...(network ? [{ key: `network:${network}`, exclusive: false }] : []),
-        { key: `container:${action.value}`, exclusive: true },
+        ...(network ? [{ key: lockKey.network(network), exclusive: false }] : []),
+        { key: lockKey.container(action.value), exclusive: true },
       ];
     }
     case undefined:

@@ -1,3 +1,10 @@
+/** The names a planner's work is locked by, in-process (KeyedLock) and in the intent consumer's ordering alike. */
+export const lockKey = {
+  network: (name: string) => `network:${name}`,
+  parent: (name: string) => `parent:${name}`,
+  container: (name: string) => `container:${name}`,
+};
+
 /**
  * Mutual exclusion per name within one process: intents on different containers and networks run at once,
  * two on the same name one after the other. (Across replicas, the stores' conditional writes decide.)

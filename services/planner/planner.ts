@@ -12,7 +12,7 @@ import { traceparentOf } from "../../libs/bus/trace.js";
 import { withSpan } from "../../libs/telemetry/tracing.js";
 import { checkHostSupports } from "./host-support.js";
 import { errorCode } from "./intents.js";
-import { KeyedLock } from "./keyed-lock.js";
+import { KeyedLock, lockKey } from "./keyed-lock.js";
 import { ensureHostShim, hostShimsOf } from "./host-shim.js";
 import { checkHostHasParent, checkParentExistsSomewhere } from "./parent-presence.js";
 import { containerNetns, containerRoutes, CONTAINER_IFNAME, dummyParentName } from "./plan.js";
@@ -44,7 +44,7 @@ export class Planner {
     return withSpan("planner.network.create", { "trellis.network": spec.name }, async () => {
       const validated = validateNetworkSpec(spec);
       // The parent's lock keeps two creates on one parent from both passing the mode check.
-      return this.locks.run([`network:${spec.name}`, `parent:${validated.parent.name}`], async () => {
+      return this.locks.run([lockKey.network(spec.name), lockKey.parent(validated.parent.name)], async () => {
         const existing = await this.findNetwork(spec.name);
         if (existing && isCreatedBy(existing.value, intentId)) return existing.value;
         if (existing) throw alreadyExists(`network with name ${spec.name} already exists`);
@@ -78,7 +78,7 @@ export class Planner {
    */
   deleteNetwork(name: string): Promise<void> {
     return withSpan("planner.network.delete", { "trellis.network": name }, () =>
-      this.locks.run([`network:${name}`], async () => {
+      this.locks.run([lockKey.network(name)], async () => {
         const found = await this.requireNetwork(name);
         refuseIfAttached(found.value, this.store.view.containersOn(found.value.id));
         const marked = await this.store.updateNetwork({ ...found.value, deleting: true }, found.revision);
@@ -108,7 +108,7 @@ export class Planner {
   attachEndpoint(spec: EndpointSpec, intentId = ""): Promise<Endpoint> {
     const attributes = { "trellis.network": spec.network, "trellis.container": spec.container, "trellis.host": spec.host };
     return withSpan("planner.endpoint.attach", attributes, () =>
-      this.locks.run([`container:${spec.container}`, ...takeOverLocks(spec)], async () => {
+      this.locks.run([lockKey.container(spec.container), ...takeOverLocks(spec)], async () => {
         validateName("container", spec.container);
         validateRuntimeAttach(spec);
         const found = await this.findNetwork(spec.network);
@@ -140,7 +140,7 @@ export class Planner {
 
   detachEndpoint(container: string): Promise<void> {
     return withSpan("planner.endpoint.detach", { "trellis.container": container }, () =>
-      this.locks.run([`container:${container}`], async () => {
+      this.locks.run([lockKey.container(container)], async () => {
         const found = await this.findEndpoint(container);
         if (!found) throw notFound(`no such container: ${container} (see trellis ps)`);
         if (!(await this.store.deleteEndpoint(container, found.revision))) {

@@ -5,6 +5,7 @@ import { formatAddress, parseAddress, parseCidr } from "../../libs/ipmath/index.
 import type { Endpoint, EndpointSpec, Network } from "../../libs/proto/gen/trellis/v1/network.js";
 import { endpointOf, nameInUse } from "./planner.js";
 import type { PlannerStore } from "./store.js";
+import { lockKey } from "./keyed-lock.js";
 
 // An attach with take_over: the container's endpoint gets the addresses of an IPAM-only container of the same
 // network and host, which goes (the Docker plugin's IPAM holds a container's address so until its link is made).
@@ -13,7 +14,7 @@ import type { PlannerStore } from "./store.js";
 
 /** The lock keys an attach takes beyond its container's: the holder's too, so that no detach of it runs meanwhile. */
 export function takeOverLocks(spec: EndpointSpec): string[] {
-  return spec.takeOver ? [`container:${spec.takeOver}`] : [];
+  return spec.takeOver ? [lockKey.container(spec.takeOver)] : [];
 }
 
 /**
