@@ -98,8 +98,26 @@ async function createEndpoint(context: DriverContext, body: Record<string, any>)
 }
 
 async function deleteEndpoint(context: DriverContext, body: Record<string, any>): Promise<Record<string, unknown>> {
-  await context.state.removeEndpoint(String(body.EndpointID ?? ""));
+  const dockerId = String(body.EndpointID ?? "");
+  const record = await context.state.endpoint(dockerId);
+  if (record?.sandbox) await context.state.removeSandboxEndpoint(record.sandbox, dockerId);
+  await context.state.removeEndpoint(dockerId);
   return {};
+}
+
+/**
+ * The agent keys its work by namespace, so a container has one Trellis network: a second one (`docker network
+ * connect`) is refused here, where Docker still reads the answer, rather than by the agent once Join has answered.
+ * A record whose endpoint is gone (a plugin stopped before DeleteEndpoint) holds nothing.
+ */
+async function refuseSecondNetwork(context: DriverContext, sandbox: string, dockerId: string): Promise<void> {
+  const holderId = await context.state.sandboxEndpoint(sandbox);
+  if (!holderId || holderId === dockerId) return;
+  const holder = await context.state.endpoint(holderId);
+  if (holder?.sandbox !== sandbox) return;
+  throw new Error(
+    `failed to join: the container is on Trellis network ${holder.network} already (Docker endpoint ${holderId.slice(0, 12)}), and a container has one Trellis network for now: disconnect it from that network first, or connect this one through another driver`,
+  );
 }
 
 async function requireEndpoint(context: DriverContext, body: Record<string, any>): Promise<EndpointRecord> {
@@ -117,6 +135,8 @@ async function join(context: DriverContext, body: Record<string, any>): Promise<
   const record = await requireEndpoint(context, body);
   const sandbox = String(body.SandboxKey ?? "");
   if (!sandbox) throw new Error("Join without a SandboxKey: Docker names the container's network namespace there");
+  await refuseSecondNetwork(context, sandbox, record.dockerId);
+  await context.state.saveSandboxEndpoint(sandbox, record.dockerId);
   if (!record.endpointId) {
     const joining = { ...record, sandbox, joinId: randomBytes(8).toString("hex") };
     await context.state.saveEndpoint(joining);
@@ -134,5 +154,6 @@ async function leave(context: DriverContext, body: Record<string, any>): Promise
   if (!record) return {};
   await context.trellis.detach(record.container);
   if (record.endpointId && record.host) await context.trellis.waitUntilRemoved({ id: record.endpointId, host: record.host, container: record.container });
+  if (record.sandbox) await context.state.removeSandboxEndpoint(record.sandbox, dockerId);
   return {};
 }

@@ -96,6 +96,17 @@ export class PluginState {
     return records.filter((record): record is EndpointRecord => record !== undefined);
   }
 
+  /** Which Docker endpoint's link a sandbox has (Join records it): a container has one Trellis network. */
+  sandboxEndpoint(sandbox: string): Promise<string | undefined> {
+    return this.read<{ dockerId: string }>(["sandboxes", sandbox]).then((record) => record?.dockerId);
+  }
+  saveSandboxEndpoint(sandbox: string, dockerId: string): Promise<void> {
+    return this.write(["sandboxes", sandbox], { dockerId });
+  }
+  async removeSandboxEndpoint(sandbox: string, dockerId: string): Promise<void> {
+    if ((await this.sandboxEndpoint(sandbox)) === dockerId) await this.remove(["sandboxes", sandbox]);
+  }
+
   /** `address` without prefix length. */
   holding(network: string, address: string): Promise<HoldingRecord | undefined> {
     return this.read(["addresses", network, address]);

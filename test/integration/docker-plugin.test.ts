@@ -256,6 +256,30 @@ describe("a container's addresses", () => {
     expect(await endpointsOf("dk_l2")).toEqual([]);
   });
 
+  it("refuses a second Trellis network's Join into a sandbox that has one (docker network connect), in Err, and takes it once the first has left", async () => {
+    const sandbox = join(work, "netns", "one-container");
+    const [first, second] = ["7".repeat(64), "8".repeat(64)];
+    const addresses: string[] = [];
+    for (const id of [first, second]) {
+      const { Address } = await ok("h1", "/IpamDriver.RequestAddress", { PoolID: "10.78.0.0/24", Address: "", Options: {} });
+      addresses.push(Address);
+      await ok("h1", "/NetworkDriver.CreateEndpoint", { NetworkID: H1_NET, EndpointID: id, Interface: { Address, AddressIPv6: "", MacAddress: "" }, Options: {} });
+    }
+    await ok("h1", "/NetworkDriver.Join", { NetworkID: H1_NET, EndpointID: first, SandboxKey: sandbox, Options: {} });
+    const refused = await call("h1", "/NetworkDriver.Join", { NetworkID: H1_NET, EndpointID: second, SandboxKey: sandbox, Options: {} });
+    expect(refused.body.Err).toBe(
+      "failed to join: the container is on Trellis network dk_l2 already (Docker endpoint 777777777777), and a container has one Trellis network for now: disconnect it from that network first, or connect this one through another driver",
+    );
+    await ok("h1", "/NetworkDriver.Leave", { NetworkID: H1_NET, EndpointID: first });
+    await ok("h1", "/NetworkDriver.Join", { NetworkID: H1_NET, EndpointID: second, SandboxKey: sandbox, Options: {} });
+    for (const [index, id] of [first, second].entries()) {
+      await ok("h1", "/NetworkDriver.Leave", { NetworkID: H1_NET, EndpointID: id });
+      await ok("h1", "/NetworkDriver.DeleteEndpoint", { NetworkID: H1_NET, EndpointID: id });
+      await ok("h1", "/IpamDriver.ReleaseAddress", { PoolID: "10.78.0.0/24", Address: addresses[index]!.split("/")[0] });
+    }
+    expect(await endpointsOf("dk_l2")).toEqual([]);
+  });
+
   it("once the sandbox has its namespace, an attach the planner refuses leaves the address with its holder, and says why", async () => {
     const id = "1".repeat(64);
     const { Address } = await ok("h1", "/IpamDriver.RequestAddress", { PoolID: "10.78.0.0/24", Address: "", Options: {} });
