@@ -5,9 +5,9 @@ import { fileURLToPath } from "node:url";
 const TRELLIS_CLI = fileURLToPath(new URL(import.meta.url.includes("/dist/") ? "../../bundle/trellis.js" : "../../dist/bundle/trellis.js", import.meta.url));
 const START_TIMEOUT_MS = 30_000;
 
-/** `trellis ipam` or `trellis planner` as an operator starts it, in its own process. */
+/** `trellis ipam`, `trellis planner` or `trellis agent` as an operator starts it, in its own process. */
 export interface ServiceProcess {
-  /** HOST:PORT from its ready line. */
+  /** What its ready line names: HOST:PORT for ipam and planner, the host for an agent. */
   address: string;
   pid: number;
   /** What it printed up to its ready line. */
@@ -28,11 +28,12 @@ export interface ServiceOptions {
 }
 
 /**
- * Starts `trellis <command> <args>` from the build and resolves on its "<command> ready on HOST:PORT" line.
+ * Starts `trellis <command> <args>` from the build and resolves on its ready line ("<command> ready on HOST:PORT",
+ * an agent's "agent ready for host NAME").
  * Trace exporters that the caller's environment may name are removed (they would measure the exporter), unless
  * `options.env` names them.
  */
-export async function startService(command: "ipam" | "planner", args: string[], options: ServiceOptions = {}): Promise<ServiceProcess> {
+export async function startService(command: "ipam" | "planner" | "agent", args: string[], options: ServiceOptions = {}): Promise<ServiceProcess> {
   const env: NodeJS.ProcessEnv = { ...process.env };
   delete env.OTEL_EXPORTER_OTLP_ENDPOINT;
   delete env.TRELLIS_TRACE_FILE;
@@ -50,7 +51,7 @@ export async function startService(command: "ipam" | "planner", args: string[], 
     const timer = setTimeout(() => reject(new Error(`trellis ${command} printed no ready line within ${START_TIMEOUT_MS} ms: ${output}`)), START_TIMEOUT_MS);
     const onOutput = (chunk: Buffer) => {
       output += chunk.toString();
-      const ready = new RegExp(`${command} ready on (\\S+)`).exec(output);
+      const ready = new RegExp(`${command} ready ${command === "agent" ? "for host" : "on"} (\\S+)`).exec(output);
       if (ready) {
         clearTimeout(timer);
         afterReady(output.slice(ready.index + ready[0].length));

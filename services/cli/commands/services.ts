@@ -132,9 +132,12 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const hostDns = hostDnsOf(values["host-dns"]);
   const metrics = metricsOf("agent", values.metrics, AGENT_USAGE);
   const tls = settings.tls();
-  const [{ startAgent }, { keepYoungGenerationSmall, returnFreedMemoryRegularly }] = await Promise.all([agentMain(), import("../../link-agent/memory.js")]);
-  keepYoungGenerationSmall();
-  returnFreedMemoryRegularly();
+  const memory = await import("../../link-agent/memory.js");
+  // Once the flags are known good, and before anything is opened: the relaunch starts the agent again.
+  memory.relaunchWithCompactMemory();
+  const { startAgent } = await agentMain();
+  memory.keepYoungGenerationSmall();
+  memory.returnFreedMemoryRegularly();
   const agent = await startAgent(values.nats ?? settings.natsUrl(), {
     host,
     addresses,
