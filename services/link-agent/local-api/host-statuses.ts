@@ -1,6 +1,7 @@
 import type { KV, KvWatchEntry } from "@nats-io/kv";
 import { codecOf } from "../../../libs/bus/codec.js";
-import { hostKeysFilter, statusKey } from "../../../libs/bus/subjects.js";
+import { FollowedBucket } from "../../../libs/bus/follow.js";
+import { Buckets, hostKeysFilter, statusKey } from "../../../libs/bus/subjects.js";
 import type { Endpoint } from "../../../libs/proto/gen/trellis/v1/network.js";
 import { EndpointState, EndpointStatus } from "../../../libs/proto/gen/trellis/v1/state.js";
 import { DroppedRecords, type RecordVerifier } from "../../../libs/tls/record-signature.js";
@@ -12,7 +13,8 @@ const statusCodec = codecOf(EndpointStatus);
  * the agent's life: an ADD waits here for its container's report, and a DEL for its container's status to go, instead
  * of opening a watch of its own, which costs a consumer on the NATS server and round trips (seconds under the lab's
  * emulation) on every call. What it holds is one status per container of this host, as the agent itself holds;
- * nothing grows with the cluster.
+ * nothing grows with the cluster. It answers only once the statuses stored at its start are in: a DEL that comes
+ * just after the agent started must not take a status not yet seen for one that is gone.
  */
 export class HostStatuses {
   private readonly settled = new Map<string, EndpointStatus>();
@@ -23,8 +25,7 @@ export class HostStatuses {
   /** DEL's: container → what to call once its status is gone. */
   private readonly removalWaiters = new Map<string, Set<() => void>>();
   private readonly dropped = new DroppedRecords((line) => console.error(`Warning: ${line}`));
-  private watching: Promise<() => void> | undefined;
-  private stopped = false;
+  private following: Promise<FollowedBucket> | undefined;
 
   constructor(
     private readonly bucket: () => Promise<KV>,
@@ -32,13 +33,22 @@ export class HostStatuses {
     private readonly verifier?: RecordVerifier,
   ) {}
 
-  /** Opens the watch, or again when it ended (the connection was lost for good): resolves once it is open. */
+  /** Follows the host's statuses (again, if opening failed before): resolves once the stored ones are in. */
   async start(): Promise<void> {
-    this.watching ??= this.open().catch((error: Error) => {
-      this.watching = undefined;
-      throw error;
-    });
-    await this.watching;
+    this.following ??= this.bucket()
+      .then((bucket) =>
+        FollowedBucket.start(bucket, {
+          filter: hostKeysFilter(this.host),
+          bucketName: Buckets.status,
+          onEntry: (entry) => this.take(entry),
+          log: (line) => console.error(`Warning: ${line}`),
+        }),
+      )
+      .catch((error: Error) => {
+        this.following = undefined;
+        throw error;
+      });
+    await this.following;
   }
 
   /** The endpoint's status once its agent (this one) has made it or failed; rejects after `timeoutMs`. */
@@ -83,24 +93,7 @@ export class HostStatuses {
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    const stop = await this.watching?.catch(() => undefined);
-    stop?.();
-  }
-
-  private async open(): Promise<() => void> {
-    // A watch opened again starts from every key's last value: what was removed meanwhile is not in it.
-    this.containerOfKey.clear();
-    this.keyOfContainer.clear();
-    const watch = await (await this.bucket()).watch({ key: hostKeysFilter(this.host) });
-    void (async () => {
-      for await (const entry of watch) this.take(entry);
-    })()
-      .catch((error: Error) => console.error(`failed to follow the statuses of host ${this.host}: ${error.message}`))
-      .finally(() => {
-        if (!this.stopped) this.watching = undefined;
-      });
-    return () => watch.stop();
+    (await this.following?.catch(() => undefined))?.stop();
   }
 
   private take(entry: KvWatchEntry): void {
