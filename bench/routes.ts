@@ -281,6 +281,9 @@ async function main(): Promise<void> {
   const announcements = Number(values.announcements ?? 100);
   const nats = await startNatsServer();
   const nc = await connectBus({ servers: nats.url, name: "bench-routes" });
+  let heartbeats: NodeJS.Timeout | undefined;
+  // The heartbeat in flight: awaited before the connection closes under it.
+  let beating = Promise.resolve();
   try {
     const [routes, hosts, ipam, networks] = await Promise.all([Buckets.routes, Buckets.hosts, Buckets.ipam, Buckets.networks].map((b) => openBucket(nc, b)));
     const buckets = { routes, hosts, ipam, networks };
@@ -288,7 +291,9 @@ async function main(): Promise<void> {
     const granted = [...Array.from({ length: routeCount }, (_, i) => prefix(i)), ...levels.flatMap((_, level) => Array.from({ length: announcements }, (_, k) => prefix(levelBase(level) + k)))];
     await grantToAnnouncer(buckets, granted);
     await heartbeat(buckets);
-    const heartbeats = setInterval(() => heartbeat(buckets).catch((error: Error) => console.error(`failed to heartbeat: ${error.message}`)), 2000);
+    heartbeats = setInterval(() => {
+      beating = heartbeat(buckets).catch((error: Error) => console.error(`failed to heartbeat: ${error.message}`));
+    }, 2000);
 
     // One burst takes tens of milliseconds, so one sample is at the mercy of the machine: take the median of several.
     const rounds: { trellis: number; ipBatch: number }[] = [];
@@ -308,11 +313,12 @@ async function main(): Promise<void> {
         `slowest first kernel ${result.slowestFirst.toFixed(1)} ms, of which this process's garbage collector ${result.slowestFirstCollecting.toFixed(1)} ms`,
       );
     }
-    clearInterval(heartbeats);
     console.log(
       `routes: trellis ${rate.trellis.toFixed(0)}/s, ip-batch ${rate.ipBatch.toFixed(0)}/s, ratio ${(rate.trellis / rate.ipBatch).toFixed(2)}, convergence p99 ${[...results].map(([n, r]) => `N=${n} ${r.p99.toFixed(0)} ms`).join(", ")}`,
     );
   } finally {
+    clearInterval(heartbeats);
+    await beating;
     await nc.close();
     await nats.stop();
     for (const name of namespaces) await deleteNamespace(name).catch(() => undefined);
