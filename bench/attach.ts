@@ -83,9 +83,13 @@ class ReadyWatch {
   }
 }
 
+/** Each timed attach's Control API call alone, until the planner answered: the rest is the agent's, and its report. */
+const controlCalls: number[] = [];
+
 async function trellisAttach(control: ControlApi, watch: ReadyWatch, container: string): Promise<number> {
   const started = performance.now();
   const endpoint = await control.attachEndpoint({ network: NETWORK, container, host: HOST, ipv4: "", ipv6: "" });
+  controlCalls.push(performance.now() - started);
   await watch.ready(endpoint.id, container);
   return performance.now() - started;
 }
@@ -248,6 +252,7 @@ async function main(): Promise<void> {
     const node: number[] = [];
     const version: number[] = [];
     const local: number[] = [];
+    controlCalls.length = 0;
     for (let round = 1; round <= ROUNDS; round++) {
       trellis.push(await trellisAttach(control, watch, `empty-${round}`));
       cni.push(await cniAdd(round));
@@ -257,6 +262,7 @@ async function main(): Promise<void> {
       local.push(await localApiAdd(round));
     }
     console.log(`empty host: trellis ${trellis.map(round0).join(" ")} ms; cni-ipvlan ${cni.map(round0).join(" ")} ms`);
+    console.log(`empty host: of each trellis attach, the Control API call ${controlCalls.map(round0).join(" ")} ms (median ${round0(median(controlCalls))}), the agent and its report the rest`);
     const [p, n, c0] = [median(plugin), median(node), median(cni)];
     console.log(`cni add: trellis plugin ${plugin.map(round0).join(" ")} ms; node start-up ${node.map(round0).join(" ")} ms`);
     console.log(`cni add: local API alone ${local.map(round0).join(" ")} ms`);
