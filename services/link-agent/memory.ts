@@ -26,15 +26,15 @@ const ARENA_TUNABLE = "glibc.malloc.arena_max";
 const ARENA_MAX = 1;
 
 /**
- * Starts the agent's process image again (execve: the same pid, arguments, descriptors and environment) with two
+ * Starts the agent's process image again (execve: the same pid, arguments, standard streams and environment) with two
  * settings that must be in place before any thread starts, so that a running process cannot take them itself:
  * - **One malloc arena** (GLIBC_TUNABLES). glibc gives each thread that mallocs an arena of its own; Node's eight
  *   helper threads made five, which kept 5 MB of freed fragments at 200 containers in the lab.
  * - **No transparent huge pages** (PR_SET_THP_DISABLE, kept across execve). Where THP is "always", a thread's stack
  *   that uses a few KB got a whole 2 MB page.
- * Together 10 MB of an agent's 81 at 200 containers (lab/bench-attach.sh). Returns when both are already set
- * (the relaunched process, or an operator's own GLIBC_TUNABLES arena setting), or when this libc has neither
- * (musl); it never returns after a successful execve.
+ * Together they took an agent at 200 containers from 81 to 72-74 MB (lab/bench-attach.sh). Returns when both are in
+ * place already (the relaunched process; an operator's own arena setting is kept, not replaced), or when this libc
+ * is not glibc (musl); it never returns after a successful execve.
  */
 export function relaunchWithCompactMemory(): void {
   let libc: ReturnType<typeof koffi.load>;
